@@ -1,0 +1,75 @@
+/**
+ * One cleartext port for both HTTP/2 with prior knowledge (h2c) and HTTP/1.1.
+ *
+ * Node's `http2.createServer()` only speaks h2c: `allowHTTP1` is honoured by the TLS server alone.
+ * We keep a real `Http2Server` (so Fastify and everything else see the type they expect) and put
+ * a tiny sniffer in front of its connection handler: the first bytes of an h2c connection are the
+ * fixed preface `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`; anything else goes to an internal HTTP/1.1
+ * server that shares the request handler. The sniffed bytes are put back with `unshift`, which
+ * both the http2 session (it drains `socket.read()` on setup) and the http parser consume.
+ */
+import http from 'node:http';
+import type { Http2Server } from 'node:http2';
+import type { Socket } from 'node:net';
+
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+/** How long a new connection may take to send its first bytes before we drop it. */
+const SNIFF_TIMEOUT_MS = 10_000;
+
+export type RequestHandler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+
+export interface DualProtocolOptions {
+  /** Handler for HTTP/1.1 requests; usually the same one the http2 server has. */
+  handler: RequestHandler;
+  /** Keep-alive timeout for HTTP/1.1 client connections (ms). Default 65 s. */
+  keepAliveTimeoutMs?: number;
+  /** Largest request header block for HTTP/1.1, in bytes. Default 16 KiB. */
+  maxHeaderSize?: number;
+}
+
+/**
+ * Make `h2server` also accept HTTP/1.1 on the same port. Returns the internal HTTP/1.1 server
+ * (never listening itself); it is closed when `h2server` closes.
+ */
+export function acceptHttp1(h2server: Http2Server, opts: DualProtocolOptions): http.Server {
+  const h1 = http.createServer({
+    keepAliveTimeout: opts.keepAliveTimeoutMs ?? 65_000,
+    maxHeaderSize: opts.maxHeaderSize ?? 16 * 1024,
+  }, opts.handler);
+  const original = h2server.listeners('connection') as Array<(s: Socket) => void>;
+  h2server.removeAllListeners('connection');
+  const toH2 = (socket: Socket): void => { for (const fn of original) fn.call(h2server, socket); };
+  const toH1 = (socket: Socket): void => {
+    // The HTTP/1.1 parser normally reads straight from the native handle, which would skip the
+    // bytes we unshifted; marking the handle consumed makes it read through the socket instead.
+    const handle = (socket as unknown as { _handle?: { _consumed?: boolean } })._handle;
+    if (handle) handle._consumed = true;
+    h1.emit('connection', socket);
+    socket.resume();
+  };
+  h2server.on('connection', (socket: Socket) => sniff(socket, toH2, toH1));
+  h2server.once('close', () => { h1.closeAllConnections(); h1.close(); });
+  return h1;
+}
+
+/** Decide from the first bytes whether `socket` speaks h2c; hand it on with the bytes put back. */
+export function sniff(socket: Socket, toH2: (s: Socket) => void, toH1: (s: Socket) => void): void {
+  let seen: Buffer = Buffer.alloc(0);
+  const timer = setTimeout(() => socket.destroy(), SNIFF_TIMEOUT_MS);
+  timer.unref();
+  const onData = (chunk: Buffer): void => {
+    seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+    const n = Math.min(seen.length, PREFACE.length);
+    const isPrefacePrefix = seen.subarray(0, n).equals(PREFACE.subarray(0, n));
+    if (isPrefacePrefix && n < PREFACE.length) return; // need more bytes to decide
+    clearTimeout(timer);
+    socket.removeListener('data', onData);
+    socket.removeListener('error', onError);
+    socket.pause();
+    socket.unshift(seen);
+    if (isPrefacePrefix) toH2(socket); else toH1(socket);
+  };
+  const onError = (): void => { clearTimeout(timer); socket.destroy(); };
+  socket.on('data', onData);
+  socket.on('error', onError);
+}
