@@ -1,0 +1,129 @@
+/**
+ * The validated config model: what `gateway.config.yaml` and `policies/*.yaml` mean once
+ * parsed, interpolated and checked against the schema (defaults applied). Layer two of three:
+ * YAML → this model → the compiled Runtime.
+ */
+import type { JsonObject } from '../types.ts';
+
+/** A secret is never written in YAML: it names where to read it from. */
+export type SecretRef = { env: string } | { file: string };
+
+export interface ListenConfig {
+  /** Cleartext listener: h2c with prior knowledge, and HTTP/1.1. Default 127.0.0.1:8080. */
+  host: string;
+  port: number;
+  /** Optional TLS listener: h2 via ALPN, falling back to HTTP/1.1. */
+  tls?: { host: string; port: number; cert: SecretRef; key: SecretRef };
+}
+
+export interface Http2Settings {
+  /** Streams one client session may have open at once. Default 256 (Node's default is 2^32-1). */
+  maxConcurrentStreams: number;
+  /**
+   * nghttp2's RST_STREAM flood protection, per session: a bucket of `streamResetBurst` refilled at
+   * `streamResetRate`/s. Editors cancel ~45% of requests, and one load balancer connection carries
+   * many editors, so the defaults (10000, 1000/s) are far above Node's (1000, 33/s).
+   */
+  streamResetBurst: number;
+  streamResetRate: number;
+  /** Idle client sessions are closed after this (ms). Default 10 minutes; 0 = never. */
+  sessionIdleTimeoutMs: number;
+}
+
+export interface UpstreamConfig {
+  /** Base URL: `http://` (h2c or http1), `https://` (h2 via ALPN, or http1). */
+  url: string;
+  /** Wire protocol. Default: `h2c` for http URLs, `h2` for https URLs. */
+  protocol: 'h2c' | 'h2' | 'http1';
+  pool: {
+    /** Long-lived sessions (h2) or keep-alive sockets (http1) per upstream. Default 2 (h2) / 64 (http1). */
+    size: number;
+    /** Send an HTTP/2 PING on idle sessions this often (ms) to keep them warm and detect dead peers. Default 10 s. */
+    pingIntervalMs: number;
+    /** Open the sessions at start (and after reload) before traffic arrives. Default true. */
+    warm: boolean;
+  };
+  timeouts: {
+    /** TCP+TLS+HTTP/2 handshake budget (ms). Default 3 s. */
+    connectMs: number;
+    /** From sending the request to the response headers (ms). Default 30 s. */
+    firstByteMs: number;
+    /** Longest silence between response chunks (ms). Default 60 s. */
+    idleMs: number;
+  };
+  /** Upstream credential, added to every request (the client's Authorization is never forwarded). */
+  credential?: { header: string; prefix: string; secret: SecretRef };
+  /** Client request headers passed through to this upstream (lower-case). Default: user-agent. */
+  forwardHeaders: string[];
+  tls?: { ca?: SecretRef; servername?: string; rejectUnauthorized: boolean };
+  /** How many times to retry a stream the upstream refused (REFUSED_STREAM / GOAWAY). Default 3. */
+  maxRetries: number;
+}
+
+export interface ModelConfig {
+  upstream: string;
+  /** Model name sent upstream. Default: the logical name. */
+  upstreamModel?: string;
+  /** Other names clients may use for this model. */
+  aliases: string[];
+}
+
+export interface HealthConfig {
+  /** Success-rate objective; `/_ping` fails below it (the instance votes itself out of DNS). Default 0.99. */
+  slo: number;
+  /** Back in service only once the rate is at least this (hysteresis). Default: halfway from slo to 1. */
+  recoverAt?: number;
+  /** Sliding window (s). Default 30. */
+  windowSeconds: number;
+  /** Fewer requests than this in the window never fail the check. Default 20. */
+  minRequests: number;
+}
+
+export interface ModelServerConfig {
+  /** Start the bundled local model server as a child process (for development). */
+  enabled: boolean;
+  host: string;
+  port: number;
+  ttftMs: number;
+  tokenMs: number;
+  tokens: number;
+}
+
+export interface GatewayConfig {
+  listen: ListenConfig;
+  admin: { host: string; port: number; enabled: boolean };
+  http2: Http2Settings;
+  limits: { bodyBytes: number; headerBytes: number };
+  /** Request headers (lower-case) that `when` conditions may read as `request.headers.<name>`. */
+  facts: { headers: string[] };
+  /** Where the client's editor and extension versions come from (header `name/version`). */
+  client: { editorHeader: string; pluginHeader: string };
+  upstreams: Record<string, UpstreamConfig>;
+  models: Record<string, ModelConfig>;
+  /** Logical model used when a request names none. */
+  defaultModel?: string;
+  /** Policy files (globs, relative to this file), run in this order. */
+  policies: string[];
+  modelServer: ModelServerConfig;
+  health: HealthConfig;
+  reload: { watch: boolean; debounceMs: number };
+  logging: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  /** Token exchange and verification (see core/auth). Absent: no `auth` step may be used. */
+  auth?: JsonObject;
+}
+
+export interface StepConfig {
+  use: string;
+  /** Shown by `explain`; default `use`. */
+  name?: string;
+  when?: unknown;
+  params: JsonObject;
+}
+
+export interface PolicyConfig {
+  name: string;
+  description?: string;
+  enabled: boolean;
+  match: { paths?: string[]; models?: string[] };
+  steps: StepConfig[];
+}

@@ -1,0 +1,100 @@
+/**
+ * The per-request object. One class with a fixed shape (V8 keeps it monomorphic); everything
+ * that is not needed by most requests (locals) is allocated lazily.
+ */
+import { performance } from 'node:perf_hooks';
+import type { ErrorCode } from './errors.ts';
+import { getAt, pointer, removeAt, setAt } from './json-pointer.ts';
+import type { Exchange, Facts, JsonObject, JsonValue, Route } from './types.ts';
+
+const EMPTY_CLAIMS: Readonly<Record<string, unknown>> = Object.freeze({});
+
+export interface ExchangeInit {
+  id: string;
+  method: string;
+  path: string;
+  protocol: 'h2' | 'h1';
+  ip: string;
+  headers: Record<string, string>;
+  client: Facts['client'];
+  body: JsonObject;
+  route: Route;
+  startedAt?: number;
+}
+
+type MutableFacts = { -readonly [K in keyof Facts]: Facts[K] };
+
+export class GatewayExchange implements Exchange {
+  readonly id: string;
+  readonly facts: Facts;
+  readonly signal: AbortSignal;
+  readonly startedAt: number;
+  readonly route: Route;
+  readonly upstreamHeaders: Record<string, string> = {};
+  readonly responseHeaders: Record<string, string> = {};
+  readonly labels: Record<string, string> = {};
+  /** The body exactly as the client sent it. */
+  readonly originalBody: JsonObject;
+  /** Set when the exchange was cancelled by the gateway (supersede, shutdown), not the client. */
+  cancelCode: ErrorCode | undefined = undefined;
+  /** Performance timestamps (ms), filled by the core as the exchange progresses. */
+  forwardedAt = 0;
+  firstByteAt = 0;
+  cancelledAt = 0;
+  #controller: AbortController;
+  #body: JsonObject;
+  #owned: WeakSet<object> | undefined = undefined;
+  #locals: Map<unknown, unknown> | undefined = undefined;
+
+  constructor(init: ExchangeInit, controller: AbortController = new AbortController()) {
+    this.id = init.id;
+    this.startedAt = init.startedAt ?? performance.now();
+    this.route = init.route;
+    this.originalBody = init.body;
+    this.#body = init.body;
+    this.#controller = controller;
+    this.signal = controller.signal;
+    const facts: MutableFacts = {
+      request: { method: init.method, path: init.path, headers: init.headers, protocol: init.protocol, ip: init.ip },
+      client: init.client,
+      claims: EMPTY_CLAIMS,
+      body: init.body,
+      route: init.route,
+    };
+    this.facts = facts;
+  }
+
+  get body(): Readonly<JsonObject> { return this.#body; }
+  /** Whether any step changed the body (if not, the client's bytes are forwarded as they came). */
+  get bodyChanged(): boolean { return this.#body !== this.originalBody; }
+  get locals(): Map<unknown, unknown> { return (this.#locals ??= new Map()); }
+
+  setBody(ptr: string, value: JsonValue): void {
+    this.#body = setAt(this.#body, pointer(ptr), value, (this.#owned ??= new WeakSet()));
+  }
+
+  removeBody(ptr: string): boolean {
+    const segs = pointer(ptr);
+    if (getAt(this.#body, segs) === undefined) return false;
+    this.#body = removeAt(this.#body, segs, (this.#owned ??= new WeakSet()));
+    return true;
+  }
+
+  setClaims(claims: Record<string, unknown>): void {
+    (this.facts as MutableFacts).claims = claims;
+  }
+
+  cancel(code: ErrorCode): void {
+    if (this.signal.aborted) return;
+    this.cancelCode = code;
+    this.cancelledAt = performance.now();
+    this.#controller.abort(code);
+  }
+
+  /** The client went away (core only). */
+  clientGone(): void {
+    if (this.signal.aborted) return;
+    this.cancelledAt = performance.now();
+    this.#controller.abort('client');
+  }
+}

@@ -1,0 +1,12 @@
+/**
+ * The built-in plugins, by name. A plain array: no directory scanning, no codegen. A plugin's
+ * name is its folder under plugins/ and its `use:` value in policy YAML.
+ */
+import type { PluginDefinition } from '../core/types.ts';
+import setHeaders from './set-headers/index.ts';
+
+// `any` for params: each definition is checked against its own params type where it is written.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const builtinPlugins: ReadonlyArray<PluginDefinition<any>> = [
+  setHeaders,
+];

@@ -1,0 +1,45 @@
+/**
+ * set-headers: add or remove headers on the upstream request and/or the client response.
+ * Values are literal strings from config (never from the request), so they are safe as-is.
+ */
+import { definePlugin } from '../../core/types.ts';
+import type { JsonSchema } from '../../core/types.ts';
+
+export interface SetHeadersParams {
+  /** Headers added to the upstream request (lower-cased). */
+  upstream: Record<string, string>;
+  /** Headers added to the client response (lower-cased). */
+  response: Record<string, string>;
+}
+
+const headerMap: JsonSchema = {
+  type: 'object',
+  propertyNames: { pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$' },
+  additionalProperties: { type: 'string', maxLength: 4096, pattern: '^[^\\r\\n]*$' },
+  default: {},
+};
+
+const RESERVED = new Set(['authorization', 'host', 'content-length', 'connection', 'transfer-encoding', 'te', 'upgrade', 'keep-alive', 'proxy-connection']);
+
+export default definePlugin<SetHeadersParams>({
+  name: 'set-headers',
+  description: 'Add fixed headers to the upstream request and/or the client response.',
+  paramsSchema: {
+    type: 'object',
+    additionalProperties: false,
+    properties: { upstream: headerMap, response: headerMap },
+  },
+  create(params, ctx) {
+    const up = Object.entries(params.upstream).map(([k, v]) => [k.toLowerCase(), v] as const);
+    const down = Object.entries(params.response).map(([k, v]) => [k.toLowerCase(), v] as const);
+    for (const [k] of [...up, ...down]) {
+      if (RESERVED.has(k)) throw ctx.error(`header "${k}" is managed by the gateway and cannot be set by a policy`, k);
+    }
+    return {
+      request: function setHeaders(ex) {
+        for (const [k, v] of up) ex.upstreamHeaders[k] = v;
+        for (const [k, v] of down) ex.responseHeaders[k] = v;
+      },
+    };
+  },
+});
