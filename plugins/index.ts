@@ -4,9 +4,21 @@
  */
 import type { PluginDefinition } from '../core/types.ts';
 import setHeaders from './set-headers/index.ts';
+import stripParams from './strip-params/index.ts';
+import setParams from './set-params/index.ts';
+import logitBias from './logit-bias/index.ts';
+import modelRewrite from './model-rewrite/index.ts';
+import versionGate from './version-gate/index.ts';
+import rateLimit from './rate-limit/index.ts';
 
 // `any` for params: each definition is checked against its own params type where it is written.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const builtinPlugins: ReadonlyArray<PluginDefinition<any>> = [
   setHeaders,
+  stripParams,
+  setParams,
+  logitBias,
+  modelRewrite,
+  versionGate,
+  rateLimit,
 ];

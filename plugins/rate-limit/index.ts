@@ -1,0 +1,154 @@
+/**
+ * rate-limit: a token bucket per subject, in process. Each request takes one token; a bucket
+ * holds at most `burst` tokens and refills at `ratePerSecond`. An empty bucket answers
+ * `GW_ERR_POLICY_RATE_LIMITED` (default 429) with `Retry-After` (whole seconds, at least 1).
+ *
+ * Buckets live in the gateway's shared store, so a config reload keeps them. Memory is bounded:
+ * a bucket that has been idle long enough to be full again is the same as no bucket, so a
+ * periodic sweep (an unref'd timer, stopped when a reload retires the step) deletes those, and
+ * at `maxKeys` the oldest bucket makes room for a new one.
+ */
+import { performance } from 'node:perf_hooks';
+import { GatewayError } from '../../core/errors.ts';
+import { definePlugin, FACT_ROOTS } from '../../core/types.ts';
+import type { Exchange, LocalReply } from '../../core/types.ts';
+
+export interface RateLimitParams {
+  /** Fact path of the subject (`claims.sub`, `request.headers.x-team`); falls back to `request.ip`. */
+  key: string;
+  /** Refill rate, tokens per second. */
+  ratePerSecond: number;
+  /** Bucket size: requests allowed at once after idling. */
+  burst: number;
+  /** Status of the reply. Default 429. */
+  status: number;
+  /** Most buckets kept per bucket set. Default 100000. */
+  maxKeys: number;
+  /**
+   * Name of the bucket set. Steps with the same name share buckets (and must agree on rate and
+   * burst to make sense). Default: this step's location (`file#steps[i]`).
+   */
+  bucketSet?: string;
+}
+
+/** One subject's bucket: tokens left at time `t` (ms, performance.now()). */
+interface Bucket { tokens: number; t: number }
+type Buckets = Map<string, Bucket>;
+
+const FORBIDDEN = new Set(['__proto__', 'prototype', 'constructor']);
+/** Cached replies for Retry-After 1..MAX_CACHED s (a limited client retries a lot: no allocation). */
+const MAX_CACHED = 3600;
+
+export default definePlugin<RateLimitParams>({
+  name: 'rate-limit',
+  description: 'Token bucket per subject (a fact path, falling back to the client IP); 429 with Retry-After.',
+  paramsSchema: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['ratePerSecond', 'burst'],
+    properties: {
+      key: { type: 'string', minLength: 1, maxLength: 256, default: 'claims.sub' },
+      ratePerSecond: { type: 'number', exclusiveMinimum: 0, maximum: 1e6 },
+      burst: { type: 'integer', minimum: 1, maximum: 1e6 },
+      status: { type: 'integer', minimum: 400, maximum: 599, default: 429 },
+      maxKeys: { type: 'integer', minimum: 1, maximum: 10_000_000, default: 100_000 },
+      bucketSet: { type: 'string', minLength: 1, maxLength: 256 },
+    },
+  },
+  create(params, ctx) {
+    const subjectOf = compileKey(params.key, (m) => ctx.error(m, 'key'));
+    const { ratePerSecond: rate, burst, status, maxKeys } = params;
+    const perMs = rate / 1000;
+    const set = params.bucketSet ?? ctx.where;
+    const bySubject = ctx.shared<Buckets>(`buckets:${set}`, () => new Map());
+    const byIp = ctx.shared<Buckets>(`buckets:${set}:ip`, () => new Map());
+
+    const replies: LocalReply[] = [];
+    const replyFor = (seconds: number): LocalReply => {
+      const cached = seconds <= MAX_CACHED ? replies[seconds] : undefined;
+      if (cached !== undefined) return cached;
+      const e = new GatewayError('GW_ERR_POLICY_RATE_LIMITED', [seconds]);
+      const reply: LocalReply = Object.freeze({
+        status,
+        body: Object.freeze({ error: Object.freeze({ code: e.code, message: e.message, retry_after: seconds }) }),
+        headers: Object.freeze({ 'retry-after': String(seconds) }),
+      }) as LocalReply;
+      if (seconds <= MAX_CACHED) replies[seconds] = reply;
+      return reply;
+    };
+
+    /** Delete buckets that have refilled completely (equivalent to having none). */
+    const sweep = (buckets: Buckets, now: number): void => {
+      for (const [k, b] of buckets) if (b.tokens + (now - b.t) * perMs >= burst) buckets.delete(k);
+    };
+    /** Make room for one more bucket: sweep, then drop the oldest if still full. */
+    const makeRoom = (buckets: Buckets, now: number): void => {
+      sweep(buckets, now);
+      if (buckets.size >= maxKeys) buckets.delete(buckets.keys().next().value!);
+    };
+
+    // A full refill takes burst/rate seconds; sweeping more often than that finds little.
+    const sweepMs = Math.min(60_000, Math.max(5_000, Math.ceil((burst / rate) * 1000)));
+    const timer = setInterval(function sweepBuckets() {
+      const now = performance.now();
+      sweep(bySubject, now);
+      sweep(byIp, now);
+    }, sweepMs);
+    timer.unref();
+    ctx.onClose(() => clearInterval(timer));
+
+    return {
+      request: function rateLimit(ex) {
+        const subject = subjectOf(ex);
+        const buckets = subject === undefined ? byIp : bySubject;
+        const k = subject === undefined ? ex.facts.request.ip : subject;
+        const now = performance.now();
+        let b = buckets.get(k);
+        if (b === undefined) {
+          if (buckets.size >= maxKeys) makeRoom(buckets, now);
+          buckets.set(k, { tokens: burst - 1, t: now });
+          return undefined;
+        }
+        const tokens = b.tokens + (now - b.t) * perMs;
+        b.t = now;
+        if (tokens >= 1) {
+          b.tokens = (tokens > burst ? burst : tokens) - 1;
+          return undefined;
+        }
+        b.tokens = tokens;
+        return replyFor(Math.max(1, Math.ceil((1 - tokens) / rate)));
+      },
+    };
+  },
+});
+
+/**
+ * Compile a dotted fact path into a reader returning a non-empty string subject, or undefined
+ * (absent, empty, or not a string/number) so the caller falls back to the client IP.
+ */
+function compileKey(path: string, fail: (message: string) => Error): (ex: Exchange) => string | undefined {
+  const segs = path.split('.');
+  if (!(FACT_ROOTS as readonly string[]).includes(segs[0]!)) {
+    throw fail(`"${path}" must start with one of the fact roots (${FACT_ROOTS.join(', ')})`);
+  }
+  if (segs.length < 2) throw fail(`"${path}" names a whole fact root; name a field in it (e.g. claims.sub)`);
+  for (const s of segs) if (s === '' || FORBIDDEN.has(s)) throw fail(`"${path}" has an empty or forbidden segment "${s}"`);
+  const hasOwn = Object.prototype.hasOwnProperty;
+  const asSubject = (v: unknown): string | undefined =>
+    typeof v === 'string' ? (v === '' ? undefined : v) : typeof v === 'number' ? String(v) : undefined;
+  if (segs.length === 2) {
+    const [root, field] = segs as [keyof Exchange['facts'], string];
+    return function readSubject(ex) {
+      const o = ex.facts[root] as Record<string, unknown>;
+      return asSubject(hasOwn.call(o, field) ? o[field] : undefined);
+    };
+  }
+  return function readSubjectDeep(ex) {
+    let x: unknown = ex.facts;
+    for (const s of segs) {
+      if (x === null || typeof x !== 'object') return undefined;
+      x = hasOwn.call(x, s) ? (x as Record<string, unknown>)[s] : undefined;
+    }
+    return asSubject(x);
+  };
+}
