@@ -41,6 +41,8 @@ export class GatewayExchange implements Exchange {
   forwardedAt = 0;
   firstByteAt = 0;
   cancelledAt = 0;
+  /** Bit i set = step i of the pipeline was active (its `when` held). */
+  activeSteps = 0;
   #controller: AbortController;
   #body: JsonObject;
   #owned: WeakSet<object> | undefined = undefined;

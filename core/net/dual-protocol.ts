@@ -39,7 +39,12 @@ export function acceptHttp1(h2server: Http2Server, opts: DualProtocolOptions): h
   const original = h2server.listeners('connection') as Array<(s: Socket) => void>;
   h2server.removeAllListeners('connection');
   const toH2 = (socket: Socket): void => { for (const fn of original) fn.call(h2server, socket); };
+  // The internal server never listens, so Node does not track its connections
+  // (closeAllConnections would do nothing): we keep the set ourselves.
+  const h1Sockets = new Set<Socket>();
   const toH1 = (socket: Socket): void => {
+    h1Sockets.add(socket);
+    socket.once('close', () => h1Sockets.delete(socket));
     // The HTTP/1.1 parser normally reads straight from the native handle, which would skip the
     // bytes we unshifted; marking the handle consumed makes it read through the socket instead.
     const handle = (socket as unknown as { _handle?: { _consumed?: boolean } })._handle;
@@ -48,7 +53,22 @@ export function acceptHttp1(h2server: Http2Server, opts: DualProtocolOptions): h
     socket.resume();
   };
   h2server.on('connection', (socket: Socket) => sniff(socket, toH2, toH1));
-  h2server.once('close', () => { h1.closeAllConnections(); h1.close(); });
+  h2server.once('close', () => { for (const s of h1Sockets) s.destroy(); h1.close(); });
+  // server.close() waits for connections to end: idle keep-alive HTTP/1.1 ones never do.
+  const origClose = h2server.close.bind(h2server);
+  // Busy ones are closed as soon as their response is done (checked every 100 ms).
+  const idle = (s: Socket): boolean => !(s as Socket & { _httpMessage?: unknown })._httpMessage;
+  h2server.close = ((cb?: (err?: Error) => void) => {
+    for (const s of h1Sockets) if (idle(s)) s.destroy();
+    if (h1Sockets.size) {
+      const t = setInterval(() => {
+        for (const s of h1Sockets) if (idle(s)) s.destroy();
+        if (h1Sockets.size === 0) clearInterval(t);
+      }, 100);
+      t.unref();
+    }
+    return origClose(cb);
+  }) as typeof h2server.close;
   return h1;
 }
 

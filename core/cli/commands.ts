@@ -1,0 +1,113 @@
+/** The CLI's commands, each a small function over the core's public API. */
+import { parseArgs } from 'node:util';
+import { builtinPlugins } from '../../plugins/index.ts';
+import { startBundledModel } from '../bundled-model.ts';
+import type { BundledModel } from '../bundled-model.ts';
+import { loadConfig } from '../config/load.ts';
+import { ConfigErrors, GatewayError } from '../errors.ts';
+import { Gateway, packageFile } from '../gateway.ts';
+import { GatewayMetrics } from '../metrics.ts';
+import { silentLogger } from '../plugin-context.ts';
+import { buildRuntime } from '../runtime.ts';
+import type { PluginDefinition } from '../types.ts';
+
+export interface Command { summary: string; run(argv: string[]): Promise<number | void> }
+
+const configOpt = { config: { type: 'string' as const, short: 'c' }, help: { type: 'boolean' as const, short: 'h' } };
+export const DEFAULT_CONFIG = packageFile('gateway.config.yaml');
+
+export const commands: Record<string, Command> = {
+  start: {
+    summary: 'Run the gateway (default config: the bundled gateway.config.yaml)',
+    async run(argv) {
+      const { values } = parseArgs({ args: argv, options: configOpt });
+      if (values.help) { console.log('Usage: ghostgate start [--config gateway.config.yaml]\nSIGHUP reloads the config; SIGTERM/SIGINT shut down gracefully.'); return 0; }
+      const file = values.config ?? DEFAULT_CONFIG;
+      let model: BundledModel | undefined;
+      let gw: Gateway;
+      try {
+        const pre = loadConfig(file);
+        if (pre.config.modelServer.enabled) model = await startBundledModel(pre.config.modelServer);
+        gw = await Gateway.start({ configFile: file });
+      } catch (e) {
+        await model?.stop();
+        if (e instanceof ConfigErrors) { printConfigErrors(file, e); return 1; }
+        throw e;
+      }
+      await printBanner(gw, file, model);
+      process.on('SIGHUP', () => { void gw.reload('SIGHUP'); });
+      await new Promise<void>((resolve) => {
+        const stop = (sig: string): void => {
+          gw.log.info({ signal: sig }, 'shutting down: finishing in-flight requests');
+          void gw.close().then(() => model?.stop()).then(() => resolve());
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+      return 0;
+    },
+  },
+
+  validate: {
+    summary: 'Check the config and policies; list every problem with file:line',
+    async run(argv) {
+      const { values } = parseArgs({ args: argv, options: configOpt });
+      if (values.help) { console.log('Usage: ghostgate validate [--config gateway.config.yaml]\nExit 0 when valid; 1 with every problem listed.'); return 0; }
+      const file = values.config ?? DEFAULT_CONFIG;
+      try {
+        const loaded = loadConfig(file);
+        const rt = await buildRuntime(loaded, { log: silentLogger, metrics: new GatewayMetrics(undefined, { defaults: false }), plugins: builtinPlugins as ReadonlyArray<PluginDefinition<unknown>>, sharedStore: new Map(), warm: false });
+        await rt.retire(undefined);
+        const steps = loaded.policies.reduce((n, p) => n + p.policy.steps.length, 0);
+        console.log(`${loaded.file}: OK (${Object.keys(loaded.config.upstreams).length} upstreams, ${Object.keys(loaded.config.models).length} models, ${loaded.policies.length} policies, ${steps} steps)`);
+        return 0;
+      } catch (e) {
+        if (e instanceof ConfigErrors) { printConfigErrors(file, e); return 1; }
+        throw e;
+      }
+    },
+  },
+
+  'model-server': {
+    summary: 'Run the bundled fake model server (OpenAI-compatible, h2c + HTTP/1.1)',
+    async run(argv) {
+      const { runModelServerCli } = await import('../../model-server/main.ts');
+      await runModelServerCli(argv);
+    },
+  },
+};
+
+export function printConfigErrors(file: string, e: ConfigErrors): void {
+  process.stderr.write(`${file}: ${e.errors.length} problem${e.errors.length === 1 ? '' : 's'}\n`);
+  for (const err of e.errors) process.stderr.write(`  ${err.describe()}\n`);
+}
+
+async function printBanner(gw: Gateway, file: string, model: BundledModel | undefined): Promise<void> {
+  const a = gw.addresses!;
+  const rt = gw.runtime;
+  const model0 = rt.config.defaultModel ?? Object.keys(rt.config.models)[0]!;
+  let auth = '';
+  if (rt.auth) {
+    try {
+      const t = await rt.auth.mint({ sub: 'dev' }, 3600);
+      auth = ` \\\n  -H 'authorization: Bearer ${t.token}'`;
+    } catch { /* no signing key for dev tokens: show the curl without one */ }
+  }
+  const lines = [
+    `ghostgate is running (config ${file}, version ${rt.version})`,
+    `  data plane  ${a.cleartext}  (h2c prior knowledge + HTTP/1.1)`,
+    ...(a.tls ? [`  data plane  ${a.tls}  (TLS: h2 via ALPN, HTTP/1.1 fallback)`] : []),
+    ...(a.admin ? [`  admin       ${a.admin}  (/_ping  /-/config  POST /-/reload  /metrics)`] : []),
+    ...(model ? [`  model       ${model.url}  (bundled local model server)`] : []),
+    `  upstreams   ${[...rt.upstreams.values()].map((u) => `${u.name}=${u.config.url} (${u.config.protocol})`).join(', ')}`,
+    '',
+    'Try a streamed completion:',
+    `  curl --http2-prior-knowledge -N ${a.cleartext}/v1/completions \\`,
+    `  -H 'content-type: application/json'${auth} \\`,
+    `  -d '{"model":"${model0}","prompt":"def fib(","stream":true}'`,
+    '',
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+export { GatewayError };

@@ -1,0 +1,192 @@
+/**
+ * JSON Schemas for `gateway.config.yaml` and policy files. The same schemas validate at load
+ * (ajv, defaults applied), drive `ghostgate validate`, and are written to docs/schema/ for
+ * editors (`ghostgate schema`), with each plugin's params schema merged into the step schema.
+ */
+import { authConfigSchema } from '../auth/schema.ts';
+import type { JsonSchema, PluginDefinition } from '../types.ts';
+
+const secretRef: JsonSchema = {
+  description: 'Where a secret is read from: an environment variable or a file (never inline).',
+  oneOf: [
+    { type: 'object', required: ['env'], additionalProperties: false, properties: { env: { type: 'string', minLength: 1 } } },
+    { type: 'object', required: ['file'], additionalProperties: false, properties: { file: { type: 'string', minLength: 1 } } },
+  ],
+};
+const port = { type: 'integer', minimum: 0, maximum: 65535 };
+const host = { type: 'string', minLength: 1, default: '127.0.0.1' };
+const ms = (def: number, description: string): JsonSchema => ({ type: 'integer', minimum: 0, default: def, description });
+const headerName = { type: 'string', pattern: '^[a-z0-9!#$%&\'*+.^_`|~-]+$' };
+
+const upstream: JsonSchema = {
+  type: 'object',
+  required: ['url'],
+  additionalProperties: false,
+  properties: {
+    url: { type: 'string', pattern: '^https?://[^/]+', description: 'Base URL of the upstream, e.g. http://127.0.0.1:8000' },
+    protocol: { enum: ['h2c', 'h2', 'http1'], description: 'Default: h2c for http://, h2 for https://' },
+    pool: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        size: { type: 'integer', minimum: 1, maximum: 1024, description: 'Sessions (h2) or sockets (http1). Default 2 / 64.' },
+        pingIntervalMs: ms(10_000, 'PING idle sessions this often; 0 = never'),
+        warm: { type: 'boolean', default: true, description: 'Open connections at start and after reload' },
+      },
+    },
+    timeouts: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        connectMs: ms(3_000, 'Connection handshake budget'),
+        firstByteMs: ms(30_000, 'Request sent → response headers'),
+        idleMs: ms(60_000, 'Longest silence between response chunks'),
+      },
+    },
+    credential: {
+      type: 'object', required: ['secret'], additionalProperties: false,
+      description: 'The upstream\'s own key, added to every request; the client\'s Authorization is never forwarded.',
+      properties: {
+        header: { ...headerName, default: 'authorization' },
+        prefix: { type: 'string', default: 'Bearer ' },
+        secret: secretRef,
+      },
+    },
+    forwardHeaders: { type: 'array', items: headerName, default: ['user-agent'], description: 'Client headers passed upstream' },
+    tls: {
+      type: 'object', additionalProperties: false,
+      properties: { ca: secretRef, servername: { type: 'string' }, rejectUnauthorized: { type: 'boolean', default: true } },
+    },
+    maxRetries: { type: 'integer', minimum: 0, maximum: 10, default: 3, description: 'Retries of streams the upstream refused unprocessed' },
+  },
+};
+
+export const gatewayConfigSchema: JsonSchema = {
+  $schema: 'http://json-schema.org/draft-07/schema#',
+  title: 'ghostgate gateway.config.yaml',
+  type: 'object',
+  additionalProperties: false,
+  required: ['upstreams', 'models'],
+  properties: {
+    $schema: { type: 'string' },
+    listen: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        host, port: { ...port, default: 8080 },
+        tls: {
+          type: 'object', additionalProperties: false, required: ['port', 'cert', 'key'],
+          properties: { host, port, cert: secretRef, key: secretRef },
+        },
+      },
+    },
+    admin: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: { host, port: { ...port, default: 9090 }, enabled: { type: 'boolean', default: true } },
+    },
+    http2: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        maxConcurrentStreams: { type: 'integer', minimum: 1, maximum: 100_000, default: 256 },
+        streamResetBurst: { type: 'integer', minimum: 1, default: 10_000 },
+        streamResetRate: { type: 'integer', minimum: 1, default: 1_000 },
+        sessionIdleTimeoutMs: ms(600_000, 'Close idle client sessions after this; 0 = never'),
+      },
+    },
+    limits: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        bodyBytes: { type: 'integer', minimum: 1024, default: 1_048_576 },
+        headerBytes: { type: 'integer', minimum: 1024, default: 16_384 },
+      },
+    },
+    facts: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: { headers: { type: 'array', items: headerName, default: ['user-agent', 'editor-version', 'editor-plugin-version', 'x-ghostgate-document'] } },
+    },
+    client: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        editorHeader: { ...headerName, default: 'editor-version' },
+        pluginHeader: { ...headerName, default: 'editor-plugin-version' },
+      },
+    },
+    upstreams: { type: 'object', minProperties: 1, propertyNames: { pattern: '^[a-z0-9][a-z0-9_.-]*$' }, additionalProperties: upstream },
+    models: {
+      type: 'object', minProperties: 1,
+      additionalProperties: {
+        type: 'object', required: ['upstream'], additionalProperties: false,
+        properties: {
+          upstream: { type: 'string' },
+          upstreamModel: { type: 'string' },
+          aliases: { type: 'array', items: { type: 'string' }, default: [] },
+        },
+      },
+    },
+    defaultModel: { type: 'string' },
+    policies: { type: 'array', items: { type: 'string' }, default: ['policies/*.yaml'] },
+    modelServer: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        enabled: { type: 'boolean', default: false },
+        host, port: { ...port, default: 8000 },
+        ttftMs: ms(120, 'Simulated time to first token'),
+        tokenMs: ms(15, 'Simulated time per token'),
+        tokens: { type: 'integer', minimum: 1, default: 24 },
+      },
+    },
+    health: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        slo: { type: 'number', exclusiveMinimum: 0, maximum: 1, default: 0.99 },
+        recoverAt: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
+        windowSeconds: { type: 'integer', minimum: 1, maximum: 3600, default: 30 },
+        minRequests: { type: 'integer', minimum: 0, default: 20 },
+      },
+    },
+    reload: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: { watch: { type: 'boolean', default: true }, debounceMs: ms(200, 'Wait for edits to settle') },
+    },
+    logging: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: { level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } },
+    },
+    auth: authConfigSchema,
+  },
+};
+
+/** The policy file schema; with `plugins`, each `use:` gets its params schema (for editors). */
+export function policySchema(plugins: ReadonlyArray<PluginDefinition<unknown>> = []): JsonSchema {
+  const step: JsonSchema = {
+    type: 'object', required: ['use'], additionalProperties: false,
+    properties: {
+      use: plugins.length ? { enum: plugins.map((p) => p.name) } : { type: 'string' },
+      name: { type: 'string' },
+      when: { description: 'json-logic condition over the facts (request, client, claims, body, route)' },
+      params: { type: 'object', default: {} },
+    },
+  };
+  if (plugins.length) {
+    step.allOf = plugins.map((p) => ({
+      if: { properties: { use: { const: p.name } } },
+      then: { properties: { params: p.paramsSchema }, description: p.description },
+    }));
+  }
+  return {
+    $schema: 'http://json-schema.org/draft-07/schema#',
+    title: 'ghostgate policy file',
+    type: 'object', required: ['name', 'steps'], additionalProperties: false,
+    properties: {
+      $schema: { type: 'string' },
+      name: { type: 'string', pattern: '^[a-z0-9][a-z0-9_.-]*$' },
+      description: { type: 'string' },
+      enabled: { type: 'boolean', default: true },
+      match: {
+        type: 'object', additionalProperties: false, default: {},
+        properties: {
+          paths: { type: 'array', items: { enum: ['/v1/completions', '/v1/chat/completions', '/v1/engines/:model/completions'] } },
+          models: { type: 'array', items: { type: 'string' } },
+        },
+      },
+      steps: { type: 'array', items: step },
+    },
+  };
+}

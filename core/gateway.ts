@@ -1,0 +1,245 @@
+/**
+ * The gateway: loads config, builds the runtime, runs the listeners, reloads, shuts down.
+ *
+ *   const gw = await Gateway.start({ configFile: 'gateway.config.yaml' });
+ *   ...
+ *   await gw.close();
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import Fastify from 'fastify';
+import { builtinPlugins } from '../plugins/index.ts';
+import { loadConfig } from './config/load.ts';
+import type { GatewayConfig } from './config/model.ts';
+import { ConfigWatcher } from './config/watch.ts';
+import { ConfigErrors, GatewayError } from './errors.ts';
+import { HealthMonitor } from './health.ts';
+import { GatewayMetrics } from './metrics.ts';
+import { buildRuntime, Runtime } from './runtime.ts';
+import { secretReader } from './secrets.ts';
+import { createAdminServer } from './server/admin.ts';
+import { registerDataPlane } from './server/data-plane.ts';
+import type { GatewayState } from './server/data-plane.ts';
+import { createDataPlaneServers } from './server/listeners.ts';
+import type { DataPlaneServers } from './server/listeners.ts';
+import type { PluginDefinition } from './types.ts';
+
+export interface GatewayOptions {
+  configFile: string;
+  env?: NodeJS.ProcessEnv;
+  /** Extra plugins (besides the built-ins), e.g. an operator's own. */
+  plugins?: ReadonlyArray<PluginDefinition<unknown>>;
+  /** Override listener ports (tests use 0). */
+  listen?: { port?: number; tlsPort?: number; adminPort?: number; host?: string };
+  /** Override `reload.watch`. */
+  watch?: boolean;
+  /** Pino logger options override, e.g. `{ level: 'silent' }` in tests; or a stream to write JSON lines to. */
+  logger?: { level?: string; stream?: NodeJS.WritableStream };
+}
+
+export interface ReloadResult {
+  ok: boolean;
+  trigger: string;
+  at: string;
+  version: number;
+  /** Nothing changed on disk. */
+  unchanged?: boolean;
+  /** Settings that changed but apply only after a restart. */
+  restartRequired?: string[];
+  error?: { code: string; message: string };
+  errors?: Array<{ code: string; message: string; file?: string; line?: number; column?: number }>;
+}
+
+export interface Addresses { cleartext: string; tls?: string; admin?: string; port: number; tlsPort?: number; adminPort?: number }
+
+export class Gateway implements GatewayState {
+  runtime: Runtime;
+  readonly metrics: GatewayMetrics;
+  readonly health: HealthMonitor;
+  readonly log: FastifyBaseLogger;
+  closing = false;
+  lastReload: ReloadResult | undefined;
+  addresses: Addresses | undefined;
+  readonly #opts: GatewayOptions;
+  readonly #servers: DataPlaneServers;
+  readonly #admin: FastifyInstance | undefined;
+  readonly #sharedStore: Map<string, unknown>;
+  readonly #plugins: ReadonlyArray<PluginDefinition<unknown>>;
+  #watcher: ConfigWatcher | undefined;
+  #reloading: Promise<ReloadResult> | undefined;
+  #again: string | undefined;
+
+  private constructor(opts: GatewayOptions, runtime: Runtime, metrics: GatewayMetrics, log: FastifyBaseLogger, servers: DataPlaneServers, sharedStore: Map<string, unknown>, plugins: ReadonlyArray<PluginDefinition<unknown>>) {
+    this.#opts = opts;
+    this.runtime = runtime;
+    this.metrics = metrics;
+    this.log = log;
+    this.health = new HealthMonitor(runtime.config.health);
+    this.#servers = servers;
+    this.#sharedStore = sharedStore;
+    this.#plugins = plugins;
+    this.#admin = runtime.config.admin.enabled ? createAdminServer(this, log) : undefined;
+    metrics.configVersion.set(runtime.version);
+  }
+
+  /** Load, build, listen. Throws ConfigErrors when the config is invalid. */
+  static async start(opts: GatewayOptions): Promise<Gateway> {
+    const env = opts.env ?? process.env;
+    const loaded = loadConfig(opts.configFile, env);
+    const config = loaded.config;
+    const log = makeLogger(config, opts);
+    const metrics = new GatewayMetrics();
+    const sharedStore = new Map<string, unknown>();
+    const plugins = [...builtinPlugins, ...(opts.plugins ?? [])] as ReadonlyArray<PluginDefinition<unknown>>;
+    const runtime = await buildRuntime(loaded, { log, metrics, plugins, sharedStore, env, warm: true });
+    let tls: { key: string; cert: string } | undefined;
+    if (config.listen.tls) {
+      const read = secretReader(loaded.dir, env);
+      tls = { key: read(config.listen.tls.key), cert: read(config.listen.tls.cert) };
+    }
+    const servers = createDataPlaneServers(config, log, metrics, tls);
+    const gw = new Gateway(opts, runtime, metrics, log, servers, sharedStore, plugins);
+    registerDataPlane(servers.cleartext, gw);
+    if (servers.tls) registerDataPlane(servers.tls, gw);
+    await gw.#listen();
+    gw.#startWatching();
+    return gw;
+  }
+
+  async #listen(): Promise<void> {
+    const c = this.runtime.config;
+    const o = this.#opts.listen ?? {};
+    const host = o.host ?? c.listen.host;
+    await this.#servers.cleartext.listen({ host, port: o.port ?? c.listen.port });
+    const port = (this.#servers.cleartext.server.address() as AddressInfo).port;
+    const a: Addresses = { cleartext: `http://${fmtHost(host)}:${port}`, port };
+    if (this.#servers.tls && c.listen.tls) {
+      const th = o.host ?? c.listen.tls.host;
+      await this.#servers.tls.listen({ host: th, port: o.tlsPort ?? c.listen.tls.port });
+      a.tlsPort = (this.#servers.tls.server.address() as AddressInfo).port;
+      a.tls = `https://${fmtHost(th)}:${a.tlsPort}`;
+    }
+    if (this.#admin) {
+      await this.#admin.listen({ host: c.admin.host, port: o.adminPort ?? c.admin.port });
+      a.adminPort = (this.#admin.server.address() as AddressInfo).port;
+      a.admin = `http://${fmtHost(c.admin.host)}:${a.adminPort}`;
+    }
+    this.addresses = a;
+  }
+
+  #startWatching(): void {
+    const c = this.runtime.config;
+    const on = this.#opts.watch ?? c.reload.watch;
+    if (!on) return;
+    this.#watcher = new ConfigWatcher(c.reload.debounceMs, () => { void this.reload('file change'); });
+    this.#pointWatcher();
+  }
+
+  #pointWatcher(): void {
+    if (!this.#watcher) return;
+    const l = this.runtime.loaded;
+    const policyDirs = l.config.policies.map((p) => path.dirname(path.resolve(l.dir, p)));
+    this.#watcher.update([l.file, ...l.policies.map((p) => p.file), ...l.watchFiles], policyDirs, l.config.reload.debounceMs);
+  }
+
+  /**
+   * Load, validate and compile a whole new runtime aside, then swap it in. Anything invalid
+   * keeps the running runtime and reports why. Concurrent calls coalesce.
+   */
+  reload(trigger: string): Promise<ReloadResult> {
+    if (this.#reloading) { this.#again = trigger; return this.#reloading; }
+    this.#reloading = this.#reload(trigger).finally(() => {
+      this.#reloading = undefined;
+      const again = this.#again;
+      this.#again = undefined;
+      if (again !== undefined) void this.reload(again);
+    });
+    return this.#reloading;
+  }
+
+  async #reload(trigger: string): Promise<ReloadResult> {
+    const at = new Date().toISOString();
+    const prev = this.runtime;
+    try {
+      const loaded = loadConfig(this.#opts.configFile, this.#opts.env ?? process.env);
+      if (loaded.fingerprint === prev.loaded.fingerprint) {
+        return { ok: true, trigger, at, version: prev.version, unchanged: true };
+      }
+      const restartRequired = restartOnly(prev.config, loaded.config);
+      const next = await buildRuntime(loaded, {
+        log: this.log, metrics: this.metrics, plugins: this.#plugins, sharedStore: this.#sharedStore, env: this.#opts.env, warm: true,
+      }, prev);
+      this.runtime = next;
+      this.health.configure(next.config.health);
+      this.metrics.configVersion.set(next.version);
+      this.metrics.reloads.labels('ok').inc();
+      this.#pointWatcher();
+      void prev.retire(next);
+      const r: ReloadResult = { ok: true, trigger, at, version: next.version, ...(restartRequired.length ? { restartRequired } : {}) };
+      this.lastReload = r;
+      this.log.info({ trigger, version: next.version, restartRequired }, 'config reloaded');
+      if (restartRequired.length) this.log.warn({ restartRequired }, 'some changed settings apply only after a restart');
+      return r;
+    } catch (e) {
+      const errs = e instanceof ConfigErrors ? e.errors : [e instanceof GatewayError ? e : new GatewayError('GW_ERR_CONFIG_INVALID', [e instanceof Error ? e.message : String(e)])];
+      const r: ReloadResult = {
+        ok: false, trigger, at, version: prev.version,
+        error: { code: errs[0]!.code, message: `config rejected; still running version ${prev.version}: ${errs.map((x) => x.describe()).join('; ')}` },
+        errors: errs.map((x) => ({ code: x.code, message: x.message, file: x.location?.file, line: x.location?.line, column: x.location?.column })),
+      };
+      this.lastReload = r;
+      this.metrics.reloads.labels('rejected').inc();
+      this.log.error({ trigger, errors: r.errors }, `config reload rejected; keeping version ${prev.version}`);
+      return r;
+    }
+  }
+
+  /**
+   * Graceful shutdown: fail health, stop accepting, let in-flight requests finish (up to
+   * `graceMs`), then close client sessions and upstream pools.
+   */
+  async close(graceMs = 10_000): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    this.health.drain();
+    this.#watcher?.close();
+    const deadline = Date.now() + graceMs;
+    const closeApp = (app: FastifyInstance | undefined): Promise<void> => (app ? app.close() : Promise.resolve());
+    // Stop new connections; tell clients (GOAWAY) to go elsewhere once their streams are done.
+    for (const s of this.#servers.sessions) if (!s.closed) s.close();
+    const closing = Promise.all([closeApp(this.#servers.cleartext), closeApp(this.#servers.tls)]);
+    while (this.runtime.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+    for (const s of this.#servers.sessions) s.destroy();
+    await closing;
+    await closeApp(this.#admin);
+    await this.runtime.retire(undefined);
+  }
+}
+
+/** Settings read once at start (listeners, limits): changing them needs a restart. */
+function restartOnly(a: GatewayConfig, b: GatewayConfig): string[] {
+  const keys = ['listen', 'admin', 'http2', 'limits', 'modelServer', 'logging'] as const;
+  return keys.filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
+}
+
+function fmtHost(h: string): string { return h.includes(':') ? `[${h}]` : h; }
+
+function makeLogger(config: GatewayConfig, opts: GatewayOptions): FastifyBaseLogger {
+  const level = opts.logger?.level ?? config.logging.level;
+  const app = Fastify({
+    logger: {
+      level,
+      ...(opts.logger?.stream ? { stream: opts.logger.stream } : {}),
+      // Belt and braces: nothing we log carries these, but if a future line does, they are hidden.
+      redact: { paths: ['authorization', '*.authorization', 'headers.authorization', 'req.headers.authorization', 'token', '*.token', 'key', '*.key', 'secret', '*.secret'], censor: '[redacted]' },
+    },
+  });
+  return app.log;
+}
+
+/** Read a file relative to the package (the embedded default config). */
+export const PACKAGE_ROOT = path.resolve(import.meta.dirname, '..');
+export function packageFile(rel: string): string { return path.join(PACKAGE_ROOT, rel); }
+export function readPackageJson(): { version: string } { return JSON.parse(readFileSync(packageFile('package.json'), 'utf8')) as { version: string }; }

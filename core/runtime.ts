@@ -1,0 +1,257 @@
+/**
+ * Layer three: the compiled, immutable runtime. Built whole, aside from the running one; the
+ * server swaps a single reference. In-flight requests keep the runtime they started with; a
+ * retired runtime closes what only it held once its last request ends.
+ */
+import { createHash } from 'node:crypto';
+import type { Registry } from 'prom-client';
+import { compileCondition, ConditionError } from './conditions.ts';
+import type { GatewayConfig, PolicyConfig, SecretRef } from './config/model.ts';
+import type { LoadedConfig, LoadedPolicy } from './config/load.ts';
+import { paramsAjv, validateInto, validatorFor } from './config/validate.ts';
+import { ConfigErrors, GatewayError } from './errors.ts';
+import type { GatewayMetrics } from './metrics.ts';
+import { CompiledPipeline, MAX_STEPS } from './pipeline.ts';
+import type { CompiledStep } from './pipeline.ts';
+import { createPluginContext } from './plugin-context.ts';
+import { secretReader } from './secrets.ts';
+import type { AuthRuntime, Logger, PluginDefinition, Step, UpstreamClient } from './types.ts';
+import { createUpstream } from './upstream/client.ts';
+import type { ManagedUpstream } from './upstream/client.ts';
+
+/** Data-plane routes (registered once; never change at runtime). */
+export const ROUTES = ['/v1/completions', '/v1/chat/completions', '/v1/engines/:model/completions'] as const;
+export type RoutePath = typeof ROUTES[number];
+
+/** The auth service as the runtime holds it (implemented in core/auth). */
+export interface AuthServiceLike extends AuthRuntime {
+  exchange(input: { headers: Record<string, string | string[] | undefined>; body: unknown; ip: string }): Promise<Record<string, unknown>>;
+  jwks(): { keys: object[] };
+  mint(claims: { sub: string; [k: string]: unknown }, ttlSeconds?: number): Promise<{ token: string; expires_at: number }>;
+  close(): void;
+}
+
+export interface RuntimeDeps {
+  log: Logger;
+  metrics: GatewayMetrics;
+  plugins: ReadonlyArray<PluginDefinition<unknown>>;
+  /** Plugin state that outlives reloads. */
+  sharedStore: Map<string, unknown>;
+  env?: NodeJS.ProcessEnv;
+  /** Open upstream connections now (false for `validate` and `explain`). */
+  warm: boolean;
+}
+
+export interface ModelRoute { readonly model: string; readonly upstream: string; readonly upstreamModel: string }
+
+let nextVersion = 1;
+
+export class Runtime {
+  readonly version: number;
+  readonly loadedAt = new Date();
+  readonly loaded: LoadedConfig;
+  readonly config: GatewayConfig;
+  readonly upstreams: ReadonlyMap<string, ManagedUpstream>;
+  /** Model name or alias → logical route. */
+  readonly models: ReadonlyMap<string, ModelRoute>;
+  readonly auth: AuthServiceLike | undefined;
+  readonly metricsRegistry: Registry;
+  /** Requests currently running on this runtime. */
+  inflight = 0;
+  #pipelines: Map<string, CompiledPipeline>;
+  #closers: Array<() => void | Promise<void>>;
+  #retiring: (() => void) | undefined;
+
+  constructor(init: {
+    loaded: LoadedConfig; upstreams: Map<string, ManagedUpstream>; models: Map<string, ModelRoute>;
+    pipelines: Map<string, CompiledPipeline>; closers: Array<() => void | Promise<void>>; auth: AuthServiceLike | undefined; registry: Registry;
+  }) {
+    this.version = nextVersion++;
+    this.loaded = init.loaded;
+    this.config = init.loaded.config;
+    this.upstreams = init.upstreams;
+    this.models = init.models;
+    this.#pipelines = init.pipelines;
+    this.#closers = init.closers;
+    this.auth = init.auth;
+    this.metricsRegistry = init.registry;
+  }
+
+  /** The pipeline for a route and the model the client asked for (O(1)). */
+  pipeline(route: RoutePath, model: string): CompiledPipeline {
+    return this.#pipelines.get(route + '\0' + model) ?? this.#pipelines.get(route + '\0')!;
+  }
+
+  enter(): void { this.inflight++; }
+  leave(): void {
+    if (--this.inflight === 0 && this.#retiring) this.#retiring();
+  }
+
+  /**
+   * Stop using this runtime: once its in-flight requests end, close the upstreams the successor
+   * does not reuse and run plugin cleanups.
+   */
+  retire(successor: Runtime | undefined): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.#retiring = () => {
+        this.#retiring = undefined;
+        const keep = new Set(successor ? [...successor.upstreams.values()] : []);
+        const work: Array<Promise<unknown>> = [];
+        for (const u of this.upstreams.values()) if (!keep.has(u)) work.push(u.close());
+        for (const c of this.#closers) work.push(Promise.resolve().then(c).catch(() => {}));
+        if (this.auth && this.auth !== successor?.auth) this.auth.close();
+        void Promise.allSettled(work).then(() => resolve());
+      };
+      if (this.inflight === 0) this.#retiring();
+    });
+  }
+}
+
+/** Build a whole runtime from a loaded config. Throws ConfigErrors (all problems) on failure. */
+export async function buildRuntime(loaded: LoadedConfig, deps: RuntimeDeps, previous?: Runtime): Promise<Runtime> {
+  const { config } = loaded;
+  const errors: GatewayError[] = [];
+  const readSecret = secretReader(loaded.dir, deps.env);
+  const src = loaded.source;
+
+  // Upstreams: reuse the previous pool when nothing about it changed (warm connections survive).
+  const upstreams = new Map<string, ManagedUpstream>();
+  for (const [name, u] of Object.entries(config.upstreams)) {
+    let credentialHash = '';
+    try {
+      if (u.credential) credentialHash = createHash('sha256').update(readSecret(u.credential.secret)).digest('hex');
+      if (u.tls?.ca) credentialHash += createHash('sha256').update(readSecret(u.tls.ca)).digest('hex');
+    } catch (e) {
+      errors.push(located(e, src.locate(['upstreams', name, u.credential ? 'credential' : 'tls'])));
+      continue;
+    }
+    const key = createHash('sha256').update(JSON.stringify(u)).update(credentialHash).digest('hex');
+    const prev = previous?.upstreams.get(name);
+    if (prev && prev.key === key) { upstreams.set(name, prev); continue; }
+    try {
+      upstreams.set(name, createUpstream(name, u, { log: deps.log, metrics: deps.metrics, readSecret }, key));
+    } catch (e) {
+      errors.push(located(e, src.locate(['upstreams', name])));
+    }
+  }
+
+  const models = new Map<string, ModelRoute>();
+  for (const [name, m] of Object.entries(config.models)) {
+    const route: ModelRoute = { model: name, upstream: m.upstream, upstreamModel: m.upstreamModel ?? name };
+    models.set(name, route);
+    for (const a of m.aliases) models.set(a, route);
+  }
+
+  let auth: AuthServiceLike | undefined;
+  if (config.auth) {
+    try {
+      const modPath = './auth/index.ts';
+      const mod = await import(modPath) as { compileAuth(c: unknown, d: unknown, p?: unknown): Promise<AuthServiceLike> };
+      auth = await mod.compileAuth(config.auth, { configDir: loaded.dir, log: deps.log, metrics: deps.metrics.registry, readSecret: (r: SecretRef) => readSecret(r) }, previous?.auth);
+    } catch (e) {
+      if (e instanceof ConfigErrors) errors.push(...e.errors);
+      else errors.push(located(e, src.locate(['auth'])));
+    }
+  }
+
+  // Steps: one Step per policy step, shared by every pipeline it appears in.
+  const closers: Array<() => void | Promise<void>> = [];
+  const byName = new Map(deps.plugins.map((p) => [p.name, p]));
+  const clients: ReadonlyMap<string, UpstreamClient> = upstreams;
+  const modelDefaults = new Map([...models].map(([k, v]) => [k, { upstream: v.upstream, upstreamModel: v.upstreamModel }]));
+  type Built = { policy: PolicyConfig; file: string; steps: Array<Omit<CompiledStep, 'index'>> };
+  const built: Built[] = [];
+  for (const lp of loaded.policies) {
+    if (!lp.policy.enabled) continue;
+    const b: Built = { policy: lp.policy, file: lp.file, steps: [] };
+    for (const [i, sc] of lp.policy.steps.entries()) {
+      const step = await buildStep(lp, i, byName, deps, { clients, modelDefaults, auth, closers }, errors);
+      if (step) b.steps.push(step);
+    }
+    built.push(b);
+  }
+  if (errors.length) {
+    // Close what we opened for this attempt (not what we borrowed from `previous`).
+    for (const [n, u] of upstreams) if (previous?.upstreams.get(n) !== u) void u.close();
+    for (const c of closers) void Promise.resolve().then(c).catch(() => {});
+    throw new ConfigErrors(errors);
+  }
+
+  // Pipelines per (route, requested model) — plus one per route for models no policy names.
+  const pipelines = new Map<string, CompiledPipeline>();
+  const modelKeys = ['', ...models.keys()];
+  for (const route of ROUTES) {
+    for (const model of modelKeys) {
+      const steps: CompiledStep[] = [];
+      for (const b of built) {
+        const m = b.policy.match;
+        if (m.paths && !m.paths.includes(route)) continue;
+        if (m.models) {
+          if (model === '') continue;
+          const logical = models.get(model)!.model;
+          if (!m.models.some((x) => models.get(x)?.model === logical)) continue;
+        }
+        for (const s of b.steps) steps.push({ ...s, index: steps.length });
+      }
+      if (steps.length > MAX_STEPS) {
+        throw new ConfigErrors([new GatewayError('GW_ERR_CONFIG_INVALID', [`route ${route} with model "${model || '*'}" would run ${steps.length} steps; at most ${MAX_STEPS} are supported`], { location: { file: loaded.file } })]);
+      }
+      pipelines.set(route + '\0' + model, new CompiledPipeline(steps, deps.log));
+    }
+  }
+
+  const rt = new Runtime({ loaded, upstreams, models, pipelines, closers, auth, registry: deps.metrics.registry });
+  if (deps.warm) await Promise.all([...upstreams.values()].filter((u) => u.config.pool.warm && previous?.upstreams.get(u.name) !== u).map((u) => u.warm()));
+  return rt;
+}
+
+async function buildStep(
+  lp: LoadedPolicy, i: number, byName: Map<string, PluginDefinition<unknown>>, deps: RuntimeDeps,
+  shared: { clients: ReadonlyMap<string, UpstreamClient>; modelDefaults: Map<string, { upstream: string; upstreamModel: string }>; auth: AuthRuntime | undefined; closers: Array<() => void | Promise<void>> },
+  errors: GatewayError[],
+): Promise<Omit<CompiledStep, 'index'> | undefined> {
+  const sc = lp.policy.steps[i]!;
+  const at = ['steps', i];
+  const loc = lp.source.locate(at);
+  const where = `${lp.file}:${loc.line ?? 0}`;
+  const plugin = byName.get(sc.use);
+  if (!plugin) {
+    errors.push(new GatewayError('GW_ERR_CONFIG_UNKNOWN_PLUGIN', [sc.use], {
+      location: lp.source.locate([...at, 'use']),
+      message: `Unknown plugin "${sc.use}" (known: ${[...byName.keys()].sort().join(', ')})`,
+    }));
+    return undefined;
+  }
+  let when;
+  if (sc.when !== undefined) {
+    try {
+      when = compileCondition(sc.when);
+    } catch (e) {
+      errors.push(new GatewayError('GW_ERR_CONFIG_CONDITION', [e instanceof ConditionError ? e.message : String(e)], { location: lp.source.locate([...at, 'when']) }));
+    }
+  }
+  const params = sc.params ?? {};
+  if (!validateInto(validatorFor(paramsAjv, plugin.paramsSchema), params, lp.source, lp.file, errors, 'GW_ERR_CONFIG_PLUGIN_PARAMS', [...at, 'params'], [sc.use])) return undefined;
+  let step: Step;
+  try {
+    const ctx = createPluginContext({
+      plugin: plugin.name, where, location: lp.source.locate([...at, 'params']), configDir: lp.source.file.replace(/\/[^/]*$/, ''),
+      log: deps.log, metrics: deps.metrics.registry, upstreams: shared.clients, models: shared.modelDefaults,
+      auth: shared.auth, sharedStore: deps.sharedStore, closers: shared.closers,
+    });
+    step = await plugin.create(params, ctx);
+  } catch (e) {
+    errors.push(located(e, lp.source.locate([...at, 'params'])));
+    return undefined;
+  }
+  if (when === undefined && sc.when !== undefined) return undefined;
+  return { use: sc.use, name: sc.name ?? sc.use, where, policy: lp.policy.name, when, whenSource: sc.when, step };
+}
+
+/** Give an error a location if it has none. */
+function located(e: unknown, location: { file: string; line?: number; column?: number; path?: string }): GatewayError {
+  if (e instanceof GatewayError) {
+    return e.location ? e : new GatewayError(e.code, [], { message: e.message, location, details: e.details });
+  }
+  return new GatewayError('GW_ERR_CONFIG_INVALID', [e instanceof Error ? e.message : String(e)], { location });
+}

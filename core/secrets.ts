@@ -1,0 +1,35 @@
+/**
+ * Secrets are named in config (`{env: NAME}` or `{file: path}`) and read here; their values
+ * never go into config dumps, logs, errors or metrics. Errors name the variable or file only.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { GatewayError } from './errors.ts';
+import type { SecretRef } from './config/model.ts';
+
+export function secretReader(configDir: string, env: NodeJS.ProcessEnv = process.env): (ref: SecretRef) => string {
+  return (ref) => {
+    if ('env' in ref) {
+      const v = env[ref.env];
+      if (v === undefined || v === '') throw new GatewayError('GW_ERR_CONFIG_SECRET', [`env ${ref.env}`, 'the variable is not set']);
+      return v.trim();
+    }
+    const file = path.resolve(configDir, ref.file);
+    try {
+      return readFileSync(file, 'utf8').trim();
+    } catch (e) {
+      throw new GatewayError('GW_ERR_CONFIG_SECRET', [`file ${ref.file}`, (e as NodeJS.ErrnoException).code ?? 'unreadable']);
+    }
+  };
+}
+
+/** A copy of `value` with every secret reference kept as a reference and nothing else touched. */
+export function redact(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(redact);
+  if (value === null || typeof value !== 'object') return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    out[k] = /key|secret|password|token|credential/i.test(k) && typeof v === 'string' ? '[redacted]' : redact(v);
+  }
+  return out;
+}

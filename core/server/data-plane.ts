@@ -1,0 +1,389 @@
+/**
+ * The data plane: OpenAI-compatible completion routes. This file is the hot path: per request
+ * it builds the Exchange, runs the compiled pipeline, takes a last look at the client, forwards
+ * on a pooled upstream stream, and relays bytes back as they arrive. Nothing here parses,
+ * compiles or allocates more than it must.
+ */
+import { randomUUID } from 'node:crypto';
+import http2 from 'node:http2';
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import type { Http2ServerResponse } from 'node:http2';
+import { performance } from 'node:perf_hooks';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import sjson from 'secure-json-parse';
+import { errorBody, GatewayError } from '../errors.ts';
+import type { ErrorCode } from '../errors.ts';
+import { GatewayExchange } from '../exchange.ts';
+import type { GatewayMetrics } from '../metrics.ts';
+import type { HealthMonitor } from '../health.ts';
+import type { CompiledPipeline } from '../pipeline.ts';
+import { ROUTES } from '../runtime.ts';
+import type { RoutePath, Runtime } from '../runtime.ts';
+import type { JsonObject, LocalReply, Logger, Outcome, UpstreamResponse } from '../types.ts';
+import { UpstreamAbortError } from '../upstream/client.ts';
+import { clientFacts } from './client-facts.ts';
+import { SseSplitter } from './sse.ts';
+
+const { NGHTTP2_INTERNAL_ERROR } = http2.constants;
+
+/** What the data plane needs from the gateway. */
+export interface GatewayState {
+  readonly runtime: Runtime;
+  readonly metrics: GatewayMetrics;
+  readonly health: HealthMonitor;
+  readonly log: Logger;
+  readonly closing: boolean;
+}
+
+/** The part of http.ServerResponse / Http2ServerResponse we use (their overloads don't unify). */
+interface AnyResponse {
+  writeHead(status: number, headers: OutgoingHttpHeaders): unknown;
+  write(chunk: Buffer | string): boolean;
+  end(chunk?: string): unknown;
+  once(event: 'close' | 'drain', fn: () => void): unknown;
+  destroy(): unknown;
+  readonly writableEnded: boolean;
+  readonly destroyed: boolean;
+  /** Present on HTTP/2 responses. */
+  readonly stream?: Http2ServerResponse['stream'];
+  readonly req?: { headers: IncomingHttpHeaders };
+}
+type RawBodyRequest = FastifyRequest & { rawBody?: Buffer };
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** Upstream response headers we never relay (hop-by-hop, or the gateway's to set). */
+const DROP_RESPONSE_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer', 'content-length', 'set-cookie', 'server', 'date', 'x-request-id']);
+
+/** Register the completion routes, the token exchange routes and the error mapping on `app`. */
+export function registerDataPlane(app: FastifyInstance, gw: GatewayState): void {
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
+    try {
+      (req as RawBodyRequest).rawBody = body as Buffer;
+      done(null, sjson.parse(body as Buffer, undefined, { protoAction: 'error', constructorAction: 'error' }));
+    } catch {
+      done(new GatewayError('GW_ERR_REQ_INVALID_JSON'), undefined);
+    }
+  });
+
+  for (const path of ROUTES) {
+    app.post(path, (request, reply) => handleCompletion(gw, path, request as RawBodyRequest, reply));
+  }
+  registerAuthRoutes(app, gw);
+  // Known paths with another method: 405, not 404.
+  for (const path of [...ROUTES, '/v1/token']) {
+    app.route({
+      method: ['GET', 'PUT', 'DELETE', 'PATCH'], url: path,
+      handler: (req, reply) => { sendError(reply, new GatewayError('GW_ERR_REQ_METHOD_NOT_ALLOWED', [req.method, path]), gw); },
+    });
+  }
+  app.setNotFoundHandler((req, reply) => sendError(reply, new GatewayError('GW_ERR_REQ_NOT_FOUND', [req.method, req.url.split('?')[0]!]), gw));
+  app.setErrorHandler((err, _req, reply) => sendError(reply, toGatewayError(err, gw), gw));
+}
+
+function registerAuthRoutes(app: FastifyInstance, gw: GatewayState): void {
+  app.post('/v1/token', async (req, reply) => {
+    const auth = gw.runtime.auth;
+    if (!auth) throw new GatewayError('GW_ERR_AUTH_NOT_CONFIGURED');
+    const out = await auth.exchange({ headers: req.headers, body: req.body, ip: req.ip });
+    reply.header('cache-control', 'no-store');
+    return out;
+  });
+  app.get('/.well-known/jwks.json', async (_req, reply) => {
+    const auth = gw.runtime.auth;
+    if (!auth) throw new GatewayError('GW_ERR_AUTH_NOT_CONFIGURED');
+    reply.header('cache-control', 'public, max-age=300');
+    return auth.jwks();
+  });
+}
+
+/** Map Fastify's own errors (body parsing, limits) onto the catalog. */
+function toGatewayError(err: unknown, gw: GatewayState): GatewayError {
+  if (err instanceof GatewayError) return err;
+  const e = err as { code?: string; statusCode?: number; message?: string };
+  switch (e.code) {
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': return new GatewayError('GW_ERR_REQ_UNSUPPORTED_MEDIA_TYPE');
+    case 'FST_ERR_CTP_BODY_TOO_LARGE': return new GatewayError('GW_ERR_REQ_BODY_TOO_LARGE', [gw.runtime.config.limits.bodyBytes]);
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY': return new GatewayError('GW_ERR_REQ_INVALID_JSON');
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH': return new GatewayError('GW_ERR_REQ_BAD_REQUEST', ['Content-Length does not match the body']);
+    default:
+      if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) return new GatewayError('GW_ERR_REQ_BAD_REQUEST', [e.message ?? 'invalid request']);
+      gw.log.error({ err: e.message, code: e.code }, 'unexpected error on the data plane');
+      return new GatewayError('GW_ERR_INTERNAL');
+  }
+}
+
+function sendError(reply: FastifyReply, err: GatewayError, gw: GatewayState): void {
+  gw.metrics.errors.labels(err.code).inc();
+  if (err.headers) reply.headers(err.headers);
+  reply.code(err.status).header('content-type', 'application/json').header('cache-control', 'no-store').send(JSON.stringify(err.toJSON()));
+}
+
+/**
+ * One completion request, start to end. Not `async`: the common path (no async step) runs
+ * synchronously up to the upstream send, with no promise allocated for the pipeline.
+ */
+function handleCompletion(gw: GatewayState, path: RoutePath, request: RawBodyRequest, reply: FastifyReply): void {
+  const rt = gw.runtime;
+  if (gw.closing) return sendError(reply, new GatewayError('GW_ERR_SERVER_SHUTTING_DOWN'), gw);
+  const body = request.body as JsonObject;
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    return sendError(reply, new GatewayError('GW_ERR_REQ_INVALID_BODY', ['the body must be a JSON object']), gw);
+  }
+  let asked: unknown = path === '/v1/engines/:model/completions' ? (request.params as { model: string }).model : body.model;
+  if (asked === undefined || asked === null) asked = rt.config.defaultModel;
+  if (typeof asked !== 'string' || asked === '') {
+    return sendError(reply, asked === undefined ? new GatewayError('GW_ERR_ROUTE_NO_MODEL') : new GatewayError('GW_ERR_REQ_INVALID_BODY', ['"model" must be a string']), gw);
+  }
+  const known = rt.models.get(asked);
+  const headers = request.headers;
+  const rid = headers['x-request-id'];
+  const ex = new GatewayExchange({
+    id: typeof rid === 'string' && REQUEST_ID.test(rid) ? rid : randomUUID(),
+    method: 'POST',
+    path,
+    protocol: request.raw.httpVersionMajor === 2 ? 'h2' : 'h1',
+    ip: request.ip,
+    headers: pickHeaders(headers, rt.config.facts.headers),
+    client: clientFacts(headers, rt.config.client),
+    body,
+    route: { model: known ? known.model : asked, upstream: known ? known.upstream : '', upstreamModel: known ? known.upstreamModel : asked, arms: {} },
+  });
+  reply.hijack();
+  const call = new Call(gw, rt, rt.pipeline(path, asked), ex, reply.raw as unknown as AnyResponse, request.rawBody, path, asked);
+  call.start();
+}
+
+function pickHeaders(h: IncomingHttpHeaders, names: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const n of names) {
+    const v = h[n];
+    if (typeof v === 'string') out[n] = v;
+  }
+  return out;
+}
+
+/** The life of one proxied request. A class so V8 sees one shape and closures are few. */
+class Call {
+  readonly gw: GatewayState;
+  readonly rt: Runtime;
+  readonly p: CompiledPipeline;
+  readonly ex: GatewayExchange;
+  readonly res: AnyResponse;
+  readonly rawBody: Buffer | undefined;
+  readonly path: RoutePath;
+  readonly asked: string;
+  upstreamName = '';
+  status = 0;
+  headersSent = false;
+  finished = false;
+  upstreamBody: UpstreamResponse['body'] | undefined = undefined;
+
+  constructor(gw: GatewayState, rt: Runtime, p: CompiledPipeline, ex: GatewayExchange, res: AnyResponse, rawBody: Buffer | undefined, path: RoutePath, asked: string) {
+    this.gw = gw; this.rt = rt; this.p = p; this.ex = ex; this.res = res; this.rawBody = rawBody; this.path = path; this.asked = asked;
+  }
+
+  start(): void {
+    this.rt.enter();
+    this.gw.metrics.inflight.inc();
+    this.res.once('close', () => this.onClientClose());
+    this.ex.signal.addEventListener('abort', () => this.onAbort(), { once: true });
+    let r: LocalReply | undefined | Promise<LocalReply | undefined>;
+    try {
+      r = this.p.run(this.ex);
+    } catch (e) {
+      return this.failBeforeHeaders(e);
+    }
+    if (r === undefined) return this.forward();
+    if (typeof (r as Promise<unknown>).then === 'function') {
+      (r as Promise<LocalReply | undefined>).then((v) => (v === undefined ? this.forward() : this.local(v)), (e) => this.failBeforeHeaders(e));
+      return;
+    }
+    this.local(r as LocalReply);
+  }
+
+  /** The client's stream or socket closed. Before we ended the response, that is a cancel. */
+  onClientClose(): void {
+    if (this.res.writableEnded || this.finished) return;
+    this.ex.clientGone();
+  }
+
+  /** The exchange's signal fired: the client went away, or a step/gateway cancelled it. */
+  onAbort(): void {
+    const ex = this.ex;
+    // The upstream stream was reset synchronously by the signal's listener in the upstream client.
+    const phase = this.upstreamName === '' ? 'before_forward' : this.headersSent ? 'streaming' : 'before_first_byte';
+    this.gw.metrics.cancelPropagation.labels(phase).observe((performance.now() - ex.cancelledAt) / 1000);
+    if (ex.cancelCode !== undefined) {
+      // Cancelled by the gateway (e.g. superseded): tell the client why, if it is still there.
+      this.endWithError(new GatewayError(ex.cancelCode), ex.cancelCode === 'GW_ERR_POLICY_SUPERSEDED' ? 'superseded' : 'error');
+      return;
+    }
+    if (this.upstreamName !== '') this.finish('client_cancelled');
+    // before forwarding: forward() takes the last look and finishes.
+  }
+
+  local(r: LocalReply): void {
+    if (this.finished) return;
+    if (this.ex.signal.aborted) return this.finish('cancelled_before_forward');
+    const headers: OutgoingHttpHeaders = { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-request-id': this.ex.id, ...this.ex.responseHeaders, ...r.headers };
+    const code = (r.body as { error?: { code?: string } }).error?.code;
+    if (code) this.gw.metrics.errors.labels(code).inc();
+    this.status = r.status;
+    this.headersSent = true;
+    this.res.writeHead(r.status, headers);
+    this.res.end(JSON.stringify(r.body));
+    this.finish('local');
+  }
+
+  forward(): void {
+    if (this.finished) return;
+    const ex = this.ex;
+    const rt = this.rt;
+    // Last look: a client already gone is never sent upstream (no wasted prefill).
+    if (ex.signal.aborted) {
+      this.gw.metrics.cancelledBeforeForward.inc();
+      return this.finish('cancelled_before_forward');
+    }
+    const upstream = rt.upstreams.get(ex.route.upstream);
+    if (upstream === undefined) {
+      return this.failBeforeHeaders(new GatewayError('GW_ERR_ROUTE_UNKNOWN_MODEL', [this.asked]));
+    }
+    this.upstreamName = upstream.name;
+    if (ex.body.model !== ex.route.upstreamModel) ex.setBody('/model', ex.route.upstreamModel);
+    const bytes = ex.bodyChanged || this.rawBody === undefined ? Buffer.from(JSON.stringify(ex.body)) : this.rawBody;
+    const upstreamPath = this.path === '/v1/chat/completions' ? '/v1/chat/completions' : '/v1/completions';
+    const headers = this.upstreamHeaders(upstream.config.forwardHeaders);
+    if (this.p.forwarding.length) this.p.runForwarding(ex, { upstream: upstream.name, path: upstreamPath, headers, body: bytes });
+    ex.forwardedAt = performance.now();
+    upstream.send({ path: upstreamPath, headers, body: bytes, signal: ex.signal }).then(
+      (r) => this.relay(r),
+      (e) => this.failBeforeHeaders(e),
+    );
+  }
+
+  upstreamHeaders(forward: readonly string[]): Record<string, string> {
+    const h = this.ex.facts.request;
+    const incoming = this.res.req?.headers;
+    const out: Record<string, string> = {
+      'content-type': 'application/json',
+      'x-request-id': this.ex.id,
+    };
+    const accept = incoming?.accept;
+    out.accept = typeof accept === 'string' ? accept : 'application/json, text/event-stream';
+    if (incoming) {
+      for (const n of forward) {
+        const v = incoming[n];
+        if (typeof v === 'string' && n !== 'authorization') out[n] = v;
+      }
+    }
+    void h;
+    const extra = this.ex.upstreamHeaders;
+    for (const k in extra) if (k !== 'authorization') out[k] = extra[k]!;
+    return out;
+  }
+
+  relay(r: UpstreamResponse): void {
+    const ex = this.ex;
+    const res = this.res;
+    const body = r.body;
+    this.upstreamBody = body;
+    if (this.finished || ex.signal.aborted) { body.destroy(); return; }
+    if (this.p.responseHeaders.length) this.p.runResponseHeaders(ex, r.status, r.headers);
+    const out: OutgoingHttpHeaders = {};
+    for (const k in r.headers) {
+      if (k.charCodeAt(0) === 58 /* ':' */ || DROP_RESPONSE_HEADERS.has(k)) continue;
+      out[k] = r.headers[k];
+    }
+    out['x-request-id'] = ex.id;
+    Object.assign(out, ex.responseHeaders);
+    this.status = r.status;
+    this.headersSent = true;
+    res.writeHead(r.status, out);
+    const sse = this.p.wantsEvents ? new SseSplitter((data) => this.p.runResponseEvent(ex, data)) : undefined;
+    let first = true;
+    body.on('data', (chunk: Buffer) => {
+      if (first) { first = false; ex.firstByteAt = performance.now(); }
+      if (sse) sse.push(chunk);
+      if (!res.write(chunk)) {
+        body.pause();
+        res.once('drain', () => body.resume());
+      }
+    });
+    body.once('end', () => {
+      if (this.finished) return;
+      res.end();
+      this.finish('ok');
+    });
+    body.once('close', () => {
+      // Closed without 'end': the upstream failed mid-response (or we cancelled it).
+      if (this.finished || ex.signal.aborted) return;
+      if (!body.readableEnded) this.endWithError(new GatewayError('GW_ERR_UPSTREAM_ABORTED', [this.upstreamName]), 'upstream_aborted');
+    });
+    body.on('error', () => { /* handled by 'close' */ });
+  }
+
+  /** Failure before any response byte: a coded JSON error (unless the client is gone). */
+  failBeforeHeaders(e: unknown): void {
+    if (this.finished) return;
+    if (e instanceof UpstreamAbortError || this.ex.signal.aborted) {
+      if (this.ex.cancelCode === undefined) this.finish(this.upstreamName === '' ? 'cancelled_before_forward' : 'client_cancelled');
+      return;
+    }
+    const err = e instanceof GatewayError ? e : internal(e, this.gw.log);
+    const outcome: Outcome = err.code.startsWith('GW_ERR_UPSTREAM_') ? 'upstream_error' : err.code === 'GW_ERR_INTERNAL' ? 'error' : 'local';
+    this.endWithError(err, outcome);
+  }
+
+  /**
+   * End with an error. Before headers: JSON `{error}` with the status. After: an SSE error event,
+   * then an abnormal end (h2 RST_STREAM INTERNAL_ERROR; h1 socket destroyed mid-chunk), so no
+   * client can mistake a partial completion for a complete one.
+   */
+  endWithError(err: GatewayError, outcome: Outcome): void {
+    if (this.finished) return;
+    const res = this.res;
+    this.gw.metrics.errors.labels(err.code).inc();
+    if (this.upstreamBody && !this.upstreamBody.destroyed) this.upstreamBody.destroy();
+    if (res.destroyed || res.stream?.destroyed) return this.finish(outcome);
+    if (!this.headersSent) {
+      this.status = err.status;
+      this.headersSent = true;
+      const headers: OutgoingHttpHeaders = { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-request-id': this.ex.id, ...err.headers };
+      res.writeHead(err.status, headers);
+      res.end(JSON.stringify(err.toJSON()));
+      return this.finish(outcome);
+    }
+    const event = `event: error\ndata: ${errorBody(err.code, [this.upstreamName])}\n\n`;
+    res.write(event);
+    this.finish(outcome);
+    if (res.stream !== undefined) res.stream.close(NGHTTP2_INTERNAL_ERROR);
+    else res.destroy();
+  }
+
+  finish(outcome: Outcome): void {
+    if (this.finished) return;
+    this.finished = true;
+    const ex = this.ex;
+    const now = performance.now();
+    const m = this.gw.metrics;
+    const model = ex.route.model;
+    const up = ex.route.upstream || 'none';
+    const arm = ex.labels.arm ?? '';
+    m.inflight.dec();
+    m.requests.labels(this.path, model, up, outcome, String(this.status), arm).inc();
+    m.duration.labels(this.path, model, up, outcome, arm).observe((now - ex.startedAt) / 1000);
+    if (ex.firstByteAt > 0) m.ttfb.labels(this.path, model, up, arm).observe((ex.firstByteAt - ex.startedAt) / 1000);
+    if (outcome === 'ok' || outcome === 'local') this.gw.health.record(true);
+    else if (outcome === 'upstream_error' || outcome === 'upstream_aborted' || outcome === 'error') this.gw.health.record(false);
+    if (this.p.done.length) this.p.runDone(ex, outcome);
+    this.rt.leave();
+  }
+}
+
+function internal(e: unknown, log: Logger): GatewayError {
+  log.error({ err: e instanceof Error ? e.message : String(e) }, 'internal error in request handling');
+  return new GatewayError('GW_ERR_INTERNAL');
+}
+
+export type { ErrorCode };
