@@ -3,7 +3,8 @@
  * holds at most `burst` tokens and refills at `ratePerSecond`. An empty bucket answers
  * `GW_ERR_POLICY_RATE_LIMITED` (default 429) with `Retry-After` (whole seconds, at least 1).
  *
- * Buckets live in the gateway's shared store, so a config reload keeps them. Memory is bounded:
+ * Buckets live in the gateway's shared store, by bucket set (default: the limit itself), so a
+ * config reload keeps them; a set no step uses any more is freed. Memory is bounded:
  * a bucket that has been idle long enough to be full again is the same as no bucket, so a
  * periodic sweep (an unref'd timer, stopped when a reload retires the step) deletes those, and
  * at `maxKeys` the oldest bucket makes room for a new one.
@@ -25,8 +26,8 @@ export interface RateLimitParams {
   /** Most buckets kept per bucket set. Default 100000. */
   maxKeys: number;
   /**
-   * Name of the bucket set. Steps with the same name share buckets (and must agree on rate and
-   * burst to make sense). Default: this step's location (`file#steps[i]`).
+   * Name of the bucket set. Steps with the same name share buckets. Default: the limit itself
+   * (`key`, `ratePerSecond`, `burst`), so editing anything else keeps the buckets across a reload.
    */
   bucketSet?: string;
 }
@@ -34,6 +35,8 @@ export interface RateLimitParams {
 /** One subject's bucket: tokens left at time `t` (ms, performance.now()). */
 interface Bucket { tokens: number; t: number }
 type Buckets = Map<string, Bucket>;
+/** The buckets of one bucket set, and how many live steps use them (freed at zero). */
+interface BucketSet { readonly bySubject: Buckets; readonly byIp: Buckets; users: number }
 
 const FORBIDDEN = new Set(['__proto__', 'prototype', 'constructor']);
 /** Cached replies for Retry-After 1..MAX_CACHED s (a limited client retries a lot: no allocation). */
@@ -59,9 +62,14 @@ export default definePlugin<RateLimitParams>({
     const subjectOf = compileKey(params.key, (m) => ctx.error(m, 'key'));
     const { ratePerSecond: rate, burst, status, maxKeys } = params;
     const perMs = rate / 1000;
-    const set = params.bucketSet ?? ctx.where;
-    const bySubject = ctx.shared<Buckets>(`buckets:${set}`, () => new Map());
-    const byIp = ctx.shared<Buckets>(`buckets:${set}:ip`, () => new Map());
+    // Bucket sets outlive reloads in the shared store; one that no live step uses any more is
+    // freed when the last step using it is retired (a reload creates the new step first).
+    const sets = ctx.shared('bucket-sets', () => new Map<string, BucketSet>());
+    const setName = params.bucketSet ?? `${params.key} ${rate}/s burst ${burst}`;
+    let set = sets.get(setName);
+    if (set === undefined) sets.set(setName, (set = { bySubject: new Map(), byIp: new Map(), users: 0 }));
+    set.users++;
+    const { bySubject, byIp } = set;
 
     const replies: LocalReply[] = [];
     const replyFor = (seconds: number): LocalReply => {
@@ -95,7 +103,10 @@ export default definePlugin<RateLimitParams>({
       sweep(byIp, now);
     }, sweepMs);
     timer.unref();
-    ctx.onClose(() => clearInterval(timer));
+    ctx.onClose(() => {
+      clearInterval(timer);
+      if (--set.users === 0 && sets.get(setName) === set) sets.delete(setName);
+    });
 
     return {
       request: function rateLimit(ex) {

@@ -11,9 +11,14 @@ const hit = async (step: Step, sub?: string, ip = '10.0.0.1') => {
   (ex.facts.request as { ip: string }).ip = ip;
   return (await step.request!(ex)) as LocalReply | undefined;
 };
-/** Total buckets held in a shared store (all bucket sets). */
-const bucketCount = (store: Map<string, unknown>) =>
-  [...store.values()].reduce((n: number, v) => n + (v instanceof Map ? v.size : 0), 0);
+/** Total buckets held in a shared store (all bucket sets, subjects and IPs). */
+const bucketCount = (store: Map<string, unknown>) => {
+  let n = 0;
+  for (const sets of store.values()) {
+    for (const set of (sets as Map<string, { bySubject: Map<string, unknown>; byIp: Map<string, unknown> }>).values()) n += set.bySubject.size + set.byIp.size;
+  }
+  return n;
+};
 
 t.test('burst, then 429 with Retry-After, then refill over real time', async (t) => {
   const { step } = await loadStep(rateLimit, { ratePerSecond: 5, burst: 2 });
@@ -77,17 +82,26 @@ t.test('key: any fact path, deep or not', async (t) => {
 t.test('buckets survive a reload (a second create with the same shared store)', async (t) => {
   const sharedStore = new Map<string, unknown>();
   const closers: Array<() => void | Promise<void>> = [];
-  const first = await loadStep(rateLimit, { ratePerSecond: 0.001, burst: 2 }, { sharedStore, closers });
+  const limit = { ratePerSecond: 0.001, burst: 2 };
+  const first = await loadStep(rateLimit, limit, { sharedStore, closers, where: 'p.yaml:4' });
   t.equal(await hit(first.step, 'carol'), undefined);
   t.equal(await hit(first.step, 'carol'), undefined);
-  const second = await loadStep(rateLimit, { ratePerSecond: 0.001, burst: 2 }, { sharedStore, closers });
-  for (const c of closers.splice(0)) await c(); // the old step is retired
+  // The reload builds the new step first, then retires the old one. The step moved down a line.
+  const second = await loadStep(rateLimit, limit, { sharedStore, closers, where: 'p.yaml:9' });
+  for (const c of closers.splice(0, 1)) await c();
   t.equal((await hit(second.step, 'carol'))?.status, 429, 'the reloaded step sees the spent bucket');
-  const elsewhere = await loadStep(rateLimit, { ratePerSecond: 0.001, burst: 2 }, { sharedStore, closers, where: 'other.yaml#steps[0]' });
-  t.equal(await hit(elsewhere.step, 'carol'), undefined, 'a step elsewhere has its own buckets');
-  const sameSet = await loadStep(rateLimit, { ratePerSecond: 0.001, burst: 2, bucketSet: 'rate-limit' }, { sharedStore, closers, where: 'x.yaml#steps[3]' });
-  t.equal((await hit(sameSet.step, 'carol'))?.status, 429, 'bucketSet names buckets to share');
-  t.equal(closers.length, 2);
+
+  const other = await loadStep(rateLimit, { ratePerSecond: 0.001, burst: 3 }, { sharedStore, closers });
+  t.equal(await hit(other.step, 'carol'), undefined, 'a different limit has its own buckets');
+  const named = await loadStep(rateLimit, { ratePerSecond: 0.001, burst: 1, bucketSet: 'team' }, { sharedStore, closers });
+  t.equal(await hit(named.step, 'carol'), undefined, 'a named bucket set has its own buckets');
+  const sameName = await loadStep(rateLimit, { ratePerSecond: 0.002, burst: 1, bucketSet: 'team' }, { sharedStore, closers });
+  t.equal((await hit(sameName.step, 'carol'))?.status, 429, 'steps naming the same set share it');
+
+  for (const c of closers.splice(0)) await c(); // a reload that drops every rate-limit step
+  t.equal(bucketCount(sharedStore), 0, 'bucket sets no step uses are freed');
+  const fresh = await loadStep(rateLimit, limit, { sharedStore, closers });
+  t.equal(await hit(fresh.step, 'carol'), undefined, 'so a later step starts with full buckets');
   for (const c of closers.splice(0)) await c();
 });
 
