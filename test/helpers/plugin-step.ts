@@ -1,28 +1,25 @@
 /**
- * Load a plugin the way the core does: validate `params` against its `paramsSchema` with ajv
- * (`useDefaults`, no type coercion, all errors), turn a schema failure into the plugin context's
- * `GW_ERR_CONFIG_PLUGIN_PARAMS` error, then call `create`. For step-level tests.
+ * Load a plugin the way the runtime does: validate `params` against its `paramsSchema` with the
+ * core's params ajv (defaults applied, no coercion, all errors), so a schema failure is the same
+ * `GW_ERR_CONFIG_PLUGIN_PARAMS` error, then call `create`. For step-level tests and benchmarks.
  */
-import { Ajv } from 'ajv';
+import { paramsAjv, validateInto, validatorFor } from '../../core/config/validate.ts';
+import type { GatewayError } from '../../core/errors.ts';
 import { createPluginContext } from '../../core/plugin-context.ts';
 import type { PluginContextOptions } from '../../core/plugin-context.ts';
 import type { PluginContext, PluginDefinition, Step } from '../../core/types.ts';
 
-const ajv = new Ajv({ allErrors: true, useDefaults: true, coerceTypes: false, strict: false });
-
 export interface LoadedStep { step: Step; ctx: PluginContext; params: unknown }
 
-/** Validate `params` (defaults applied to a copy) and create the step. Throws GatewayError on bad params. */
+/** Validate a copy of `params` (defaults filled in) and create the step. Throws GatewayError on bad params. */
 export async function loadStep<P>(
   def: PluginDefinition<P>, params: unknown, opts: Partial<PluginContextOptions> = {},
 ): Promise<LoadedStep> {
   const ctx = createPluginContext({ plugin: def.name, ...opts });
   const copy: unknown = structuredClone(params ?? {});
-  const validate = ajv.compile(def.paramsSchema);
-  if (!validate(copy)) {
-    const first = validate.errors![0]!;
-    const path = first.instancePath.replace(/^\//, '').replace(/\//g, '.');
-    throw ctx.error(validate.errors!.map((e) => `${e.instancePath || '/'} ${e.message}`).join('; '), path || undefined);
+  const errors: GatewayError[] = [];
+  if (!validateInto(validatorFor(paramsAjv, def.paramsSchema), copy, undefined, ctx.where, errors, 'GW_ERR_CONFIG_PLUGIN_PARAMS', ['params'], [def.name])) {
+    throw errors[0]!;
   }
   const step = await def.create(copy as P, ctx);
   return { step, ctx, params: copy };
