@@ -10,6 +10,10 @@ import logitBias from './logit-bias/index.ts';
 import modelRewrite from './model-rewrite/index.ts';
 import versionGate from './version-gate/index.ts';
 import rateLimit from './rate-limit/index.ts';
+import trafficSplit from './traffic-split/index.ts';
+import abTest from './ab-test/index.ts';
+import mirror from './mirror/index.ts';
+import supersede from './supersede/index.ts';
 
 // `any` for params: each definition is checked against its own params type where it is written.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -21,4 +25,8 @@ export const builtinPlugins: ReadonlyArray<PluginDefinition<any>> = [
   modelRewrite,
   versionGate,
   rateLimit,
+  trafficSplit,
+  abTest,
+  mirror,
+  supersede,
 ];

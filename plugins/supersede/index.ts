@@ -1,0 +1,120 @@
+/**
+ * supersede: when a client starts a new completion for the same document (a key from a header
+ * or a body field) while an older one from the same identity is still in flight, cancel the
+ * older one at once (`GW_ERR_POLICY_SUPERSEDED`): its upstream stream is reset, so no GPU time
+ * is spent on a completion nobody will read.
+ *
+ * The check runs in `forwarding`, i.e. only once the newer request has passed every other step
+ * and is really going upstream: a newer request that is rejected (rate limit, auth) never
+ * cancels a good one. In-flight requests are tracked in a Map kept in `ctx.shared`, so a reload
+ * does not lose track of requests started under the previous config. The key is
+ * (identity, request path, document key); the entry is removed in `done` only if it still
+ * points at that exchange. Memory is bounded by `maxEntries` (oldest entries are forgotten, not
+ * cancelled).
+ */
+import { Counter } from 'prom-client';
+import { compileFactPath, factKey } from '../../core/fact-path.ts';
+import { getAt, parsePointer } from '../../core/json-pointer.ts';
+import { definePlugin } from '../../core/types.ts';
+import type { FactReader } from '../../core/fact-path.ts';
+import type { Exchange, Facts, JsonSchema } from '../../core/types.ts';
+
+export interface SupersedeParams {
+  /** Where the document/cursor key comes from; the header wins when both are set and present. */
+  keyFrom: {
+    /** Request header (lower-cased; must be listed in `facts.headers` of the gateway config). */
+    header?: string;
+    /** JSON Pointer into the body as the client sent it, e.g. `/extra/document_uri`. */
+    bodyPointer?: string;
+  };
+  /** Fact path of the identity. Default `claims.sub`; missing → `request.ip`. */
+  identity: string;
+  /** Most in-flight requests tracked at once (all supersede steps together). Default 100 000. */
+  maxEntries: number;
+  /** Keys longer than this (characters) are ignored: the request is untouched. Default 2048. */
+  maxKeyLength: number;
+}
+
+const paramsSchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['keyFrom'],
+  properties: {
+    keyFrom: {
+      type: 'object',
+      additionalProperties: false,
+      minProperties: 1,
+      properties: {
+        header: { type: 'string', pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$', maxLength: 128 },
+        bodyPointer: { type: 'string', pattern: '^/', maxLength: 512 },
+      },
+    },
+    identity: { type: 'string', minLength: 1, maxLength: 256, default: 'claims.sub' },
+    maxEntries: { type: 'integer', minimum: 1, maximum: 10_000_000, default: 100_000 },
+    maxKeyLength: { type: 'integer', minimum: 1, maximum: 65_536, default: 2048 },
+  },
+};
+
+const METRIC = 'ghostgate_superseded_total';
+
+/** The in-flight table, shared by every supersede step and kept across reloads. */
+export interface SupersedeTable {
+  readonly byKey: Map<string, Exchange>;
+  /** The key each tracked exchange was stored under (for `done`). */
+  readonly keyOf: WeakMap<Exchange, string>;
+}
+
+export default definePlugin<SupersedeParams>({
+  name: 'supersede',
+  description: 'Cancel an in-flight completion when the same user starts a newer one for the same document.',
+  paramsSchema,
+  create(params, ctx) {
+    let identity: FactReader;
+    try { identity = compileFactPath(params.identity); } catch (e) { throw ctx.error((e as Error).message, 'identity'); }
+    const header = params.keyFrom.header?.toLowerCase();
+    let segs: readonly string[] | undefined;
+    if (params.keyFrom.bodyPointer !== undefined) {
+      try { segs = parsePointer(params.keyFrom.bodyPointer); } catch (e) { throw ctx.error((e as Error).message, 'keyFrom.bodyPointer'); }
+      if (segs.length === 0) throw ctx.error('must point inside the body, not at the whole body', 'keyFrom.bodyPointer');
+    }
+    const { maxEntries, maxKeyLength } = params;
+    const table = ctx.shared<SupersedeTable>('inflight', () => ({ byKey: new Map(), keyOf: new WeakMap() }));
+    const superseded = (ctx.metrics.getSingleMetric(METRIC) as Counter | undefined)
+      ?? new Counter({ name: METRIC, help: 'In-flight requests cancelled by a newer request for the same document (supersede).', registers: [ctx.metrics] });
+
+    const docKey = (f: Facts): string | undefined => {
+      let k: string | undefined;
+      if (header !== undefined) k = f.request.headers[header];
+      if ((k === undefined || k === '') && segs !== undefined) k = factKey(getAt(f.body, segs));
+      return k === undefined || k === '' || k.length > maxKeyLength ? undefined : k;
+    };
+
+    return {
+      forwarding: function supersede(ex) {
+        const doc = docKey(ex.facts);
+        if (doc === undefined) return;
+        const who = factKey(identity(ex.facts)) ?? ex.facts.request.ip;
+        const key = `${who}\0${ex.facts.request.path}\0${doc}`;
+        const { byKey } = table;
+        const older = byKey.get(key);
+        if (older !== undefined) {
+          byKey.delete(key); // re-insert below: Map order is then oldest-first for eviction
+          if (older !== ex && !older.signal.aborted) {
+            older.cancel('GW_ERR_POLICY_SUPERSEDED');
+            superseded.inc();
+          }
+        } else if (byKey.size >= maxEntries) {
+          byKey.delete(byKey.keys().next().value as string); // forget the oldest; it is not cancelled
+        }
+        byKey.set(key, ex);
+        table.keyOf.set(ex, key);
+      },
+      done: function supersedeDone(ex) {
+        const key = table.keyOf.get(ex);
+        if (key === undefined) return;
+        table.keyOf.delete(ex);
+        if (table.byKey.get(key) === ex) table.byKey.delete(key);
+      },
+    };
+  },
+});
