@@ -1,0 +1,73 @@
+/** Real HTTP/2 and HTTP/1.1 clients for tests. */
+import http from 'node:http';
+import http2 from 'node:http2';
+import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http2';
+
+export interface Response { status: number; headers: IncomingHttpHeaders; text: string; events: string[]; rstCode?: number; error?: string; complete: boolean }
+
+/** SSE `data:` payloads in a body. */
+export function sseData(text: string): string[] {
+  return text.split('\n\n').map((e) => e.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n')).filter((d) => d !== '');
+}
+
+export function connect(url: string, opts: http2.SecureClientSessionOptions = {}): Promise<ClientHttp2Session> {
+  return new Promise((resolve, reject) => {
+    const s = http2.connect(url, opts);
+    s.once('connect', () => resolve(s));
+    s.once('error', reject);
+  });
+}
+
+/** Open a POST stream with a JSON body; returns the stream (for cancel tests). */
+export function open(session: ClientHttp2Session, path: string, body: unknown, headers: OutgoingHttpHeaders = {}): ClientHttp2Stream {
+  const payload = typeof body === 'string' ? body : JSON.stringify(body);
+  const st = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/json', ...headers });
+  st.end(payload);
+  return st;
+}
+
+/** Read a stream to its end (or its reset). */
+export function collect(st: ClientHttp2Stream): Promise<Response> {
+  return new Promise((resolve) => {
+    let status = 0; let headers: IncomingHttpHeaders = {}; let text = ''; let error: string | undefined; let ended = false;
+    st.on('response', (h) => { headers = h; status = Number(h[':status']); });
+    st.setEncoding('utf8');
+    st.on('data', (d: string) => { text += d; });
+    st.on('end', () => { ended = true; });
+    st.on('error', (e: Error) => { error = e.message; });
+    st.on('close', () => resolve({ status, headers, text, events: sseData(text), rstCode: st.rstCode, error, complete: ended && st.rstCode === http2.constants.NGHTTP2_NO_ERROR }));
+  });
+}
+
+export function post(session: ClientHttp2Session, path: string, body: unknown, headers: OutgoingHttpHeaders = {}): Promise<Response> {
+  return collect(open(session, path, body, headers));
+}
+
+/** HTTP/1.1 POST with a keep-alive agent; `complete` is false if the body was cut. */
+export function post1(url: string, body: unknown, headers: Record<string, string> = {}, agent?: http.Agent): Promise<Response> {
+  const payload = typeof body === 'string' ? body : JSON.stringify(body);
+  return new Promise((resolve) => {
+    const req = http.request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), ...headers } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => { text += d; });
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, text, events: sseData(text), complete: res.complete }));
+      res.on('error', (e) => resolve({ status: res.statusCode!, headers: res.headers, text, events: sseData(text), error: e.message, complete: false }));
+    });
+    req.on('error', (e) => resolve({ status: 0, headers: {}, text: '', events: [], error: e.message, complete: false }));
+    req.end(payload);
+  });
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Poll `fn` until it returns truthy (or time out). */
+export async function until<T>(fn: () => T | Promise<T>, timeoutMs = 5000, stepMs = 10): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await sleep(stepMs);
+  }
+}
