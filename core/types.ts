@@ -181,6 +181,11 @@ export interface UpstreamResponse {
   readonly body: Readable;
   /** ms from send to response headers. */
   readonly ttfbMs: number;
+  /**
+   * At 'end': whether the upstream really finished the response. Node emits 'end' on an h2
+   * stream even when its session died mid-response, so 'end' alone is not proof.
+   */
+  complete(): boolean;
 }
 
 export interface UpstreamSendOptions {

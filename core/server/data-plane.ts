@@ -311,7 +311,8 @@ class Call {
       }
     });
     body.once('end', () => {
-      if (this.finished) return;
+      if (this.finished || ex.signal.aborted) return;
+      if (!r.complete()) return this.endWithError(new GatewayError('GW_ERR_UPSTREAM_ABORTED', [this.upstreamName]), 'upstream_aborted');
       res.end();
       this.finish('ok');
     });

@@ -135,7 +135,7 @@ class H2Upstream implements ManagedUpstream {
           stream.destroy(new GatewayError('GW_ERR_UPSTREAM_IDLE_TIMEOUT', [this.name, this.config.timeouts.idleMs]));
         });
         // From here the relay owns the stream; the signal still cancels it (listener stays).
-        resolve({ status: Number(h[':status']), headers: h, body: stream, ttfbMs });
+        resolve({ status: Number(h[':status']), headers: h, body: stream, ttfbMs, complete: () => !stream.rstCode });
       });
       stream.on('error', () => { /* reported through 'close' below */ });
       stream.once('close', () => {
@@ -228,7 +228,7 @@ class H1Upstream implements ManagedUpstream {
         this.#deps.metrics.upstreamTtfb.labels(this.name).observe(ttfbMs / 1000);
         res.setTimeout(this.config.timeouts.idleMs, () => res.destroy(new GatewayError('GW_ERR_UPSTREAM_IDLE_TIMEOUT', [this.name, this.config.timeouts.idleMs])));
         res.once('close', () => opts.signal?.removeEventListener('abort', onAbort));
-        resolve({ status: res.statusCode ?? 502, headers: res.headers, body: res as Readable, ttfbMs });
+        resolve({ status: res.statusCode ?? 502, headers: res.headers, body: res as Readable, ttfbMs, complete: () => res.complete });
       });
       req.once('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);

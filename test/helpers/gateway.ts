@@ -78,6 +78,7 @@ export async function startGateway(t: Teardown, o: TestGatewayOptions = {}): Pro
     '    protocol: h2c',
     '    pool: { size: 2 }',
     '    timeouts: { connectMs: 1000 }',
+    '    forwardHeaders: [user-agent, x-fail-after-tokens, x-status, x-ttft-ms, x-token-ms, x-tokens, x-headers-after-ttft]',
     'models:',
     '  ghost-small: { upstream: local, aliases: [ghost] }',
   ].join('\n');
