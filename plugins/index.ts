@@ -3,6 +3,7 @@
  * name is its folder under plugins/ and its `use:` value in policy YAML.
  */
 import type { PluginDefinition } from '../core/types.ts';
+import auth from './auth/index.ts';
 import setHeaders from './set-headers/index.ts';
 import stripParams from './strip-params/index.ts';
 import setParams from './set-params/index.ts';
@@ -18,6 +19,7 @@ import supersede from './supersede/index.ts';
 // `any` for params: each definition is checked against its own params type where it is written.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const builtinPlugins: ReadonlyArray<PluginDefinition<any>> = [
+  auth,
   setHeaders,
   stripParams,
   setParams,

@@ -56,6 +56,8 @@ export type TokenResponse = {
 };
 
 export interface AuthService extends AuthRuntime {
+  /** Verify one of our tokens. Always synchronous: claims (deep-frozen) or a thrown GatewayError GW_ERR_AUTH_*. */
+  verify(token: string): Readonly<Record<string, unknown>>;
   /** POST /v1/token on the data plane. Returns the JSON body; throws GatewayError (coded) on failure. */
   exchange(input: { headers: Record<string, string | string[] | undefined>; body: unknown; ip: string }): Promise<TokenResponse>;
   /** GET /.well-known/jwks.json: public keys of every verification key. */
