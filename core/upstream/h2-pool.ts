@@ -84,7 +84,7 @@ export class H2Pool {
 
   /** Open `size` sessions and wait until they are connected (or failed). */
   async warm(): Promise<void> {
-    while (this.#live.length + this.#connecting < this.#o.size) this.#open();
+    while (this.#live.length < this.#o.size) this.#open();
     await Promise.allSettled(this.#live.map((s) => (s.connected ? Promise.resolve() : new Promise<void>((res) => {
       s.session.once('connect', () => res()); s.session.once('close', () => res());
     }))));
@@ -99,10 +99,10 @@ export class H2Pool {
     }
     if (best !== undefined && best.active >= best.maxStreams) {
       // Every session is full: open one more (bounded) and let nghttp2 queue this stream meanwhile.
-      if (this.#live.length + this.#connecting < this.#o.size * 4) this.#open();
+      if (this.#live.length < this.#o.size * 4) this.#open();
     }
     // Replace lost sessions (not while the upstream is refusing connections).
-    if (this.#live.length + this.#connecting < this.#o.size && Date.now() - this.#lastFailAt > 250) this.#open();
+    if (this.#live.length < this.#o.size && Date.now() - this.#lastFailAt > 250) this.#open();
     return best;
   }
 
@@ -235,7 +235,7 @@ export class H2Pool {
 
   #replenish(): void {
     if (this.#closed) return;
-    if (this.#live.length + this.#connecting < this.#o.size) this.#open();
+    if (this.#live.length < this.#o.size) this.#open();
   }
 
   #serveWaiters(): void {
