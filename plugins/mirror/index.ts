@@ -135,8 +135,9 @@ export default definePlugin<MirrorParams>({
         res.body.resume();
         await finished(res.body);
         if (controller.signal.aborted) throw new Error('aborted');
-        m.duration.observe({ side: 'shadow', upstream }, (performance.now() - t0) / 1000);
-        outcome = res.status >= 200 && res.status < 300 ? 'ok' : 'error';
+        // 'end' alone is no proof on h2 (a dying session ends its streams): ask the client.
+        outcome = res.status >= 200 && res.status < 300 && res.complete() ? 'ok' : 'error';
+        if (outcome === 'ok') m.duration.observe({ side: 'shadow', upstream }, (performance.now() - t0) / 1000);
       } catch {
         const why = controller.signal.reason;
         outcome = !controller.signal.aborted ? 'error' : why === 'timeout' ? 'timeout' : 'cancelled';

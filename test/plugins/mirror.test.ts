@@ -208,6 +208,15 @@ t.test('shadow failures and timeouts never reach the client', async (t) => {
   await until('error outcome', async () => (await shadowOutcome(r, 'error')) === 1);
   t.equal(r.shadow.stats().errors, 1, 'shadow answered 401 (no credential): counted as error');
 
+  // A shadow that dies mid-response (RST_STREAM INTERNAL_ERROR after 2 tokens) is an error, not ok.
+  const dying = await rig(t, { ttftMs: 10, tokenMs: 5, tokens: 20 });
+  const dyingStep = await makeStep(dying, {});
+  const ex3 = makeExchange({ id: 'dies', body: { model: 'ghost-small', prompt: 'x', stream: true } });
+  dyingStep.forwarding!(ex3, outbound(ex3, { 'x-fail-after-tokens': '2' }));
+  await until('error outcome for the dying shadow', async () => (await shadowOutcome(dying, 'error')) === 1);
+  t.equal(await shadowOutcome(dying, 'ok'), 0);
+  t.equal(dying.shadow.stats().failedInjected, 1);
+
   const keyed = await rig(t, { ttftMs: 400, tokenMs: 0, tokens: 4 });
   const slow = await makeStep(keyed, { timeoutMs: 100 });
   const ex2 = makeExchange({ id: 'slow' });
@@ -220,7 +229,7 @@ t.test('sampling is deterministic per request id and follows percent', async (t)
   let sent = 0;
   const fake: UpstreamClient = {
     name: 'shadow',
-    send: async () => { sent++; return { status: 200, headers: {}, body: Readable.from([]), ttfbMs: 0 }; },
+    send: async () => { sent++; return { status: 200, headers: {}, body: Readable.from([]), ttfbMs: 0, complete: () => true }; },
   };
   const upstreams = new Map([['shadow', fake]]);
   const step = (await loadStep(mirror, { upstream: 'shadow', percent: 30, maxConcurrent: 10_000 }, { upstreams })).step;
