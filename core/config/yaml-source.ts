@@ -37,10 +37,12 @@ export class YamlSource {
   static fromText(file: string, text: string, errors: GatewayError[], env: NodeJS.ProcessEnv = process.env): YamlSource | undefined {
     const src = new YamlSource(file, text);
     if (src.doc.errors.length) {
-      for (const e of src.doc.errors) {
-        const pos = src.lines.linePos(e.pos[0]);
-        errors.push(new GatewayError('GW_ERR_CONFIG_YAML', [e.message.split('\n')[0]!], { location: { file, line: pos.line, column: pos.col } }));
-      }
+      // The first syntax error is the real one; the rest are usually its echoes.
+      const e = src.doc.errors[0]!;
+      const pos = src.lines.linePos(e.pos[0]);
+      const line = text.split('\n')[pos.line - 1] ?? '';
+      const hint = /\{[^}]*\$\{/.test(line) ? ' (inside a { } flow mapping, quote ${VAR} references: "${VAR}")' : '';
+      errors.push(new GatewayError('GW_ERR_CONFIG_YAML', [e.message.split('\n')[0]! + hint], { location: { file, line: pos.line, column: pos.col } }));
       return undefined;
     }
     src.interpolate(env, errors);

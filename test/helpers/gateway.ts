@@ -71,7 +71,7 @@ export async function startGateway(t: Teardown, o: TestGatewayOptions = {}): Pro
   };
   for (const [rel, text] of Object.entries(o.files ?? {})) write(rel, text);
   for (const [name, text] of Object.entries(o.policies ?? {})) write(path.join('policies', name), text);
-  const upstreams = o.upstreamsYaml && model ? o.upstreamsYaml(model) : [
+  const upstreams = o.upstreamsYaml ? o.upstreamsYaml(model as SpawnedModelServer) : [
     'upstreams:',
     '  local:',
     `    url: ${model ? model.url : 'http://127.0.0.1:9'}`,
