@@ -24,7 +24,7 @@ import { UpstreamAbortError } from '../upstream/client.ts';
 import { clientFacts } from './client-facts.ts';
 import { SseSplitter } from './sse.ts';
 
-const { NGHTTP2_INTERNAL_ERROR } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR } = http2.constants;
 
 /** What the data plane needs from the gateway. */
 export interface GatewayState {
@@ -288,7 +288,7 @@ class Call {
     const res = this.res;
     const body = r.body;
     this.upstreamBody = body;
-    if (this.finished || ex.signal.aborted) { body.destroy(); return; }
+    if (this.finished || ex.signal.aborted) { cancelUpstream(body); return; }
     if (this.p.responseHeaders.length) this.p.runResponseHeaders(ex, r.status, r.headers);
     const out: OutgoingHttpHeaders = {};
     for (const k in r.headers) {
@@ -345,7 +345,7 @@ class Call {
     if (this.finished) return;
     const res = this.res;
     this.gw.metrics.errors.labels(err.code).inc();
-    if (this.upstreamBody && !this.upstreamBody.destroyed) this.upstreamBody.destroy();
+    if (this.upstreamBody && !this.upstreamBody.destroyed) cancelUpstream(this.upstreamBody);
     if (res.destroyed || res.stream?.destroyed) return this.finish(outcome);
     if (!this.headersSent) {
       this.status = err.status;
@@ -380,6 +380,13 @@ class Call {
     if (this.p.done.length) this.p.runDone(ex, outcome);
     this.rt.leave();
   }
+}
+
+/** Stop an upstream response: RST_STREAM(CANCEL) on h2 (a plain destroy would send NO_ERROR), socket close on h1. */
+function cancelUpstream(body: UpstreamResponse['body']): void {
+  const h2 = body as unknown as { close?: (code: number) => void; rstCode?: number };
+  if (typeof h2.close === 'function' && 'rstCode' in h2) h2.close(NGHTTP2_CANCEL);
+  else body.destroy();
 }
 
 function internal(e: unknown, log: Logger): GatewayError {

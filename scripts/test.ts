@@ -1,0 +1,34 @@
+/**
+ * `npm test`: type-check, then run every tap test file, then print the one line CI reads:
+ * `N passed, N failed` (tap's own summary is not in a form CI understands).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import path from 'node:path';
+
+const root = path.resolve(import.meta.dirname, '..');
+const bin = (name: string): string => path.join(root, 'node_modules/.bin', name);
+
+const tsc = spawnSync(bin('tsc'), ['-p', root], { stdio: 'inherit' });
+if (tsc.status !== 0) {
+  console.log('type check failed');
+  console.log('0 passed, 1 failed');
+  process.exit(1);
+}
+
+const args = ['run', '--reporter=tap', ...process.argv.slice(2)];
+const child = spawn(bin('tap'), args, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+let tail = '';
+child.stdout.on('data', (d: Buffer) => {
+  process.stdout.write(d);
+  tail = (tail + d.toString()).slice(-4096);
+});
+child.on('close', (code) => {
+  // tap's last summary line: `# { total: 230, pass: 228, fail: 2, skip: 1 }`
+  const m = /# \{ total: (\d+)(?:, pass: (\d+))?(?:, fail: (\d+))?(?:, todo: (\d+))?(?:, skip: (\d+))?/.exec(tail.slice(tail.lastIndexOf('# { total')));
+  const pass = Number(m?.[2] ?? 0);
+  let fail = Number(m?.[3] ?? 0);
+  const skip = Number(m?.[5] ?? 0) + Number(m?.[4] ?? 0);
+  if (!m || (code !== 0 && fail === 0)) fail = Math.max(fail, 1); // a crash is a failure
+  console.log(`${pass} passed, ${fail} failed${skip ? `, ${skip} skipped` : ''}`);
+  process.exit(code === 0 && fail === 0 ? 0 : 1);
+});
