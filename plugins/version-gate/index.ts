@@ -16,7 +16,8 @@ import type { Exchange, LocalReply } from '../../core/types.ts';
 export interface VersionGateParams {
   /**
    * A version the editor extension (`client.version`) must reach, or a minimum per extension or
-   * editor name (`{ copilot: "1.200.0", vscode: "1.90.0" }`; names match exactly).
+   * editor name (`{ copilot: "1.200.0", vscode: "1.90.0" }`; names match case-insensitively, as
+   * the core lower-cases the names it parses).
    */
   minimum: string | Record<string, string>;
   /** Status of the reply. Default 426. */
@@ -25,7 +26,7 @@ export interface VersionGateParams {
   message: string;
   /** Where to upgrade; sent as `upgrade_url`. */
   upgradeUrl?: string;
-  /** When set, only these editors (`client.editor`) are served at all; others get 403. */
+  /** When set, only these editors (`client.editor`, case-insensitive) are served at all; others get 403. */
   allowEditors?: string[];
   /** What to do when the version to check is missing or unparseable. Default `allow`. */
   onMissing: 'allow' | 'reject';
@@ -87,7 +88,7 @@ export default definePlugin<VersionGateParams>({
       return s;
     };
 
-    const allow = params.allowEditors ? new Set(params.allowEditors) : undefined;
+    const allow = params.allowEditors ? new Set(params.allowEditors.map((e) => e.toLowerCase())) : undefined;
     const editorReply: LocalReply | undefined = allow && deepFreeze({
       status: 403,
       body: {
@@ -126,7 +127,9 @@ export default definePlugin<VersionGateParams>({
 
     const mins = new Map<string, { min: Semver; reply: LocalReply }>();
     for (const [name, version] of Object.entries(params.minimum)) {
-      mins.set(name, { min: parseMin(version, `minimum.${name}`), reply: upgradeReply(version) });
+      const key = name.toLowerCase();
+      if (mins.has(key)) throw ctx.error(`"${name}" is listed twice (names are case-insensitive)`, `minimum.${name}`);
+      mins.set(key, { min: parseMin(version, `minimum.${name}`), reply: upgradeReply(version) });
     }
     const noIdentity = upgradeReply(undefined);
     return {
@@ -153,7 +156,10 @@ export default definePlugin<VersionGateParams>({
 
 const fromFacts = (ex: Exchange): ClientId => ex.facts.client;
 
-/** Identity from configured headers (`name/version`); unset headers fall back to the client facts. */
+/**
+ * Identity from configured headers (`name/version`, or a bare version), parsed like the core
+ * parses `editor-version`: names lower-cased. Unset headers fall back to the client facts.
+ */
 function fromHeaders(editorHeader: string | undefined, pluginHeader: string | undefined): (ex: Exchange) => ClientId {
   return function clientFromHeaders(ex) {
     const c = ex.facts.client;
@@ -161,18 +167,26 @@ function fromHeaders(editorHeader: string | undefined, pluginHeader: string | un
     const id: ClientId = { editor: c.editor, editorVersion: c.editorVersion, plugin: c.plugin, version: c.version };
     if (editorHeader !== undefined) {
       const v = h[editorHeader];
-      const slash = v === undefined ? -1 : v.indexOf('/');
-      id.editor = slash > 0 ? v!.slice(0, slash) : undefined;
-      id.editorVersion = slash > 0 ? v!.slice(slash + 1).trim() : undefined;
+      id.editor = nameOf(v);
+      id.editorVersion = versionOf(v);
     }
     if (pluginHeader !== undefined) {
       const v = h[pluginHeader];
-      const slash = v === undefined ? -1 : v.indexOf('/');
-      id.plugin = slash > 0 ? v!.slice(0, slash) : undefined;
-      id.version = slash > 0 ? v!.slice(slash + 1).trim() : undefined;
+      id.plugin = nameOf(v);
+      id.version = versionOf(v);
     }
     return id;
   };
+}
+
+function nameOf(v: string | undefined): string | undefined {
+  const slash = v === undefined || v.length > 256 ? -1 : v.indexOf('/');
+  return slash === -1 ? undefined : v!.slice(0, slash).trim().toLowerCase() || undefined;
+}
+
+function versionOf(v: string | undefined): string | undefined {
+  if (v === undefined || v.length > 256) return undefined;
+  return v.slice(v.indexOf('/') + 1).trim() || undefined;
 }
 
 function deepFreeze<T>(v: T): T {

@@ -45,8 +45,9 @@ t.test('minimum per extension or editor name', async (t) => {
   const oldExt = await gate(step, copilot('1.100.0', 'vscode', '1.95.0'));
   t.equal(oldExt?.status, 426, 'extension below');
   t.equal((oldExt?.body.error as { minimum_version: string }).minimum_version, '1.200.0', 'names the extension minimum');
-  t.equal(await gate(step, copilot('1.250.0', 'JetBrains-IC', '2024.2.1')), undefined);
-  t.equal((await gate(step, copilot('1.250.0', 'JetBrains-IC', '2023.3')))?.status, 426);
+  // The core lower-cases the names it parses from the headers; config names match regardless of case.
+  t.equal(await gate(step, copilot('1.250.0', 'jetbrains-ic', '2024.2.1')), undefined);
+  t.equal((await gate(step, copilot('1.250.0', 'jetbrains-ic', '2023.3')))?.status, 426, 'config name "JetBrains-IC" matches "jetbrains-ic"');
   t.equal(await gate(step, { editor: 'neovim', editorVersion: '0.1.0', plugin: 'copilot.vim', version: '0.1.0' }), undefined, 'names without a minimum pass');
   t.equal(await gate(step, {}), undefined, 'no identity, onMissing allow');
   const strict = (await loadStep(versionGate, { minimum: { copilot: '1.200.0' }, onMissing: 'reject' })).step;
@@ -58,9 +59,10 @@ t.test('minimum per extension or editor name', async (t) => {
 t.test('allowEditors: other editors get 403', async (t) => {
   const { step } = await loadStep(versionGate, { minimum: '1.0.0', allowEditors: ['vscode', 'JetBrains-IC'] });
   t.equal(await gate(step, copilot('1.0.0', 'vscode')), undefined);
+  t.equal(await gate(step, copilot('1.0.0', 'jetbrains-ic')), undefined, 'case-insensitive');
   t.same(await gate(step, copilot('1.0.0', 'emacs')), {
     status: 403,
-    body: { error: { code: 'GW_ERR_POLICY_REJECTED', message: 'Request rejected by policy: this editor is not supported', allowed_editors: ['vscode', 'JetBrains-IC'] } },
+    body: { error: { code: 'GW_ERR_POLICY_REJECTED', message: 'Request rejected by policy: this editor is not supported', allowed_editors: ['vscode', 'jetbrains-ic'] } },
   });
   t.equal(await gate(step, { plugin: 'copilot', version: '1.0.0' }), undefined, 'editor missing, onMissing allow');
   const strict = (await loadStep(versionGate, { minimum: '1.0.0', allowEditors: ['vscode'], onMissing: 'reject' })).step;
@@ -70,10 +72,13 @@ t.test('allowEditors: other editors get 403', async (t) => {
 t.test('versions read from other headers', async (t) => {
   const { step } = await loadStep(versionGate, { minimum: { 'my-ext': '2.0.0', vscode: '1.90.0' }, headers: { plugin: 'x-ext-version' } });
   t.equal((await gate(step, copilot('9.9.9'), { 'x-ext-version': 'my-ext/1.9.0' }))?.status, 426, 'header version below');
+  t.equal((await gate(step, copilot('9.9.9'), { 'x-ext-version': 'My-Ext/1.9.0' }))?.status, 426, 'header name matched case-insensitively');
   t.equal(await gate(step, copilot('0.0.1'), { 'x-ext-version': 'my-ext/2.0.0' }), undefined, 'header wins over the client facts');
   t.equal((await gate(step, copilot('9.9.9', 'vscode', '1.0.0'), { 'x-ext-version': 'my-ext/2.0.0' }))?.status, 426,
     'editor still read from the client facts');
   t.equal(await gate(step, copilot(undefined), { 'x-ext-version': 'garbage' }), undefined, 'malformed header is missing');
+  const single = (await loadStep(versionGate, { minimum: '2.0.0', headers: { plugin: 'x-ext-version' } })).step;
+  t.equal((await gate(single, {}, { 'x-ext-version': '1.0.0' }))?.status, 426, 'a bare version in the header');
 });
 
 t.test('reply objects are built once and frozen', async (t) => {
@@ -100,6 +105,7 @@ t.test('bad params are refused at load with GW_ERR_CONFIG_PLUGIN_PARAMS', async 
     { minimum: '1.0.0', headers: { plugin: 'X-Ext' } },
     { minimum: '1.0.0', headers: { other: 'x' } },
     { minimum: '1.0.0', extra: 1 },
+    { minimum: { copilot: '1.0.0', Copilot: '2.0.0' } },
   ];
   for (const params of bad) {
     await t.rejects(loadStep(versionGate, params), { code: 'GW_ERR_CONFIG_PLUGIN_PARAMS' }, JSON.stringify(params));
