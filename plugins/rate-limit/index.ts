@@ -11,8 +11,10 @@
  */
 import { performance } from 'node:perf_hooks';
 import { GatewayError } from '../../core/errors.ts';
-import { definePlugin, FACT_ROOTS } from '../../core/types.ts';
-import type { Exchange, LocalReply } from '../../core/types.ts';
+import { compileFactPath, factKey } from '../../core/fact-path.ts';
+import type { FactReader } from '../../core/fact-path.ts';
+import { definePlugin } from '../../core/types.ts';
+import type { LocalReply } from '../../core/types.ts';
 
 export interface RateLimitParams {
   /** Fact path of the subject (`claims.sub`, `request.headers.x-team`); falls back to `request.ip`. */
@@ -38,7 +40,6 @@ type Buckets = Map<string, Bucket>;
 /** The buckets of one bucket set, and how many live steps use them (freed at zero). */
 interface BucketSet { readonly bySubject: Buckets; readonly byIp: Buckets; users: number }
 
-const FORBIDDEN = new Set(['__proto__', 'prototype', 'constructor']);
 /** Cached replies for Retry-After 1..MAX_CACHED s (a limited client retries a lot: no allocation). */
 const MAX_CACHED = 3600;
 
@@ -59,7 +60,9 @@ export default definePlugin<RateLimitParams>({
     },
   },
   create(params, ctx) {
-    const subjectOf = compileKey(params.key, (m) => ctx.error(m, 'key'));
+    if (!params.key.includes('.')) throw ctx.error(`"${params.key}" names a whole fact root; name a field in it (e.g. claims.sub)`, 'key');
+    let readKey: FactReader;
+    try { readKey = compileFactPath(params.key); } catch (e) { throw ctx.error((e as Error).message, 'key'); }
     const { ratePerSecond: rate, burst, status, maxKeys } = params;
     const perMs = rate / 1000;
     // Bucket sets outlive reloads in the shared store; one that no live step uses any more is
@@ -110,7 +113,7 @@ export default definePlugin<RateLimitParams>({
 
     return {
       request: function rateLimit(ex) {
-        const subject = subjectOf(ex);
+        const subject = factKey(readKey(ex.facts));
         const buckets = subject === undefined ? byIp : bySubject;
         const k = subject === undefined ? ex.facts.request.ip : subject;
         const now = performance.now();
@@ -132,34 +135,3 @@ export default definePlugin<RateLimitParams>({
     };
   },
 });
-
-/**
- * Compile a dotted fact path into a reader returning a non-empty string subject, or undefined
- * (absent, empty, or not a string/number) so the caller falls back to the client IP.
- */
-function compileKey(path: string, fail: (message: string) => Error): (ex: Exchange) => string | undefined {
-  const segs = path.split('.');
-  if (!(FACT_ROOTS as readonly string[]).includes(segs[0]!)) {
-    throw fail(`"${path}" must start with one of the fact roots (${FACT_ROOTS.join(', ')})`);
-  }
-  if (segs.length < 2) throw fail(`"${path}" names a whole fact root; name a field in it (e.g. claims.sub)`);
-  for (const s of segs) if (s === '' || FORBIDDEN.has(s)) throw fail(`"${path}" has an empty or forbidden segment "${s}"`);
-  const hasOwn = Object.prototype.hasOwnProperty;
-  const asSubject = (v: unknown): string | undefined =>
-    typeof v === 'string' ? (v === '' ? undefined : v) : typeof v === 'number' ? String(v) : undefined;
-  if (segs.length === 2) {
-    const [root, field] = segs as [keyof Exchange['facts'], string];
-    return function readSubject(ex) {
-      const o = ex.facts[root] as Record<string, unknown>;
-      return asSubject(hasOwn.call(o, field) ? o[field] : undefined);
-    };
-  }
-  return function readSubjectDeep(ex) {
-    let x: unknown = ex.facts;
-    for (const s of segs) {
-      if (x === null || typeof x !== 'object') return undefined;
-      x = hasOwn.call(x, s) ? (x as Record<string, unknown>)[s] : undefined;
-    }
-    return asSubject(x);
-  };
-}
