@@ -68,6 +68,22 @@ export const commands: Record<string, Command> = {
     },
   },
 
+  explain: {
+    summary: 'Dry-run the pipeline on a request: steps, conditions, route, upstream body diff',
+    async run(argv) {
+      const { runExplainCli } = await import('./explain.ts');
+      return runExplainCli(argv, DEFAULT_CONFIG);
+    },
+  },
+
+  schema: {
+    summary: 'Write JSON Schemas for gateway.config.yaml and policy files (for editors)',
+    async run(argv) {
+      const { runSchemaCli } = await import('./schema.ts');
+      return runSchemaCli(argv);
+    },
+  },
+
   'model-server': {
     summary: 'Run the bundled fake model server (OpenAI-compatible, h2c + HTTP/1.1)',
     async run(argv) {

@@ -19,7 +19,7 @@ import type { HealthMonitor } from '../health.ts';
 import type { CompiledPipeline } from '../pipeline.ts';
 import { ROUTES } from '../runtime.ts';
 import type { RoutePath, Runtime } from '../runtime.ts';
-import type { JsonObject, LocalReply, Logger, Outcome, UpstreamResponse } from '../types.ts';
+import type { JsonObject, LocalReply, Logger, OutboundRequest, Outcome, UpstreamResponse } from '../types.ts';
 import { UpstreamAbortError } from '../upstream/client.ts';
 import { clientFacts } from './client-facts.ts';
 import { SseSplitter } from './sse.ts';
@@ -126,32 +126,56 @@ function sendError(reply: FastifyReply, err: GatewayError, gw: GatewayState): vo
 function handleCompletion(gw: GatewayState, path: RoutePath, request: RawBodyRequest, reply: FastifyReply): void {
   const rt = gw.runtime;
   if (gw.closing) return sendError(reply, new GatewayError('GW_ERR_SERVER_SHUTTING_DOWN'), gw);
-  const body = request.body as JsonObject;
+  const made = createExchange(rt, {
+    path, body: request.body, headers: request.headers, ip: request.ip,
+    protocol: request.raw.httpVersionMajor === 2 ? 'h2' : 'h1',
+    pathModel: path === '/v1/engines/:model/completions' ? (request.params as { model: string }).model : undefined,
+  });
+  if (made instanceof GatewayError) return sendError(reply, made, gw);
+  reply.hijack();
+  const call = new Call(gw, rt, rt.pipeline(path, made.asked), made.ex, reply.raw as unknown as AnyResponse, request.rawBody, path, made.asked);
+  call.start();
+}
+
+export interface ExchangeInput {
+  path: RoutePath;
+  body: unknown;
+  headers: IncomingHttpHeaders;
+  ip: string;
+  protocol: 'h2' | 'h1';
+  /** The model from the URL (`/v1/engines/:model/completions`). */
+  pathModel?: string;
+}
+
+/**
+ * Build the Exchange for a request exactly as the data plane does (also used by `explain`).
+ * Returns a GatewayError for a body the gateway cannot route.
+ */
+export function createExchange(rt: Runtime, input: ExchangeInput): { ex: GatewayExchange; asked: string } | GatewayError {
+  const body = input.body as JsonObject;
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
-    return sendError(reply, new GatewayError('GW_ERR_REQ_INVALID_BODY', ['the body must be a JSON object']), gw);
+    return new GatewayError('GW_ERR_REQ_INVALID_BODY', ['the body must be a JSON object']);
   }
-  let asked: unknown = path === '/v1/engines/:model/completions' ? (request.params as { model: string }).model : body.model;
+  let asked: unknown = input.pathModel ?? body.model;
   if (asked === undefined || asked === null) asked = rt.config.defaultModel;
   if (typeof asked !== 'string' || asked === '') {
-    return sendError(reply, asked === undefined ? new GatewayError('GW_ERR_ROUTE_NO_MODEL') : new GatewayError('GW_ERR_REQ_INVALID_BODY', ['"model" must be a string']), gw);
+    return asked === undefined ? new GatewayError('GW_ERR_ROUTE_NO_MODEL') : new GatewayError('GW_ERR_REQ_INVALID_BODY', ['"model" must be a string']);
   }
   const known = rt.models.get(asked);
-  const headers = request.headers;
+  const headers = input.headers;
   const rid = headers['x-request-id'];
   const ex = new GatewayExchange({
     id: typeof rid === 'string' && REQUEST_ID.test(rid) ? rid : randomUUID(),
     method: 'POST',
-    path,
-    protocol: request.raw.httpVersionMajor === 2 ? 'h2' : 'h1',
-    ip: request.ip,
+    path: input.path,
+    protocol: input.protocol,
+    ip: input.ip,
     headers: pickHeaders(headers, rt.config.facts.headers),
     client: clientFacts(headers, rt.config.client),
     body,
     route: { model: known ? known.model : asked, upstream: known ? known.upstream : '', upstreamModel: known ? known.upstreamModel : asked, arms: {} },
   });
-  reply.hijack();
-  const call = new Call(gw, rt, rt.pipeline(path, asked), ex, reply.raw as unknown as AnyResponse, request.rawBody, path, asked);
-  call.start();
+  return { ex, asked };
 }
 
 function pickHeaders(h: IncomingHttpHeaders, names: readonly string[]): Record<string, string> {
@@ -250,37 +274,13 @@ class Call {
       return this.failBeforeHeaders(new GatewayError('GW_ERR_ROUTE_UNKNOWN_MODEL', [this.asked]));
     }
     this.upstreamName = upstream.name;
-    if (ex.body.model !== ex.route.upstreamModel) ex.setBody('/model', ex.route.upstreamModel);
-    const bytes = ex.bodyChanged || this.rawBody === undefined ? Buffer.from(JSON.stringify(ex.body)) : this.rawBody;
-    const upstreamPath = this.path === '/v1/chat/completions' ? '/v1/chat/completions' : '/v1/completions';
-    const headers = this.upstreamHeaders(upstream.config.forwardHeaders);
-    if (this.p.forwarding.length) this.p.runForwarding(ex, { upstream: upstream.name, path: upstreamPath, headers, body: bytes });
+    const out = outboundRequest(ex, upstream.name, upstream.config.forwardHeaders, this.path, this.res.req?.headers, this.rawBody);
+    if (this.p.forwarding.length) this.p.runForwarding(ex, out);
     ex.forwardedAt = performance.now();
-    upstream.send({ path: upstreamPath, headers, body: bytes, signal: ex.signal }).then(
+    upstream.send({ path: out.path, headers: out.headers as Record<string, string>, body: out.body, signal: ex.signal }).then(
       (r) => this.relay(r),
       (e) => this.failBeforeHeaders(e),
     );
-  }
-
-  upstreamHeaders(forward: readonly string[]): Record<string, string> {
-    const h = this.ex.facts.request;
-    const incoming = this.res.req?.headers;
-    const out: Record<string, string> = {
-      'content-type': 'application/json',
-      'x-request-id': this.ex.id,
-    };
-    const accept = incoming?.accept;
-    out.accept = typeof accept === 'string' ? accept : 'application/json, text/event-stream';
-    if (incoming) {
-      for (const n of forward) {
-        const v = incoming[n];
-        if (typeof v === 'string' && n !== 'authorization') out[n] = v;
-      }
-    }
-    void h;
-    const extra = this.ex.upstreamHeaders;
-    for (const k in extra) if (k !== 'authorization') out[k] = extra[k]!;
-    return out;
   }
 
   relay(r: UpstreamResponse): void {
@@ -380,6 +380,31 @@ class Call {
     if (this.p.done.length) this.p.runDone(ex, outcome);
     this.rt.leave();
   }
+}
+
+/**
+ * The request as it goes upstream: the upstream model name set, the client's bytes reused when
+ * no step changed the body, headers from the allow-list plus steps' (never the client's
+ * Authorization; the upstream client adds the upstream's own credential).
+ */
+export function outboundRequest(
+  ex: GatewayExchange, upstream: string, forward: readonly string[], path: RoutePath,
+  incoming: IncomingHttpHeaders | undefined, rawBody: Buffer | undefined,
+): OutboundRequest {
+  if (ex.body.model !== ex.route.upstreamModel) ex.setBody('/model', ex.route.upstreamModel);
+  const body = ex.bodyChanged || rawBody === undefined ? Buffer.from(JSON.stringify(ex.body)) : rawBody;
+  const headers: Record<string, string> = { 'content-type': 'application/json', 'x-request-id': ex.id };
+  const accept = incoming?.accept;
+  headers.accept = typeof accept === 'string' ? accept : 'application/json, text/event-stream';
+  if (incoming) {
+    for (const n of forward) {
+      const v = incoming[n];
+      if (typeof v === 'string' && n !== 'authorization') headers[n] = v;
+    }
+  }
+  const extra = ex.upstreamHeaders;
+  for (const k in extra) if (k !== 'authorization') headers[k] = extra[k]!;
+  return { upstream, path: path === '/v1/chat/completions' ? '/v1/chat/completions' : '/v1/completions', headers, body };
 }
 
 /** Stop an upstream response: RST_STREAM(CANCEL) on h2 (a plain destroy would send NO_ERROR), socket close on h1. */
