@@ -109,7 +109,7 @@ function toGatewayError(err: unknown, gw: GatewayState): GatewayError {
     default:
       if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) return new GatewayError('GW_ERR_REQ_BAD_REQUEST', [e.message ?? 'invalid request']);
       gw.log.error({ err: e.message, code: e.code }, 'unexpected error on the data plane');
-      return new GatewayError('GW_ERR_INTERNAL');
+      return new GatewayError('GW_ERR_SERVER_INTERNAL');
   }
 }
 
@@ -332,7 +332,7 @@ class Call {
       return;
     }
     const err = e instanceof GatewayError ? e : internal(e, this.gw.log);
-    const outcome: Outcome = err.code.startsWith('GW_ERR_UPSTREAM_') ? 'upstream_error' : err.code === 'GW_ERR_INTERNAL' ? 'error' : 'local';
+    const outcome: Outcome = err.code.startsWith('GW_ERR_UPSTREAM_') ? 'upstream_error' : err.code === 'GW_ERR_SERVER_INTERNAL' ? 'error' : 'local';
     this.endWithError(err, outcome);
   }
 
@@ -416,7 +416,7 @@ function cancelUpstream(body: UpstreamResponse['body']): void {
 
 function internal(e: unknown, log: Logger): GatewayError {
   log.error({ err: e instanceof Error ? e.message : String(e) }, 'internal error in request handling');
-  return new GatewayError('GW_ERR_INTERNAL');
+  return new GatewayError('GW_ERR_SERVER_INTERNAL');
 }
 
 export type { ErrorCode };
