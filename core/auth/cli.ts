@@ -17,8 +17,11 @@ function usage(problem: string): GatewayError {
   return new GatewayError('GW_ERR_REQ_BAD_REQUEST', [`${problem}\n${TOKEN_CLI_USAGE}`]);
 }
 
-/** Parse argv (without `token`), mint, print. Throws GatewayError on bad arguments. */
-export async function runTokenCli(argv: string[], service: AuthService, out: Pick<Writable, 'write'> = process.stdout): Promise<void> {
+/**
+ * Parse argv (without `token`), mint, print. Throws GatewayError on bad arguments. With the
+ * dev-mode ephemeral key, warns on `err`: such a token verifies only in the process that minted it.
+ */
+export async function runTokenCli(argv: string[], service: AuthService, out: Pick<Writable, 'write'> = process.stdout, err: Pick<Writable, 'write'> = process.stderr): Promise<void> {
   let values: { sub?: string; ttl?: string; claim?: string[]; json?: boolean };
   try {
     ({ values } = parseArgs({
@@ -46,6 +49,9 @@ export async function runTokenCli(argv: string[], service: AuthService, out: Pic
     let v: unknown = raw;
     try { v = JSON.parse(raw); } catch { /* a plain string */ }
     claims[k] = v;
+  }
+  if (service.ephemeral) {
+    err.write('warning: auth.dev is signing with an ephemeral key that lives only in this process; a running gateway will not accept this token (configure auth.signingKeys)\n');
   }
   const { token, expires_at } = await service.mint(claims, ttl);
   out.write(values.json ? `${JSON.stringify({ token, expires_at })}\n` : `${token}\n`);

@@ -67,6 +67,8 @@ export interface AuthService extends AuthRuntime {
   close(): void;
   /** Absolute paths of the files this service read (keys, API keys, deny list): worth watching for reload. */
   readonly files: readonly string[];
+  /** True when signing with the dev-mode in-memory key (its tokens verify only in this process). */
+  readonly ephemeral: boolean;
 }
 
 interface Internals {
@@ -88,6 +90,7 @@ function refDescription(ref: SecretRef): string {
 
 class GatewayAuthService implements AuthService {
   readonly files: readonly string[];
+  readonly ephemeral: boolean;
   readonly #cfg: AuthConfig;
   readonly #keys: KeySet;
   readonly #rules: VerifyRules;
@@ -118,6 +121,7 @@ class GatewayAuthService implements AuthService {
     this.#skew = o.cfg.clockSkewSeconds;
     this.#rules = { keys: o.keys.verify, algorithms: new Set(o.cfg.algorithms), issuer: o.cfg.issuer, audience: o.cfg.audience, skew: o.cfg.clockSkewSeconds };
     this.files = Object.freeze(o.files);
+    this.ephemeral = o.keys.ephemeral;
     deepFreeze(o.keys.jwks);
   }
 

@@ -10,7 +10,9 @@ t.test('runTokenCli', async (t) => {
   const out = { text: '', write(s: string) { this.text += s; return true; } };
   const now = Math.floor(Date.now() / 1000);
 
-  await runTokenCli(['--sub', 'alice', '--ttl', '10m', '--claim', 'plan=pro', '--claim', 'features=["fim","chat"]', '--claim', 'beta=true', '--claim', 'note=a=b'], auth, out);
+  const err = { text: '', write(s: string) { this.text += s; return true; } };
+  await runTokenCli(['--sub', 'alice', '--ttl', '10m', '--claim', 'plan=pro', '--claim', 'features=["fim","chat"]', '--claim', 'beta=true', '--claim', 'note=a=b'], auth, out, err);
+  t.match(err.text, /ephemeral key/, 'warns that a dev-key token is useless to a running gateway');
   const token = out.text.trim();
   t.match(token, /^[\w-]+\.[\w-]+\.[\w-]+$/, 'prints the token alone');
   const c = auth.verify(token);
@@ -18,7 +20,7 @@ t.test('runTokenCli', async (t) => {
   t.ok((c.exp as number) - now >= 599 && (c.exp as number) - now <= 601, '--ttl 10m');
 
   out.text = '';
-  await runTokenCli(['--sub=bob', '--json'], auth, out);
+  await runTokenCli(['--sub=bob', '--json'], auth, out, err);
   const j = JSON.parse(out.text) as { token: string; expires_at: number };
   t.equal(auth.verify(j.token).sub, 'bob');
   t.ok(j.expires_at - now >= 1799, 'default lifetime');
@@ -31,7 +33,20 @@ t.test('runTokenCli', async (t) => {
     [['--sub', 'a', '--bogus'], /Unknown option/],
     [['--sub', 'a', '--ttl', '30d'], /ttl must be/],
   ] as Array<[string[], RegExp]>) {
-    const err = await caught(() => runTokenCli(argv, auth, out));
-    t.match(err.message, re, argv.join(' ') || '(no args)');
+    const e = await caught(() => runTokenCli(argv, auth, out, err));
+    t.match(e.message, re, argv.join(' ') || '(no args)');
   }
+});
+
+t.test('no warning with a configured key', async (t) => {
+  const { makeKey, signingEntry } = await import('./helpers.ts');
+  const h = harness();
+  t.teardown(() => h.dir.remove());
+  const auth = await h.compile({ signingKeys: [signingEntry(h, await makeKey('k1'))] });
+  t.equal(auth.ephemeral, false);
+  const out = { text: '', write(s: string) { this.text += s; return true; } };
+  const err = { text: '', write(s: string) { this.text += s; return true; } };
+  await runTokenCli(['--sub', 'a'], auth, out, err);
+  t.equal(err.text, '');
+  t.ok(auth.verify(out.text.trim()));
 });
