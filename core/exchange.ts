@@ -20,6 +20,7 @@ export interface ExchangeInit {
   body: JsonObject;
   route: Route;
   startedAt?: number;
+  authorization?: string;
 }
 
 type MutableFacts = { -readonly [K in keyof Facts]: Facts[K] };
@@ -29,6 +30,7 @@ export class GatewayExchange implements Exchange {
   readonly facts: Facts;
   readonly signal: AbortSignal;
   readonly startedAt: number;
+  readonly authorization: string | undefined;
   readonly route: Route;
   readonly upstreamHeaders: Record<string, string> = {};
   readonly responseHeaders: Record<string, string> = {};
@@ -52,6 +54,7 @@ export class GatewayExchange implements Exchange {
     this.id = init.id;
     this.startedAt = init.startedAt ?? performance.now();
     this.route = init.route;
+    this.authorization = init.authorization;
     this.originalBody = init.body;
     this.#body = init.body;
     this.#controller = controller;

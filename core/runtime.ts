@@ -5,6 +5,8 @@
  */
 import { createHash } from 'node:crypto';
 import type { Registry } from 'prom-client';
+import { compileAuth } from './auth/index.ts';
+import type { AuthService } from './auth/index.ts';
 import { compileCondition, ConditionError } from './conditions.ts';
 import type { GatewayConfig, PolicyConfig, SecretRef } from './config/model.ts';
 import type { LoadedConfig, LoadedPolicy } from './config/load.ts';
@@ -23,13 +25,8 @@ import type { ManagedUpstream } from './upstream/client.ts';
 export const ROUTES = ['/v1/completions', '/v1/chat/completions', '/v1/engines/:model/completions'] as const;
 export type RoutePath = typeof ROUTES[number];
 
-/** The auth service as the runtime holds it (implemented in core/auth). */
-export interface AuthServiceLike extends AuthRuntime {
-  exchange(input: { headers: Record<string, string | string[] | undefined>; body: unknown; ip: string }): Promise<Record<string, unknown>>;
-  jwks(): { keys: object[] };
-  mint(claims: { sub: string; [k: string]: unknown }, ttlSeconds?: number): Promise<{ token: string; expires_at: number }>;
-  close(): void;
-}
+/** The auth service as the runtime holds it (core/auth). */
+export type AuthServiceLike = AuthService;
 
 export interface RuntimeDeps {
   log: Logger;
@@ -145,9 +142,7 @@ export async function buildRuntime(loaded: LoadedConfig, deps: RuntimeDeps, prev
   let auth: AuthServiceLike | undefined;
   if (config.auth) {
     try {
-      const modPath = './auth/index.ts';
-      const mod = await import(modPath) as { compileAuth(c: unknown, d: unknown, p?: unknown): Promise<AuthServiceLike> };
-      auth = await mod.compileAuth(config.auth, { configDir: loaded.dir, log: deps.log, metrics: deps.metrics.registry, readSecret: (r: SecretRef) => readSecret(r) }, previous?.auth);
+      auth = await compileAuth(config.auth, { configDir: loaded.dir, log: deps.log, metrics: deps.metrics.registry, readSecret: (r: SecretRef) => readSecret(r) }, previous?.auth);
     } catch (e) {
       if (e instanceof ConfigErrors) errors.push(...e.errors);
       else errors.push(located(e, src.locate(['auth'])));

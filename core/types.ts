@@ -83,6 +83,11 @@ export interface Exchange {
   readonly signal: AbortSignal;
   /** `performance.now()` when the request arrived. */
   readonly startedAt: number;
+  /**
+   * The client's raw `Authorization` header, for the `auth` step only. Deliberately not a fact
+   * (conditions cannot read it) and never forwarded upstream; steps must not copy it anywhere.
+   */
+  readonly authorization: string | undefined;
   /** Mutable route: set `upstream`/`upstreamModel`/`arms` to steer the request. */
   readonly route: Route;
   /** The working body (read-only view; use `setBody`/`removeBody` to change it). */

@@ -68,6 +68,47 @@ export const commands: Record<string, Command> = {
     },
   },
 
+  token: {
+    summary: 'Mint a short-lived completion token (uses the config\'s signing key)',
+    async run(argv) {
+      const { values, tokens } = parseArgs({ args: argv, options: { ...configOpt }, strict: false, tokens: true });
+      if (values.help) { console.log('Usage: ghostgate token --sub NAME [--ttl 10m] [--claim k=v]... [--json] [--config F]'); return 0; }
+      const file = typeof values.config === 'string' ? values.config : DEFAULT_CONFIG;
+      // Everything but --config goes to the token command.
+      const rest: string[] = [];
+      for (const tk of tokens ?? []) {
+        if (tk.kind === 'option' && (tk.name === 'config' || tk.name === 'c')) continue;
+        if (tk.kind === 'option') { rest.push(tk.rawName); if (tk.value !== undefined && !tk.inlineValue) rest.push(tk.value); else if (tk.inlineValue) rest[rest.length - 1] = `${tk.rawName}=${tk.value}`; }
+        else if (tk.kind === 'positional') rest.push(tk.value);
+      }
+      const loaded = loadConfig(file);
+      const a = loaded.config.auth as { dev?: boolean; signingKeys?: unknown[] } | undefined;
+      if (!a) throw new Error(`${file} has no auth: section`);
+      const { runTokenCli } = await import('../auth/cli.ts');
+      if (a.dev && !(a.signingKeys?.length)) {
+        // Dev mode signs with an in-memory key that only the running gateway has: ask it.
+        const admin = `http://${loaded.config.admin.host}:${loaded.config.admin.port}`;
+        const viaAdmin = {
+          async mint(claims: { sub: string; [k: string]: unknown }, ttlSeconds?: number) {
+            const { sub, ...rest } = claims;
+            const res = await fetch(`${admin}/-/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ sub, ttlSeconds, claims: rest }) })
+              .catch(() => { throw new Error(`auth.dev uses an in-memory key: start the gateway first (no admin plane answered at ${admin})`); });
+            const body = await res.json() as { token: string; expires_at: number; error?: { message: string } };
+            if (!res.ok) throw new Error(body.error?.message ?? `admin answered ${res.status}`);
+            return body;
+          },
+        };
+        await runTokenCli(rest, viaAdmin as never);
+        return 0;
+      }
+      const rt = await buildRuntime(loaded, { log: silentLogger, metrics: new GatewayMetrics(undefined, { defaults: false }), plugins: builtinPlugins as ReadonlyArray<PluginDefinition<unknown>>, sharedStore: new Map(), warm: false });
+      try {
+        await runTokenCli(rest, rt.auth!);
+      } finally { await rt.retire(undefined); }
+      return 0;
+    },
+  },
+
   explain: {
     summary: 'Dry-run the pipeline on a request: steps, conditions, route, upstream body diff',
     async run(argv) {

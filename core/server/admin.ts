@@ -36,6 +36,17 @@ export function createAdminServer(gw: Gateway, logger: FastifyBaseLogger): Fasti
     return r;
   });
 
+  // Mint a token from the running gateway (its signing key, even an ephemeral dev key).
+  // Admin plane only: it is loopback by default, and minting is an operator's act.
+  app.post('/-/token', async (req, reply) => {
+    const auth = gw.runtime.auth;
+    const b = (req.body ?? {}) as { sub?: unknown; ttlSeconds?: unknown; claims?: unknown };
+    if (!auth) { reply.code(404); return { error: { code: 'GW_ERR_AUTH_NOT_CONFIGURED', message: 'Token exchange is not configured' } }; }
+    if (typeof b.sub !== 'string' || b.sub === '') { reply.code(400); return { error: { code: 'GW_ERR_REQ_INVALID_BODY', message: 'Invalid request body: "sub" must be a non-empty string' } }; }
+    const claims = b.claims !== null && typeof b.claims === 'object' ? b.claims as Record<string, unknown> : {};
+    return auth.mint({ ...claims, sub: b.sub }, typeof b.ttlSeconds === 'number' ? b.ttlSeconds : undefined);
+  });
+
   app.get('/-/upstreams', async () => {
     const out: Record<string, unknown> = {};
     for (const [name, u] of gw.runtime.upstreams) out[name] = { url: u.config.url, protocol: u.config.protocol, ...u.stats() };

@@ -174,6 +174,7 @@ export function createExchange(rt: Runtime, input: ExchangeInput): { ex: Gateway
     client: clientFacts(headers, rt.config.client),
     body,
     route: { model: known ? known.model : asked, upstream: known ? known.upstream : '', upstreamModel: known ? known.upstreamModel : asked, arms: {} },
+    authorization: typeof headers.authorization === 'string' ? headers.authorization : undefined,
   });
   return { ex, asked };
 }

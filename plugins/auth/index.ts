@@ -26,7 +26,7 @@ export interface AuthParams {
  * `authorization` (outside `facts`). Kept in one place so the accessor is easy to change.
  */
 export function authorizationHeader(ex: Exchange): string | string[] | undefined {
-  return (ex as Exchange & { readonly authorization?: string | string[] }).authorization;
+  return ex.authorization;
 }
 
 export default definePlugin<AuthParams>({

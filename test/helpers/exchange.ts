@@ -10,6 +10,7 @@ export interface TestExchangeInit {
   claims?: Record<string, unknown>;
   route?: Partial<Route>;
   id?: string;
+  authorization?: string;
 }
 
 export function makeExchange(init: TestExchangeInit = {}): GatewayExchange {
@@ -23,6 +24,7 @@ export function makeExchange(init: TestExchangeInit = {}): GatewayExchange {
     headers: init.headers ?? {},
     client: { editor: undefined, editorVersion: undefined, plugin: undefined, version: undefined, ...init.client },
     body,
+    authorization: init.authorization,
     route: { model: String(body.model ?? 'ghost-small'), upstream: 'local', upstreamModel: String(body.model ?? 'ghost-small'), arms: {}, ...init.route },
   });
   if (init.claims) ex.setClaims(init.claims);
