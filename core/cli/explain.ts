@@ -4,6 +4,7 @@
  * final route and arm, and the upstream request with a body diff.
  */
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { builtinPlugins } from '../../plugins/index.ts';
 import { loadConfig } from '../config/load.ts';
@@ -32,7 +33,11 @@ export interface Explanation {
   error?: { code: string; message: string };
 }
 
-export async function explain(configFile: string, path: RoutePath, body: unknown, headers: Record<string, string>): Promise<Explanation> {
+/**
+ * Dry-run the pipeline. `claims`, when given, stand in for a verified token: the `auth` step
+ * records them instead of checking the Authorization header.
+ */
+export async function explain(configFile: string, path: RoutePath, body: unknown, headers: Record<string, string>, claims?: Record<string, unknown>): Promise<Explanation> {
   const loaded = loadConfig(configFile);
   const rt = await buildRuntime(loaded, {
     log: silentLogger, metrics: new GatewayMetrics(undefined, { defaults: false }),
@@ -55,6 +60,7 @@ export async function explain(configFile: string, path: RoutePath, body: unknown
         if (!trace.whenResult) { trace.result = 'skipped'; continue; }
       }
       ex.activeSteps |= 1 << s.index;
+      if (s.use === 'auth' && claims) { ex.setClaims(claims); trace.result = 'ran'; trace.reads = { claims }; continue; }
       if (!s.step.request) { trace.result = s.step.forwarding ? 'would run at forwarding' : 'ran'; continue; }
       try {
         const r = await s.step.request(ex);
@@ -115,6 +121,11 @@ function diff(a: JsonValue | undefined, b: JsonValue | undefined, at: string, ou
   return out;
 }
 
+function relative(where: string): string {
+  const r = path.relative(process.cwd(), where);
+  return r.startsWith('..') ? where : r;
+}
+
 export function formatExplanation(e: Explanation): string {
   const L: string[] = [];
   L.push(`request  ${e.request.path}  model=${e.request.model || '(none)'}`);
@@ -122,7 +133,7 @@ export function formatExplanation(e: Explanation): string {
   L.push('', 'steps:');
   e.steps.forEach((s, i) => {
     const cond = s.whenResult === null ? '' : `  when ${JSON.stringify(s.when)} → ${s.whenResult}${Object.keys(s.reads).length ? `  (read ${Object.entries(s.reads).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')})` : ''}`;
-    L.push(`  ${String(i + 1).padStart(2)}. ${s.step.padEnd(15)} ${s.result.padEnd(24)} [${s.policy}] ${s.where}${cond}`);
+    L.push(`  ${String(i + 1).padStart(2)}. ${s.step.padEnd(15)} ${s.result.padEnd(24)} [${s.policy}] ${relative(s.where)}${cond}`);
   });
   if (e.steps.length === 0) L.push('  (no policy matches this route and model)');
   if (e.route) L.push('', `route    model=${e.route.model} upstream=${e.route.upstream || '(none)'} upstreamModel=${e.route.upstreamModel}${Object.keys(e.route.arms).length ? ` arms=${JSON.stringify(e.route.arms)}` : ''}`);
@@ -143,10 +154,11 @@ export async function runExplainCli(argv: string[], defaultConfig: string): Prom
     options: {
       config: { type: 'string', short: 'c' }, request: { type: 'string', short: 'r' }, header: { type: 'string', short: 'H', multiple: true },
       path: { type: 'string', default: '/v1/completions' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      claims: { type: 'string' },
     },
   });
   if (values.help || !values.request) {
-    console.log('Usage: ghostgate explain --request req.json [--header "k: v"]... [--path /v1/completions] [--config F] [--json]\nDry-runs the pipeline on a request; no upstream is called.');
+    console.log('Usage: ghostgate explain --request req.json [--header "k: v"]... [--claims JSON] [--path /v1/completions] [--config F] [--json]\nDry-runs the pipeline on a request; no upstream is called. --claims stands in for a verified token.');
     return values.help ? 0 : 2;
   }
   if (!(ROUTES as readonly string[]).includes(values.path!)) throw new Error(`--path must be one of ${ROUTES.join(', ')}`);
@@ -157,7 +169,8 @@ export async function runExplainCli(argv: string[], defaultConfig: string): Prom
     if (i < 1) throw new Error(`--header "${h}" must be "name: value"`);
     headers[h.slice(0, i).trim().toLowerCase()] = h.slice(i + 1).trim();
   }
-  const e = await explain(values.config ?? defaultConfig, values.path as RoutePath, body, headers);
+  const claims = values.claims ? JSON.parse(values.claims) as Record<string, unknown> : undefined;
+  const e = await explain(values.config ?? defaultConfig, values.path as RoutePath, body, headers, claims);
   console.log(values.json ? JSON.stringify(e, null, 2) : formatExplanation(e));
   return 0;
 }
