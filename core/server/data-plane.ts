@@ -376,7 +376,9 @@ class Call {
     m.requests.labels(this.path, model, up, outcome, String(this.status), arm).inc();
     m.duration.labels(this.path, model, up, outcome, arm).observe((now - ex.startedAt) / 1000);
     if (ex.firstByteAt > 0) m.ttfb.labels(this.path, model, up, arm).observe((ex.firstByteAt - ex.startedAt) / 1000);
-    if (outcome === 'ok' || outcome === 'local') this.gw.health.record(true);
+    // An upstream 5xx relayed as-is still means this instance is failing its users.
+    if (outcome === 'ok') this.gw.health.record(this.status < 500);
+    else if (outcome === 'local') this.gw.health.record(true);
     else if (outcome === 'upstream_error' || outcome === 'upstream_aborted' || outcome === 'error') this.gw.health.record(false);
     if (this.p.done.length) this.p.runDone(ex, outcome);
     this.rt.leave();

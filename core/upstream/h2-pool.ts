@@ -163,8 +163,10 @@ export class H2Pool {
     const all = [...this.#live, ...this.#draining];
     await Promise.all(all.map((s) => new Promise<void>((res) => {
       if (s.session.closed || s.session.destroyed) return res();
-      s.session.close(() => res());
-      setTimeout(() => { s.session.destroy(); res(); }, 30_000).unref();
+      // Sessions are unref'd while idle; a closing one must keep the process up until it is done.
+      s.session.ref();
+      const force = setTimeout(() => { s.session.destroy(); res(); }, 5_000);
+      s.session.close(() => { clearTimeout(force); res(); });
     })));
   }
 
