@@ -69,6 +69,10 @@ export interface AbortRecord {
   phase: AbortPhase;
   /** ms since the request arrived (performance.now()) when the server noticed the abort. */
   abortedAtMs: number;
+  /** High-resolution epoch ms (performance.timeOrigin + performance.now()) when the request arrived. */
+  arrivedAtEpochMs: number;
+  /** High-resolution epoch ms when the server noticed the abort (comparable across processes). */
+  abortedAtEpochMs: number;
   /** Token events written before the abort (non-streaming: tokens generated so far). */
   tokensSent: number;
   /** Tokens generated after the stream was already gone but before the server noticed. */
@@ -81,6 +85,8 @@ export interface RequestRecord {
   id: string;
   /** Epoch ms when the request arrived. */
   at: number;
+  /** High-resolution epoch ms (performance.timeOrigin + performance.now()) when the request arrived. */
+  atEpochMs: number;
   method: string;
   path: string;
   /** Headers as received (h2 includes pseudo-headers). */
@@ -355,11 +361,14 @@ class Exchange {
     if (!this.streamMode && this.ttftPassed && this.tokenMs > 0) {
       tokens = Math.min(this.count, Math.floor((performance.now() - this.t0 - this.ttftMs) / this.tokenMs));
     }
+    const now = performance.now();
     const rec: AbortRecord = {
       id: this.id,
       protocol: this.protocol,
       phase: this.ttftPassed ? 'streaming' : 'before-first-token',
-      abortedAtMs: Math.round((performance.now() - this.t0) * 1000) / 1000,
+      abortedAtMs: Math.round((now - this.t0) * 1000) / 1000,
+      arrivedAtEpochMs: performance.timeOrigin + this.t0,
+      abortedAtEpochMs: performance.timeOrigin + now,
       tokensSent: tokens,
       tokensAfterAbort: this.tokensAfterAbort,
       rstCode: this.h2 !== null ? this.h2.rstCode ?? null : null,
@@ -558,7 +567,7 @@ function handleModel(srv: Server, x: Exchange, r: { kind: Kind; model: string | 
   let body: unknown = text;
   let parsed = false;
   try { body = JSON.parse(text); parsed = true; } catch { /* recorded as text */ }
-  const rec: RequestRecord = { id: x.id, at: Date.now(), method, path, headers, body };
+  const rec: RequestRecord = { id: x.id, at: Date.now(), atEpochMs: performance.timeOrigin + x.t0, method, path, headers, body };
   srv.recent.push(rec);
   if (srv.events.listenerCount('request') > 0) srv.events.emit('request', rec);
 

@@ -1,0 +1,846 @@
+/**
+ * `npm run bench`: ghostgate against a direct connection to the model server, in the same run.
+ *
+ *   node bench/run.ts [--users 50] [--rounds 3] [--seconds 8] [--quick]
+ *                     [--tput-seconds 5] [--concurrency 64] [--sessions 4] [--goaway-seconds 10]
+ *
+ * Three processes, each on its own event loop: the model server (bench/model-proc.ts, i.e.
+ * model-server/server.ts with its CLI flags), the gateway (`bin/ghostgate.ts start --config
+ * bench/gateway.bench.yaml`) and the load generator (bench/loadgen.ts). This file only
+ * orchestrates, snapshots counters between phases and does the arithmetic.
+ *
+ * Sections (each starts a fresh model server and gateway):
+ *   1. latency    typing users, phases alternate direct, gateway, direct, gateway, … (--rounds each)
+ *   2. throughput closed loop, no think time, same concurrency on both sides, alternating rounds
+ *   3. goaway     model server GOAWAYs every 100 streams per session; typing users via the gateway
+ *
+ * Prints a table (medians across rounds) and writes everything to bench/results/<timestamp>.json.
+ */
+import { spawn } from 'node:child_process';
+import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { mean, median, pct } from './types.ts';
+import type { ClosedJob, ClosedResult, LoadJob, LoadResult, ReqRecord, TypingJob, TypingResult } from './types.ts';
+import type { AbortRecord, ModelServerStats } from '../model-server/server.ts';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const NODE = process.execPath;
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+const { values: argv } = parseArgs({
+  args: process.argv.slice(2),
+  options: {
+    users: { type: 'string' },
+    rounds: { type: 'string' },
+    seconds: { type: 'string' },
+    'tput-seconds': { type: 'string' },
+    concurrency: { type: 'string' },
+    sessions: { type: 'string' },
+    'goaway-seconds': { type: 'string' },
+    'goaway-every': { type: 'string' },
+    quick: { type: 'boolean' },
+    'gateway-cpu-prof': { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  },
+});
+if (argv.help) {
+  process.stdout.write(`Usage: node bench/run.ts [options]   (or: npm run bench -- [options])
+
+  --users N           typing users (default 50; quick 10)
+  --rounds N          rounds per side, latency and throughput (default 3; quick 2)
+  --seconds N         length of each latency phase (default 8; quick 2)
+  --tput-seconds N    length of each throughput phase (default 5; quick 2)
+  --concurrency N     throughput: streams in flight, both sides (default 64)
+  --sessions N        throughput: client sessions, both sides (default 4)
+  --goaway-seconds N  GOAWAY phase length (default 10; quick 4)
+  --goaway-every N    model server GOAWAY period in streams (default 100)
+  --quick             small numbers for a smoke run (< 40 s)
+  --gateway-cpu-prof  run the gateway with --cpu-prof; profiles go to bench/results/prof-<time>/
+`);
+  process.exit(0);
+}
+const quick = argv.quick === true;
+const int = (name: keyof typeof argv, dflt: number, quickDflt = dflt): number => {
+  const v = argv[name];
+  if (v === undefined) return quick ? quickDflt : dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0 || n > 100_000) { process.stderr.write(`--${name} must be a positive integer\n`); process.exit(2); }
+  return n;
+};
+const OPT = {
+  users: int('users', 50, 10),
+  rounds: int('rounds', 3, 2),
+  seconds: int('seconds', 8, 2),
+  tputSeconds: int('tput-seconds', 5, 2),
+  concurrency: int('concurrency', 64),
+  sessions: int('sessions', 4),
+  goawaySeconds: int('goaway-seconds', 10, 4),
+  goawayEvery: int('goaway-every', 100),
+  warmupSeconds: quick ? 1 : 2,
+  gatewayCpuProf: argv['gateway-cpu-prof'] === true,
+};
+/** The gateway's token signing key for this run (bench/gateway.bench.yaml reads it from the env). */
+const SIGNING_KEY: KeyObject = generateKeyPairSync('ed25519').privateKey;
+const BENCH_ENV = { ...process.env, BENCH_SIGNING_KEY: SIGNING_KEY.export({ type: 'pkcs8', format: 'pem' }) as string };
+const STARTED_AT = new Date();
+const STAMP = STARTED_AT.toISOString().replace(/[:.]/g, '-');
+const RESULTS_DIR = path.join(ROOT, 'bench', 'results');
+
+/** Model server settings. Latency: a short prefill and fast tokens keep many cancels in flight
+ * per second while leaving room (50 ms) to cancel before the first token. Throughput: no waiting,
+ * so only the cost per request is measured. */
+const LATENCY_MODEL = { ttftMs: 50, tokenMs: 5, tokens: 16 };
+const TPUT_MODEL = { ttftMs: 0, tokenMs: 0, tokens: 4 };
+const POOL_SIZE = 2; // bench/gateway.bench.yaml upstreams.local.pool.size
+
+const TARGETS = {
+  ttfbOverheadP50Ms: 0.5,
+  ttfbOverheadP99Ms: 2,
+  throughputRatio: 0.5,
+  cancelReachedShare: 1,
+  cancelDelayP99Ms: 2,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+
+const children = new Set<Child>();
+
+class Child {
+  readonly name: string;
+  readonly proc: ChildProcess;
+  readonly exited: Promise<number | null>;
+  stderrTail = '';
+  stdoutBuf = '';
+  exitCode: number | null | undefined = undefined;
+
+  constructor(name: string, args: string[], env: NodeJS.ProcessEnv = process.env, ipc = false) {
+    this.name = name;
+    this.proc = spawn(NODE, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe', ...(ipc ? ['ipc' as const] : [])] });
+    children.add(this);
+    this.proc.stderr!.setEncoding('utf8');
+    this.proc.stderr!.on('data', (d: string) => { this.stderrTail = (this.stderrTail + d).slice(-4000); });
+    this.proc.stdout!.setEncoding('utf8');
+    this.proc.stdout!.on('data', (d: string) => { if (this.stdoutBuf.length < 100_000) this.stdoutBuf += d; });
+    this.exited = new Promise((res) => this.proc.once('exit', (code) => { this.exitCode = code; children.delete(this); res(code); }));
+  }
+
+  /** Wait until stdout holds a line matching `re`. */
+  async waitStdout(re: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
+    const until = Date.now() + timeoutMs;
+    while (Date.now() < until) {
+      const m = this.stdoutBuf.match(re);
+      if (m) return m;
+      if (this.exitCode !== undefined) break;
+      await sleep(20);
+    }
+    throw new Error(`${this.name} did not start (exit ${this.exitCode}); stderr:\n${this.stderrTail}`);
+  }
+
+  /** Send an IPC message and wait for the first reply that `accept`s. */
+  ask<T>(msg: unknown, accept: (m: Record<string, unknown>) => boolean, timeoutMs: number): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const onMsg = (m: Record<string, unknown>): void => {
+        if (!accept(m)) return;
+        done();
+        resolve(m as T);
+      };
+      const onExit = (): void => { done(); reject(new Error(`${this.name} exited (code ${this.exitCode}); stderr:\n${this.stderrTail}`)); };
+      const timer = setTimeout(() => { done(); reject(new Error(`${this.name}: no answer within ${timeoutMs} ms`)); }, timeoutMs);
+      const done = (): void => { clearTimeout(timer); this.proc.off('message', onMsg); this.proc.off('exit', onExit); };
+      this.proc.on('message', onMsg);
+      this.proc.once('exit', onExit);
+      if (msg !== undefined) this.proc.send(msg as object);
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.exitCode !== undefined) return;
+    this.proc.kill('SIGTERM');
+    const t = setTimeout(() => { if (this.exitCode === undefined) this.proc.kill('SIGKILL'); }, 5000);
+    await this.exited;
+    clearTimeout(t);
+  }
+}
+
+function killChildren(): void {
+  for (const c of children) if (c.exitCode === undefined) c.proc.kill('SIGKILL');
+}
+process.on('exit', killChildren);
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => { killChildren(); process.exit(130); });
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function getJson<T>(url: string): Promise<T> {
+  const r = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+  if (!r.ok) throw new Error(`GET ${url}: ${r.status}`);
+  return await r.json() as T;
+}
+
+async function getText(url: string): Promise<string> {
+  const r = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+  if (!r.ok) throw new Error(`GET ${url}: ${r.status}`);
+  return await r.text();
+}
+
+interface Ports { model: number; gateway: number; admin: number }
+
+class ModelProc {
+  child: Child;
+  port: number;
+  url: string;
+  private constructor(child: Child, port: number) { this.child = child; this.port = port; this.url = `http://127.0.0.1:${port}`; }
+  static async start(port: number, m: { ttftMs: number; tokenMs: number; tokens: number }, goawayEvery = 0, trackArrivals = true): Promise<ModelProc> {
+    const args = ['bench/model-proc.ts', '--port', String(port), '--ttft-ms', String(m.ttftMs), '--token-ms', String(m.tokenMs), '--tokens', String(m.tokens), '--goaway-every', String(goawayEvery)];
+    const child = new Child('model server', args, { ...process.env, BENCH_TRACK_ARRIVALS: trackArrivals ? '1' : '0' }, true);
+    await child.waitStdout(/"event":"listening"/, 15_000);
+    return new ModelProc(child, port);
+  }
+  stats(): Promise<ModelServerStats> { return getJson<ModelServerStats>(`${this.url}/_stats`); }
+  async arrivals(prefix: string): Promise<Map<string, number>> {
+    const r = await this.child.ask<{ arrivals: Array<[string, number]> }>({ cmd: 'arrivals', prefix }, (m) => Array.isArray(m.arrivals), 15_000);
+    return new Map(r.arrivals);
+  }
+}
+
+class GatewayProc {
+  child: Child;
+  url: string;
+  admin: string;
+  private constructor(child: Child, ports: Ports) {
+    this.child = child;
+    this.url = `http://127.0.0.1:${ports.gateway}`;
+    this.admin = `http://127.0.0.1:${ports.admin}`;
+  }
+  static async start(ports: Ports): Promise<GatewayProc> {
+    const env = { ...BENCH_ENV, BENCH_GATEWAY_PORT: String(ports.gateway), BENCH_ADMIN_PORT: String(ports.admin), BENCH_MODEL_PORT: String(ports.model) };
+    const prof = OPT.gatewayCpuProf ? ['--cpu-prof', '--cpu-prof-dir', path.join(RESULTS_DIR, `prof-${STAMP}`)] : [];
+    const child = new Child('gateway', [...prof, 'bin/ghostgate.ts', 'start', '--config', 'bench/gateway.bench.yaml'], env);
+    const g = new GatewayProc(child, ports);
+    const until = Date.now() + 20_000;
+    while (Date.now() < until && child.exitCode === undefined) {
+      try {
+        const r = await fetch(`${g.admin}/_ping`, { signal: AbortSignal.timeout(1000) });
+        if (r.ok) {
+          // Wait for the upstream pool to be connected.
+          const up = await getJson<Record<string, { live: number }>>(`${g.admin}/-/upstreams`);
+          if ((up.local?.live ?? 0) >= 1) return g;
+        }
+      } catch { /* not listening yet */ }
+      await sleep(100);
+    }
+    await child.stop();
+    throw new Error(`gateway did not start (exit ${child.exitCode}); stderr:\n${child.stderrTail}\nstdout:\n${child.stdoutBuf.slice(-2000)}`);
+  }
+  async metrics(): Promise<Prom> { return parseProm(await getText(`${this.admin}/metrics`)); }
+  upstreams(): Promise<Record<string, { sessionsOpened: number; live: number; draining: number }>> { return getJson(`${this.admin}/-/upstreams`); }
+}
+
+/**
+ * One short-lived token per user, as editors have. The first comes from the official CLI
+ * (`ghostgate token --config bench/gateway.bench.yaml`), which fixes the format (header, iss, aud,
+ * exp); the others are the same token with another `sub`/`jti`, signed with the same key (minting
+ * 50 through the CLI would take a process each).
+ */
+async function mintTokens(n: number, ports: Ports): Promise<string[]> {
+  const env = { ...BENCH_ENV, BENCH_GATEWAY_PORT: String(ports.gateway), BENCH_ADMIN_PORT: String(ports.admin), BENCH_MODEL_PORT: String(ports.model) };
+  const cli = new Child('ghostgate token', ['bin/ghostgate.ts', 'token', '--config', 'bench/gateway.bench.yaml', '--sub', 'bench-u0', '--ttl', '2h', '--json'], env);
+  const t = setTimeout(() => cli.proc.kill('SIGKILL'), 30_000);
+  const code = await cli.exited;
+  clearTimeout(t);
+  const m = cli.stdoutBuf.match(/\{.*"token".*\}/);
+  if (code !== 0 || !m) throw new Error(`ghostgate token failed (exit ${code}):\n${cli.stderrTail}${cli.stdoutBuf}`);
+  const first = (JSON.parse(m[0]) as { token: string }).token;
+  const [h, p] = first.split('.');
+  const header = JSON.parse(Buffer.from(h, 'base64url').toString()) as { alg?: string };
+  if (header.alg !== 'EdDSA') return [first];
+  const payload = JSON.parse(Buffer.from(p, 'base64url').toString()) as Record<string, unknown>;
+  const out = [first];
+  for (let i = 1; i < n; i++) {
+    const body = Buffer.from(JSON.stringify({ ...payload, sub: `bench-u${i}`, jti: randomBytes(16).toString('base64url') })).toString('base64url');
+    const input = `${h}.${body}`;
+    out.push(`${input}.${sign(null, Buffer.from(input), SIGNING_KEY).toString('base64url')}`);
+  }
+  return out;
+}
+
+/** One completion through the gateway with a minted token: fail early and clearly if it is refused. */
+async function preflight(gw: GatewayProc, token: string): Promise<void> {
+  const r = await fetch(`${gw.url}/v1/completions`, {
+    method: 'POST', signal: AbortSignal.timeout(10_000),
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ model: 'ghost-small', prompt: 'def f(', stream: false, max_tokens: 2 }),
+  });
+  const text = await r.text();
+  if (r.status !== 200) throw new Error(`preflight through the gateway answered ${r.status}: ${text.slice(0, 500)}`);
+}
+
+class LoadGen {
+  child: Child;
+  private constructor(child: Child) { this.child = child; }
+  static async start(): Promise<LoadGen> {
+    const child = new Child('load generator', ['bench/loadgen.ts'], process.env, true);
+    await child.ask(undefined, (m) => m.ready === true, 15_000).catch(async (e) => { await child.stop(); throw e; });
+    return new LoadGen(child);
+  }
+  async run<T extends LoadResult>(job: LoadJob): Promise<T> {
+    const r = await this.child.ask<{ ok: boolean; result?: T; error?: string }>(job, (m) => typeof m.ok === 'boolean', job.seconds * 1000 + 60_000);
+    if (!r.ok || !r.result) throw new Error(`load generator failed: ${r.error}`);
+    return r.result;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus text
+
+type Prom = Array<{ name: string; labels: Record<string, string>; value: number }>;
+
+function parseProm(text: string): Prom {
+  const out: Prom = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)$/);
+    if (!m) continue;
+    const labels: Record<string, string> = {};
+    if (m[3]) for (const l of m[3].matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
+    out.push({ name: m[1], labels, value: Number(m[4]) });
+  }
+  return out;
+}
+const promSum = (p: Prom, name: string, filter: Record<string, string> = {}): number =>
+  p.filter((s) => s.name === name && Object.entries(filter).every(([k, v]) => s.labels[k] === v)).reduce((n, s) => n + s.value, 0);
+
+// ---------------------------------------------------------------------------------------------
+// CPU accounting (Linux /proc; NaN elsewhere): who used the 2 cores during a phase. "others" is
+// everything outside the bench's processes — on a shared machine, the noise.
+
+const JIFFY_MS = 10; // CLK_TCK = 100 on Linux
+
+function procCpuMs(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * JIFFY_MS; // utime + stime
+  } catch { return NaN; }
+}
+function machineCpuMs(): { busy: number; total: number } {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
+    const busy = user + nice + system + irq + softirq + (steal ?? 0);
+    return { busy: busy * JIFFY_MS, total: (busy + idle + iowait) * JIFFY_MS };
+  } catch { return { busy: NaN, total: NaN }; }
+}
+type Pids = Record<'model' | 'gateway' | 'loadgen', number | undefined>;
+interface CpuSample { wall: number; procs: Record<string, number>; machine: { busy: number; total: number } }
+function cpuSample(pids: Pids): CpuSample {
+  return {
+    wall: performance.now(),
+    procs: { model: procCpuMs(pids.model), gateway: procCpuMs(pids.gateway), loadgen: procCpuMs(pids.loadgen), bench: procCpuMs(process.pid) },
+    machine: machineCpuMs(),
+  };
+}
+/** Cores used (CPU ms / wall ms) by each of our processes, the machine, and everyone else. */
+interface CpuUse { model: number; gateway: number; loadgen: number; bench: number; machine: number; others: number; gatewayCpuMs: number; modelCpuMs: number; loadgenCpuMs: number }
+function cpuUse(a: CpuSample, b: CpuSample, side: 'direct' | 'gateway'): CpuUse {
+  const wall = b.wall - a.wall;
+  const d = (k: string): number => b.procs[k] - a.procs[k];
+  const gw = side === 'gateway' ? d('gateway') : 0; // idle gateway in direct phases: count its (tiny) CPU as ours anyway
+  const ours = d('model') + d('gateway') + d('loadgen') + d('bench');
+  const machine = b.machine.busy - a.machine.busy;
+  return {
+    model: d('model') / wall, gateway: gw / wall, loadgen: d('loadgen') / wall, bench: d('bench') / wall,
+    machine: machine / wall, others: Math.max(0, machine - ours) / wall,
+    gatewayCpuMs: gw, modelCpuMs: d('model'), loadgenCpuMs: d('loadgen'),
+  };
+}
+const cpuStr = (c: CpuUse): string => `cpu cores: gw ${f(c.gateway)} model ${f(c.model)} loadgen ${f(c.loadgen)} others ${f(c.others)}`;
+
+// ---------------------------------------------------------------------------------------------
+// Analysis
+
+interface CancelStats {
+  /** Client cancels in this category. */
+  n: number;
+  /** …seen by the upstream as a stream reset (an abort record with the same x-request-id). */
+  reached: number;
+  /** …whose request never reached the upstream (the gateway saw the reset before forwarding). */
+  neverSent: number;
+  /** …that reached the upstream but were never reset there (it finished the completion). */
+  notReset: number;
+  /** For each not-reset cancel: when the client cancelled, relative to the request's arrival upstream. */
+  notResetIds: string[];
+  /** reached / (n − neverSent) */
+  reachedShare: number;
+  /** Client reset → upstream noticed (ms, cross-process epoch clocks). */
+  delayP50Ms: number;
+  delayP99Ms: number;
+  delayMinMs: number;
+  delayMaxMs: number;
+  /** Tokens the model generated after the client's cancel: tokensSent at abort − tokens the client had, + tokensAfterAbort. */
+  tokensAfterCancelMean: number;
+  tokensAfterCancelTotal: number;
+  rstCodes: Record<string, number>;
+  /** The model server's phase for these aborts. */
+  modelPhases: Record<string, number>;
+}
+
+interface TypingStats {
+  side: 'direct' | 'gateway';
+  round: number;
+  tag: string;
+  seconds: number;
+  requests: number;
+  requestsPerSecond: number;
+  ok200: number;
+  failed: number;
+  truncated: number;
+  failedIds: string[];
+  truncatedIds: string[];
+  cancelled: number;
+  cancelledShare: number;
+  ttfbN: number;
+  ttfbP50Ms: number;
+  ttfbP99Ms: number;
+  completionP50Ms: number;
+  completionP99Ms: number;
+  cancels: { beforeFirstToken: CancelStats; midStream: CancelStats; all: CancelStats };
+  /** Sessions the load generator opened (one per user unless the peer closed one). */
+  clientSessionsOpened: number;
+  /** The gateway's ghostgate_client_connections_total over the phase (gateway side only). */
+  gatewayClientConnections: number | null;
+  /** The gateway's ghostgate_cancelled_before_forward_total over the phase. */
+  gatewayCancelledBeforeForward: number | null;
+  gatewayUpstreamRetries: number | null;
+  gatewayGoaways: number | null;
+  /** Model server counters over the phase. */
+  model: { requests: number; completed: number; aborted: number; sessionsOpened: number; goawaysSent: number; refusedStreams: number };
+  loadgenLoopDelayP99Ms: number;
+  loadgenLoopDelayMaxMs: number;
+  /** The gateway's own event-loop delay over the phase, beyond prom-client's 10 ms sampling (reset at each scrape). */
+  gatewayLoopLagP99Ms: number | null;
+  gatewayLoopLagMaxMs: number | null;
+  cpu: CpuUse;
+}
+
+function cancelStats(recs: ReqRecord[], aborts: Map<string, AbortRecord>, arrivals: Map<string, number>): CancelStats {
+  const delays: number[] = [];
+  const after: number[] = [];
+  const rstCodes: Record<string, number> = {};
+  const modelPhases: Record<string, number> = {};
+  let reached = 0;
+  let neverSent = 0;
+  let notReset = 0;
+  const notResetIds: string[] = [];
+  for (const r of recs) {
+    const a = aborts.get(r.id);
+    if (a) {
+      reached++;
+      delays.push(a.abortedAtEpochMs - r.cancelAtEpoch);
+      after.push(Math.max(0, a.tokensSent - r.tokensAtCancel) + a.tokensAfterAbort);
+      rstCodes[String(a.rstCode)] = (rstCodes[String(a.rstCode)] ?? 0) + 1;
+      modelPhases[a.phase] = (modelPhases[a.phase] ?? 0) + 1;
+    } else if (arrivals.has(r.id)) {
+      notReset++;
+      if (notResetIds.length < 20) {
+        notResetIds.push(`${r.id}: client cancelled ${f(r.cancelAtEpoch - arrivals.get(r.id)!, 1)} ms after the upstream got it (sent +${f(r.cancelAtEpoch - r.startEpoch, 1)} ms), `
+          + `holding ${r.tokensAtCancel} tokens; the model finishes ~${LATENCY_MODEL.ttftMs + (LATENCY_MODEL.tokens - 1) * LATENCY_MODEL.tokenMs} ms after arrival`);
+      }
+    } else neverSent++;
+  }
+  const sent = recs.length - neverSent;
+  return {
+    n: recs.length, reached, neverSent, notReset, notResetIds,
+    reachedShare: sent > 0 ? reached / sent : NaN,
+    delayP50Ms: pct(delays, 50), delayP99Ms: pct(delays, 99),
+    delayMinMs: delays.length ? Math.min(...delays) : NaN, delayMaxMs: delays.length ? Math.max(...delays) : NaN,
+    tokensAfterCancelMean: mean(after), tokensAfterCancelTotal: after.reduce((n, v) => n + v, 0),
+    rstCodes, modelPhases,
+  };
+}
+
+function isFailed(r: ReqRecord): boolean {
+  if (r.cancelled) return r.status !== 0 && r.status !== 200;
+  return r.status !== 200;
+}
+function isTruncated(r: ReqRecord): boolean {
+  return !r.cancelled && r.status === 200 && (!r.done || r.errorEvent || r.rstCode !== 0 || r.error !== '');
+}
+
+interface Snapshot { model: ModelServerStats; prom: Prom | null }
+
+async function snapshot(model: ModelProc, gw: GatewayProc | null): Promise<Snapshot> {
+  return { model: await model.stats(), prom: gw ? await gw.metrics() : null };
+}
+
+function analyseTyping(side: 'direct' | 'gateway', round: number, job: TypingJob, res: TypingResult, s0: Snapshot, s1: Snapshot, arrivals: Map<string, number>, cpu: CpuUse): TypingStats {
+  const prefix = `${job.tag}-`;
+  const aborts = new Map<string, AbortRecord>();
+  for (const a of s1.model.aborts) if (a.id.startsWith(prefix)) aborts.set(a.id, a);
+  const recs = res.records;
+  const cancelled = recs.filter((r) => r.cancelled && r.error !== 'timeout');
+  const before = cancelled.filter((r) => r.tokensAtCancel === 0);
+  const mid = cancelled.filter((r) => r.tokensAtCancel > 0);
+  const ttfb = recs.filter((r) => r.status === 200 && r.ttfbMs >= 0).map((r) => r.ttfbMs);
+  const complete = recs.filter((r) => !r.cancelled && r.status === 200 && r.done).map((r) => r.durationMs);
+  const failed = recs.filter(isFailed);
+  const truncated = recs.filter(isTruncated);
+  const m0 = s0.model;
+  const m1 = s1.model;
+  const pd = (name: string): number | null => (s0.prom && s1.prom ? promSum(s1.prom, name) - promSum(s0.prom, name) : null);
+  return {
+    side, round, tag: job.tag, seconds: res.wallMs / 1000,
+    requests: recs.length, requestsPerSecond: recs.length / (res.wallMs / 1000),
+    ok200: recs.filter((r) => r.status === 200).length,
+    failed: failed.length, truncated: truncated.length,
+    failedIds: failed.slice(0, 20).map((r) => `${r.id} status=${r.status} err=${r.error}`),
+    truncatedIds: truncated.slice(0, 20).map((r) => `${r.id} tokens=${r.tokens} rst=${r.rstCode} err=${r.error} errorEvent=${r.errorEvent}`),
+    cancelled: cancelled.length, cancelledShare: cancelled.length / Math.max(1, recs.length),
+    ttfbN: ttfb.length, ttfbP50Ms: pct(ttfb, 50), ttfbP99Ms: pct(ttfb, 99),
+    completionP50Ms: pct(complete, 50), completionP99Ms: pct(complete, 99),
+    cancels: {
+      beforeFirstToken: cancelStats(before, aborts, arrivals),
+      midStream: cancelStats(mid, aborts, arrivals),
+      all: cancelStats(cancelled, aborts, arrivals),
+    },
+    clientSessionsOpened: res.sessionsOpened,
+    gatewayClientConnections: pd('ghostgate_client_connections_total'),
+    gatewayCancelledBeforeForward: pd('ghostgate_cancelled_before_forward_total'),
+    gatewayUpstreamRetries: pd('ghostgate_upstream_retries_total'),
+    gatewayGoaways: pd('ghostgate_upstream_goaways_total'),
+    model: {
+      requests: m1.requests - m0.requests, completed: m1.completed - m0.completed, aborted: m1.aborted - m0.aborted,
+      sessionsOpened: m1.sessions.opened - m0.sessions.opened, goawaysSent: m1.sessions.goawaysSent - m0.sessions.goawaysSent,
+      refusedStreams: m1.sessions.refusedStreams - m0.sessions.refusedStreams,
+    },
+    loadgenLoopDelayP99Ms: res.loopDelayP99Ms, loadgenLoopDelayMaxMs: res.loopDelayMaxMs,
+    // prom-client samples every 10 ms and records whole intervals: keep the delay beyond them.
+    gatewayLoopLagP99Ms: s1.prom ? Math.max(0, promSum(s1.prom, 'ghostgate_process_nodejs_eventloop_lag_p99_seconds') * 1000 - 10) : null,
+    gatewayLoopLagMaxMs: s1.prom ? Math.max(0, promSum(s1.prom, 'ghostgate_process_nodejs_eventloop_lag_max_seconds') * 1000 - 10) : null,
+    cpu,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases
+
+const log = (s: string): void => { process.stderr.write(s + '\n'); };
+const f = (v: number, d = 2): string => (Number.isFinite(v) ? v.toFixed(d) : '—');
+const pctStr = (v: number): string => (Number.isFinite(v) ? `${(v * 100).toFixed(v === 1 ? 0 : 1)}%` : '—');
+
+let AUTH_TOKENS: string[] = [];
+
+function typingJob(url: string, tag: string, users: number, seconds: number, m = LATENCY_MODEL): TypingJob {
+  return {
+    cmd: 'typing', url, tag, users, seconds, thinkMinMs: 20, thinkMaxMs: 200, cancelShare: 0.45, beforeFirstShare: 1 / 3,
+    ttftMs: m.ttftMs, tokenMs: m.tokenMs, maxTokens: m.tokens, requestTimeoutMs: 10_000, authTokens: AUTH_TOKENS,
+  };
+}
+
+const pidsOf = (lg: LoadGen, model: ModelProc, gw: GatewayProc): Pids => ({ model: model.child.proc.pid, gateway: gw.child.proc.pid, loadgen: lg.child.proc.pid });
+
+async function typingPhase(lg: LoadGen, model: ModelProc, gw: GatewayProc, side: 'direct' | 'gateway', round: number, tag: string, seconds: number): Promise<TypingStats> {
+  const job = typingJob(side === 'direct' ? model.url : gw.url, tag, OPT.users, seconds);
+  // Scraping the gateway also resets its event-loop lag histogram (prom-client), so s1 covers the phase.
+  const s0 = await snapshot(model, gw);
+  const c0 = cpuSample(pidsOf(lg, model, gw));
+  const res = await lg.run<TypingResult>(job);
+  const c1 = cpuSample(pidsOf(lg, model, gw));
+  await sleep(250); // the last resets are recorded on the servers' next turns
+  const s1 = await snapshot(model, gw);
+  const arrivals = await model.arrivals(`${tag}-`);
+  if (s1.model.aborts.length >= 10_000 && s1.model.aborts[0].id.startsWith(`${tag}-`)) log(`  warning: the model server's abort ring (10 000) overflowed in phase ${tag}; cancel shares are understated`);
+  const st = analyseTyping(side, round, job, res, s0, side === 'gateway' ? s1 : { ...s1, prom: null }, arrivals, cpuUse(c0, c1, side));
+  if (side === 'direct') { st.gatewayLoopLagMaxMs = null; st.gatewayLoopLagP99Ms = null; }
+  const c = st.cancels;
+  log(`  ${side.padEnd(7)} round ${round}: ${st.requests} req (${f(st.requestsPerSecond, 0)}/s), ttfb p50 ${f(st.ttfbP50Ms)} p99 ${f(st.ttfbP99Ms)} ms, `
+    + `cancels ${st.cancelled} (reached ${pctStr(c.all.reachedShare)}, never sent ${c.all.neverSent}, p99 ${f(c.beforeFirstToken.delayP99Ms)}/${f(c.midStream.delayP99Ms)} ms), `
+    + `failed ${st.failed}, truncated ${st.truncated}; loop p99/max loadgen ${f(st.loadgenLoopDelayP99Ms, 1)}/${f(st.loadgenLoopDelayMaxMs, 1)}`
+    + `${st.gatewayLoopLagMaxMs !== null ? ` gateway ${f(st.gatewayLoopLagP99Ms ?? NaN, 1)}/${f(st.gatewayLoopLagMaxMs, 1)}` : ''} ms; ${cpuStr(st.cpu)}`);
+  for (const id of st.cancels.all.notResetIds) log(`    not reset upstream: ${id}`);
+  return st;
+}
+
+interface TputStats {
+  side: 'direct' | 'gateway';
+  round: number;
+  result: ClosedResult;
+  modelRequests: number;
+  cpu: CpuUse;
+  /** CPU ms per 1000 completed requests, per process: noise-robust cost per request. */
+  cpuMsPer1000: { gateway: number; model: number; loadgen: number };
+}
+
+async function tputPhase(lg: LoadGen, model: ModelProc, gw: GatewayProc, side: 'direct' | 'gateway', round: number, tag: string, seconds: number): Promise<TputStats> {
+  const job: ClosedJob = { cmd: 'closed', url: side === 'direct' ? model.url : gw.url, tag, sessions: OPT.sessions, concurrency: OPT.concurrency, seconds, maxTokens: TPUT_MODEL.tokens, requestTimeoutMs: 10_000, authTokens: AUTH_TOKENS };
+  const m0 = await model.stats();
+  const c0 = cpuSample(pidsOf(lg, model, gw));
+  const result = await lg.run<ClosedResult>(job);
+  const c1 = cpuSample(pidsOf(lg, model, gw));
+  const m1 = await model.stats();
+  const cpu = cpuUse(c0, c1, side);
+  const modelRequests = m1.requests - m0.requests;
+  const per = (ms: number): number => (ms * 1000) / Math.max(1, modelRequests);
+  const cpuMsPer1000 = { gateway: per(cpu.gatewayCpuMs), model: per(cpu.modelCpuMs), loadgen: per(cpu.loadgenCpuMs) };
+  log(`  ${side.padEnd(7)} round ${round}: ${f(result.rps, 0)} req/s (${result.completed} in ${seconds} s; latency p50 ${f(result.latencyP50Ms)} p99 ${f(result.latencyP99Ms)} ms), failed ${result.failed}, truncated ${result.truncated}; `
+    + `${cpuStr(cpu)}; cpu ms per 1000 req: gw ${f(cpuMsPer1000.gateway, 0)} model ${f(cpuMsPer1000.model, 0)} loadgen ${f(cpuMsPer1000.loadgen, 0)}`);
+  return { side, round, result, modelRequests, cpu, cpuMsPer1000 };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+interface Check { name: string; value: string; target: string; pass: boolean }
+
+async function main(): Promise<void> {
+  const startedAt = STARTED_AT;
+  const t0 = Date.now();
+  const ports: Ports = { model: await freePort(), gateway: await freePort(), admin: await freePort() };
+  log(`ghostgate bench: ${OPT.users} typing users, ${OPT.rounds} rounds × ${OPT.seconds} s per side; throughput ${OPT.concurrency} streams over ${OPT.sessions} sessions, ${OPT.tputSeconds} s per side; GOAWAY ${OPT.goawaySeconds} s${quick ? ' (quick)' : ''}`);
+  AUTH_TOKENS = await mintTokens(Math.max(OPT.users, OPT.sessions), ports);
+  const lg = await LoadGen.start();
+  let model: ModelProc | undefined;
+  let gw: GatewayProc | undefined;
+  const stopServers = async (): Promise<void> => { await gw?.child.stop(); await model?.child.stop(); gw = undefined; model = undefined; };
+  try {
+    // --- 1. latency (typing users), alternating direct / gateway
+    log(`\n[1/3] latency: model --ttft-ms ${LATENCY_MODEL.ttftMs} --token-ms ${LATENCY_MODEL.tokenMs} --tokens ${LATENCY_MODEL.tokens}`);
+    model = await ModelProc.start(ports.model, LATENCY_MODEL);
+    gw = await GatewayProc.start(ports);
+    await preflight(gw, AUTH_TOKENS[0]);
+    await lg.run(typingJob(model.url, 'Wd', OPT.users, OPT.warmupSeconds));
+    await lg.run(typingJob(gw.url, 'Wg', OPT.users, OPT.warmupSeconds));
+    await model.arrivals('W');
+    const latency: Array<{ direct: TypingStats; gateway: TypingStats }> = [];
+    for (let r = 1; r <= OPT.rounds; r++) {
+      const direct = await typingPhase(lg, model, gw, 'direct', r, `L${r}d`, OPT.seconds);
+      const gateway = await typingPhase(lg, model, gw, 'gateway', r, `L${r}g`, OPT.seconds);
+      latency.push({ direct, gateway });
+    }
+    const latencyUpstreams = await gw.upstreams();
+    const latencyModelSessions = (await model.stats()).sessions.opened;
+    await stopServers();
+
+    // --- 2. throughput (closed loop), alternating
+    log(`\n[2/3] throughput: model --ttft-ms ${TPUT_MODEL.ttftMs} --token-ms ${TPUT_MODEL.tokenMs} --tokens ${TPUT_MODEL.tokens}; ${OPT.concurrency} streams over ${OPT.sessions} sessions`);
+    model = await ModelProc.start(ports.model, TPUT_MODEL, 0, false);
+    gw = await GatewayProc.start(ports);
+    const tw = OPT.warmupSeconds;
+    const warmJob = (url: string, tag: string): ClosedJob => ({ cmd: 'closed', url, tag, sessions: OPT.sessions, concurrency: OPT.concurrency, seconds: tw, maxTokens: TPUT_MODEL.tokens, requestTimeoutMs: 10_000, authTokens: AUTH_TOKENS });
+    await lg.run(warmJob(model.url, 'Wtd'));
+    await lg.run(warmJob(gw.url, 'Wtg'));
+    await model.arrivals('W');
+    const tput: Array<{ direct: TputStats; gateway: TputStats }> = [];
+    for (let r = 1; r <= OPT.rounds; r++) {
+      const direct = await tputPhase(lg, model, gw, 'direct', r, `T${r}d`, OPT.tputSeconds);
+      const gateway = await tputPhase(lg, model, gw, 'gateway', r, `T${r}g`, OPT.tputSeconds);
+      tput.push({ direct, gateway });
+    }
+    await stopServers();
+
+    // --- 3. GOAWAY: typing users via the gateway while the model server GOAWAYs every N streams
+    log(`\n[3/3] GOAWAY: model --goaway-every ${OPT.goawayEvery} (latency settings), typing users via the gateway for ${OPT.goawaySeconds} s`);
+    model = await ModelProc.start(ports.model, LATENCY_MODEL, OPT.goawayEvery);
+    gw = await GatewayProc.start(ports);
+    const m0 = await model.stats();
+    const up0 = await gw.upstreams();
+    const goaway = await typingPhase(lg, model, gw, 'gateway', 1, 'G1g', OPT.goawaySeconds);
+    const up1 = await gw.upstreams();
+    const m1 = await model.stats();
+    const goawayUpstreamRequests = m1.requests - m0.requests;
+    const goawaySessions = {
+      /** Sessions the model server accepted during the phase, plus the pool's warm ones opened at start. */
+      modelSessionsOpenedTotal: m1.sessions.opened,
+      modelSessionsOpenedDuringPhase: m1.sessions.opened - m0.sessions.opened,
+      gatewaySessionsOpened: up1.local.sessionsOpened,
+      gatewaySessionsOpenedDuringPhase: up1.local.sessionsOpened - up0.local.sessionsOpened,
+      goawaysSent: m1.sessions.goawaysSent - m0.sessions.goawaysSent,
+      upstreamRequests: goawayUpstreamRequests,
+      expectedAbout: POOL_SIZE + Math.floor(goawayUpstreamRequests / OPT.goawayEvery),
+    };
+    await stopServers();
+
+    // --- summary
+    const L = latency;
+    const med = <T>(xs: T[], fn: (x: T) => number): number => median(xs.map(fn));
+    const sumOf = <T>(xs: T[], fn: (x: T) => number): number => xs.reduce((n, x) => n + fn(x), 0);
+    const pooledShare = (side: 'direct' | 'gateway', k: 'beforeFirstToken' | 'midStream' | 'all'): { share: number; reached: number; sent: number; n: number; neverSent: number; notReset: number } => {
+      const cs = L.map((r) => r[side].cancels[k]);
+      const reached = sumOf(cs, (c) => c.reached);
+      const neverSent = sumOf(cs, (c) => c.neverSent);
+      const n = sumOf(cs, (c) => c.n);
+      return { share: reached / Math.max(1, n - neverSent), reached, sent: n - neverSent, n, neverSent, notReset: sumOf(cs, (c) => c.notReset) };
+    };
+    const pooledTokensAfter = (side: 'direct' | 'gateway', k: 'beforeFirstToken' | 'midStream' | 'all'): number => {
+      const cs = L.map((r) => r[side].cancels[k]);
+      return sumOf(cs, (c) => c.tokensAfterCancelTotal) / Math.max(1, sumOf(cs, (c) => c.reached));
+    };
+    const summary = {
+      ttfb: {
+        directP50Ms: med(L, (r) => r.direct.ttfbP50Ms), gatewayP50Ms: med(L, (r) => r.gateway.ttfbP50Ms),
+        directP99Ms: med(L, (r) => r.direct.ttfbP99Ms), gatewayP99Ms: med(L, (r) => r.gateway.ttfbP99Ms),
+        overheadP50Ms: med(L, (r) => r.gateway.ttfbP50Ms - r.direct.ttfbP50Ms),
+        overheadP99Ms: med(L, (r) => r.gateway.ttfbP99Ms - r.direct.ttfbP99Ms),
+        perRoundOverheadP50Ms: L.map((r) => r.gateway.ttfbP50Ms - r.direct.ttfbP50Ms),
+        perRoundOverheadP99Ms: L.map((r) => r.gateway.ttfbP99Ms - r.direct.ttfbP99Ms),
+      },
+      completion: {
+        directP50Ms: med(L, (r) => r.direct.completionP50Ms), gatewayP50Ms: med(L, (r) => r.gateway.completionP50Ms),
+        directP99Ms: med(L, (r) => r.direct.completionP99Ms), gatewayP99Ms: med(L, (r) => r.gateway.completionP99Ms),
+      },
+      requestsPerRound: { direct: med(L, (r) => r.direct.requests), gateway: med(L, (r) => r.gateway.requests) },
+      noise: {
+        othersCoresLatency: { direct: med(L, (r) => r.direct.cpu.others), gateway: med(L, (r) => r.gateway.cpu.others) },
+        loadgenLoopDelayMaxMs: { direct: med(L, (r) => r.direct.loadgenLoopDelayMaxMs), gateway: med(L, (r) => r.gateway.loadgenLoopDelayMaxMs) },
+        gatewayLoopLagMaxMs: med(L, (r) => r.gateway.gatewayLoopLagMaxMs ?? NaN),
+        loadavg: os.loadavg(),
+      },
+      throughput: {
+        directRps: med(tput, (r) => r.direct.result.rps), gatewayRps: med(tput, (r) => r.gateway.result.rps),
+        ratio: med(tput, (r) => r.gateway.result.rps / r.direct.result.rps),
+        perRoundRatio: tput.map((r) => r.gateway.result.rps / r.direct.result.rps),
+        directLatencyP50Ms: med(tput, (r) => r.direct.result.latencyP50Ms), gatewayLatencyP50Ms: med(tput, (r) => r.gateway.result.latencyP50Ms),
+        gatewayCpuMsPer1000: med(tput, (r) => r.gateway.cpuMsPer1000.gateway),
+        modelCpuMsPer1000: { direct: med(tput, (r) => r.direct.cpuMsPer1000.model), gateway: med(tput, (r) => r.gateway.cpuMsPer1000.model) },
+        loadgenCpuMsPer1000: { direct: med(tput, (r) => r.direct.cpuMsPer1000.loadgen), gateway: med(tput, (r) => r.gateway.cpuMsPer1000.loadgen) },
+        gatewayCores: med(tput, (r) => r.gateway.cpu.gateway),
+        othersCores: { direct: med(tput, (r) => r.direct.cpu.others), gateway: med(tput, (r) => r.gateway.cpu.others) },
+        failed: sumOf(tput, (r) => r.direct.result.failed + r.gateway.result.failed),
+        truncated: sumOf(tput, (r) => r.direct.result.truncated + r.gateway.result.truncated),
+      },
+      cancels: Object.fromEntries((['direct', 'gateway'] as const).map((side) => [side, {
+        beforeFirstToken: { ...pooledShare(side, 'beforeFirstToken'), delayP50Ms: med(L, (r) => r[side].cancels.beforeFirstToken.delayP50Ms), delayP99Ms: med(L, (r) => r[side].cancels.beforeFirstToken.delayP99Ms), tokensAfterCancelMean: pooledTokensAfter(side, 'beforeFirstToken') },
+        midStream: { ...pooledShare(side, 'midStream'), delayP50Ms: med(L, (r) => r[side].cancels.midStream.delayP50Ms), delayP99Ms: med(L, (r) => r[side].cancels.midStream.delayP99Ms), tokensAfterCancelMean: pooledTokensAfter(side, 'midStream') },
+        all: { ...pooledShare(side, 'all'), tokensAfterCancelMean: pooledTokensAfter(side, 'all') },
+        gatewayCancelledBeforeForward: side === 'gateway' ? sumOf(L, (r) => r.gateway.gatewayCancelledBeforeForward ?? 0) : null,
+      }])) as Record<'direct' | 'gateway', { beforeFirstToken: ReturnType<typeof pooledShare> & { delayP50Ms: number; delayP99Ms: number; tokensAfterCancelMean: number }; midStream: ReturnType<typeof pooledShare> & { delayP50Ms: number; delayP99Ms: number; tokensAfterCancelMean: number }; all: ReturnType<typeof pooledShare> & { tokensAfterCancelMean: number }; gatewayCancelledBeforeForward: number | null }>,
+      connections: {
+        gatewayClientConnectionsPerPhase: med(L, (r) => r.gateway.gatewayClientConnections ?? NaN),
+        loadgenSessionsPerPhase: { direct: med(L, (r) => r.direct.clientSessionsOpened), gateway: med(L, (r) => r.gateway.clientSessionsOpened) },
+        modelSessionsPerPhase: { direct: med(L, (r) => r.direct.model.sessionsOpened), gateway: med(L, (r) => r.gateway.model.sessionsOpened) },
+        gatewayUpstreamSessionsOpened: latencyUpstreams.local?.sessionsOpened ?? NaN,
+        modelSessionsOpenedWholeSection: latencyModelSessions,
+      },
+      failures: {
+        direct: { failed: sumOf(L, (r) => r.direct.failed), truncated: sumOf(L, (r) => r.direct.truncated) },
+        gateway: { failed: sumOf(L, (r) => r.gateway.failed), truncated: sumOf(L, (r) => r.gateway.truncated) },
+      },
+      goaway: { requests: goaway.requests, failed: goaway.failed, truncated: goaway.truncated, cancelled: goaway.cancelled, retries: goaway.gatewayUpstreamRetries, ...goawaySessions, cancelsReached: goaway.cancels.all.reachedShare },
+    };
+
+    const S = summary;
+    const gC = S.cancels.gateway;
+    const dC = S.cancels.direct;
+    const checks: Check[] = [
+      { name: 'TTFB overhead p50', value: `${f(S.ttfb.overheadP50Ms)} ms`, target: `≤ ${TARGETS.ttfbOverheadP50Ms} ms`, pass: S.ttfb.overheadP50Ms <= TARGETS.ttfbOverheadP50Ms },
+      { name: 'TTFB overhead p99', value: `${f(S.ttfb.overheadP99Ms)} ms`, target: `≤ ${TARGETS.ttfbOverheadP99Ms} ms`, pass: S.ttfb.overheadP99Ms <= TARGETS.ttfbOverheadP99Ms },
+      { name: 'Throughput ratio', value: `${f(S.throughput.ratio)}×`, target: `≥ ${TARGETS.throughputRatio}×`, pass: S.throughput.ratio >= TARGETS.throughputRatio },
+      { name: 'Cancels reaching upstream, before 1st token', value: pctStr(gC.beforeFirstToken.share), target: '100%', pass: gC.beforeFirstToken.share >= TARGETS.cancelReachedShare },
+      { name: 'Cancels reaching upstream, mid-stream', value: pctStr(gC.midStream.share), target: '100%', pass: gC.midStream.share >= TARGETS.cancelReachedShare },
+      { name: 'Cancel → upstream p99, before 1st token', value: `${f(gC.beforeFirstToken.delayP99Ms)} ms`, target: `≤ ${TARGETS.cancelDelayP99Ms} ms`, pass: gC.beforeFirstToken.delayP99Ms <= TARGETS.cancelDelayP99Ms },
+      { name: 'Cancel → upstream p99, mid-stream', value: `${f(gC.midStream.delayP99Ms)} ms`, target: `≤ ${TARGETS.cancelDelayP99Ms} ms`, pass: gC.midStream.delayP99Ms <= TARGETS.cancelDelayP99Ms },
+      { name: 'GOAWAY: failed + truncated', value: String(S.goaway.failed + S.goaway.truncated), target: '0', pass: S.goaway.failed + S.goaway.truncated === 0 },
+      { name: 'GOAWAY: upstream sessions opened', value: String(S.goaway.gatewaySessionsOpened), target: `≈ ${S.goaway.expectedAbout} (+1)`, pass: S.goaway.gatewaySessionsOpened <= S.goaway.expectedAbout + 1 },
+    ];
+
+    // --- table
+    const mark = (c: Check | undefined): string => (c ? (c.pass ? 'PASS' : 'FAIL') : '');
+    const ck = (name: string): Check | undefined => checks.find((c) => c.name === name);
+    const rows: string[][] = [];
+    const row = (...cells: string[]): void => { rows.push(cells); };
+    const sep = (): void => { rows.push([]); };
+    const sign = (v: number): string => (Number.isFinite(v) ? `${v >= 0 ? '+' : ''}${v.toFixed(2)} ms` : '—');
+    row('', 'direct', 'gateway', 'gw − direct / ratio', 'target', '');
+    sep();
+    row('TTFB p50 (ms)', f(S.ttfb.directP50Ms), f(S.ttfb.gatewayP50Ms), sign(S.ttfb.overheadP50Ms), `≤ +${TARGETS.ttfbOverheadP50Ms} ms`, mark(ck('TTFB overhead p50')));
+    row('TTFB p99 (ms)', f(S.ttfb.directP99Ms), f(S.ttfb.gatewayP99Ms), sign(S.ttfb.overheadP99Ms), `≤ +${TARGETS.ttfbOverheadP99Ms} ms`, mark(ck('TTFB overhead p99')));
+    row('Completion p50 / p99 (ms)', `${f(S.completion.directP50Ms, 1)} / ${f(S.completion.directP99Ms, 1)}`, `${f(S.completion.gatewayP50Ms, 1)} / ${f(S.completion.gatewayP99Ms, 1)}`, '', '', '');
+    row('Requests per phase (median)', f(S.requestsPerRound.direct, 0), f(S.requestsPerRound.gateway, 0), '', '', '');
+    sep();
+    row('Max throughput (req/s)', f(S.throughput.directRps, 0), f(S.throughput.gatewayRps, 0), `${f(S.throughput.ratio)}×`, `≥ ${TARGETS.throughputRatio}×`, mark(ck('Throughput ratio')));
+    row('  closed-loop latency p50 (ms)', f(S.throughput.directLatencyP50Ms), f(S.throughput.gatewayLatencyP50Ms), '', '', '');
+    row('  CPU ms per 1000 req: gateway process', '', f(S.throughput.gatewayCpuMsPer1000, 0), `${f(S.throughput.gatewayCores)} cores busy`, '', '');
+    row('  CPU ms per 1000 req: model / loadgen', `${f(S.throughput.modelCpuMsPer1000.direct, 0)} / ${f(S.throughput.loadgenCpuMsPer1000.direct, 0)}`, `${f(S.throughput.modelCpuMsPer1000.gateway, 0)} / ${f(S.throughput.loadgenCpuMsPer1000.gateway, 0)}`, '', '', '');
+    sep();
+    const share = (c: { share: number; reached: number; sent: number }): string => `${pctStr(c.share)} (${c.reached}/${c.sent})`;
+    row('Cancels → upstream reset, before 1st token', share(dC.beforeFirstToken), share(gC.beforeFirstToken), '', '100%', mark(ck('Cancels reaching upstream, before 1st token')));
+    row('Cancels → upstream reset, mid-stream', share(dC.midStream), share(gC.midStream), '', '100%', mark(ck('Cancels reaching upstream, mid-stream')));
+    row('  never sent (reset before forwarding)', String(dC.all.neverSent), `${gC.all.neverSent} (gw metric ${gC.gatewayCancelledBeforeForward})`, '', 'good', '');
+    row('  reached upstream, never reset there', String(dC.all.notReset), String(gC.all.notReset), '', '0', '');
+    row('Cancel → upstream p50, before 1st token (ms)', f(dC.beforeFirstToken.delayP50Ms), f(gC.beforeFirstToken.delayP50Ms), sign(gC.beforeFirstToken.delayP50Ms - dC.beforeFirstToken.delayP50Ms), '', '');
+    row('Cancel → upstream p99, before 1st token (ms)', f(dC.beforeFirstToken.delayP99Ms), f(gC.beforeFirstToken.delayP99Ms), sign(gC.beforeFirstToken.delayP99Ms - dC.beforeFirstToken.delayP99Ms), `≤ ${TARGETS.cancelDelayP99Ms} ms`, mark(ck('Cancel → upstream p99, before 1st token')));
+    row('Cancel → upstream p50, mid-stream (ms)', f(dC.midStream.delayP50Ms), f(gC.midStream.delayP50Ms), sign(gC.midStream.delayP50Ms - dC.midStream.delayP50Ms), '', '');
+    row('Cancel → upstream p99, mid-stream (ms)', f(dC.midStream.delayP99Ms), f(gC.midStream.delayP99Ms), sign(gC.midStream.delayP99Ms - dC.midStream.delayP99Ms), `≤ ${TARGETS.cancelDelayP99Ms} ms`, mark(ck('Cancel → upstream p99, mid-stream')));
+    row('Tokens generated after cancel (mean/cancel)', f(dC.all.tokensAfterCancelMean), f(gC.all.tokensAfterCancelMean), '', '', '');
+    sep();
+    const cn = S.connections;
+    row('Client connections opened per phase', `${f(cn.loadgenSessionsPerPhase.direct, 0)} (model saw ${f(cn.modelSessionsPerPhase.direct, 0)})`, `${f(cn.gatewayClientConnectionsPerPhase, 0)} (gw metric)`, '', `${OPT.users} (one per user)`, '');
+    row('Upstream sessions opened', `${f(cn.modelSessionsPerPhase.direct, 0)} per phase`, `${cn.gatewayUpstreamSessionsOpened} whole section`, '', `pool ${POOL_SIZE}`, '');
+    row('Failed / truncated (latency phases)', `${S.failures.direct.failed} / ${S.failures.direct.truncated}`, `${S.failures.gateway.failed} / ${S.failures.gateway.truncated}`, '', '0 / 0', '');
+    sep();
+    row('Noise: other processes\' CPU, latency (cores)', f(S.noise.othersCoresLatency.direct), f(S.noise.othersCoresLatency.gateway), '', '≈ 0', '');
+    row('Noise: other processes\' CPU, throughput', f(S.throughput.othersCores.direct), f(S.throughput.othersCores.gateway), '', '≈ 0', '');
+    row('Event-loop stall max: loadgen / gateway (ms)', f(S.noise.loadgenLoopDelayMaxMs.direct, 1), `${f(S.noise.loadgenLoopDelayMaxMs.gateway, 1)} / ${f(S.noise.gatewayLoopLagMaxMs, 1)}`, '', '', '');
+    sep();
+    row(`GOAWAY every ${OPT.goawayEvery} (${OPT.goawaySeconds} s via gateway)`, '', `${S.goaway.requests} req`, '', '', '');
+    row('  failed (non-200) / truncated', '', `${S.goaway.failed} / ${S.goaway.truncated}`, '', '0 / 0', mark(ck('GOAWAY: failed + truncated')));
+    row('  upstream sessions opened (pool 2)', '', `${S.goaway.gatewaySessionsOpened} (model ${S.goaway.modelSessionsOpenedTotal})`, `${S.goaway.goawaysSent} GOAWAYs, ${S.goaway.upstreamRequests} upstream req`, `≈ ${S.goaway.expectedAbout}`, mark(ck('GOAWAY: upstream sessions opened')));
+    row('  streams retried by the gateway', '', String(S.goaway.retries), '', '', '');
+
+    const widths = [0, 1, 2, 3, 4, 5].map((i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+    const line = (r: string[]): string => (r.length === 0 ? '' : r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(Math.max(widths[i], 8)))).join('  ').trimEnd());
+    const elapsed = (Date.now() - t0) / 1000;
+    const header = [
+      `ghostgate bench ${startedAt.toISOString()}  (node ${process.version}, ${os.cpus().length} cpus${quick ? ', QUICK' : ''}, ${f(elapsed, 0)} s)`,
+      `latency: ${OPT.users} typing users, ${OPT.rounds} rounds × ${OPT.seconds} s per side, model ttft ${LATENCY_MODEL.ttftMs} ms / ${LATENCY_MODEL.tokenMs} ms per token / ${LATENCY_MODEL.tokens} tokens; `
+        + `throughput: ${OPT.concurrency} streams / ${OPT.sessions} sessions, ${OPT.tputSeconds} s per side, model ttft 0 / 0 / ${TPUT_MODEL.tokens}`,
+      'medians across rounds; cancel shares pooled over rounds',
+      '',
+    ];
+    const passed = checks.filter((c) => c.pass).length;
+    const out = [...header, ...rows.map(line), '', `targets: ${passed}/${checks.length} PASS${checks.some((c) => !c.pass) ? `  (FAIL: ${checks.filter((c) => !c.pass).map((c) => c.name).join('; ')})` : ''}`];
+    process.stdout.write('\n' + out.join('\n') + '\n');
+
+    const resultsDir = RESULTS_DIR;
+    mkdirSync(resultsDir, { recursive: true });
+    const file = path.join(resultsDir, `${STAMP}.json`);
+    writeFileSync(file, JSON.stringify({
+      startedAt: startedAt.toISOString(), elapsedSeconds: elapsed, node: process.version, cpus: os.cpus().length, quick,
+      options: OPT, models: { latency: LATENCY_MODEL, throughput: TPUT_MODEL }, targets: TARGETS, checks, summary,
+      rounds: { latency, throughput: tput, goaway }, table: out.join('\n'),
+    }, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2));
+    process.stdout.write(`\nresults: ${path.relative(process.cwd(), file)}\n`);
+  } finally {
+    await stopServers();
+    lg.child.proc.send({ cmd: 'exit' });
+    await Promise.race([lg.child.exited, sleep(3000)]);
+    await lg.child.stop();
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+  killChildren();
+  process.exit(1);
+});
