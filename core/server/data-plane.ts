@@ -11,7 +11,7 @@ import type { Http2ServerResponse } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import sjson from 'secure-json-parse';
-import { errorBody, GatewayError } from '../errors.ts';
+import { GatewayError } from '../errors.ts';
 import type { ErrorCode } from '../errors.ts';
 import { GatewayExchange } from '../exchange.ts';
 import type { GatewayMetrics } from '../metrics.ts';
@@ -317,12 +317,13 @@ class Call {
       res.end();
       this.finish('ok');
     });
+    let failure: GatewayError | undefined;
     body.once('close', () => {
       // Closed without 'end': the upstream failed mid-response (or we cancelled it).
       if (this.finished || ex.signal.aborted) return;
-      if (!body.readableEnded) this.endWithError(new GatewayError('GW_ERR_UPSTREAM_ABORTED', [this.upstreamName]), 'upstream_aborted');
+      if (!body.readableEnded) this.endWithError(failure ?? new GatewayError('GW_ERR_UPSTREAM_ABORTED', [this.upstreamName]), 'upstream_aborted');
     });
-    body.on('error', () => { /* handled by 'close' */ });
+    body.on('error', (e) => { if (e instanceof GatewayError) failure = e; /* reported on 'close' */ });
   }
 
   /** Failure before any response byte: a coded JSON error (unless the client is gone). */
@@ -356,7 +357,7 @@ class Call {
       res.end(JSON.stringify(err.toJSON()));
       return this.finish(outcome);
     }
-    const event = `event: error\ndata: ${errorBody(err.code, [this.upstreamName])}\n\n`;
+    const event = `event: error\ndata: ${JSON.stringify(err.toJSON())}\n\n`;
     res.write(event);
     this.finish(outcome);
     if (res.stream !== undefined) res.stream.close(NGHTTP2_INTERNAL_ERROR);
