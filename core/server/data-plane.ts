@@ -38,7 +38,7 @@ export interface GatewayState {
 /** The part of http.ServerResponse / Http2ServerResponse we use (their overloads don't unify). */
 interface AnyResponse {
   writeHead(status: number, headers: OutgoingHttpHeaders): unknown;
-  write(chunk: Buffer | string): boolean;
+  write(chunk: Buffer | string, cb?: () => void): boolean;
   end(chunk?: string): unknown;
   once(event: 'close' | 'drain', fn: () => void): unknown;
   destroy(): unknown;
@@ -358,10 +358,19 @@ class Call {
       return this.finish(outcome);
     }
     const event = `event: error\ndata: ${JSON.stringify(err.toJSON())}\n\n`;
-    res.write(event);
     this.finish(outcome);
-    if (res.stream !== undefined) res.stream.close(NGHTTP2_INTERNAL_ERROR);
-    else res.destroy();
+    // Reset only once the error event is on the wire (a reset discards unsent DATA); a client
+    // that stops reading does not hold the stream open: the reset goes out after 1 s regardless.
+    let done = false;
+    const abort = (): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (res.stream !== undefined) res.stream.close(NGHTTP2_INTERNAL_ERROR);
+      else res.destroy();
+    };
+    const timer = setTimeout(abort, 1000);
+    res.write(event, abort);
   }
 
   finish(outcome: Outcome): void {
