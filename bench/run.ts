@@ -204,6 +204,7 @@ async function getText(url: string): Promise<string> {
 }
 
 interface Ports { model: number; gateway: number; admin: number }
+type Arrivals = Map<string, [number, number]>;
 
 class ModelProc {
   child: Child;
@@ -217,9 +218,10 @@ class ModelProc {
     return new ModelProc(child, port);
   }
   stats(): Promise<ModelServerStats> { return getJson<ModelServerStats>(`${this.url}/_stats`); }
-  async arrivals(prefix: string): Promise<Map<string, number>> {
-    const r = await this.child.ask<{ arrivals: Array<[string, number]> }>({ cmd: 'arrivals', prefix }, (m) => Array.isArray(m.arrivals), 15_000);
-    return new Map(r.arrivals);
+  /** Request ids (with `prefix`) that reached the model server: id → [arrived, completed or -1] (epoch ms). */
+  async arrivals(prefix: string): Promise<Arrivals> {
+    const r = await this.child.ask<{ arrivals: Array<[string, number, number]> }>({ cmd: 'arrivals', prefix }, (m) => Array.isArray(m.arrivals), 15_000);
+    return new Map(r.arrivals.map(([id, at, doneAt]) => [id, [at, doneAt]]));
   }
 }
 
@@ -388,13 +390,17 @@ interface CancelStats {
   /** …whose request never reached the upstream (the gateway saw the reset before forwarding). */
   neverSent: number;
   neverSentIds: string[];
-  /** …that reached the upstream but were never reset there (it finished the completion). */
+  /** …that reached the upstream, which had already finished the completion when the client cancelled
+   * (the end was on its way to the client): nothing to propagate; left out of reachedShare. */
+  finishedBeforeCancel: number;
+  /** …that reached the upstream, which then finished the completion: the reset came too late (or never). */
   notReset: number;
   /** For each not-reset cancel: when the client cancelled, relative to the request's arrival upstream. */
   notResetIds: string[];
-  /** reached / (n − neverSent) */
+  /** reached / (n − neverSent − finishedBeforeCancel) */
   reachedShare: number;
-  /** Client reset → upstream noticed (ms, cross-process epoch clocks). */
+  /** Client reset → upstream noticed (ms, cross-process epoch clocks). Late resets count with a lower
+   * bound (upstream completion − client cancel): they must not vanish from the p99. */
   delayP50Ms: number;
   delayP99Ms: number;
   delayMinMs: number;
@@ -453,7 +459,7 @@ interface TypingStats {
   cpu: CpuUse;
 }
 
-function cancelStats(recs: ReqRecord[], aborts: Map<string, AbortRecord>, arrivals: Map<string, number>): CancelStats {
+function cancelStats(recs: ReqRecord[], aborts: Map<string, AbortRecord>, arrivals: Arrivals): CancelStats {
   const delays: number[] = [];
   const after: number[] = [];
   const rstCodes: Record<string, number> = {};
@@ -461,6 +467,7 @@ function cancelStats(recs: ReqRecord[], aborts: Map<string, AbortRecord>, arriva
   let reached = 0;
   let neverSent = 0;
   let notReset = 0;
+  let finishedBeforeCancel = 0;
   const notResetIds: string[] = [];
   const neverSentIds: string[] = [];
   for (const r of recs) {
@@ -472,19 +479,22 @@ function cancelStats(recs: ReqRecord[], aborts: Map<string, AbortRecord>, arriva
       rstCodes[String(a.rstCode)] = (rstCodes[String(a.rstCode)] ?? 0) + 1;
       modelPhases[a.phase] = (modelPhases[a.phase] ?? 0) + 1;
     } else if (arrivals.has(r.id)) {
+      const [at, doneAt] = arrivals.get(r.id)!;
+      if (doneAt > 0 && doneAt <= r.cancelAtEpoch) { finishedBeforeCancel++; continue; }
       notReset++;
+      if (doneAt > 0) delays.push(doneAt - r.cancelAtEpoch);
       if (notResetIds.length < 20) {
-        notResetIds.push(`${r.id}: client cancelled ${f(r.cancelAtEpoch - arrivals.get(r.id)!, 1)} ms after the upstream got it (sent +${f(r.cancelAtEpoch - r.startEpoch, 1)} ms), `
-          + `holding ${r.tokensAtCancel} tokens; the model finishes ~${LATENCY_MODEL.ttftMs + (LATENCY_MODEL.tokens - 1) * LATENCY_MODEL.tokenMs} ms after arrival`);
+        notResetIds.push(`${r.id}: client cancelled ${f(r.cancelAtEpoch - at, 1)} ms after the upstream got it, holding ${r.tokensAtCancel} tokens; `
+          + (doneAt > 0 ? `the upstream finished ${f(doneAt - r.cancelAtEpoch, 2)} ms after the cancel without seeing a reset` : 'the upstream never finished nor saw a reset'));
       }
     } else {
       neverSent++;
       if (neverSentIds.length < 20) neverSentIds.push(`${r.id}: cancelled ${f(r.cancelAtEpoch - r.startEpoch, 2)} ms after sending`);
     }
   }
-  const sent = recs.length - neverSent;
+  const sent = recs.length - neverSent - finishedBeforeCancel;
   return {
-    n: recs.length, reached, neverSent, neverSentIds, notReset, notResetIds,
+    n: recs.length, reached, neverSent, neverSentIds, finishedBeforeCancel, notReset, notResetIds,
     reachedShare: sent > 0 ? reached / sent : NaN,
     delayP50Ms: pct(delays, 50), delayP99Ms: pct(delays, 99),
     delayMinMs: delays.length ? Math.min(...delays) : NaN, delayMaxMs: delays.length ? Math.max(...delays) : NaN,
@@ -507,7 +517,7 @@ async function snapshot(model: ModelProc, gw: GatewayProc | null): Promise<Snaps
   return { model: await model.stats(), prom: gw ? await gw.metrics() : null };
 }
 
-function analyseTyping(side: 'direct' | 'gateway', round: number, job: TypingJob, res: TypingResult, s0: Snapshot, s1: Snapshot, arrivals: Map<string, number>, cpu: CpuUse): TypingStats {
+function analyseTyping(side: 'direct' | 'gateway', round: number, job: TypingJob, res: TypingResult, s0: Snapshot, s1: Snapshot, arrivals: Arrivals, cpu: CpuUse): TypingStats {
   const prefix = `${job.tag}-`;
   const aborts = new Map<string, AbortRecord>();
   for (const a of s1.model.aborts) if (a.id.startsWith(prefix)) aborts.set(a.id, a);
@@ -604,7 +614,8 @@ async function typingPhase(lg: LoadGen, model: ModelProc, gw: GatewayProc, side:
     + `cancels ${st.cancelled} (reached ${pctStr(c.all.reachedShare)}, never sent ${c.all.neverSent}, p99 ${f(c.beforeFirstToken.delayP99Ms)}/${f(c.midStream.delayP99Ms)} ms), `
     + `failed ${st.failed}, truncated ${st.truncated}; loop p99/max loadgen ${f(st.loadgenLoopDelayP99Ms, 1)}/${f(st.loadgenLoopDelayMaxMs, 1)}`
     + `${st.gatewayLoopLagMaxMs !== null ? ` gateway ${f(st.gatewayLoopLagP99Ms ?? NaN, 1)}/${f(st.gatewayLoopLagMaxMs, 1)}` : ''} ms; ${cpuStr(st.cpu)}`);
-  for (const id of st.cancels.all.notResetIds) log(`    not reset upstream: ${id}`);
+  for (const id of st.cancels.all.notResetIds) log(`    reset too late: ${id}`);
+  if (st.cancels.all.finishedBeforeCancel) log(`    ${st.cancels.all.finishedBeforeCancel} cancel(s) came after the upstream had already finished (not counted)`);
   for (const id of st.cancels.all.neverSentIds) log(`    never sent upstream: ${id}`);
   if (st.gatewayOutcomes) log(`    gateway outcomes: ${JSON.stringify(st.gatewayOutcomes)}; cancels the gateway saw only after the upstream finished: ${st.gatewaySawCancelAfterUpstreamEnd}`);
   return st;
@@ -717,12 +728,14 @@ async function main(): Promise<void> {
     const L = latency;
     const med = <T>(xs: T[], fn: (x: T) => number): number => median(xs.map(fn));
     const sumOf = <T>(xs: T[], fn: (x: T) => number): number => xs.reduce((n, x) => n + fn(x), 0);
-    const pooledShare = (side: 'direct' | 'gateway', k: 'beforeFirstToken' | 'midStream' | 'all'): { share: number; reached: number; sent: number; n: number; neverSent: number; notReset: number } => {
+    const pooledShare = (side: 'direct' | 'gateway', k: 'beforeFirstToken' | 'midStream' | 'all'): { share: number; reached: number; sent: number; n: number; neverSent: number; finishedBeforeCancel: number; notReset: number } => {
       const cs = L.map((r) => r[side].cancels[k]);
       const reached = sumOf(cs, (c) => c.reached);
       const neverSent = sumOf(cs, (c) => c.neverSent);
+      const finishedBeforeCancel = sumOf(cs, (c) => c.finishedBeforeCancel);
       const n = sumOf(cs, (c) => c.n);
-      return { share: reached / Math.max(1, n - neverSent), reached, sent: n - neverSent, n, neverSent, notReset: sumOf(cs, (c) => c.notReset) };
+      const sent = n - neverSent - finishedBeforeCancel;
+      return { share: reached / Math.max(1, sent), reached, sent, n, neverSent, finishedBeforeCancel, notReset: sumOf(cs, (c) => c.notReset) };
     };
     const pooledTokensAfter = (side: 'direct' | 'gateway', k: 'beforeFirstToken' | 'midStream' | 'all'): number => {
       const cs = L.map((r) => r[side].cancels[k]);
@@ -819,7 +832,8 @@ async function main(): Promise<void> {
     row('Cancels → upstream reset, before 1st token', share(dC.beforeFirstToken), share(gC.beforeFirstToken), '', '100%', mark(ck('Cancels reaching upstream, before 1st token')));
     row('Cancels → upstream reset, mid-stream', share(dC.midStream), share(gC.midStream), '', '100%', mark(ck('Cancels reaching upstream, mid-stream')));
     row('  never sent (reset before forwarding)', String(dC.all.neverSent), `${gC.all.neverSent} (gw metric ${gC.gatewayCancelledBeforeForward})`, '', 'good', '');
-    row('  reached upstream, never reset there', String(dC.all.notReset), String(gC.all.notReset), '', '0', '');
+    row('  upstream had finished before the cancel', String(dC.all.finishedBeforeCancel), String(gC.all.finishedBeforeCancel), '', '(race)', '');
+    row('  reached upstream, reset too late / never', String(dC.all.notReset), String(gC.all.notReset), '', '0', '');
     row('Cancel → upstream p50, before 1st token (ms)', f(dC.beforeFirstToken.delayP50Ms), f(gC.beforeFirstToken.delayP50Ms), sign(gC.beforeFirstToken.delayP50Ms - dC.beforeFirstToken.delayP50Ms), '', '');
     row('Cancel → upstream p99, before 1st token (ms)', f(dC.beforeFirstToken.delayP99Ms), f(gC.beforeFirstToken.delayP99Ms), sign(gC.beforeFirstToken.delayP99Ms - dC.beforeFirstToken.delayP99Ms), `≤ ${TARGETS.cancelDelayP99Ms} ms`, mark(ck('Cancel → upstream p99, before 1st token')));
     row('Cancel → upstream p50, mid-stream (ms)', f(dC.midStream.delayP50Ms), f(gC.midStream.delayP50Ms), sign(gC.midStream.delayP50Ms - dC.midStream.delayP50Ms), '', '');
@@ -839,7 +853,7 @@ async function main(): Promise<void> {
     row('  failed (non-200) / truncated', '', `${S.goaway.failed} / ${S.goaway.truncated}`, '', '0 / 0', mark(ck('GOAWAY: failed + truncated')));
     row('  upstream sessions opened in the phase (pool 2)', '', `${S.goaway.gatewaySessionsOpenedDuringPhase} (model ${S.goaway.modelSessionsOpenedDuringPhase})`, `${S.goaway.goawaysSent} GOAWAYs, ${S.goaway.upstreamRequests} upstream req`, `≈ ${S.goaway.expectedAbout} (req/${OPT.goawayEvery})`, mark(ck('GOAWAY: upstream sessions opened')));
     row('  upstream sessions opened since gateway start', '', String(S.goaway.gatewaySessionsOpened), '', '', '');
-    row('  cancels reaching upstream / not reset there', '', `${pctStr(S.goaway.cancelsReached)} / ${goaway.cancels.all.notReset}`, '', '100% / 0', '');
+    row('  cancels reaching upstream / reset too late', '', `${pctStr(S.goaway.cancelsReached)} / ${goaway.cancels.all.notReset}`, '', '100% / 0', '');
     row('  streams retried by the gateway', '', String(S.goaway.retries), '', '', '');
 
     const widths = [0, 1, 2, 3, 4, 5].map((i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));

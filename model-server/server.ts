@@ -95,6 +95,13 @@ export interface RequestRecord {
   body: unknown;
 }
 
+/** A model request answered in full (emitted only while someone listens for `'complete'`). */
+export interface CompleteRecord {
+  id: string;
+  /** High-resolution epoch ms (performance.timeOrigin + performance.now()) when the last byte was written. */
+  atEpochMs: number;
+}
+
 export interface ModelServerStats {
   /** Model requests received (control routes such as /_stats are not counted). */
   requests: number;
@@ -124,7 +131,7 @@ export interface ModelServerHandle {
   reset(): void;
   /** The last 50 model requests, oldest first. */
   requests(): RequestRecord[];
-  /** `'request'` (RequestRecord) and `'abort'` (AbortRecord). */
+  /** `'request'` (RequestRecord), `'abort'` (AbortRecord) and `'complete'` (CompleteRecord). */
   events: EventEmitter;
   close(): Promise<void>;
 }
@@ -451,7 +458,13 @@ class Exchange {
       this.stopTimers();
       this.srv.c.completed++;
       this.end(DONE);
+      this.emitComplete();
     }
+  }
+
+  emitComplete(): void {
+    const ev = this.srv.events;
+    if (ev.listenerCount('complete') > 0) ev.emit('complete', { id: this.id, atEpochMs: performance.timeOrigin + performance.now() } satisfies CompleteRecord);
   }
 
   finishJson(): void {
@@ -468,6 +481,7 @@ class Exchange {
     this.srv.c.tokensSent += this.count;
     this.srv.c.completed++;
     this.json(200, body);
+    this.emitComplete();
   }
 }
 
