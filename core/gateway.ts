@@ -69,6 +69,8 @@ export class Gateway implements GatewayState {
   readonly #plugins: ReadonlyArray<PluginDefinition<unknown>>;
   #watcher: ConfigWatcher | undefined;
   #reloading: Promise<ReloadResult> | undefined;
+  #tlsMaterial: { key: string; cert: string } | undefined;
+  #closed: Promise<void> | undefined;
   #again: string | undefined;
 
   private constructor(opts: GatewayOptions, runtime: Runtime, metrics: GatewayMetrics, log: FastifyBaseLogger, servers: DataPlaneServers, sharedStore: Map<string, unknown>, plugins: ReadonlyArray<PluginDefinition<unknown>>) {
@@ -101,6 +103,7 @@ export class Gateway implements GatewayState {
     }
     const servers = createDataPlaneServers(config, log, metrics, tls);
     const gw = new Gateway(opts, runtime, metrics, log, servers, sharedStore, plugins);
+    gw.#tlsMaterial = tls;
     registerDataPlane(servers.cleartext, gw);
     if (servers.tls) registerDataPlane(servers.tls, gw);
     await gw.#listen();
@@ -130,15 +133,14 @@ export class Gateway implements GatewayState {
   }
 
   #startWatching(): void {
-    const c = this.runtime.config;
-    const on = this.#opts.watch ?? c.reload.watch;
-    if (!on) return;
-    this.#watcher = new ConfigWatcher(c.reload.debounceMs, () => { void this.reload('file change'); });
     this.#pointWatcher();
   }
 
+  /** Start, stop or re-point the file watcher to match the running config (`reload.watch` is hot). */
   #pointWatcher(): void {
-    if (!this.#watcher) return;
+    const on = this.#opts.watch ?? this.runtime.config.reload.watch;
+    if (!on) { this.#watcher?.close(); this.#watcher = undefined; return; }
+    this.#watcher ??= new ConfigWatcher(this.runtime.config.reload.debounceMs, () => { void this.reload('file change'); });
     const l = this.runtime.loaded;
     const policyDirs = l.config.policies.map((p) => path.dirname(path.resolve(l.dir, p)));
     this.#watcher.update([l.file, ...l.policies.map((p) => p.file), ...l.watchFiles], policyDirs, l.config.reload.debounceMs);
@@ -168,9 +170,21 @@ export class Gateway implements GatewayState {
         return { ok: true, trigger, at, version: prev.version, unchanged: true };
       }
       const restartRequired = restartOnly(prev.config, loaded.config);
+      // A new certificate (rotation) applies to new TLS connections without a restart.
+      let tls: { key: string; cert: string } | undefined;
+      const t = loaded.config.listen.tls;
+      if (t && this.#servers.tls && !restartRequired.includes('listen')) {
+        const read = secretReader(loaded.dir, this.#opts.env ?? process.env);
+        tls = { key: read(t.key), cert: read(t.cert) };
+      }
       const next = await buildRuntime(loaded, {
         log: this.log, metrics: this.metrics, plugins: this.#plugins, sharedStore: this.#sharedStore, env: this.#opts.env, warm: true,
       }, prev);
+      if (tls && (tls.key !== this.#tlsMaterial?.key || tls.cert !== this.#tlsMaterial?.cert)) {
+        (this.#servers.tls!.server as unknown as { setSecureContext(o: object): void }).setSecureContext({ key: tls.key, cert: tls.cert });
+        this.#tlsMaterial = tls;
+        this.log.info('TLS certificate reloaded');
+      }
       this.runtime = next;
       this.health.configure(next.config.health);
       this.metrics.configVersion.set(next.version);
@@ -200,11 +214,20 @@ export class Gateway implements GatewayState {
    * Graceful shutdown: fail health, stop accepting, let in-flight requests finish (up to
    * `graceMs`), then close client sessions and upstream pools.
    */
-  async close(graceMs = 10_000): Promise<void> {
-    if (this.closing) return;
-    this.closing = true;
+  close(graceMs = this.runtime.config.shutdown.graceMs): Promise<void> {
+    return (this.#closed ??= this.#close(graceMs));
+  }
+
+  async #close(graceMs: number): Promise<void> {
     this.health.drain();
     this.#watcher?.close();
+    // Let load balancers see /_ping fail before we stop taking requests.
+    const delay = this.runtime.config.shutdown.drainDelayMs;
+    if (delay > 0) {
+      this.log.info({ drainDelayMs: delay }, 'draining: health check fails; still serving');
+      await new Promise((r) => setTimeout(r, delay));
+    }
+    this.closing = true;
     const deadline = Date.now() + graceMs;
     const closeApp = (app: FastifyInstance | undefined): Promise<void> => (app ? app.close() : Promise.resolve());
     // Stop new connections; tell clients (GOAWAY) to go elsewhere once their streams are done.
@@ -220,8 +243,12 @@ export class Gateway implements GatewayState {
 
 /** Settings read once at start (listeners, limits): changing them needs a restart. */
 function restartOnly(a: GatewayConfig, b: GatewayConfig): string[] {
-  const keys = ['listen', 'admin', 'http2', 'limits', 'modelServer', 'logging'] as const;
-  return keys.filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
+  const keys = ['admin', 'http2', 'limits', 'modelServer', 'logging'] as const;
+  const changed: string[] = keys.filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
+  // The TLS certificate and key reload in place; addresses need a restart.
+  const where = (c: GatewayConfig): string => JSON.stringify([c.listen.host, c.listen.port, c.listen.tls?.host, c.listen.tls?.port]);
+  if (where(a) !== where(b)) changed.unshift('listen');
+  return changed;
 }
 
 function fmtHost(h: string): string { return h.includes(':') ? `[${h}]` : h; }

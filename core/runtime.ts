@@ -157,13 +157,13 @@ export async function buildRuntime(loaded: LoadedConfig, deps: RuntimeDeps, prev
   type Built = { policy: PolicyConfig; file: string; steps: Array<Omit<CompiledStep, 'index'>> };
   const built: Built[] = [];
   for (const lp of loaded.policies) {
-    if (!lp.policy.enabled) continue;
     const b: Built = { policy: lp.policy, file: lp.file, steps: [] };
-    for (const [i, sc] of lp.policy.steps.entries()) {
-      const step = await buildStep(lp, i, byName, deps, { clients, modelDefaults, auth, closers }, errors);
+    for (let i = 0; i < lp.policy.steps.length; i++) {
+      // A disabled policy is still checked (so enabling it later cannot fail), but not built.
+      const step = await buildStep(lp, i, byName, deps, { clients, modelDefaults, auth, closers }, errors, !lp.policy.enabled);
       if (step) b.steps.push(step);
     }
-    built.push(b);
+    if (lp.policy.enabled) built.push(b);
   }
   if (errors.length) {
     // Close what we opened for this attempt (not what we borrowed from `previous`).
@@ -203,7 +203,7 @@ export async function buildRuntime(loaded: LoadedConfig, deps: RuntimeDeps, prev
 async function buildStep(
   lp: LoadedPolicy, i: number, byName: Map<string, PluginDefinition<unknown>>, deps: RuntimeDeps,
   shared: { clients: ReadonlyMap<string, UpstreamClient>; modelDefaults: Map<string, { upstream: string; upstreamModel: string }>; auth: AuthRuntime | undefined; closers: Array<() => void | Promise<void>> },
-  errors: GatewayError[],
+  errors: GatewayError[], checkOnly = false,
 ): Promise<Omit<CompiledStep, 'index'> | undefined> {
   const sc = lp.policy.steps[i]!;
   const at = ['steps', i];
@@ -227,6 +227,7 @@ async function buildStep(
   }
   const params = sc.params ?? {};
   if (!validateInto(validatorFor(paramsAjv, plugin.paramsSchema), params, lp.source, lp.file, errors, 'GW_ERR_CONFIG_PLUGIN_PARAMS', [...at, 'params'], [sc.use])) return undefined;
+  if (checkOnly) return undefined;
   let step: Step;
   try {
     const ctx = createPluginContext({

@@ -23,13 +23,16 @@ export function secretReader(configDir: string, env: NodeJS.ProcessEnv = process
   };
 }
 
+/** Keys whose string values are secrets if anyone ever writes one inline (refs are objects). */
+const SECRET_KEYS = /^(key|secret|password|token|apikey|api_key|privatekey|authorization|credential|value)$/i;
+
 /** A copy of `value` with every secret reference kept as a reference and nothing else touched. */
 export function redact(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(redact);
   if (value === null || typeof value !== 'object') return value;
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) {
-    out[k] = /key|secret|password|token|credential/i.test(k) && typeof v === 'string' ? '[redacted]' : redact(v);
+    out[k] = SECRET_KEYS.test(k) && typeof v === 'string' ? '[redacted]' : redact(v);
   }
   return out;
 }

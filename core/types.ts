@@ -141,12 +141,13 @@ export interface Step {
 export interface PluginContext {
   /** `file#steps[i]`, for messages. */
   readonly where: string;
+  /** Folder of the policy file this step is in (relative paths in params resolve here). */
   readonly configDir: string;
   readonly log: Logger;
   readonly metrics: Registry;
   /** Names of configured upstreams. */
   readonly upstreamNames: ReadonlySet<string>;
-  /** Logical models → default route. */
+  /** Model names clients may use (logical names and their aliases) → default route. */
   readonly models: ReadonlyMap<string, { upstream: string; upstreamModel: string }>;
   /** A client for an upstream (for mirrors and shadows). Throws a config error if unknown. */
   upstream(name: string): UpstreamClient;
@@ -166,7 +167,7 @@ export interface PluginContext {
 export interface PluginDefinition<P = unknown> {
   /** kebab-case; same as the folder under plugins/ and the `use:` value in YAML. */
   readonly name: string;
-  /** One line, shown by `ghostgate plugins` and in the generated schema. */
+  /** One line, shown by `ghostgate plugins` and in the generated policy schema. */
   readonly description: string;
   /** JSON Schema for `params`; validated once per load, with defaults applied. */
   readonly paramsSchema: JsonSchema;

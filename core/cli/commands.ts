@@ -125,6 +125,15 @@ export const commands: Record<string, Command> = {
     },
   },
 
+  plugins: {
+    summary: 'List the built-in plugins (the values of `use:` in policies)',
+    async run() {
+      for (const p of builtinPlugins) console.log(`${p.name.padEnd(15)} ${p.description}`);
+      console.log('\nParams and examples: plugins/<name>/README.md; JSON Schema: docs/schema/policy.schema.json');
+      return 0;
+    },
+  },
+
   'model-server': {
     summary: 'Run the bundled fake model server (OpenAI-compatible, h2c + HTTP/1.1)',
     async run(argv) {

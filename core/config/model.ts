@@ -107,6 +107,8 @@ export interface GatewayConfig {
   modelServer: ModelServerConfig;
   health: HealthConfig;
   reload: { watch: boolean; debounceMs: number };
+  /** SIGTERM: fail health for `drainDelayMs` (LBs notice), then drain in-flight for up to `graceMs`. */
+  shutdown: { drainDelayMs: number; graceMs: number };
   logging: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
   /** Token exchange and verification (see core/auth). Absent: no `auth` step may be used. */
   auth?: JsonObject;

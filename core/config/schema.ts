@@ -145,6 +145,13 @@ export const gatewayConfigSchema: JsonSchema = {
       type: 'object', additionalProperties: false, default: {},
       properties: { watch: { type: 'boolean', default: true }, debounceMs: ms(200, 'Wait for edits to settle') },
     },
+    shutdown: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        drainDelayMs: ms(0, 'On SIGTERM, fail /_ping for this long before closing listeners, so load balancers stop sending first (e.g. 2-3 health-check intervals)'),
+        graceMs: ms(10_000, 'Then let in-flight requests finish for at most this long'),
+      },
+    },
     logging: {
       type: 'object', additionalProperties: false, default: {},
       properties: { level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } },

@@ -25,6 +25,8 @@ export interface DualProtocolOptions {
   keepAliveTimeoutMs?: number;
   /** Largest request header block for HTTP/1.1, in bytes. Default 16 KiB. */
   maxHeaderSize?: number;
+  /** Called for each connection handed to HTTP/1.1 (metrics). */
+  onHttp1?: () => void;
 }
 
 /**
@@ -44,6 +46,7 @@ export function acceptHttp1(h2server: Http2Server, opts: DualProtocolOptions): h
   const h1Sockets = new Set<Socket>();
   const toH1 = (socket: Socket): void => {
     h1Sockets.add(socket);
+    opts.onHttp1?.();
     socket.once('close', () => h1Sockets.delete(socket));
     // The HTTP/1.1 parser normally reads straight from the native handle, which would skip the
     // bytes we unshifted; marking the handle consumed makes it read through the socket instead.

@@ -54,6 +54,7 @@ export function createAdminServer(gw: Gateway, logger: FastifyBaseLogger): Fasti
   });
 
   app.get('/metrics', async (_req, reply) => {
+    gw.metrics.healthy.set(gw.health.status().healthy ? 1 : 0);
     reply.header('content-type', gw.metrics.registry.contentType);
     return gw.metrics.registry.metrics();
   });

@@ -241,7 +241,8 @@ class Call {
     this.gw.metrics.cancelPropagation.labels(phase).observe((performance.now() - ex.cancelledAt) / 1000);
     if (ex.cancelCode !== undefined) {
       // Cancelled by the gateway (e.g. superseded): tell the client why, if it is still there.
-      this.endWithError(new GatewayError(ex.cancelCode), ex.cancelCode === 'GW_ERR_POLICY_SUPERSEDED' ? 'superseded' : 'error');
+      const err = new GatewayError(ex.cancelCode);
+      this.endWithError(err, ex.cancelCode === 'GW_ERR_POLICY_SUPERSEDED' ? 'superseded' : err.status >= 500 ? 'error' : 'local');
       return;
     }
     if (this.upstreamName !== '') this.finish('client_cancelled');
@@ -334,7 +335,8 @@ class Call {
       return;
     }
     const err = e instanceof GatewayError ? e : internal(e, this.gw.log);
-    const outcome: Outcome = err.code.startsWith('GW_ERR_UPSTREAM_') ? 'upstream_error' : err.code === 'GW_ERR_SERVER_INTERNAL' ? 'error' : 'local';
+    // 5xx from the gateway itself (a plugin crash, a bug) counts against the SLO; 4xx do not.
+    const outcome: Outcome = err.code.startsWith('GW_ERR_UPSTREAM_') ? 'upstream_error' : err.status >= 500 ? 'error' : 'local';
     this.endWithError(err, outcome);
   }
 

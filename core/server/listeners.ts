@@ -13,7 +13,8 @@ import type { GatewayMetrics } from '../metrics.ts';
 /** HTTP/2 server settings from config. */
 export function h2ServerOptions(c: GatewayConfig): ServerOptions {
   return {
-    settings: { maxConcurrentStreams: c.http2.maxConcurrentStreams, enablePush: false, initialWindowSize: 1 << 20 },
+    settings: { maxConcurrentStreams: c.http2.maxConcurrentStreams, enablePush: false, initialWindowSize: 1 << 20, maxHeaderListSize: c.limits.headerBytes },
+    maxSendHeaderBlockLength: c.limits.headerBytes * 4,
     // nghttp2's reset-flood bucket; editors cancel ~45% of requests (see config/model.ts).
     streamResetBurst: c.http2.streamResetBurst,
     streamResetRate: c.http2.streamResetRate,
@@ -46,7 +47,9 @@ export function createDataPlaneServers(c: GatewayConfig, logger: FastifyBaseLogg
     // No per-request log lines: the hot path pays for every one. Metrics carry the story.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: c.limits.bodyBytes,
-    return503OnClosing: true,
+    // While closing, requests still reach our handler, which answers a coded 503
+    // (GW_ERR_SERVER_SHUTTING_DOWN) instead of Fastify's uncoded one.
+    return503OnClosing: false,
     routerOptions: { ignoreTrailingSlash: true },
     requestIdHeader: false as const,
     // We own the HTTP/2 session lifetime (trackSessions), not Fastify.
@@ -57,8 +60,7 @@ export function createDataPlaneServers(c: GatewayConfig, logger: FastifyBaseLogg
     http2: true,
     serverFactory: (handler) => {
       const server = http2.createServer(h2ServerOptions(c), handler);
-      acceptHttp1(server, { handler: handler as never, maxHeaderSize: c.limits.headerBytes });
-      server.on('connection', () => {}); // sniffing happens in acceptHttp1
+      acceptHttp1(server, { handler: handler as never, maxHeaderSize: c.limits.headerBytes, onHttp1: () => metrics.clientSessions.labels('h1').inc() });
       trackSessions(server, c, metrics, sessions);
       return server;
     },
