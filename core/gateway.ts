@@ -23,6 +23,8 @@ import { createAdminServer } from './server/admin.ts';
 import { registerDataPlane } from './server/data-plane.ts';
 import type { GatewayState } from './server/data-plane.ts';
 import { createDataPlaneServers } from './server/listeners.ts';
+import { installFastLane } from './server/fast-lane.ts';
+import type { Http2SecureServer, Http2Server } from 'node:http2';
 import type { DataPlaneServers } from './server/listeners.ts';
 import type { PluginDefinition } from './types.ts';
 
@@ -105,7 +107,11 @@ export class Gateway implements GatewayState {
     const gw = new Gateway(opts, runtime, metrics, log, servers, sharedStore, plugins);
     gw.#tlsMaterial = tls;
     registerDataPlane(servers.cleartext, gw);
-    if (servers.tls) registerDataPlane(servers.tls, gw);
+    installFastLane(servers.cleartext.server as unknown as Http2Server, gw);
+    if (servers.tls) {
+      registerDataPlane(servers.tls, gw);
+      installFastLane(servers.tls.server as unknown as Http2SecureServer, gw);
+    }
     await gw.#listen();
     gw.#startWatching();
     return gw;

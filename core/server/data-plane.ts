@@ -24,7 +24,7 @@ import { UpstreamAbortError } from '../upstream/client.ts';
 import { clientFacts } from './client-facts.ts';
 import { SseSplitter } from './sse.ts';
 
-const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR } = http2.constants;
+const { NGHTTP2_CANCEL } = http2.constants;
 
 /** What the data plane needs from the gateway. */
 export interface GatewayState {
@@ -36,7 +36,7 @@ export interface GatewayState {
 }
 
 /** The part of http.ServerResponse / Http2ServerResponse we use (their overloads don't unify). */
-interface AnyResponse {
+export interface AnyResponse {
   writeHead(status: number, headers: OutgoingHttpHeaders): unknown;
   write(chunk: Buffer | string, cb?: () => void): boolean;
   end(chunk?: string): unknown;
@@ -189,7 +189,7 @@ function pickHeaders(h: IncomingHttpHeaders, names: readonly string[]): Record<s
 }
 
 /** The life of one proxied request. A class so V8 sees one shape and closures are few. */
-class Call {
+export class Call {
   readonly gw: GatewayState;
   readonly rt: Runtime;
   readonly p: CompiledPipeline;
@@ -368,7 +368,9 @@ class Call {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      if (res.stream !== undefined) res.stream.close(NGHTTP2_INTERNAL_ERROR);
+      // destroy(err), not close(INTERNAL_ERROR): close() on a server stream first sends
+      // END_STREAM, which the client takes as a clean end; destroy(err) sends only the RST.
+      if (res.stream !== undefined) { res.stream.on('error', noop); res.stream.destroy(new Error(err.code)); }
       else res.destroy();
     };
     const timer = setTimeout(abort, 1000);
@@ -423,6 +425,8 @@ export function outboundRequest(
 }
 
 /** Stop an upstream response: RST_STREAM(CANCEL) on h2 (a plain destroy would send NO_ERROR), socket close on h1. */
+function noop(): void { /* the error is ours, already reported to the client */ }
+
 function cancelUpstream(body: UpstreamResponse['body']): void {
   const h2 = body as unknown as { close?: (code: number) => void; rstCode?: number };
   if (typeof h2.close === 'function' && 'rstCode' in h2) h2.close(NGHTTP2_CANCEL);

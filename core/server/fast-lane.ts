@@ -1,0 +1,143 @@
+/**
+ * The HTTP/2 fast lane for completion requests.
+ *
+ * Measured (bench + --cpu-prof): on the stock Fastify path a proxied completion cost the gateway
+ * ~90 µs of CPU, a third of it in per-request machinery we do not need for this one route: the
+ * h2 compat request/response objects, Fastify's Request/Reply, an AsyncResource per body parse,
+ * and listener churn. Well-formed completion requests on HTTP/2 (POST, a completion path, JSON,
+ * a Content-Length within the limit) are taken here straight from the server's 'stream' event
+ * and run through the same Call (pipeline, forward, relay, cancel) as every other request.
+ * Everything else (HTTP/1.1, other routes and methods, bodies without Content-Length or over the
+ * limit, other content types) goes to Fastify unchanged: its routing, parsing and error replies.
+ */
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import type { Http2Server, Http2SecureServer, ServerHttp2Stream } from 'node:http2';
+import sjson from 'secure-json-parse';
+import { GatewayError } from '../errors.ts';
+import type { RoutePath } from '../runtime.ts';
+import { Call, createExchange } from './data-plane.ts';
+import type { AnyResponse, GatewayState } from './data-plane.ts';
+
+const ENGINE = /^\/v1\/engines\/([A-Za-z0-9._:-]{1,128})\/completions$/;
+
+/** Which hot route a path is, or undefined (then Fastify handles it). */
+function hotRoute(path: string): { route: RoutePath; model?: string } | undefined {
+  if (path === '/v1/completions') return { route: '/v1/completions' };
+  if (path === '/v1/chat/completions') return { route: '/v1/chat/completions' };
+  if (path.charCodeAt(4) === 101 /* e */) {
+    const m = ENGINE.exec(path);
+    if (m) return { route: '/v1/engines/:model/completions', model: m[1] };
+  }
+  return undefined;
+}
+
+type StreamListener = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => void;
+
+/** Put the fast lane in front of the server's own 'stream' handler (which feeds Fastify). */
+export function installFastLane(server: Http2Server | Http2SecureServer, gw: GatewayState): void {
+  const fallback = server.listeners('stream') as StreamListener[];
+  server.removeAllListeners('stream');
+  const slow: StreamListener = (stream, headers, flags, raw) => { for (const fn of fallback) fn.call(server, stream, headers, flags, raw); };
+  server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, raw: string[]) => {
+    if (headers[':method'] !== 'POST' || gw.closing) return slow(stream, headers, flags, raw);
+    const hot = hotRoute(headers[':path'] as string);
+    const ct = headers['content-type'];
+    const cl = headers['content-length'];
+    const len = cl === undefined ? -1 : Number(cl);
+    const limit = gw.runtime.config.limits.bodyBytes;
+    if (hot === undefined || typeof ct !== 'string' || !(ct === 'application/json' || ct.startsWith('application/json;'))
+      || len === 0 || Number.isNaN(len) || len > limit || (flags & END_STREAM) !== 0) {
+      return slow(stream, headers, flags, raw);
+    }
+    readBody(stream, len, limit, gw, (body) => handle(gw, stream, headers, hot.route, hot.model, body));
+  });
+}
+
+const END_STREAM = 0x1;
+
+/**
+ * Read the body: exactly Content-Length bytes when declared (HTTP/2 clients often omit it), never
+ * more than the limit. Mismatch → 400, too large → 413, as on the Fastify path.
+ */
+function readBody(stream: ServerHttp2Stream, len: number, limit: number, gw: GatewayState, done: (b: Buffer) => void): void {
+  let first: Buffer | undefined;
+  let chunks: Buffer[] | undefined;
+  let got = 0;
+  const onData = (c: Buffer): void => {
+    got += c.length;
+    if (got > limit) {
+      stream.removeListener('data', onData);
+      stream.removeListener('end', onEnd);
+      replyError(stream, new GatewayError('GW_ERR_REQ_BODY_TOO_LARGE', [limit]), gw);
+      return;
+    }
+    if (first === undefined) first = c;
+    else (chunks ??= [first]).push(c);
+  };
+  const onEnd = (): void => {
+    stream.removeListener('data', onData);
+    if ((len >= 0 && got !== len) || got === 0) {
+      return replyError(stream, got === 0 ? new GatewayError('GW_ERR_REQ_INVALID_JSON') : new GatewayError('GW_ERR_REQ_BAD_REQUEST', ['Content-Length does not match the body']), gw);
+    }
+    done(chunks ? Buffer.concat(chunks, got) : first!);
+  };
+  stream.on('data', onData);
+  stream.once('end', onEnd);
+  stream.on('error', () => { /* a reset while reading: nothing to answer */ });
+}
+
+function handle(gw: GatewayState, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, route: RoutePath, pathModel: string | undefined, raw: Buffer): void {
+  if (stream.destroyed) return;
+  let body: unknown;
+  try {
+    body = sjson.parse(raw, undefined, { protoAction: 'error', constructorAction: 'error' });
+  } catch {
+    return replyError(stream, new GatewayError('GW_ERR_REQ_INVALID_JSON'), gw);
+  }
+  const rt = gw.runtime;
+  const made = createExchange(rt, { path: route, body, headers, ip: stream.session?.socket?.remoteAddress ?? '', protocol: 'h2', pathModel });
+  if (made instanceof GatewayError) return replyError(stream, made, gw);
+  const res = new RawH2Response(stream, headers);
+  new Call(gw, rt, rt.pipeline(route, made.asked), made.ex, res, raw, route, made.asked).start();
+}
+
+function replyError(stream: ServerHttp2Stream, err: GatewayError, gw?: GatewayState): void {
+  gw?.metrics.errors.labels(err.code).inc();
+  if (stream.destroyed || stream.headersSent) return;
+  stream.respond({ ':status': err.status, 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+  stream.end(JSON.stringify(err.toJSON()));
+}
+
+/** The AnyResponse the Call writes to, over a raw HTTP/2 stream (no compat objects). */
+class RawH2Response implements AnyResponse {
+  readonly stream: ServerHttp2Stream;
+  readonly req: { headers: IncomingHttpHeaders };
+  /** Whether we ended the response (a destroyed stream reports writableEnded true on its own). */
+  #ended = false;
+  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders) {
+    this.stream = stream;
+    this.req = { headers };
+  }
+  writeHead(status: number, headers: OutgoingHttpHeaders): unknown {
+    if (this.stream.destroyed || this.stream.headersSent) return this;
+    headers[':status'] = status;
+    this.stream.respond(headers);
+    return this;
+  }
+  write(chunk: Buffer | string, cb?: () => void): boolean {
+    if (this.stream.destroyed) { cb?.(); return true; }
+    return this.stream.write(chunk, cb);
+  }
+  end(chunk?: string): unknown {
+    this.#ended = true;
+    if (!this.stream.destroyed) this.stream.end(chunk);
+    return this;
+  }
+  once(event: 'close' | 'drain', fn: () => void): unknown {
+    this.stream.once(event, fn);
+    return this;
+  }
+  destroy(): unknown { this.stream.destroy(); return this; }
+  get writableEnded(): boolean { return this.#ended; }
+  get destroyed(): boolean { return this.stream.destroyed; }
+}
