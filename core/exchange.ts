@@ -5,7 +5,7 @@
 import { performance } from 'node:perf_hooks';
 import type { ErrorCode } from './errors.ts';
 import { getAt, pointer, removeAt, setAt } from './json-pointer.ts';
-import type { Exchange, Facts, JsonObject, JsonValue, Route } from './types.ts';
+import type { CancelSignal, Exchange, Facts, JsonObject, JsonValue, Route } from './types.ts';
 
 const EMPTY_CLAIMS: Readonly<Record<string, unknown>> = Object.freeze({});
 
@@ -25,10 +25,40 @@ export interface ExchangeInit {
 
 type MutableFacts = { -readonly [K in keyof Facts]: Facts[K] };
 
+/**
+ * The core's own cancellation signal: a plain listener list, no EventTarget. Listeners run in
+ * the order they were added, synchronously, once. An AbortSignal is made only for steps that
+ * ask for `ex.signal`.
+ */
+export class Cancellation implements CancelSignal {
+  aborted = false;
+  reason: unknown = undefined;
+  #fns: Array<() => void> | undefined = undefined;
+  addEventListener(_type: 'abort', fn: () => void): void {
+    if (this.aborted) return;
+    (this.#fns ??= []).push(fn);
+  }
+  removeEventListener(_type: 'abort', fn: () => void): void {
+    const fns = this.#fns;
+    if (!fns) return;
+    const i = fns.indexOf(fn);
+    if (i !== -1) fns.splice(i, 1);
+  }
+  fire(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    const fns = this.#fns;
+    this.#fns = undefined;
+    if (fns) for (const fn of fns) fn();
+  }
+}
+
 export class GatewayExchange implements Exchange {
   readonly id: string;
   readonly facts: Facts;
-  readonly signal: AbortSignal;
+  /** The core's cheap signal; `signal` (an AbortSignal) is derived from it on demand. */
+  readonly cancellation = new Cancellation();
   readonly startedAt: number;
   readonly authorization: string | undefined;
   readonly route: Route;
@@ -45,20 +75,18 @@ export class GatewayExchange implements Exchange {
   cancelledAt = 0;
   /** Bit i set = step i of the pipeline was active (its `when` held). */
   activeSteps = 0;
-  #controller: AbortController;
+  #controller: AbortController | undefined = undefined;
   #body: JsonObject;
   #owned: WeakSet<object> | undefined = undefined;
   #locals: Map<unknown, unknown> | undefined = undefined;
 
-  constructor(init: ExchangeInit, controller: AbortController = new AbortController()) {
+  constructor(init: ExchangeInit) {
     this.id = init.id;
     this.startedAt = init.startedAt ?? performance.now();
     this.route = init.route;
     this.authorization = init.authorization;
     this.originalBody = init.body;
     this.#body = init.body;
-    this.#controller = controller;
-    this.signal = controller.signal;
     const facts: MutableFacts = {
       request: { method: init.method, path: init.path, headers: init.headers, protocol: init.protocol, ip: init.ip },
       client: init.client,
@@ -67,6 +95,16 @@ export class GatewayExchange implements Exchange {
       route: init.route,
     };
     this.facts = facts;
+  }
+
+  /** An AbortSignal for steps (made on first use; most requests never need one). */
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      const c = (this.#controller = new AbortController());
+      if (this.cancellation.aborted) c.abort(this.cancellation.reason);
+      else this.cancellation.addEventListener('abort', () => c.abort(this.cancellation.reason));
+    }
+    return this.#controller.signal;
   }
 
   get body(): Readonly<JsonObject> { return this.#body; }
@@ -90,16 +128,16 @@ export class GatewayExchange implements Exchange {
   }
 
   cancel(code: ErrorCode): void {
-    if (this.signal.aborted) return;
+    if (this.cancellation.aborted) return;
     this.cancelCode = code;
     this.cancelledAt = performance.now();
-    this.#controller.abort(code);
+    this.cancellation.fire(code);
   }
 
   /** The client went away (core only). */
   clientGone(): void {
-    if (this.signal.aborted) return;
+    if (this.cancellation.aborted) return;
     this.cancelledAt = performance.now();
-    this.#controller.abort('client');
+    this.cancellation.fire('client');
   }
 }

@@ -9,6 +9,29 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30];
 const CANCEL_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1];
 
+/**
+ * Label children looked up by nested maps: no label hashing or key strings per request (prom-
+ * client's `labels(...)` builds a key each call). Label values are bounded (they come from
+ * config), so the maps stay small.
+ */
+export class ChildCache<C> {
+  #root = new Map<string, unknown>();
+  #make: (values: string[]) => C;
+  constructor(make: (values: string[]) => C) { this.#make = make; }
+  get(...values: string[]): C {
+    let m = this.#root;
+    const last = values.length - 1;
+    for (let i = 0; i < last; i++) {
+      let next = m.get(values[i]!) as Map<string, unknown> | undefined;
+      if (next === undefined) { next = new Map(); m.set(values[i]!, next); }
+      m = next;
+    }
+    let c = m.get(values[last]!) as C | undefined;
+    if (c === undefined) { c = this.#make(values); m.set(values[last]!, c); }
+    return c;
+  }
+}
+
 export class GatewayMetrics {
   readonly registry: Registry;
   readonly requests: Counter<'route' | 'model' | 'upstream' | 'outcome' | 'status' | 'arm'>;
@@ -27,6 +50,11 @@ export class GatewayMetrics {
   readonly reloads: Counter<'result'>;
   readonly configVersion: Gauge;
   readonly healthy: Gauge;
+  /** Hot-path children (route, model, upstream, outcome, status|arm...). */
+  readonly requestsChild: ChildCache<{ inc(): void }>;
+  readonly durationChild: ChildCache<{ observe(v: number): void }>;
+  readonly ttfbChild: ChildCache<{ observe(v: number): void }>;
+  readonly upstreamTtfbChild: ChildCache<{ observe(v: number): void }>;
 
   constructor(registry = new Registry(), { defaults = true } = {}) {
     this.registry = registry;
@@ -48,5 +76,9 @@ export class GatewayMetrics {
     this.reloads = new Counter({ name: 'ghostgate_config_reloads_total', help: 'Config reloads by result', labelNames: ['result'], registers: r });
     this.configVersion = new Gauge({ name: 'ghostgate_config_version', help: 'Version of the running config', registers: r });
     this.healthy = new Gauge({ name: 'ghostgate_healthy', help: '1 when /_ping reports healthy', registers: r });
+    this.requestsChild = new ChildCache((v) => this.requests.labels(...(v as [string, string, string, string, string, string])));
+    this.durationChild = new ChildCache((v) => this.duration.labels(...(v as [string, string, string, string, string])));
+    this.ttfbChild = new ChildCache((v) => this.ttfb.labels(...(v as [string, string, string, string])));
+    this.upstreamTtfbChild = new ChildCache((v) => this.upstreamTtfb.labels(v[0]!));
   }
 }

@@ -194,12 +194,19 @@ export interface UpstreamResponse {
   complete(): boolean;
 }
 
+/** What the upstream client needs of a cancellation signal; an AbortSignal is one. */
+export interface CancelSignal {
+  readonly aborted: boolean;
+  addEventListener(type: 'abort', fn: () => void, opts?: { once?: boolean }): void;
+  removeEventListener(type: 'abort', fn: () => void): void;
+}
+
 export interface UpstreamSendOptions {
   path: string;
   headers: Record<string, string>;
   body: Buffer;
-  /** Aborting resets the upstream stream (CANCEL) at once. */
-  signal?: AbortSignal;
+  /** Aborting resets the upstream stream (CANCEL) at once. An AbortSignal, or any CancelSignal. */
+  signal?: CancelSignal;
   /** Overrides the upstream's configured time to first byte. */
   firstByteTimeoutMs?: number;
 }

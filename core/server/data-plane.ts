@@ -212,7 +212,7 @@ export class Call {
     this.rt.enter();
     this.gw.metrics.inflight.inc();
     this.res.once('close', () => this.onClientClose());
-    this.ex.signal.addEventListener('abort', () => this.onAbort(), { once: true });
+    this.ex.cancellation.addEventListener('abort', () => this.onAbort());
     let r: LocalReply | undefined | Promise<LocalReply | undefined>;
     try {
       r = this.p.run(this.ex);
@@ -251,7 +251,7 @@ export class Call {
 
   local(r: LocalReply): void {
     if (this.finished) return;
-    if (this.ex.signal.aborted) return this.finish('cancelled_before_forward');
+    if (this.ex.cancellation.aborted) return this.finish('cancelled_before_forward');
     const headers: OutgoingHttpHeaders = { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-request-id': this.ex.id, ...this.ex.responseHeaders, ...r.headers };
     const code = (r.body as { error?: { code?: string } }).error?.code;
     if (code) this.gw.metrics.errors.labels(code).inc();
@@ -267,7 +267,7 @@ export class Call {
     const ex = this.ex;
     const rt = this.rt;
     // Last look: a client already gone is never sent upstream (no wasted prefill).
-    if (ex.signal.aborted) {
+    if (ex.cancellation.aborted) {
       this.gw.metrics.cancelledBeforeForward.inc();
       return this.finish('cancelled_before_forward');
     }
@@ -279,7 +279,7 @@ export class Call {
     const out = outboundRequest(ex, upstream.name, upstream.config.forwardHeaders, this.path, this.res.req?.headers, this.rawBody);
     if (this.p.forwarding.length) this.p.runForwarding(ex, out);
     ex.forwardedAt = performance.now();
-    upstream.send({ path: out.path, headers: out.headers as Record<string, string>, body: out.body, signal: ex.signal }).then(
+    upstream.send({ path: out.path, headers: out.headers as Record<string, string>, body: out.body, signal: ex.cancellation }).then(
       (r) => this.relay(r),
       (e) => this.failBeforeHeaders(e),
     );
@@ -290,7 +290,7 @@ export class Call {
     const res = this.res;
     const body = r.body;
     this.upstreamBody = body;
-    if (this.finished || ex.signal.aborted) { cancelUpstream(body); return; }
+    if (this.finished || ex.cancellation.aborted) { cancelUpstream(body); return; }
     if (this.p.responseHeaders.length) this.p.runResponseHeaders(ex, r.status, r.headers);
     const out: OutgoingHttpHeaders = {};
     for (const k in r.headers) {
@@ -313,7 +313,7 @@ export class Call {
       }
     });
     body.once('end', () => {
-      if (this.finished || ex.signal.aborted) return;
+      if (this.finished || ex.cancellation.aborted) return;
       if (!r.complete()) return this.endWithError(new GatewayError('GW_ERR_UPSTREAM_ABORTED', [this.upstreamName]), 'upstream_aborted');
       res.end();
       this.finish('ok');
@@ -321,7 +321,7 @@ export class Call {
     let failure: GatewayError | undefined;
     body.once('close', () => {
       // Closed without 'end': the upstream failed mid-response (or we cancelled it).
-      if (this.finished || ex.signal.aborted) return;
+      if (this.finished || ex.cancellation.aborted) return;
       if (!body.readableEnded) this.endWithError(failure ?? new GatewayError('GW_ERR_UPSTREAM_ABORTED', [this.upstreamName]), 'upstream_aborted');
     });
     body.on('error', (e) => { if (e instanceof GatewayError) failure = e; /* reported on 'close' */ });
@@ -330,7 +330,7 @@ export class Call {
   /** Failure before any response byte: a coded JSON error (unless the client is gone). */
   failBeforeHeaders(e: unknown): void {
     if (this.finished) return;
-    if (e instanceof UpstreamAbortError || this.ex.signal.aborted) {
+    if (e instanceof UpstreamAbortError || this.ex.cancellation.aborted) {
       if (this.ex.cancelCode === undefined) this.finish(this.upstreamName === '' ? 'cancelled_before_forward' : 'client_cancelled');
       return;
     }
@@ -387,9 +387,9 @@ export class Call {
     const up = ex.route.upstream || 'none';
     const arm = ex.labels.arm ?? '';
     m.inflight.dec();
-    m.requests.labels(this.path, model, up, outcome, String(this.status), arm).inc();
-    m.duration.labels(this.path, model, up, outcome, arm).observe((now - ex.startedAt) / 1000);
-    if (ex.firstByteAt > 0) m.ttfb.labels(this.path, model, up, arm).observe((ex.firstByteAt - ex.startedAt) / 1000);
+    m.requestsChild.get(this.path, model, up, outcome, statusText(this.status), arm).inc();
+    m.durationChild.get(this.path, model, up, outcome, arm).observe((now - ex.startedAt) / 1000);
+    if (ex.firstByteAt > 0) m.ttfbChild.get(this.path, model, up, arm).observe((ex.firstByteAt - ex.startedAt) / 1000);
     // An upstream 5xx relayed as-is still means this instance is failing its users.
     if (outcome === 'ok') this.gw.health.record(this.status < 500);
     else if (outcome === 'local') this.gw.health.record(true);
@@ -425,6 +425,9 @@ export function outboundRequest(
 }
 
 /** Stop an upstream response: RST_STREAM(CANCEL) on h2 (a plain destroy would send NO_ERROR), socket close on h1. */
+const STATUS_TEXT: string[] = [];
+function statusText(s: number): string { return (STATUS_TEXT[s] ??= String(s)); }
+
 function noop(): void { /* the error is ours, already reported to the client */ }
 
 function cancelUpstream(body: UpstreamResponse['body']): void {

@@ -11,7 +11,7 @@
 import http2 from 'node:http2';
 import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders, SecureClientSessionOptions } from 'node:http2';
 import { GatewayError } from '../errors.ts';
-import type { Logger } from '../types.ts';
+import type { CancelSignal, Logger } from '../types.ts';
 import type { GatewayMetrics } from '../metrics.ts';
 
 const { NGHTTP2_REFUSED_STREAM } = http2.constants;
@@ -107,7 +107,7 @@ export class H2Pool {
   }
 
   /** Wait for a connected session (connect budget), opening one if needed. */
-  wait(signal?: AbortSignal): Promise<Slot> {
+  wait(signal?: CancelSignal): Promise<Slot> {
     if (this.#closed) return Promise.reject(new GatewayError('GW_ERR_UPSTREAM_UNAVAILABLE', [this.name]));
     // The upstream refused a connection a moment ago: fail fast rather than hammer it.
     if (this.#connecting === 0 && this.#lastConnectError && Date.now() - this.#lastFailAt < 250) {
