@@ -237,7 +237,8 @@ export class Call {
   onAbort(): void {
     const ex = this.ex;
     // The upstream stream was reset synchronously by the signal's listener in the upstream client.
-    const phase = this.upstreamName === '' ? 'before_forward' : this.headersSent ? 'streaming' : 'before_first_byte';
+    // before_first_byte = during the prefill (no token relayed yet): the expensive window.
+    const phase = this.upstreamName === '' ? 'before_forward' : ex.firstByteAt === 0 ? 'before_first_byte' : 'streaming';
     this.gw.metrics.cancelPropagation.labels(phase).observe((performance.now() - ex.cancelledAt) / 1000);
     if (ex.cancelCode !== undefined) {
       // Cancelled by the gateway (e.g. superseded): tell the client why, if it is still there.
@@ -387,9 +388,9 @@ export class Call {
     const up = ex.route.upstream || 'none';
     const arm = ex.labels.arm ?? '';
     m.inflight.dec();
-    m.requestsChild.get(this.path, model, up, outcome, statusText(this.status), arm).inc();
-    m.durationChild.get(this.path, model, up, outcome, arm).observe((now - ex.startedAt) / 1000);
-    if (ex.firstByteAt > 0) m.ttfbChild.get(this.path, model, up, arm).observe((ex.firstByteAt - ex.startedAt) / 1000);
+    m.requests.labels(this.path, model, up, outcome, statusText(this.status), arm).inc();
+    m.duration.labels(this.path, model, up, outcome, arm).observe((now - ex.startedAt) / 1000);
+    if (ex.firstByteAt > 0) m.ttfb.labels(this.path, model, up, arm).observe((ex.firstByteAt - ex.startedAt) / 1000);
     // An upstream 5xx relayed as-is still means this instance is failing its users.
     if (outcome === 'ok') this.gw.health.record(this.status < 500);
     else if (outcome === 'local') this.gw.health.record(true);

@@ -130,7 +130,7 @@ class H2Upstream implements ManagedUpstream {
         if (settled) return;
         settled = true;
         const ttfbMs = performance.now() - sentAt;
-        this.#deps.metrics.upstreamTtfbChild.get(this.name).observe(ttfbMs / 1000);
+        this.#deps.metrics.upstreamTtfb.labels(this.name).observe(ttfbMs / 1000);
         stream.setTimeout(this.config.timeouts.idleMs, () => {
           stream.destroy(new GatewayError('GW_ERR_UPSTREAM_IDLE_TIMEOUT', [this.name, this.config.timeouts.idleMs]));
         });
@@ -225,7 +225,7 @@ class H1Upstream implements ManagedUpstream {
         if (settled) { res.destroy(); return; }
         settled = true;
         const ttfbMs = performance.now() - sentAt;
-        this.#deps.metrics.upstreamTtfbChild.get(this.name).observe(ttfbMs / 1000);
+        this.#deps.metrics.upstreamTtfb.labels(this.name).observe(ttfbMs / 1000);
         res.setTimeout(this.config.timeouts.idleMs, () => res.destroy(new GatewayError('GW_ERR_UPSTREAM_IDLE_TIMEOUT', [this.name, this.config.timeouts.idleMs])));
         res.once('close', () => opts.signal?.removeEventListener('abort', onAbort));
         resolve({ status: res.statusCode ?? 502, headers: res.headers, body: res as Readable, ttfbMs, complete: () => res.complete });
