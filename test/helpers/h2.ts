@@ -71,3 +71,19 @@ export async function until<T>(fn: () => T | Promise<T>, timeoutMs = 5000, stepM
     await sleep(stepMs);
   }
 }
+
+/** `p`, or a rejection naming `what` after `ms`. */
+export function within<T>(what: string, p: Promise<T>, ms = 5000): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([p, new Promise<never>((_, rej) => { timer = setTimeout(() => rej(new Error(`timed out waiting for ${what}`)), ms); })])
+    .finally(() => clearTimeout(timer));
+}
+
+/** Poll `cond` until true; the error names `what`. */
+export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
+  const end = performance.now() + ms;
+  while (!(await cond())) {
+    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

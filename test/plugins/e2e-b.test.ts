@@ -7,7 +7,7 @@ import http2 from 'node:http2';
 import { startModelServer } from '../../model-server/server.ts';
 import type { AbortRecord, RequestRecord } from '../../model-server/server.ts';
 import { startGateway } from '../helpers/gateway.ts';
-import { collect, connect, open, post } from '../helpers/h2.ts';
+import { collect, connect, open, post, waitFor, within } from '../helpers/h2.ts';
 
 const POLICY = `
 name: e2e-b
@@ -31,18 +31,6 @@ steps:
     params: { upstream: shadow, percent: 100, maxConcurrent: 64 }
 `;
 
-function within<T>(what: string, p: Promise<T>, ms = 5000): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<never>((_, rej) => { timer = setTimeout(() => rej(new Error(`timed out waiting for ${what}`)), ms); })])
-    .finally(() => clearTimeout(timer));
-}
-async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
-  const end = performance.now() + ms;
-  while (!(await cond())) {
-    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 t.test('traffic-split + ab-test + mirror through the real gateway', async (t) => {
   const eastB = await startModelServer({ port: 0, ttftMs: 20, tokenMs: 20, tokens: 50 });
@@ -104,7 +92,7 @@ t.test('traffic-split + ab-test + mirror through the real gateway', async (t) =>
     else t.equal(b.temperature, undefined, `${id}: control arm leaves the body alone`);
   }
 
-  await until('every copy to complete on the shadow', () => shadow.stats().completed === USERS * 2);
+  await waitFor('every copy to complete on the shadow', () => shadow.stats().completed === USERS * 2);
   const copies = shadow.requests();
   t.equal(copies.length, USERS * 2, 'the shadow got one copy of each request');
   for (const c of copies) {
@@ -116,7 +104,7 @@ t.test('traffic-split + ab-test + mirror through the real gateway', async (t) =>
 
   const scrape = async (): Promise<string> => (await fetch(`${g.adminUrl}/metrics`)).text();
   // The shadow counts a completion when it ends the stream; the gateway counts it on reading the end.
-  await until('32 ok copies in the metrics', async () => /ghostgate_mirror_requests_total\{side="shadow",upstream="shadow",outcome="ok"\} 32/.test(await scrape()));
+  await waitFor('32 ok copies in the metrics', async () => /ghostgate_mirror_requests_total\{side="shadow",upstream="shadow",outcome="ok"\} 32/.test(await scrape()));
   const metrics = await scrape();
   t.match(metrics, /ghostgate_mirror_ttfb_seconds_count\{side="shadow",upstream="shadow"\} 32/);
   t.match(metrics, /ghostgate_mirror_ttfb_seconds_count\{side="primary",upstream="east-a"\} \d+/);
@@ -132,9 +120,9 @@ t.test('traffic-split + ab-test + mirror through the real gateway', async (t) =>
   const rec = await within('the shadow to see the reset', shadowAbort);
   t.equal(rec.id, 'e2e-cancel');
   t.equal(rec.rstCode, http2.constants.NGHTTP2_CANCEL);
-  await until('the primary to see the reset', async () => (await g.modelStats()).aborted + eastB.stats().aborted === 1);
+  await waitFor('the primary to see the reset', async () => (await g.modelStats()).aborted + eastB.stats().aborted === 1);
   t.equal(shadow.stats().completed, USERS * 2, 'no shadow completion for the cancelled request');
-  await until('cancelled metric', async () => /ghostgate_mirror_requests_total\{side="shadow",upstream="shadow",outcome="cancelled"\} 1/.test(await scrape()));
+  await waitFor('cancelled metric', async () => /ghostgate_mirror_requests_total\{side="shadow",upstream="shadow",outcome="cancelled"\} 1/.test(await scrape()));
 });
 
 t.test('supersede through the real gateway: the older completion for a document is reset upstream', async (t) => {
@@ -165,7 +153,7 @@ t.test('supersede through the real gateway: the older completion for a document 
   t.notOk(older.complete, 'the older one is cut');
   t.match(older.text, /GW_ERR_POLICY_SUPERSEDED/, 'and told why (SSE error event)');
   t.ok((await other).complete, "another user's request for the same document is untouched");
-  await until('the upstream to see the reset', async () => (await g.modelStats()).aborted === 1);
+  await waitFor('the upstream to see the reset', async () => (await g.modelStats()).aborted === 1);
   const stats = await g.modelStats();
   t.equal(stats.aborts[0]!.id, 'older', 'the older stream was reset upstream');
   t.equal(stats.aborts[0]!.phase, 'streaming');

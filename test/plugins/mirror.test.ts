@@ -20,6 +20,7 @@ import { startModelServer } from '../../model-server/server.ts';
 import type { ModelServerHandle, ModelServerOptions } from '../../model-server/server.ts';
 import { makeExchange } from '../helpers/exchange.ts';
 import { loadStep } from '../helpers/plugin-step.ts';
+import { waitFor, within } from '../helpers/h2.ts';
 
 const clientMetrics = new GatewayMetrics(new Registry(), { defaults: false });
 
@@ -77,18 +78,6 @@ async function value(reg: Registry, name: string, labels: Record<string, string>
   return hit?.value ?? 0;
 }
 const shadowOutcome = (r: Rig, outcome: string): Promise<number> => value(r.reg, 'ghostgate_mirror_requests_total', { side: 'shadow', upstream: 'shadow', outcome });
-function within<T>(what: string, p: Promise<T>, ms = 3000): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<never>((_, rej) => { timer = setTimeout(() => rej(new Error(`timed out waiting for ${what}`)), ms); })])
-    .finally(() => clearTimeout(timer));
-}
-async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
-  const end = performance.now() + ms;
-  while (!(await cond())) {
-    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((res) => setTimeout(res, 5));
-  }
-}
 
 t.test('bad params are refused at load', async (t) => {
   const upstreams = new Map<string, UpstreamClient>([['shadow', { name: 'shadow', send: () => Promise.reject(new Error('x')) }]]);
@@ -126,7 +115,7 @@ t.test('a 10× slower shadow never delays the primary; it finishes after the pri
   t.equal(r.primary.stats().completed, 1);
   t.equal(r.shadow.stats().completed, 0, 'shadow still running when the primary is done');
 
-  await until('shadow outcome', async () => (await shadowOutcome(r, 'ok')) === 1);
+  await waitFor('shadow outcome', async () => (await shadowOutcome(r, 'ok')) === 1);
   t.equal(r.shadow.stats().completed, 1, 'the shadow ran to completion (a normal primary end does not cancel it)');
   t.equal(r.shadow.stats().aborted, 0);
   const seen = r.shadow.requests()[0]!;
@@ -161,7 +150,7 @@ t.test('cancelling the primary aborts the mirror stream; the shadow server recor
   t.equal(rec.rstCode, 8, 'shadow stream reset with CANCEL');
   t.equal(rec.phase, 'streaming');
   step.done!(ex, 'client_cancelled');
-  await until('cancelled outcome', async () => (await shadowOutcome(r, 'cancelled')) === 1);
+  await waitFor('cancelled outcome', async () => (await shadowOutcome(r, 'cancelled')) === 1);
   t.equal(r.shadow.stats().aborted, 1);
   t.equal(r.shadow.stats().completed, 0, 'no wasted shadow inference');
   t.equal(await value(r.reg, 'ghostgate_mirror_requests_total', { side: 'primary', upstream: 'primary', outcome: 'cancelled' }), 1);
@@ -175,7 +164,7 @@ t.test('cancelling the primary aborts the mirror stream; the shadow server recor
   ex2.cancel('GW_ERR_POLICY_SUPERSEDED');
   t.equal((await within('the shadow to see the second reset', aborted2)).phase, 'before-first-token');
   step.done!(ex2, 'superseded');
-  await until('second cancel', async () => (await shadowOutcome(r, 'cancelled')) === 2);
+  await waitFor('second cancel', async () => (await shadowOutcome(r, 'cancelled')) === 2);
 });
 
 t.test('at most maxConcurrent copies in flight; the rest are dropped and counted', async (t) => {
@@ -184,17 +173,17 @@ t.test('at most maxConcurrent copies in flight; the rest are dropped and counted
   const exs = Array.from({ length: 5 }, (_, i) => makeExchange({ id: `c${i}` }));
   for (const ex of exs) step.forwarding!(ex, outbound(ex));
   t.equal(await shadowOutcome(r, 'dropped'), 3, '3 of 5 dropped');
-  await until('2 shadow requests', () => r.shadow.stats().requests === 2);
+  await waitFor('2 shadow requests', () => r.shadow.stats().requests === 2);
   // A reload creates a new step: the bound is shared, and metrics are not registered twice.
   const reloaded = await makeStep(r, { maxConcurrent: 2 });
   const late = makeExchange({ id: 'late' });
   reloaded.forwarding!(late, outbound(late));
   t.equal(await shadowOutcome(r, 'dropped'), 4, 'the reloaded step sees the copies still in flight');
   for (const ex of exs) step.done!(ex, 'ok');
-  await until('both complete', async () => (await shadowOutcome(r, 'ok')) === 2);
+  await waitFor('both complete', async () => (await shadowOutcome(r, 'ok')) === 2);
   const after = makeExchange({ id: 'after' });
   reloaded.forwarding!(after, outbound(after));
-  await until('slot freed', async () => (await shadowOutcome(r, 'ok')) === 3);
+  await waitFor('slot freed', async () => (await shadowOutcome(r, 'ok')) === 3);
   t.equal(r.shadow.stats().requests, 3, 'the shadow never saw the dropped copies');
 });
 
@@ -205,7 +194,7 @@ t.test('shadow failures and timeouts never reach the client', async (t) => {
   t.doesNotThrow(() => step.forwarding!(ex, outbound(ex)));
   await runPrimary(r, step, ex, outbound(ex));
   t.notOk(ex.signal.aborted, 'the primary is unaffected');
-  await until('error outcome', async () => (await shadowOutcome(r, 'error')) === 1);
+  await waitFor('error outcome', async () => (await shadowOutcome(r, 'error')) === 1);
   t.equal(r.shadow.stats().errors, 1, 'shadow answered 401 (no credential): counted as error');
 
   // A shadow that dies mid-response (RST_STREAM INTERNAL_ERROR after 2 tokens) is an error, not ok.
@@ -213,7 +202,7 @@ t.test('shadow failures and timeouts never reach the client', async (t) => {
   const dyingStep = await makeStep(dying, {});
   const ex3 = makeExchange({ id: 'dies', body: { model: 'ghost-small', prompt: 'x', stream: true } });
   dyingStep.forwarding!(ex3, outbound(ex3, { 'x-fail-after-tokens': '2' }));
-  await until('error outcome for the dying shadow', async () => (await shadowOutcome(dying, 'error')) === 1);
+  await waitFor('error outcome for the dying shadow', async () => (await shadowOutcome(dying, 'error')) === 1);
   t.equal(await shadowOutcome(dying, 'ok'), 0);
   t.equal(dying.shadow.stats().failedInjected, 1);
 
@@ -221,8 +210,8 @@ t.test('shadow failures and timeouts never reach the client', async (t) => {
   const slow = await makeStep(keyed, { timeoutMs: 100 });
   const ex2 = makeExchange({ id: 'slow' });
   slow.forwarding!(ex2, outbound(ex2));
-  await until('timeout outcome', async () => (await shadowOutcome(keyed, 'timeout')) === 1);
-  await until('shadow saw the reset', () => keyed.shadow.stats().aborted === 1);
+  await waitFor('timeout outcome', async () => (await shadowOutcome(keyed, 'timeout')) === 1);
+  await waitFor('shadow saw the reset', () => keyed.shadow.stats().aborted === 1);
 });
 
 t.test('sampling is deterministic per request id and follows percent', async (t) => {
