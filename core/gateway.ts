@@ -73,6 +73,9 @@ export class Gateway implements GatewayState {
   #reloading: Promise<ReloadResult> | undefined;
   #tlsMaterial: { key: string; cert: string } | undefined;
   #closed: Promise<void> | undefined;
+  /** Runtimes swapped out by a reload whose requests have not all ended yet. */
+  readonly #retiring = new Set<Promise<void>>();
+  readonly #draining = new Set<Runtime>();
   #again: string | undefined;
 
   private constructor(opts: GatewayOptions, runtime: Runtime, metrics: GatewayMetrics, log: FastifyBaseLogger, servers: DataPlaneServers, sharedStore: Map<string, unknown>, plugins: ReadonlyArray<PluginDefinition<unknown>>) {
@@ -157,6 +160,10 @@ export class Gateway implements GatewayState {
    * keeps the running runtime and reports why. Concurrent calls coalesce.
    */
   reload(trigger: string): Promise<ReloadResult> {
+    if (this.#closed) {
+      const r = this.runtime;
+      return Promise.resolve({ ok: false, trigger, at: new Date().toISOString(), version: r.version, error: { code: 'GW_ERR_SERVER_SHUTTING_DOWN', message: 'Gateway is shutting down; reload ignored' } });
+    }
     if (this.#reloading) { this.#again = trigger; return this.#reloading; }
     this.#reloading = this.#reload(trigger).finally(() => {
       this.#reloading = undefined;
@@ -196,7 +203,9 @@ export class Gateway implements GatewayState {
       this.metrics.configVersion.set(next.version);
       this.metrics.reloads.labels('ok').inc();
       this.#pointWatcher();
-      void prev.retire(next);
+      this.#draining.add(prev);
+      const retired = prev.retire(next).finally(() => { this.#draining.delete(prev); this.#retiring.delete(retired); });
+      this.#retiring.add(retired);
       const r: ReloadResult = { ok: true, trigger, at, version: next.version, ...(restartRequired.length ? { restartRequired } : {}) };
       this.lastReload = r;
       this.log.info({ trigger, version: next.version, restartRequired }, 'config reloaded');
@@ -234,16 +243,23 @@ export class Gateway implements GatewayState {
       await new Promise((r) => setTimeout(r, delay));
     }
     this.closing = true;
+    await this.#reloading?.catch(() => undefined);
     const deadline = Date.now() + graceMs;
     const closeApp = (app: FastifyInstance | undefined): Promise<void> => (app ? app.close() : Promise.resolve());
     // Stop new connections; tell clients (GOAWAY) to go elsewhere once their streams are done.
     for (const s of this.#servers.sessions) if (!s.closed) s.close();
     const closing = Promise.all([closeApp(this.#servers.cleartext), closeApp(this.#servers.tls)]);
-    while (this.runtime.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+    // In-flight requests on every runtime: the current one and any a reload swapped out.
+    const inflight = (): number => [...this.#draining].reduce((n, r) => n + r.inflight, this.runtime.inflight);
+    while (inflight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
     for (const s of this.#servers.sessions) s.destroy();
     await closing;
     await closeApp(this.#admin);
-    await this.runtime.retire(undefined);
+    // Pools close once their runtimes are done; bounded, so shutdown always ends.
+    await Promise.race([
+      Promise.all([this.runtime.retire(undefined), ...this.#retiring]),
+      new Promise((r) => setTimeout(r, 10_000).unref()),
+    ]);
   }
 }
 

@@ -72,6 +72,9 @@ export class Runtime {
     this.#closers = init.closers;
     this.auth = init.auth;
     this.metricsRegistry = init.registry;
+    // Pools are shared between runtimes whose settings for them are the same; each runtime holds
+    // a reference until its own requests have ended.
+    for (const u of this.upstreams.values()) u.retain();
   }
 
   /** The pipeline for a route and the model the client asked for (O(1)). */
@@ -92,9 +95,10 @@ export class Runtime {
     return new Promise<void>((resolve) => {
       this.#retiring = () => {
         this.#retiring = undefined;
-        const keep = new Set(successor ? [...successor.upstreams.values()] : []);
         const work: Array<Promise<unknown>> = [];
-        for (const u of this.upstreams.values()) if (!keep.has(u)) work.push(u.close());
+        // A pool closes when the last runtime using it is done (not when the next one drops it:
+        // an older runtime may still have streams on it).
+        for (const u of this.upstreams.values()) work.push(u.release());
         for (const c of this.#closers) work.push(Promise.resolve().then(c).catch(() => {}));
         if (this.auth && this.auth !== successor?.auth) this.auth.close();
         void Promise.allSettled(work).then(() => resolve());
@@ -189,12 +193,18 @@ export async function buildRuntime(loaded: LoadedConfig, deps: RuntimeDeps, prev
         for (const s of b.steps) steps.push({ ...s, index: steps.length });
       }
       if (steps.length > MAX_STEPS) {
-        throw new ConfigErrors([new GatewayError('GW_ERR_CONFIG_INVALID', [`route ${route} with model "${model || '*'}" would run ${steps.length} steps; at most ${MAX_STEPS} are supported`], { location: { file: loaded.file } })]);
+        errors.push(new GatewayError('GW_ERR_CONFIG_INVALID', [`route ${route} with model "${model || '*'}" would run ${steps.length} steps; at most ${MAX_STEPS} are supported`], { location: { file: loaded.file } }));
+        continue;
       }
       pipelines.set(route + '\0' + model, new CompiledPipeline(steps, deps.log));
     }
   }
 
+  if (errors.length) {
+    for (const [n, u] of upstreams) if (previous?.upstreams.get(n) !== u) void u.close();
+    for (const c of closers) void Promise.resolve().then(c).catch(() => {});
+    throw new ConfigErrors(errors);
+  }
   const rt = new Runtime({ loaded, upstreams, models, pipelines, closers, auth, registry: deps.metrics.registry });
   if (deps.warm) await Promise.all([...upstreams.values()].filter((u) => u.config.pool.warm && previous?.upstreams.get(u.name) !== u).map((u) => u.warm()));
   return rt;

@@ -93,7 +93,7 @@ export interface GatewayConfig {
   listen: ListenConfig;
   admin: { host: string; port: number; enabled: boolean };
   http2: Http2Settings;
-  limits: { bodyBytes: number; headerBytes: number };
+  limits: { bodyBytes: number; headerBytes: number; headersTimeoutMs: number };
   /** Request headers (lower-case) that `when` conditions may read as `request.headers.<name>`. */
   facts: { headers: string[] };
   /** Where the client's editor and extension versions come from (header `name/version`). */

@@ -95,6 +95,7 @@ export const gatewayConfigSchema: JsonSchema = {
       properties: {
         bodyBytes: { type: 'integer', minimum: 1024, default: 1_048_576 },
         headerBytes: { type: 'integer', minimum: 1024, default: 16_384 },
+        headersTimeoutMs: ms(30_000, 'An HTTP/1.1 client must send its request head within this'),
       },
     },
     facts: {

@@ -27,6 +27,8 @@ export interface DualProtocolOptions {
   maxHeaderSize?: number;
   /** Called for each connection handed to HTTP/1.1 (metrics). */
   onHttp1?: () => void;
+  /** An HTTP/1.1 connection must send a complete request head within this (ms). Default 30 s. */
+  headersTimeoutMs?: number;
 }
 
 /**
@@ -38,6 +40,7 @@ export function acceptHttp1(h2server: Http2Server, opts: DualProtocolOptions): h
     keepAliveTimeout: opts.keepAliveTimeoutMs ?? 65_000,
     maxHeaderSize: opts.maxHeaderSize ?? 16 * 1024,
   }, opts.handler);
+  h1.on('request', (req: http.IncomingMessage) => { req.socket.setTimeout(0); });
   const original = h2server.listeners('connection') as Array<(s: Socket) => void>;
   h2server.removeAllListeners('connection');
   const toH2 = (socket: Socket): void => { for (const fn of original) fn.call(h2server, socket); };
@@ -47,6 +50,10 @@ export function acceptHttp1(h2server: Http2Server, opts: DualProtocolOptions): h
   const toH1 = (socket: Socket): void => {
     h1Sockets.add(socket);
     opts.onHttp1?.();
+    // Node enforces headersTimeout only for servers that listen themselves; this one does not.
+    // So: a deadline for the request head, lifted when the request arrives (after a response,
+    // Node's keepAliveTimeout re-arms the socket's idle timer for the next one).
+    socket.setTimeout(opts.headersTimeoutMs ?? 30_000);
     socket.once('close', () => h1Sockets.delete(socket));
     // The HTTP/1.1 parser normally reads straight from the native handle, which would skip the
     // bytes we unshifted; marking the handle consumed makes it read through the socket instead.

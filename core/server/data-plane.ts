@@ -52,7 +52,7 @@ type RawBodyRequest = FastifyRequest & { rawBody?: Buffer };
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** Upstream response headers we never relay (hop-by-hop, or the gateway's to set). */
-const DROP_RESPONSE_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer', 'content-length', 'set-cookie', 'server', 'date', 'x-request-id']);
+const DROP_RESPONSE_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer', 'http2-settings', 'content-length', 'set-cookie', 'server', 'date', 'x-request-id']);
 
 /** Register the completion routes, the token exchange routes and the error mapping on `app`. */
 export function registerDataPlane(app: FastifyInstance, gw: GatewayState): void {
@@ -251,6 +251,15 @@ export class Call {
   }
 
   local(r: LocalReply): void {
+    try {
+      this.#local(r);
+    } catch (e) {
+      if (!this.headersSent) this.failBeforeHeaders(e);
+      else this.endWithError(internal(e, this.gw.log), 'error');
+    }
+  }
+
+  #local(r: LocalReply): void {
     if (this.finished) return;
     if (this.ex.cancellation.aborted) return this.finish('cancelled_before_forward');
     const headers: OutgoingHttpHeaders = { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-request-id': this.ex.id, ...this.ex.responseHeaders, ...r.headers };
@@ -264,6 +273,14 @@ export class Call {
   }
 
   forward(): void {
+    try {
+      this.#forward();
+    } catch (e) {
+      this.failBeforeHeaders(e);
+    }
+  }
+
+  #forward(): void {
     if (this.finished) return;
     const ex = this.ex;
     const rt = this.rt;
@@ -287,6 +304,17 @@ export class Call {
   }
 
   relay(r: UpstreamResponse): void {
+    try {
+      this.#relay(r);
+    } catch (e) {
+      // e.g. a response header Node refuses to send: never an uncaught exception.
+      cancelUpstream(r.body);
+      if (!this.headersSent) this.failBeforeHeaders(e);
+      else this.endWithError(internal(e, this.gw.log), 'error');
+    }
+  }
+
+  #relay(r: UpstreamResponse): void {
     const ex = this.ex;
     const res = this.res;
     const body = r.body;
@@ -410,7 +438,13 @@ export function outboundRequest(
   incoming: IncomingHttpHeaders | undefined, rawBody: Buffer | undefined,
 ): OutboundRequest {
   if (ex.body.model !== ex.route.upstreamModel) ex.setBody('/model', ex.route.upstreamModel);
-  const body = ex.bodyChanged || rawBody === undefined ? Buffer.from(JSON.stringify(ex.body)) : rawBody;
+  let body: Buffer;
+  try {
+    body = ex.bodyChanged || rawBody === undefined ? Buffer.from(JSON.stringify(ex.body)) : rawBody;
+  } catch {
+    // JSON.parse accepts nesting that JSON.stringify cannot re-serialise (stack depth).
+    throw new GatewayError('GW_ERR_REQ_INVALID_BODY', ['the body is nested too deeply']);
+  }
   const headers: Record<string, string> = { 'content-type': 'application/json', 'x-request-id': ex.id };
   const accept = incoming?.accept;
   headers.accept = typeof accept === 'string' ? accept : 'application/json, text/event-stream';

@@ -87,7 +87,18 @@ function readBody(stream: ServerHttp2Stream, len: number, limit: number, gw: Gat
 }
 
 function handle(gw: GatewayState, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, route: RoutePath, pathModel: string | undefined, raw: Buffer): void {
+  try {
+    handleUnsafe(gw, stream, headers, route, pathModel, raw);
+  } catch (e) {
+    // Call catches its own errors; this is for anything before it exists. Never crash the process.
+    gw.log.error({ err: e instanceof Error ? e.message : String(e) }, 'fast lane: unexpected error');
+    replyError(stream, e instanceof GatewayError ? e : new GatewayError('GW_ERR_SERVER_INTERNAL'), gw);
+  }
+}
+
+function handleUnsafe(gw: GatewayState, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, route: RoutePath, pathModel: string | undefined, raw: Buffer): void {
   if (stream.destroyed) return;
+  if (gw.closing) return replyError(stream, new GatewayError('GW_ERR_SERVER_SHUTTING_DOWN'), gw);
   let body: unknown;
   try {
     body = sjson.parse(raw, undefined, { protoAction: 'error', constructorAction: 'error' });

@@ -60,7 +60,7 @@ export function createDataPlaneServers(c: GatewayConfig, logger: FastifyBaseLogg
     http2: true,
     serverFactory: (handler) => {
       const server = http2.createServer(h2ServerOptions(c), handler);
-      acceptHttp1(server, { handler: handler as never, maxHeaderSize: c.limits.headerBytes, onHttp1: () => metrics.clientSessions.labels('h1').inc() });
+      acceptHttp1(server, { handler: handler as never, maxHeaderSize: c.limits.headerBytes, headersTimeoutMs: c.limits.headersTimeoutMs, onHttp1: () => metrics.clientSessions.labels('h1').inc() });
       trackSessions(server, c, metrics, sessions);
       return server;
     },

@@ -27,6 +27,10 @@ export interface ManagedUpstream extends UpstreamClient {
   readonly key: string;
   warm(): Promise<void>;
   close(): Promise<void>;
+  /** A runtime starts using this upstream. */
+  retain(): void;
+  /** A runtime is done with it (its requests have ended); the last release closes it. */
+  release(): Promise<void>;
   stats(): { sessionsOpened: number; live: number; draining: number };
 }
 
@@ -70,6 +74,9 @@ class H2Upstream implements ManagedUpstream {
 
   warm(): Promise<void> { return this.#pool.warm(); }
   close(): Promise<void> { return this.#pool.close(); }
+  #refs = 0;
+  retain(): void { this.#refs++; }
+  release(): Promise<void> { return --this.#refs <= 0 ? this.close() : Promise.resolve(); }
   stats() { return { sessionsOpened: this.#pool.sessionsOpened, live: this.#pool.liveSessions, draining: this.#pool.drainingSessions }; }
 
   async send(opts: UpstreamSendOptions): Promise<UpstreamResponse> {
@@ -86,6 +93,8 @@ class H2Upstream implements ManagedUpstream {
     for (let attempt = 0; ; attempt++) {
       if (opts.signal?.aborted) throw abortError();
       const slot = this.#pool.pick() ?? await this.#pool.wait(opts.signal);
+      // The client may have gone while we waited for a session: never send it then.
+      if (opts.signal?.aborted) throw abortError();
       try {
         return await this.#attempt(slot, headers, opts);
       } catch (e) {
@@ -135,7 +144,7 @@ class H2Upstream implements ManagedUpstream {
           stream.destroy(new GatewayError('GW_ERR_UPSTREAM_IDLE_TIMEOUT', [this.name, this.config.timeouts.idleMs]));
         });
         // From here the relay owns the stream; the signal still cancels it (listener stays).
-        resolve({ status: Number(h[':status']), headers: h, body: stream, ttfbMs, complete: () => !stream.rstCode });
+        resolve({ status: Number(h[':status']), headers: h, body: stream, ttfbMs, complete: () => !stream.rstCode && !slot.forcedClose });
       });
       stream.on('error', () => { /* reported through 'close' below */ });
       stream.once('close', () => {
@@ -184,6 +193,9 @@ class H1Upstream implements ManagedUpstream {
 
   async warm(): Promise<void> { /* sockets open on first use; nothing to warm for h1 */ }
   async close(): Promise<void> { this.#agent.destroy(); }
+  #refs = 0;
+  retain(): void { this.#refs++; }
+  release(): Promise<void> { return --this.#refs <= 0 ? this.close() : Promise.resolve(); }
   stats() { return { sessionsOpened: this.#opened, live: Object.values(this.#agent.sockets).flat().length + Object.values(this.#agent.freeSockets).flat().length, draining: 0 }; }
 
   async send(opts: UpstreamSendOptions): Promise<UpstreamResponse> {

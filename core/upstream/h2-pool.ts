@@ -37,6 +37,8 @@ export class Slot {
   /** Set when the peer sent GOAWAY: streams above it were not processed. */
   goawayLastStreamId = -1;
   streamsOpened = 0;
+  /** We destroyed this session ourselves (shutdown deadline): its streams did not complete. */
+  forcedClose = false;
   constructor(session: ClientHttp2Session) { this.session = session; }
 }
 
@@ -135,8 +137,14 @@ export class H2Pool {
     try {
       stream = slot.session.request(headers, { endStream: false });
     } catch (e) {
-      this.#retire(slot);
-      throw new RetryableError((e as NodeJS.ErrnoException).code ?? 'session closed');
+      const code = (e as NodeJS.ErrnoException).code;
+      // Only a session that can no longer open streams is retired and the stream retried
+      // elsewhere; anything else (e.g. a header value HTTP/2 refuses) is this request's problem.
+      if (code === 'ERR_HTTP2_INVALID_SESSION' || code === 'ERR_HTTP2_GOAWAY_SESSION' || code === 'ERR_HTTP2_OUT_OF_STREAMS') {
+        this.#retire(slot);
+        throw new RetryableError(code);
+      }
+      throw e;
     }
     slot.active++;
     slot.streamsOpened++;
@@ -165,7 +173,7 @@ export class H2Pool {
       if (s.session.closed || s.session.destroyed) return res();
       // Sessions are unref'd while idle; a closing one must keep the process up until it is done.
       s.session.ref();
-      const force = setTimeout(() => { s.session.destroy(); res(); }, 5_000);
+      const force = setTimeout(() => { s.forcedClose = true; s.session.destroy(); res(); }, 5_000);
       s.session.close(() => { clearTimeout(force); res(); });
     })));
   }
