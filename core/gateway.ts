@@ -20,7 +20,7 @@ import { GatewayMetrics } from './metrics.ts';
 import { buildRuntime, Runtime } from './runtime.ts';
 import { secretReader } from './secrets.ts';
 import { createAdminServer } from './server/admin.ts';
-import { registerDataPlane } from './server/data-plane.ts';
+import { dataPlanePlugin } from './server/data-plane.ts';
 import type { GatewayState } from './server/data-plane.ts';
 import { createDataPlaneServers } from './server/listeners.ts';
 import { installFastLane } from './server/fast-lane.ts';
@@ -109,10 +109,10 @@ export class Gateway implements GatewayState {
     const servers = createDataPlaneServers(config, log, metrics, tls);
     const gw = new Gateway(opts, runtime, metrics, log, servers, sharedStore, plugins);
     gw.#tlsMaterial = tls;
-    registerDataPlane(servers.cleartext, gw);
+    await servers.cleartext.register(dataPlanePlugin, { gw });
     installFastLane(servers.cleartext.server as unknown as Http2Server, gw);
     if (servers.tls) {
-      registerDataPlane(servers.tls, gw);
+      await servers.tls.register(dataPlanePlugin, { gw });
       installFastLane(servers.tls.server as unknown as Http2SecureServer, gw);
     }
     await gw.#listen();

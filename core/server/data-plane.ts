@@ -10,6 +10,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { Http2ServerResponse } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
 import sjson from 'secure-json-parse';
 import { GatewayError } from '../errors.ts';
 import type { ErrorCode } from '../errors.ts';
@@ -53,6 +54,16 @@ type RawBodyRequest = FastifyRequest & { rawBody?: Buffer };
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** Upstream response headers we never relay (hop-by-hop, or the gateway's to set). */
 const DROP_RESPONSE_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer', 'http2-settings', 'content-length', 'set-cookie', 'server', 'date', 'x-request-id']);
+
+/**
+ * The data plane as a Fastify plugin: completion routes, token exchange routes, and the error
+ * mapping. Wrapped with fastify-plugin so its content-type parser, not-found and error handlers
+ * apply to the whole instance (not an encapsulated child).
+ */
+export const dataPlanePlugin = fp<{ gw: GatewayState }>(async (app, opts) => { registerDataPlane(app, opts.gw); }, {
+  name: 'ghostgate-data-plane',
+  fastify: '5.x',
+});
 
 /** Register the completion routes, the token exchange routes and the error mapping on `app`. */
 export function registerDataPlane(app: FastifyInstance, gw: GatewayState): void {
