@@ -644,11 +644,7 @@ function onH2Stream(srv: Server, stream: http2.ServerHttp2Stream, headers: http2
   const path = String(headers[':path'] ?? '/');
   const r = route(method, path);
   if (r === null || r === 405 || typeof r === 'string') {
-    const status = r === null ? 404 : r === 405 ? 405 : 200;
-    const body = r === null ? { error: { message: `no route for ${method} ${path.split('?')[0]}`, type: 'invalid_request_error', code: null } }
-      : r === 405 ? { error: { message: `method ${method} not allowed`, type: 'invalid_request_error', code: null } }
-      : controlJson(srv, r);
-    const text = JSON.stringify(body);
+    const { status, text } = nonModelReply(srv, r, method, path);
     if (stream.destroyed || stream.closed) return;
     stream.respond({ ':status': status, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
     stream.end(text);
@@ -667,6 +663,15 @@ function onH2Stream(srv: Server, stream: http2.ServerHttp2Stream, headers: http2
 
 const sessionState = new WeakMap<http2.Http2Session, SessionState>();
 
+/** The reply for anything that is not a model route: 404, 405, or a control route's JSON (both protocols). */
+function nonModelReply(srv: Server, r: null | 405 | string, method: string, path: string): { status: number; text: string } {
+  const status = r === null ? 404 : r === 405 ? 405 : 200;
+  const body = r === null ? { error: { message: `no route for ${method} ${path.split('?')[0]}`, type: 'invalid_request_error', code: null } }
+    : r === 405 ? { error: { message: `method ${method} not allowed`, type: 'invalid_request_error', code: null } }
+    : controlJson(srv, r as never);
+  return { status, text: JSON.stringify(body) };
+}
+
 // --- HTTP/1.1 ---
 
 function onH1Request(srv: Server, req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -676,11 +681,7 @@ function onH1Request(srv: Server, req: http.IncomingMessage, res: http.ServerRes
   const path = req.url ?? '/';
   const r = route(method, path);
   if (r === null || r === 405 || typeof r === 'string') {
-    const status = r === null ? 404 : r === 405 ? 405 : 200;
-    const body = r === null ? { error: { message: `no route for ${method} ${path.split('?')[0]}`, type: 'invalid_request_error', code: null } }
-      : r === 405 ? { error: { message: `method ${method} not allowed`, type: 'invalid_request_error', code: null } }
-      : controlJson(srv, r);
-    const text = JSON.stringify(body);
+    const { status, text } = nonModelReply(srv, r, method, path);
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
     res.end(text);
     req.resume();

@@ -49,22 +49,35 @@ export function createUpstream(name: string, config: UpstreamConfig, deps: Upstr
 type Credential = { header: string; value: string } | undefined;
 type Tls = { ca?: string; servername?: string; rejectUnauthorized: boolean } | undefined;
 
-class H2Upstream implements ManagedUpstream {
+/** What both protocols share: identity, settings, credential, and the reference count. */
+abstract class BaseUpstream {
   readonly name: string;
   readonly config: UpstreamConfig;
   readonly key: string;
-  #pool: H2Pool;
-  #deps: UpstreamDeps;
-  #basePath: string;
-  #credential: Credential;
+  protected readonly deps: UpstreamDeps;
+  protected readonly basePath: string;
+  protected readonly credential: Credential;
+  #refs = 0;
 
-  constructor(name: string, config: UpstreamConfig, deps: UpstreamDeps, key: string, base: URL, basePath: string, credential: Credential, tls: Tls) {
+  constructor(name: string, config: UpstreamConfig, deps: UpstreamDeps, key: string, basePath: string, credential: Credential) {
     this.name = name;
     this.config = config;
     this.key = key;
-    this.#deps = deps;
-    this.#basePath = basePath;
-    this.#credential = credential;
+    this.deps = deps;
+    this.basePath = basePath;
+    this.credential = credential;
+  }
+
+  abstract close(): Promise<void>;
+  retain(): void { this.#refs++; }
+  release(): Promise<void> { return --this.#refs <= 0 ? this.close() : Promise.resolve(); }
+}
+
+class H2Upstream extends BaseUpstream implements ManagedUpstream {
+  #pool: H2Pool;
+
+  constructor(name: string, config: UpstreamConfig, deps: UpstreamDeps, key: string, base: URL, basePath: string, credential: Credential, tls: Tls) {
+    super(name, config, deps, key, basePath, credential);
     this.#pool = new H2Pool({
       name, origin: base.origin, size: config.pool.size, connectTimeoutMs: config.timeouts.connectMs,
       pingIntervalMs: config.pool.pingIntervalMs, tls: config.protocol === 'h2' ? (tls ?? { rejectUnauthorized: true }) : undefined,
@@ -74,21 +87,18 @@ class H2Upstream implements ManagedUpstream {
 
   warm(): Promise<void> { return this.#pool.warm(); }
   close(): Promise<void> { return this.#pool.close(); }
-  #refs = 0;
-  retain(): void { this.#refs++; }
-  release(): Promise<void> { return --this.#refs <= 0 ? this.close() : Promise.resolve(); }
   stats() { return { sessionsOpened: this.#pool.sessionsOpened, live: this.#pool.liveSessions, draining: this.#pool.drainingSessions }; }
 
   async send(opts: UpstreamSendOptions): Promise<UpstreamResponse> {
     const headers: Record<string, string | number> = {
       ...opts.headers,
       ':method': 'POST',
-      ':path': this.#basePath + opts.path,
+      ':path': this.basePath + opts.path,
       ':scheme': this.#pool.scheme,
       ':authority': this.#pool.authority,
       'content-length': opts.body.length,
     };
-    if (this.#credential) headers[this.#credential.header] = this.#credential.value;
+    if (this.credential) headers[this.credential.header] = this.credential.value;
     const max = this.config.maxRetries;
     for (let attempt = 0; ; attempt++) {
       if (opts.signal?.aborted) throw abortError();
@@ -99,7 +109,7 @@ class H2Upstream implements ManagedUpstream {
         return await this.#attempt(slot, headers, opts);
       } catch (e) {
         if (e instanceof RetryableError && attempt < max) {
-          this.#deps.metrics.upstreamRetries.labels(this.name, e.reason).inc();
+          this.deps.metrics.upstreamRetries.labels(this.name, e.reason).inc();
           continue;
         }
         if (e instanceof RetryableError) throw new GatewayError('GW_ERR_UPSTREAM_UNAVAILABLE', [this.name]);
@@ -139,7 +149,7 @@ class H2Upstream implements ManagedUpstream {
         if (settled) return;
         settled = true;
         const ttfbMs = performance.now() - sentAt;
-        this.#deps.metrics.upstreamTtfb.labels(this.name).observe(ttfbMs / 1000);
+        this.deps.metrics.upstreamTtfb.labels(this.name).observe(ttfbMs / 1000);
         stream.setTimeout(this.config.timeouts.idleMs, () => {
           stream.destroy(new GatewayError('GW_ERR_UPSTREAM_IDLE_TIMEOUT', [this.name, this.config.timeouts.idleMs]));
         });
@@ -158,26 +168,15 @@ class H2Upstream implements ManagedUpstream {
 }
 
 /** HTTP/1.1 upstream: a keep-alive agent; cancel = destroy the socket (h1 has nothing finer). */
-class H1Upstream implements ManagedUpstream {
-  readonly name: string;
-  readonly config: UpstreamConfig;
-  readonly key: string;
+class H1Upstream extends BaseUpstream implements ManagedUpstream {
   #agent: http.Agent;
-  #deps: UpstreamDeps;
   #base: URL;
-  #basePath: string;
-  #credential: Credential;
   #transport: typeof http | typeof https;
   #opened = 0;
 
   constructor(name: string, config: UpstreamConfig, deps: UpstreamDeps, key: string, base: URL, basePath: string, credential: Credential, tls: Tls) {
-    this.name = name;
-    this.config = config;
-    this.key = key;
-    this.#deps = deps;
+    super(name, config, deps, key, basePath, credential);
     this.#base = base;
-    this.#basePath = basePath;
-    this.#credential = credential;
     const secure = base.protocol === 'https:';
     this.#transport = secure ? https : http;
     const agentOpts = { keepAlive: true, maxSockets: config.pool.size, maxFreeSockets: config.pool.size, timeout: config.timeouts.idleMs, scheduling: 'lifo' as const };
@@ -193,9 +192,6 @@ class H1Upstream implements ManagedUpstream {
 
   async warm(): Promise<void> { /* sockets open on first use; nothing to warm for h1 */ }
   async close(): Promise<void> { this.#agent.destroy(); }
-  #refs = 0;
-  retain(): void { this.#refs++; }
-  release(): Promise<void> { return --this.#refs <= 0 ? this.close() : Promise.resolve(); }
   stats() { return { sessionsOpened: this.#opened, live: Object.values(this.#agent.sockets).flat().length + Object.values(this.#agent.freeSockets).flat().length, draining: 0 }; }
 
   async send(opts: UpstreamSendOptions): Promise<UpstreamResponse> {
@@ -204,7 +200,7 @@ class H1Upstream implements ManagedUpstream {
         return await this.#attempt(opts);
       } catch (e) {
         if (e instanceof RetryableError && attempt < this.config.maxRetries) {
-          this.#deps.metrics.upstreamRetries.labels(this.name, e.reason).inc();
+          this.deps.metrics.upstreamRetries.labels(this.name, e.reason).inc();
           continue;
         }
         throw e instanceof RetryableError ? new GatewayError('GW_ERR_UPSTREAM_RESET', [this.name]) : e;
@@ -215,14 +211,14 @@ class H1Upstream implements ManagedUpstream {
   #attempt(opts: UpstreamSendOptions): Promise<UpstreamResponse> {
     if (opts.signal?.aborted) return Promise.reject(abortError());
     const headers: Record<string, string | number> = { ...opts.headers, host: this.#base.host, 'content-length': opts.body.length };
-    if (this.#credential) headers[this.#credential.header] = this.#credential.value;
+    if (this.credential) headers[this.credential.header] = this.credential.value;
     const sentAt = performance.now();
     const firstByteMs = opts.firstByteTimeoutMs ?? this.config.timeouts.firstByteMs;
     return new Promise<UpstreamResponse>((resolve, reject) => {
       let settled = false;
       const req = this.#transport.request({
         agent: this.#agent, method: 'POST', protocol: this.#base.protocol, hostname: this.#base.hostname,
-        port: this.#base.port, path: this.#basePath + opts.path, headers,
+        port: this.#base.port, path: this.basePath + opts.path, headers,
       });
       const onAbort = (): void => { req.destroy(); if (!settled) { settled = true; reject(abortError()); } };
       opts.signal?.addEventListener('abort', onAbort, { once: true });
@@ -237,7 +233,7 @@ class H1Upstream implements ManagedUpstream {
         if (settled) { res.destroy(); return; }
         settled = true;
         const ttfbMs = performance.now() - sentAt;
-        this.#deps.metrics.upstreamTtfb.labels(this.name).observe(ttfbMs / 1000);
+        this.deps.metrics.upstreamTtfb.labels(this.name).observe(ttfbMs / 1000);
         res.setTimeout(this.config.timeouts.idleMs, () => res.destroy(new GatewayError('GW_ERR_UPSTREAM_IDLE_TIMEOUT', [this.name, this.config.timeouts.idleMs])));
         res.once('close', () => opts.signal?.removeEventListener('abort', onAbort));
         resolve({ status: res.statusCode ?? 502, headers: res.headers, body: res as Readable, ttfbMs, complete: () => res.complete });
