@@ -1,0 +1,96 @@
+/**
+ * Run `ghostgate start` as a real child process (for tests that need signals: SIGTERM, exit
+ * codes), in front of a real bundled model server process.
+ *
+ *   const g = await startGatewayProcess(t, { modelArgs: ['--ttft-ms', '0'], extraConfig: 'shutdown: { graceMs: 500 }' });
+ *   ... g.url, g.tlsUrl, g.adminUrl ...
+ *   g.child.kill('SIGTERM'); await g.exited;
+ *
+ * Both processes are killed by `t.teardown` if they are still running.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { spawnModelServer } from '../model-server/fixtures/spawn.ts';
+import type { SpawnedModelServer } from '../model-server/fixtures/spawn.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const NODE_BIN = path.join(ROOT, 'node_modules/.bin/node');
+const CLI = path.join(ROOT, 'bin/ghostgate.ts');
+
+export interface GatewayProcessOptions {
+  modelArgs?: string[];
+  /** Replace the `listen:` line (ports must be 0). */
+  listenYaml?: string;
+  extraConfig?: string;
+  /** Files (e.g. TLS key and certificate) by relative path. */
+  files?: Record<string, string>;
+}
+
+export interface GatewayProcess {
+  child: ChildProcess;
+  model: SpawnedModelServer;
+  url: string;
+  tlsUrl: string | undefined;
+  adminUrl: string;
+  /** Everything the process wrote to stdout (banner, JSON log lines). */
+  stdout(): string;
+  /** Resolves with the exit code (or signal name) when the process ends. */
+  exited: Promise<number | string | null>;
+}
+
+interface Teardown { teardown(fn: () => unknown): void }
+
+export async function startGatewayProcess(t: Teardown, o: GatewayProcessOptions = {}): Promise<GatewayProcess> {
+  const model = await spawnModelServer(o.modelArgs ?? ['--ttft-ms', '20', '--token-ms', '2', '--tokens', '8']);
+  t.teardown(() => model.stop());
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-proc-'));
+  mkdirSync(path.join(dir, 'policies'));
+  for (const [rel, text] of Object.entries(o.files ?? {})) {
+    mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
+    writeFileSync(path.join(dir, rel), text);
+  }
+  const configFile = path.join(dir, 'gateway.config.yaml');
+  writeFileSync(configFile, [
+    o.listenYaml ?? 'listen: { host: 127.0.0.1, port: 0 }',
+    'admin: { host: 127.0.0.1, port: 0 }',
+    'upstreams:',
+    `  local: { url: ${model.url}, protocol: h2c, pool: { size: 2 }, forwardHeaders: [user-agent, x-ttft-ms, x-token-ms, x-tokens] }`,
+    'models:',
+    '  ghost-small: { upstream: local }',
+    'defaultModel: ghost-small',
+    'policies: [policies/*.yaml]',
+    'reload: { watch: false }',
+    'logging: { level: info }',
+    o.extraConfig ?? '',
+  ].join('\n') + '\n');
+  const child = spawn(NODE_BIN, [CLI, 'start', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<number | string | null>((resolve) => child.once('exit', (code, sig) => resolve(code ?? sig)));
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) { child.kill('SIGKILL'); await exited; }
+  });
+  let out = '';
+  let err = '';
+  child.stdout!.setEncoding('utf8');
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (d: string) => { err += d; });
+  const banner = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`gateway did not start in time: ${err}`)), 30_000);
+    child.stdout!.on('data', (d: string) => {
+      out += d;
+      if (/^\s+admin\s+http:\/\/\S+/m.test(out)) { clearTimeout(timer); resolve(out); }
+    });
+    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`gateway exited (${code}): ${err}`)); });
+  });
+  const find = (re: RegExp): string | undefined => re.exec(banner)?.[1];
+  return {
+    child, model, exited,
+    url: find(/data plane\s+(http:\/\/\S+)/)!,
+    tlsUrl: find(/data plane\s+(https:\/\/\S+)/),
+    adminUrl: find(/admin\s+(http:\/\/\S+)/)!,
+    stdout: () => out,
+  };
+}
