@@ -101,21 +101,32 @@ export class Gateway implements GatewayState {
     const sharedStore = new Map<string, unknown>();
     const plugins = [...builtinPlugins, ...(opts.plugins ?? [])] as ReadonlyArray<PluginDefinition<unknown>>;
     const runtime = await buildRuntime(loaded, { log, metrics, plugins, sharedStore, env, warm: true });
-    let tls: { key: string; cert: string } | undefined;
-    if (config.listen.tls) {
-      const read = secretReader(loaded.dir, env);
-      tls = { key: read(config.listen.tls.key), cert: read(config.listen.tls.cert) };
+    // From here on, anything that fails closes what already started: a gateway either runs
+    // whole or not at all (no listener left bound, no warm upstream pool left open).
+    let servers: DataPlaneServers | undefined;
+    let gw: Gateway | undefined;
+    try {
+      let tls: { key: string; cert: string } | undefined;
+      if (config.listen.tls) {
+        const read = secretReader(loaded.dir, env);
+        tls = { key: read(config.listen.tls.key), cert: read(config.listen.tls.cert) };
+      }
+      servers = createDataPlaneServers(config, log, metrics, tls);
+      gw = new Gateway(opts, runtime, metrics, log, servers, sharedStore, plugins);
+      gw.#tlsMaterial = tls;
+      await servers.cleartext.register(dataPlanePlugin, { gw });
+      installFastLane(servers.cleartext.server as unknown as Http2Server, gw);
+      if (servers.tls) {
+        await servers.tls.register(dataPlanePlugin, { gw });
+        installFastLane(servers.tls.server as unknown as Http2SecureServer, gw);
+      }
+      await gw.#listen();
+    } catch (e) {
+      const apps = [servers?.cleartext, servers?.tls, gw ? gw.#admin : undefined].filter((a): a is FastifyInstance => a !== undefined);
+      await Promise.allSettled(apps.map((a) => a.close()));
+      await runtime.retire(undefined);
+      throw e;
     }
-    const servers = createDataPlaneServers(config, log, metrics, tls);
-    const gw = new Gateway(opts, runtime, metrics, log, servers, sharedStore, plugins);
-    gw.#tlsMaterial = tls;
-    await servers.cleartext.register(dataPlanePlugin, { gw });
-    installFastLane(servers.cleartext.server as unknown as Http2Server, gw);
-    if (servers.tls) {
-      await servers.tls.register(dataPlanePlugin, { gw });
-      installFastLane(servers.tls.server as unknown as Http2SecureServer, gw);
-    }
-    await gw.#listen();
     gw.#startWatching();
     return gw;
   }
@@ -124,21 +135,35 @@ export class Gateway implements GatewayState {
     const c = this.runtime.config;
     const o = this.#opts.listen ?? {};
     const host = o.host ?? c.listen.host;
-    await this.#servers.cleartext.listen({ host, port: o.port ?? c.listen.port });
-    const port = (this.#servers.cleartext.server.address() as AddressInfo).port;
+    const port = await this.#bind(this.#servers.cleartext, 'data plane', host, o.port, c.listen.port, ['listen', 'port'], o.host ? undefined : ['listen', 'host']);
     const a: Addresses = { cleartext: `http://${fmtHost(host)}:${port}`, port };
     if (this.#servers.tls && c.listen.tls) {
       const th = o.host ?? c.listen.tls.host;
-      await this.#servers.tls.listen({ host: th, port: o.tlsPort ?? c.listen.tls.port });
-      a.tlsPort = (this.#servers.tls.server.address() as AddressInfo).port;
+      a.tlsPort = await this.#bind(this.#servers.tls, 'TLS data plane', th, o.tlsPort, c.listen.tls.port, ['listen', 'tls', 'port'], o.host ? undefined : ['listen', 'tls', 'host']);
       a.tls = `https://${fmtHost(th)}:${a.tlsPort}`;
     }
     if (this.#admin) {
-      await this.#admin.listen({ host: c.admin.host, port: o.adminPort ?? c.admin.port });
-      a.adminPort = (this.#admin.server.address() as AddressInfo).port;
+      a.adminPort = await this.#bind(this.#admin, 'admin plane', c.admin.host, o.adminPort, c.admin.port, ['admin', 'port'], ['admin', 'host']);
       a.admin = `http://${fmtHost(c.admin.host)}:${a.adminPort}`;
     }
     this.addresses = a;
+  }
+
+  /** Listen, or throw GW_ERR_SERVER_LISTEN naming the config key (and env var) that chose the address. */
+  async #bind(app: FastifyInstance, what: string, host: string, override: number | undefined, port: number, portKey: string[], hostKey: string[] | undefined): Promise<number> {
+    const p = override ?? port;
+    try {
+      await app.listen({ host, port: p });
+    } catch (e) {
+      const src = this.runtime.loaded.source;
+      const from = (key: string[] | undefined, isOverride: boolean): string => {
+        if (!key || isOverride) return 'the caller\'s listen option';
+        const envs = src.envNames(key);
+        return `${key.join('.')}${envs.length ? ` (env ${envs.join(', ')})` : ''} in ${this.runtime.loaded.file}`;
+      };
+      throw listenError(e, what, host, p, (code) => (code === 'EADDRNOTAVAIL' ? from(hostKey, false) : from(portKey, override !== undefined)));
+    }
+    return (app.server.address() as AddressInfo).port;
   }
 
   #startWatching(): void {
@@ -271,6 +296,21 @@ function restartOnly(a: GatewayConfig, b: GatewayConfig): string[] {
   const where = (c: GatewayConfig): string => JSON.stringify([c.listen.host, c.listen.port, c.listen.tls?.host, c.listen.tls?.port]);
   if (where(a) !== where(b)) changed.unshift('listen');
   return changed;
+}
+
+/** Why a listen failed, in words (the errno alone says little to a newcomer). */
+const LISTEN_REASONS: Record<string, string> = {
+  EADDRINUSE: 'the port is already in use',
+  EACCES: 'permission denied (ports below 1024 need privileges)',
+  EADDRNOTAVAIL: 'the address is not one of this machine\'s',
+  ENOTFOUND: 'the host name does not resolve',
+};
+
+/** A GW_ERR_SERVER_LISTEN for a failed listen: one line, naming where the address was configured. */
+export function listenError(e: unknown, what: string, host: string, port: number, setBy: (errno: string | undefined) => string): GatewayError {
+  const errno = (e as NodeJS.ErrnoException | undefined)?.code;
+  const reason = (errno && LISTEN_REASONS[errno]) ?? (e instanceof Error ? e.message : String(e));
+  return new GatewayError('GW_ERR_SERVER_LISTEN', [`${fmtHost(host)}:${port}`, what, reason, setBy(errno)]);
 }
 
 function fmtHost(h: string): string { return h.includes(':') ? `[${h}]` : h; }

@@ -5,7 +5,7 @@ import { startBundledModel } from '../bundled-model.ts';
 import type { BundledModel } from '../bundled-model.ts';
 import { loadConfig } from '../config/load.ts';
 import { ConfigErrors, GatewayError } from '../errors.ts';
-import { Gateway, packageFile } from '../gateway.ts';
+import { Gateway, listenError, packageFile } from '../gateway.ts';
 import { GatewayMetrics } from '../metrics.ts';
 import { silentLogger } from '../plugin-context.ts';
 import { buildRuntime } from '../runtime.ts';
@@ -27,11 +27,19 @@ export const commands: Record<string, Command> = {
       let gw: Gateway;
       try {
         const pre = loadConfig(file);
-        if (pre.config.modelServer.enabled) model = await startBundledModel(pre.config.modelServer);
+        const ms = pre.config.modelServer;
+        if (ms.enabled) {
+          model = await startBundledModel(ms).catch((e: unknown) => {
+            const envs = pre.source.envNames(['modelServer', 'port']);
+            throw listenError(e, 'bundled model server', ms.host, ms.port, () => `modelServer.port${envs.length ? ` (env ${envs.join(', ')})` : ''} in ${pre.file}`);
+          });
+        }
         gw = await Gateway.start({ configFile: file });
       } catch (e) {
         await model?.stop();
         if (e instanceof ConfigErrors) { printConfigErrors(file, e); return 1; }
+        // One line, naming the port and what sets it; everything that started is closed.
+        if (e instanceof GatewayError && e.code === 'GW_ERR_SERVER_LISTEN') { process.stderr.write(`ghostgate start: ${e.code} ${e.message}\n`); return 1; }
         throw e;
       }
       await printBanner(gw, file, model);

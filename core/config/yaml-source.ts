@@ -14,6 +14,8 @@ export class YamlSource {
   readonly text: string;
   readonly doc: Document;
   readonly lines: LineCounter;
+  /** The environment variables each interpolated scalar read (`${NAME}`), by node. */
+  readonly #envRefs = new Map<Node, string[]>();
 
   private constructor(file: string, text: string) {
     this.file = file;
@@ -68,11 +70,20 @@ export class YamlSource {
     return { file: this.file, path: shown };
   }
 
+  /** The environment variables the value at `path` was interpolated from (e.g. `['GHOSTGATE_PORT']`). */
+  envNames(path: ReadonlyArray<string | number>): string[] {
+    const node = this.doc.getIn(path, true) as Node | undefined;
+    return (node && this.#envRefs.get(node)) ?? [];
+  }
+
   private interpolate(env: NodeJS.ProcessEnv, errors: GatewayError[]): void {
     visit(this.doc, {
       Scalar: (_key, node) => {
         if (typeof node.value !== 'string' || !node.value.includes('${')) return;
+        const names: string[] = [];
+        this.#envRefs.set(node, names);
         node.value = node.value.replace(ENV_REF, (_m, name: string, def: string | undefined) => {
+          names.push(name);
           const v = env[name];
           if (v !== undefined && v !== '') return v;
           if (def !== undefined) return def;
