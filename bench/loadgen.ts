@@ -1,7 +1,9 @@
 /**
  * The benchmark's load generator: its own process (it must not share the gateway's event loop),
  * driven by bench/run.ts over IPC. It stays alive across phases so its JIT is equally warm for the
- * direct and the gateway phases, but opens fresh HTTP/2 sessions (h2c prior knowledge) for each.
+ * direct and the gateway phases, but opens fresh connections for each: HTTP/2 sessions (h2c prior
+ * knowledge), or HTTP/1.1 keep-alive sockets (`protocol: 'h1'`; a cancel closes the socket, the
+ * only way an HTTP/1.1 client can cancel, and the next request opens a new one).
  *
  *   typing: N editor users, each on ONE long-lived session: think 20–200 ms, send a streaming
  *           completion, cancel ~45% of them (a third before the first token, the rest mid-stream).
@@ -9,11 +11,13 @@
  *
  * Every loop is bounded by the phase's deadline and every request by a hard timeout.
  */
+import http from 'node:http';
 import http2 from 'node:http2';
+import type { Socket } from 'node:net';
 import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { epochNow, pct } from './types.ts';
-import type { ClosedJob, ClosedResult, LoadJob, ReqRecord, TypingJob, TypingResult } from './types.ts';
+import type { ClientProtocol, ClosedJob, ClosedResult, LoadJob, ReqRecord, TypingJob, TypingResult } from './types.ts';
 
 const { NGHTTP2_CANCEL } = http2.constants;
 const DONE_TAIL = 'data: [DONE]\n\n';
@@ -32,8 +36,21 @@ function body(maxTokens: number, n: number): string {
 /** Sessions that received GOAWAY: no new streams on them. */
 const goneAway = new WeakSet<ClientHttp2Session>();
 
+interface Plan { plan: 'none' | 'before' | 'mid'; beforeDelayMs: number; midAfterTokens: number; midDelayMs: number }
+
+/** A user's (or worker group's) connection(s) to one URL, over either protocol. */
+interface Client {
+  /** Connections opened so far (sessions, or sockets). */
+  readonly opened: number;
+  /** Open the first connection and wait (bounded) until it is usable. */
+  connect(): Promise<void>;
+  /** Send one streaming completion and follow it to its end; never rejects. */
+  send(id: string, payload: string, plan: Plan, timeoutMs: number, auth: string | undefined): Promise<ReqRecord>;
+  close(): Promise<void>;
+}
+
 /** One user's (or worker group's) session, reopened if the peer closed or GOAWAY'd it. */
-class Conn {
+class Conn implements Client {
   url: string;
   session: ClientHttp2Session | null = null;
   opened = 0;
@@ -48,6 +65,16 @@ class Conn {
     this.opened++;
     return ns;
   }
+  connect(): Promise<void> {
+    return new Promise<void>((res) => {
+      const s = this.get();
+      const t = setTimeout(res, 3000);
+      s.once('remoteSettings', () => { clearTimeout(t); res(); });
+    });
+  }
+  send(id: string, payload: string, plan: Plan, timeoutMs: number, auth: string | undefined): Promise<ReqRecord> {
+    return request(this.get(), id, payload, plan, timeoutMs, auth);
+  }
   close(): Promise<void> {
     const s = this.session;
     this.session = null;
@@ -59,19 +86,16 @@ class Conn {
   }
 }
 
-interface Plan { plan: 'none' | 'before' | 'mid'; beforeDelayMs: number; midAfterTokens: number; midDelayMs: number }
-
 /** Send one streaming completion and follow it to its end; never rejects. */
 function request(session: ClientHttp2Session, id: string, payload: string, plan: Plan, timeoutMs: number, auth: string | undefined): Promise<ReqRecord> {
   return new Promise((resolve) => {
     const rec: ReqRecord = {
       id, plan: plan.plan, status: 0, startEpoch: 0, ttfbMs: -1, durationMs: -1, cancelled: false, cancelAtEpoch: -1,
-      tokensAtCancel: -1, tokens: 0, done: false, errorEvent: false, rstCode: 0, error: '',
+      tokensAtCancel: -1, tokens: 0, done: false, errorEvent: false, rstCode: 0, error: '', reused: true,
     };
-    let events = 0;
-    let lastNL = false;
-    let tail = '';
+    const sse = new SseTracker();
     let ended = false;
+    let gotEnd = false;
     let cancelTimer: NodeJS.Timeout | null = null;
     let stream: ClientHttp2Stream;
     const t0 = performance.now();
@@ -80,7 +104,7 @@ function request(session: ClientHttp2Session, id: string, payload: string, plan:
       cancelTimer = null;
       if (ended || stream.closed || stream.destroyed) return;
       rec.cancelled = true;
-      rec.tokensAtCancel = events;
+      rec.tokensAtCancel = sse.events;
       rec.cancelAtEpoch = epochNow();
       stream.close(NGHTTP2_CANCEL);
     };
@@ -100,20 +124,12 @@ function request(session: ClientHttp2Session, id: string, payload: string, plan:
     stream.on('response', (h) => { rec.status = Number(h[':status']); });
     stream.on('data', (chunk: Buffer) => {
       if (rec.ttfbMs < 0) rec.ttfbMs = performance.now() - t0;
-      // Count SSE events: each ends with a blank line ("\n\n"); token text never holds a raw newline.
-      let i = chunk.indexOf(10);
-      while (i !== -1) {
-        if (i === 0 ? lastNL : chunk[i - 1] === 10) events++;
-        i = chunk.indexOf(10, i + 1);
-      }
-      lastNL = chunk[chunk.length - 1] === 10;
-      tail = (tail + chunk.toString('latin1')).slice(-32);
-      if (!rec.errorEvent && chunk.includes('event: error')) rec.errorEvent = true;
-      if (plan.plan === 'mid' && cancelTimer === null && !rec.cancelled && events >= plan.midAfterTokens && !tail.endsWith(DONE_TAIL)) {
+      sse.push(chunk);
+      if (plan.plan === 'mid' && cancelTimer === null && !rec.cancelled && sse.events >= plan.midAfterTokens && !sse.done) {
         cancelTimer = setTimeout(cancel, plan.midDelayMs);
       }
     });
-    stream.on('end', () => { ended = true; });
+    stream.on('end', () => { ended = true; gotEnd = true; });
     stream.on('error', (e: NodeJS.ErrnoException) => { if (!rec.error && !rec.cancelled) rec.error = e.code ?? 'stream_error'; });
     stream.on('close', () => {
       ended = true;
@@ -121,13 +137,120 @@ function request(session: ClientHttp2Session, id: string, payload: string, plan:
       if (cancelTimer !== null) clearTimeout(cancelTimer);
       rec.durationMs = performance.now() - t0;
       rec.rstCode = stream.rstCode ?? 0;
-      rec.done = tail.endsWith(DONE_TAIL);
-      rec.tokens = rec.done ? events - 1 : events;
+      rec.errorEvent = sse.errorEvent;
+      // Complete = `data: [DONE]` and END_STREAM (an RST, even NO_ERROR, is not an end).
+      rec.done = gotEnd && sse.done;
+      rec.tokens = sse.done ? sse.events - 1 : sse.events;
       resolve(rec);
     });
     stream.end(payload);
     if (plan.plan === 'before') cancelTimer = setTimeout(cancel, plan.beforeDelayMs);
   });
+}
+
+/** Counts SSE events and remembers the tail of a response body (both protocols). */
+class SseTracker {
+  events = 0;
+  lastNL = false;
+  tail = '';
+  errorEvent = false;
+  push(chunk: Buffer): void {
+    // Each event ends with a blank line ("\n\n"); token text never holds a raw newline.
+    let i = chunk.indexOf(10);
+    while (i !== -1) {
+      if (i === 0 ? this.lastNL : chunk[i - 1] === 10) this.events++;
+      i = chunk.indexOf(10, i + 1);
+    }
+    this.lastNL = chunk[chunk.length - 1] === 10;
+    this.tail = (this.tail + chunk.toString('latin1')).slice(-32);
+    if (!this.errorEvent && chunk.includes('event: error')) this.errorEvent = true;
+  }
+  get done(): boolean { return this.tail.endsWith(DONE_TAIL); }
+}
+
+/**
+ * HTTP/1.1 keep-alive: one agent per user (maxSockets 1, so every request after the first reuses
+ * the socket unless a cancel closed it), or one agent with `maxSockets` for a closed loop. A cancel
+ * destroys the request, i.e. closes the socket: HTTP/1.1 has no other way to abandon a response.
+ */
+class H1Conn implements Client {
+  readonly url: string;
+  readonly agent: http.Agent;
+  opened = 0;
+  readonly #seen = new WeakSet<Socket>();
+  constructor(url: string, maxSockets = 1) {
+    this.url = `${url}/v1/completions`;
+    this.agent = new http.Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets, scheduling: 'lifo' });
+  }
+  /** The agent opens a socket with the first request (a TCP connect on loopback: ~0.1 ms, same for both sides). */
+  connect(): Promise<void> { return Promise.resolve(); }
+  send(id: string, payload: string, plan: Plan, timeoutMs: number, auth: string | undefined): Promise<ReqRecord> {
+    return new Promise((resolve) => {
+      const rec: ReqRecord = {
+        id, plan: plan.plan, status: 0, startEpoch: 0, ttfbMs: -1, durationMs: -1, cancelled: false, cancelAtEpoch: -1,
+        tokensAtCancel: -1, tokens: 0, done: false, errorEvent: false, rstCode: 0, error: '', reused: false,
+      };
+      const sse = new SseTracker();
+      let finished = false;
+      let complete = false;
+      let cancelTimer: NodeJS.Timeout | null = null;
+      const t0 = performance.now();
+      rec.startEpoch = performance.timeOrigin + t0;
+      const headers: http.OutgoingHttpHeaders = {
+        'content-type': 'application/json', 'content-length': Buffer.byteLength(payload),
+        accept: 'text/event-stream', 'x-request-id': id, 'user-agent': 'ghostgate-bench/1', 'editor-version': 'vscode/1.95.0',
+      };
+      if (auth !== undefined) headers.authorization = auth;
+      const req = http.request(this.url, { method: 'POST', agent: this.agent, headers });
+      const finish = (): void => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(hard);
+        if (cancelTimer !== null) clearTimeout(cancelTimer);
+        rec.durationMs = performance.now() - t0;
+        rec.done = complete && sse.done;
+        rec.errorEvent = sse.errorEvent;
+        rec.tokens = sse.done ? sse.events - 1 : sse.events;
+        if (!complete && !rec.cancelled && rec.error === '' && rec.status !== 0) rec.error = 'aborted';
+        resolve(rec);
+      };
+      const cancel = (): void => {
+        cancelTimer = null;
+        if (finished || complete) return;
+        rec.cancelled = true;
+        rec.tokensAtCancel = sse.events;
+        rec.cancelAtEpoch = epochNow();
+        req.destroy();
+      };
+      const hard = setTimeout(() => { if (!finished) { rec.error = 'timeout'; req.destroy(); } }, timeoutMs);
+      req.on('socket', (s: Socket) => {
+        if (this.#seen.has(s)) rec.reused = true;
+        else { this.#seen.add(s); this.opened++; }
+      });
+      req.on('response', (res: http.IncomingMessage) => {
+        rec.status = res.statusCode ?? 0;
+        res.on('data', (chunk: Buffer) => {
+          if (rec.ttfbMs < 0) rec.ttfbMs = performance.now() - t0;
+          sse.push(chunk);
+          if (plan.plan === 'mid' && cancelTimer === null && !rec.cancelled && sse.events >= plan.midAfterTokens && !sse.done) {
+            cancelTimer = setTimeout(cancel, plan.midDelayMs);
+          }
+        });
+        res.on('end', () => { complete = res.complete; finish(); });
+        res.on('error', () => { /* 'close' follows */ });
+        res.on('close', finish);
+      });
+      req.on('error', (e: NodeJS.ErrnoException) => { if (!rec.error && !rec.cancelled) rec.error = e.code ?? 'request_error'; });
+      req.on('close', () => { if (rec.status === 0 || rec.cancelled || rec.error !== '') finish(); });
+      req.end(payload);
+      if (plan.plan === 'before') cancelTimer = setTimeout(cancel, plan.beforeDelayMs);
+    });
+  }
+  close(): Promise<void> { this.agent.destroy(); return Promise.resolve(); }
+}
+
+function newClient(protocol: ClientProtocol | undefined, url: string, maxSockets = 1): Client {
+  return protocol === 'h1' ? new H1Conn(url, maxSockets) : new Conn(url);
 }
 
 function makePlan(job: TypingJob): Plan {
@@ -147,19 +270,15 @@ function makePlan(job: TypingJob): Plan {
 }
 
 /** Open every session and wait (bounded) for the peer's SETTINGS: connecting is not what we time. */
-async function connectAll(conns: Conn[]): Promise<void> {
-  await Promise.all(conns.map((c) => new Promise<void>((res) => {
-    const s = c.get();
-    const t = setTimeout(res, 3000);
-    s.once('remoteSettings', () => { clearTimeout(t); res(); });
-  })));
+async function connectAll(conns: Client[]): Promise<void> {
+  await Promise.all(conns.map((c) => c.connect()));
 }
 
 async function runTyping(job: TypingJob): Promise<TypingResult> {
   const loop = monitorEventLoopDelay({ resolution: 1 });
   const records: ReqRecord[] = [];
   // Editors hold long-lived sessions: open them all before the clock starts (one per user).
-  const conns = Array.from({ length: job.users }, () => new Conn(job.url));
+  const conns = Array.from({ length: job.users }, () => newClient(job.protocol, job.url));
   await connectAll(conns);
   loop.enable();
   const t0 = performance.now();
@@ -170,7 +289,7 @@ async function runTyping(job: TypingJob): Promise<TypingResult> {
     await sleep(rand(0, job.thinkMaxMs)); // users don't start in lockstep
     for (let n = 0; performance.now() < deadline && n < 100_000; n++) {
       const id = `${job.tag}-u${u}-${n}`;
-      records.push(await request(conn.get(), id, body(job.maxTokens, n), makePlan(job), job.requestTimeoutMs, auth));
+      records.push(await conn.send(id, body(job.maxTokens, n), makePlan(job), job.requestTimeoutMs, auth));
       const think = rand(job.thinkMinMs, job.thinkMaxMs);
       if (performance.now() + think >= deadline) break;
       await sleep(think);
@@ -189,7 +308,8 @@ async function runTyping(job: TypingJob): Promise<TypingResult> {
 async function runClosed(job: ClosedJob): Promise<ClosedResult> {
   const loop = monitorEventLoopDelay({ resolution: 1 });
   loop.enable();
-  const conns = Array.from({ length: job.sessions }, () => new Conn(job.url));
+  // HTTP/1.1: one agent with `concurrency` keep-alive sockets (one request in flight on each).
+  const conns = job.protocol === 'h1' ? [newClient('h1', job.url, job.concurrency)] : Array.from({ length: job.sessions }, () => newClient('h2', job.url));
   await connectAll(conns);
   const t0 = performance.now();
   const deadline = t0 + job.seconds * 1000;
@@ -200,9 +320,9 @@ async function runClosed(job: ClosedJob): Promise<ClosedResult> {
   const none: Plan = { plan: 'none', beforeDelayMs: 0, midAfterTokens: 0, midDelayMs: 0 };
   const worker = async (w: number): Promise<void> => {
     const conn = conns[w % conns.length];
-    const auth = job.authTokens.length ? `Bearer ${job.authTokens[(w % conns.length) % job.authTokens.length]}` : undefined;
+    const auth = job.authTokens.length ? `Bearer ${job.authTokens[(w % job.sessions) % job.authTokens.length]}` : undefined;
     for (let n = 0; performance.now() < deadline && n < 10_000_000; n++) {
-      const r = await request(conn.get(), `${job.tag}-w${w}-${n}`, body(job.maxTokens, n), none, job.requestTimeoutMs, auth);
+      const r = await conn.send(`${job.tag}-w${w}-${n}`, body(job.maxTokens, n), none, job.requestTimeoutMs, auth);
       const inWindow = performance.now() <= deadline;
       if (!inWindow) break;
       if (r.status !== 200) failed++;

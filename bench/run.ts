@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: ghostgate against a direct connection to the model server, in the same run.
  *
- *   node bench/run.ts [--users 50] [--rounds 3] [--seconds 8] [--quick]
+ *   node bench/run.ts [--users 50] [--rounds 3] [--seconds 8] [--quick] [--only h1,goaway,...]
  *                     [--tput-seconds 5] [--concurrency 64] [--sessions 4] [--goaway-seconds 10]
  *
  * Three processes, each on its own event loop: the model server (bench/model-proc.ts, i.e.
@@ -13,6 +13,9 @@
  *   1. latency    typing users, phases alternate direct, gateway, direct, gateway, … (--rounds each)
  *   2. throughput closed loop, no think time, same concurrency on both sides, alternating rounds
  *   3. goaway     model server GOAWAYs every 100 streams per session; typing users via the gateway
+ *   4. h1-latency    as 1 with HTTP/1.1 keep-alive clients (a cancel closes the socket)
+ *   5. h1-throughput as 2 with HTTP/1.1 keep-alive sockets
+ * (`--only` picks some of them.)
  *
  * Prints a table (medians across rounds) and writes everything to bench/results/<timestamp>.json.
  */
@@ -27,7 +30,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { mean, median, pct } from './types.ts';
-import type { ClosedJob, ClosedResult, LoadJob, LoadResult, ReqRecord, TypingJob, TypingResult } from './types.ts';
+import type { ClientProtocol, ClosedJob, ClosedResult, LoadJob, LoadResult, ReqRecord, TypingJob, TypingResult } from './types.ts';
 import type { AbortRecord, ModelServerStats } from '../model-server/server.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -48,6 +51,7 @@ const { values: argv } = parseArgs({
     'goaway-seconds': { type: 'string' },
     'goaway-every': { type: 'string' },
     quick: { type: 'boolean' },
+    only: { type: 'string' },
     'gateway-cpu-prof': { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   },
@@ -63,12 +67,23 @@ if (argv.help) {
   --sessions N        throughput: client sessions, both sides (default 4)
   --goaway-seconds N  GOAWAY phase length (default 10; quick 4)
   --goaway-every N    model server GOAWAY period in streams (default 100)
-  --quick             small numbers for a smoke run (< 40 s)
+  --quick             small numbers for a smoke run (< 60 s)
+  --only LIST         run only these sections (comma-separated): latency, throughput, goaway,
+                      h1-latency, h1-throughput; h2 = latency,throughput; h1 = h1-latency,h1-throughput
   --gateway-cpu-prof  run the gateway with --cpu-prof; profiles go to bench/results/prof-<time>/
 `);
   process.exit(0);
 }
 const quick = argv.quick === true;
+const SECTIONS = ['latency', 'throughput', 'goaway', 'h1-latency', 'h1-throughput'] as const;
+type Section = typeof SECTIONS[number];
+const ALIASES: Record<string, Section[]> = { h2: ['latency', 'throughput'], h1: ['h1-latency', 'h1-throughput'], all: [...SECTIONS] };
+const ONLY = new Set<Section>();
+for (const w of (argv.only ?? 'all').split(',').map((x) => x.trim()).filter(Boolean)) {
+  const secs = ALIASES[w] ?? (SECTIONS.includes(w as Section) ? [w as Section] : null);
+  if (secs === null) { process.stderr.write(`--only: unknown section "${w}" (${[...SECTIONS, ...Object.keys(ALIASES)].join(', ')})\n`); process.exit(2); }
+  for (const x of secs) ONLY.add(x);
+}
 const int = (name: keyof typeof argv, dflt: number, quickDflt = dflt): number => {
   const v = argv[name];
   if (v === undefined) return quick ? quickDflt : dflt;
@@ -87,6 +102,7 @@ const OPT = {
   goawayEvery: int('goaway-every', 100),
   warmupSeconds: quick ? 1 : 2,
   gatewayCpuProf: argv['gateway-cpu-prof'] === true,
+  only: SECTIONS.filter((x) => ONLY.has(x)),
 };
 /** The gateway's token signing key for this run (bench/gateway.bench.yaml reads it from the env). */
 const SIGNING_KEY: KeyObject = generateKeyPairSync('ed25519').privateKey;
@@ -431,6 +447,10 @@ interface TypingStats {
   ttfbN: number;
   ttfbP50Ms: number;
   ttfbP99Ms: number;
+  /** TTFB p50 of requests sent on a connection an earlier request had used (HTTP/1.1 keep-alive reuse). */
+  ttfbReusedP50Ms: number;
+  /** Share of requests sent on a reused connection (HTTP/2: all). */
+  reusedShare: number;
   completionP50Ms: number;
   completionP99Ms: number;
   cancels: { beforeFirstToken: CancelStats; midStream: CancelStats; all: CancelStats };
@@ -527,6 +547,7 @@ function analyseTyping(side: 'direct' | 'gateway', round: number, job: TypingJob
   const before = cancelled.filter((r) => r.tokensAtCancel === 0);
   const mid = cancelled.filter((r) => r.tokensAtCancel > 0);
   const ttfb = recs.filter((r) => r.status === 200 && r.ttfbMs >= 0).map((r) => r.ttfbMs);
+  const ttfbReused = recs.filter((r) => r.reused && r.status === 200 && r.ttfbMs >= 0).map((r) => r.ttfbMs);
   const complete = recs.filter((r) => !r.cancelled && r.status === 200 && r.done).map((r) => r.durationMs);
   const failed = recs.filter(isFailed);
   const truncated = recs.filter(isTruncated);
@@ -553,6 +574,7 @@ function analyseTyping(side: 'direct' | 'gateway', round: number, job: TypingJob
     truncatedIds: truncated.slice(0, 20).map((r) => `${r.id} tokens=${r.tokens} rst=${r.rstCode} err=${r.error} errorEvent=${r.errorEvent}`),
     cancelled: cancelled.length, cancelledShare: cancelled.length / Math.max(1, recs.length),
     ttfbN: ttfb.length, ttfbP50Ms: pct(ttfb, 50), ttfbP99Ms: pct(ttfb, 99),
+    ttfbReusedP50Ms: pct(ttfbReused, 50), reusedShare: recs.filter((r) => r.reused).length / Math.max(1, recs.length),
     completionP50Ms: pct(complete, 50), completionP99Ms: pct(complete, 99),
     cancels: {
       beforeFirstToken: cancelStats(before, aborts, arrivals),
@@ -588,17 +610,17 @@ const pctStr = (v: number): string => (Number.isFinite(v) ? `${(v * 100).toFixed
 
 let AUTH_TOKENS: string[] = [];
 
-function typingJob(url: string, tag: string, users: number, seconds: number, m = LATENCY_MODEL): TypingJob {
+function typingJob(url: string, tag: string, users: number, seconds: number, protocol: ClientProtocol = 'h2', m = LATENCY_MODEL): TypingJob {
   return {
-    cmd: 'typing', url, tag, users, seconds, thinkMinMs: 20, thinkMaxMs: 200, cancelShare: 0.45, beforeFirstShare: 1 / 3,
+    cmd: 'typing', url, protocol, tag, users, seconds, thinkMinMs: 20, thinkMaxMs: 200, cancelShare: 0.45, beforeFirstShare: 1 / 3,
     ttftMs: m.ttftMs, tokenMs: m.tokenMs, maxTokens: m.tokens, requestTimeoutMs: 10_000, authTokens: AUTH_TOKENS,
   };
 }
 
 const pidsOf = (lg: LoadGen, model: ModelProc, gw: GatewayProc): Pids => ({ model: model.child.proc.pid, gateway: gw.child.proc.pid, loadgen: lg.child.proc.pid });
 
-async function typingPhase(lg: LoadGen, model: ModelProc, gw: GatewayProc, side: 'direct' | 'gateway', round: number, tag: string, seconds: number): Promise<TypingStats> {
-  const job = typingJob(side === 'direct' ? model.url : gw.url, tag, OPT.users, seconds);
+async function typingPhase(lg: LoadGen, model: ModelProc, gw: GatewayProc, side: 'direct' | 'gateway', round: number, tag: string, seconds: number, protocol: ClientProtocol = 'h2'): Promise<TypingStats> {
+  const job = typingJob(side === 'direct' ? model.url : gw.url, tag, OPT.users, seconds, protocol);
   // Scraping the gateway also resets its event-loop lag histogram (prom-client), so s1 covers the phase.
   const s0 = await snapshot(model, gw);
   const c0 = cpuSample(pidsOf(lg, model, gw));
@@ -611,7 +633,8 @@ async function typingPhase(lg: LoadGen, model: ModelProc, gw: GatewayProc, side:
   const st = analyseTyping(side, round, job, res, s0, side === 'gateway' ? s1 : { ...s1, prom: null }, arrivals, cpuUse(c0, c1, side));
   if (side === 'direct') { st.gatewayLoopLagMaxMs = null; st.gatewayLoopLagP99Ms = null; }
   const c = st.cancels;
-  log(`  ${side.padEnd(7)} round ${round}: ${st.requests} req (${f(st.requestsPerSecond, 0)}/s), ttfb p50 ${f(st.ttfbP50Ms)} p99 ${f(st.ttfbP99Ms)} ms, `
+  log(`  ${side.padEnd(7)} round ${round}: ${st.requests} req (${f(st.requestsPerSecond, 0)}/s), ttfb p50 ${f(st.ttfbP50Ms)} p99 ${f(st.ttfbP99Ms)} ms`
+    + `${protocol === 'h1' ? ` (reused sockets: p50 ${f(st.ttfbReusedP50Ms)} ms, ${pctStr(st.reusedShare)} of requests; ${st.clientSessionsOpened} sockets opened)` : ''}, `
     + `cancels ${st.cancelled} (reached ${pctStr(c.all.reachedShare)}, never sent ${c.all.neverSent}, p99 ${f(c.beforeFirstToken.delayP99Ms)}/${f(c.midStream.delayP99Ms)} ms), `
     + `failed ${st.failed}, truncated ${st.truncated}; loop p99/max loadgen ${f(st.loadgenLoopDelayP99Ms, 1)}/${f(st.loadgenLoopDelayMaxMs, 1)}`
     + `${st.gatewayLoopLagMaxMs !== null ? ` gateway ${f(st.gatewayLoopLagP99Ms ?? NaN, 1)}/${f(st.gatewayLoopLagMaxMs, 1)}` : ''} ms; ${cpuStr(st.cpu)}`);
@@ -632,8 +655,8 @@ interface TputStats {
   cpuMsPer1000: { gateway: number; model: number; loadgen: number };
 }
 
-async function tputPhase(lg: LoadGen, model: ModelProc, gw: GatewayProc, side: 'direct' | 'gateway', round: number, tag: string, seconds: number): Promise<TputStats> {
-  const job: ClosedJob = { cmd: 'closed', url: side === 'direct' ? model.url : gw.url, tag, sessions: OPT.sessions, concurrency: OPT.concurrency, seconds, maxTokens: TPUT_MODEL.tokens, requestTimeoutMs: 10_000, authTokens: AUTH_TOKENS };
+async function tputPhase(lg: LoadGen, model: ModelProc, gw: GatewayProc, side: 'direct' | 'gateway', round: number, tag: string, seconds: number, protocol: ClientProtocol = 'h2'): Promise<TputStats> {
+  const job: ClosedJob = { cmd: 'closed', url: side === 'direct' ? model.url : gw.url, protocol, tag, sessions: OPT.sessions, concurrency: OPT.concurrency, seconds, maxTokens: TPUT_MODEL.tokens, requestTimeoutMs: 10_000, authTokens: AUTH_TOKENS };
   const m0 = await model.stats();
   const c0 = cpuSample(pidsOf(lg, model, gw));
   const result = await lg.run<ClosedResult>(job);
@@ -653,237 +676,357 @@ async function tputPhase(lg: LoadGen, model: ModelProc, gw: GatewayProc, side: '
 
 interface Check { name: string; value: string; target: string; pass: boolean }
 
-async function main(): Promise<void> {
-  const startedAt = STARTED_AT;
-  const t0 = Date.now();
-  const ports: Ports = { model: await freePort(), gateway: await freePort(), admin: await freePort() };
-  log(`ghostgate bench: ${OPT.users} typing users, ${OPT.rounds} rounds × ${OPT.seconds} s per side; throughput ${OPT.concurrency} streams over ${OPT.sessions} sessions, ${OPT.tputSeconds} s per side; GOAWAY ${OPT.goawaySeconds} s${quick ? ' (quick)' : ''}`);
-  AUTH_TOKENS = await mintTokens(Math.max(OPT.users, OPT.sessions), ports);
-  const lg = await LoadGen.start();
-  let model: ModelProc | undefined;
-  let gw: GatewayProc | undefined;
-  const stopServers = async (): Promise<void> => { await gw?.child.stop(); await model?.child.stop(); gw = undefined; model = undefined; };
-  try {
-    // --- 1. latency (typing users), alternating direct / gateway
-    log(`\n[1/3] latency: model --ttft-ms ${LATENCY_MODEL.ttftMs} --token-ms ${LATENCY_MODEL.tokenMs} --tokens ${LATENCY_MODEL.tokens}`);
-    model = await ModelProc.start(ports.model, LATENCY_MODEL);
-    gw = await GatewayProc.start(ports);
-    await preflight(gw, AUTH_TOKENS[0]);
-    await lg.run(typingJob(model.url, 'Wd', OPT.users, OPT.warmupSeconds));
-    await lg.run(typingJob(gw.url, 'Wg', OPT.users, OPT.warmupSeconds));
-    await model.arrivals('W');
-    const latency: Array<{ direct: TypingStats; gateway: TypingStats }> = [];
-    for (let r = 1; r <= OPT.rounds; r++) {
-      const direct = await typingPhase(lg, model, gw, 'direct', r, `L${r}d`, OPT.seconds);
-      const gateway = await typingPhase(lg, model, gw, 'gateway', r, `L${r}g`, OPT.seconds);
-      latency.push({ direct, gateway });
-    }
-    const latencyUpstreams = await gw.upstreams();
-    const latencyModelSessions = (await model.stats()).sessions.opened;
-    await stopServers();
+const med = <T>(xs: T[], fn: (x: T) => number): number => median(xs.map(fn));
+const sumOf = <T>(xs: T[], fn: (x: T) => number): number => xs.reduce((n, x) => n + fn(x), 0);
 
-    // --- 2. throughput (closed loop), alternating
-    log(`\n[2/3] throughput: model --ttft-ms ${TPUT_MODEL.ttftMs} --token-ms ${TPUT_MODEL.tokenMs} --tokens ${TPUT_MODEL.tokens}; ${OPT.concurrency} streams over ${OPT.sessions} sessions`);
-    model = await ModelProc.start(ports.model, TPUT_MODEL, 0, false);
-    gw = await GatewayProc.start(ports);
-    const tw = OPT.warmupSeconds;
-    const warmJob = (url: string, tag: string): ClosedJob => ({ cmd: 'closed', url, tag, sessions: OPT.sessions, concurrency: OPT.concurrency, seconds: tw, maxTokens: TPUT_MODEL.tokens, requestTimeoutMs: 10_000, authTokens: AUTH_TOKENS });
-    await lg.run(warmJob(model.url, 'Wtd'));
-    await lg.run(warmJob(gw.url, 'Wtg'));
-    await model.arrivals('W');
-    const tput: Array<{ direct: TputStats; gateway: TputStats }> = [];
-    for (let r = 1; r <= OPT.rounds; r++) {
-      const direct = await tputPhase(lg, model, gw, 'direct', r, `T${r}d`, OPT.tputSeconds);
-      const gateway = await tputPhase(lg, model, gw, 'gateway', r, `T${r}g`, OPT.tputSeconds);
-      tput.push({ direct, gateway });
-    }
-    await stopServers();
+interface Env { lg: LoadGen; ports: Ports; servers: { model?: ModelProc; gw?: GatewayProc } }
 
-    // --- 3. GOAWAY: typing users via the gateway while the model server GOAWAYs every N streams
-    log(`\n[3/3] GOAWAY: model --goaway-every ${OPT.goawayEvery} (latency settings), typing users via the gateway for ${OPT.goawaySeconds} s`);
-    model = await ModelProc.start(ports.model, LATENCY_MODEL, OPT.goawayEvery);
-    gw = await GatewayProc.start(ports);
-    await preflight(gw, AUTH_TOKENS[0]);
-    await lg.run(typingJob(gw.url, 'Wg', OPT.users, OPT.warmupSeconds)); // a cold gateway is not what we measure
-    await model.arrivals('W');
-    const m0 = await model.stats();
-    const up0 = await gw.upstreams();
-    const goaway = await typingPhase(lg, model, gw, 'gateway', 1, 'G1g', OPT.goawaySeconds);
-    const up1 = await gw.upstreams();
-    const m1 = await model.stats();
-    const goawayUpstreamRequests = m1.requests - m0.requests;
-    const goawaySessions = {
+async function stopServers(env: Env): Promise<void> {
+  await env.servers.gw?.child.stop();
+  await env.servers.model?.child.stop();
+  env.servers = {};
+}
+
+async function startServers(env: Env, m: { ttftMs: number; tokenMs: number; tokens: number }, goawayEvery = 0, trackArrivals = true): Promise<{ model: ModelProc; gw: GatewayProc }> {
+  const model = await ModelProc.start(env.ports.model, m, goawayEvery, trackArrivals);
+  env.servers.model = model;
+  const gw = await GatewayProc.start(env.ports);
+  env.servers.gw = gw;
+  return { model, gw };
+}
+
+type LatencyRounds = Array<{ direct: TypingStats; gateway: TypingStats }>;
+interface LatencyRun { rounds: LatencyRounds; upstreamSessionsOpened: number; modelSessionsOpened: number }
+
+/** Typing users, alternating direct / gateway phases, over one protocol. */
+async function latencySection(env: Env, protocol: ClientProtocol, tagPrefix: string): Promise<LatencyRun> {
+  const { lg } = env;
+  const { model, gw } = await startServers(env, LATENCY_MODEL);
+  await preflight(gw, AUTH_TOKENS[0]);
+  await lg.run(typingJob(model.url, 'Wd', OPT.users, OPT.warmupSeconds, protocol));
+  await lg.run(typingJob(gw.url, 'Wg', OPT.users, OPT.warmupSeconds, protocol));
+  await model.arrivals('W');
+  const rounds: LatencyRounds = [];
+  for (let r = 1; r <= OPT.rounds; r++) {
+    const direct = await typingPhase(lg, model, gw, 'direct', r, `${tagPrefix}${r}d`, OPT.seconds, protocol);
+    const gateway = await typingPhase(lg, model, gw, 'gateway', r, `${tagPrefix}${r}g`, OPT.seconds, protocol);
+    rounds.push({ direct, gateway });
+  }
+  const upstreamSessionsOpened = (await gw.upstreams()).local?.sessionsOpened ?? NaN;
+  const modelSessionsOpened = (await model.stats()).sessions.opened;
+  await stopServers(env);
+  return { rounds, upstreamSessionsOpened, modelSessionsOpened };
+}
+
+type TputRounds = Array<{ direct: TputStats; gateway: TputStats }> & { sequential?: { direct: ClosedResult; gateway: ClosedResult } };
+
+/** Closed loop, alternating rounds, over one protocol; then one client sending sequential requests on one connection. */
+async function throughputSection(env: Env, protocol: ClientProtocol, tagPrefix: string): Promise<TputRounds> {
+  const { lg } = env;
+  const { model, gw } = await startServers(env, TPUT_MODEL, 0, false);
+  const warmJob = (url: string, tag: string): ClosedJob => ({ cmd: 'closed', url, protocol, tag, sessions: OPT.sessions, concurrency: OPT.concurrency, seconds: OPT.warmupSeconds, maxTokens: TPUT_MODEL.tokens, requestTimeoutMs: 10_000, authTokens: AUTH_TOKENS });
+  await lg.run(warmJob(model.url, 'Wtd'));
+  await lg.run(warmJob(gw.url, 'Wtg'));
+  const rounds: TputRounds = [];
+  for (let r = 1; r <= OPT.rounds; r++) {
+    const direct = await tputPhase(lg, model, gw, 'direct', r, `${tagPrefix}${r}d`, OPT.tputSeconds, protocol);
+    const gateway = await tputPhase(lg, model, gw, 'gateway', r, `${tagPrefix}${r}g`, OPT.tputSeconds, protocol);
+    rounds.push({ direct, gateway });
+  }
+  // One client, one connection, one request at a time (the shape of `openai` SDK calls in a loop):
+  // a per-request delay on a reused connection (Nagle meeting delayed ACKs: ~40 ms) shows here as is.
+  const seqJob = (url: string, tag: string): ClosedJob => ({ cmd: 'closed', url, protocol, tag, sessions: 1, concurrency: 1, seconds: OPT.warmupSeconds, maxTokens: TPUT_MODEL.tokens, requestTimeoutMs: 10_000, authTokens: AUTH_TOKENS });
+  const seqD = await lg.run<ClosedResult>(seqJob(model.url, `${tagPrefix}Sd`));
+  const seqG = await lg.run<ClosedResult>(seqJob(gw.url, `${tagPrefix}Sg`));
+  rounds.sequential = { direct: seqD, gateway: seqG };
+  log(`  sequential, one connection: direct p50 ${f(seqD.latencyP50Ms)} ms (${seqD.completed} req), gateway p50 ${f(seqG.latencyP50Ms)} ms (${seqG.completed} req)`);
+  await stopServers(env);
+  return rounds;
+}
+
+/** Typing users via the gateway while the model server GOAWAYs every N streams per session. */
+async function goawaySection(env: Env): Promise<{ phase: TypingStats; sessions: Record<string, number> }> {
+  const { lg } = env;
+  const { model, gw } = await startServers(env, LATENCY_MODEL, OPT.goawayEvery);
+  await preflight(gw, AUTH_TOKENS[0]);
+  await lg.run(typingJob(gw.url, 'Wg', OPT.users, OPT.warmupSeconds)); // a cold gateway is not what we measure
+  await model.arrivals('W');
+  const m0 = await model.stats();
+  const up0 = await gw.upstreams();
+  const phase = await typingPhase(lg, model, gw, 'gateway', 1, 'G1g', OPT.goawaySeconds);
+  const up1 = await gw.upstreams();
+  const m1 = await model.stats();
+  const upstreamRequests = m1.requests - m0.requests;
+  await stopServers(env);
+  return {
+    phase,
+    sessions: {
       /** Sessions the model server accepted during the phase, plus the pool's warm ones opened at start. */
       modelSessionsOpenedTotal: m1.sessions.opened,
       modelSessionsOpenedDuringPhase: m1.sessions.opened - m0.sessions.opened,
       gatewaySessionsOpened: up1.local.sessionsOpened,
       gatewaySessionsOpenedDuringPhase: up1.local.sessionsOpened - up0.local.sessionsOpened,
       goawaysSent: m1.sessions.goawaysSent - m0.sessions.goawaysSent,
-      upstreamRequests: goawayUpstreamRequests,
+      upstreamRequests,
       /** Each GOAWAY should replace exactly one session: ≈ upstream requests / goawayEvery during the phase. */
-      expectedAbout: Math.round(goawayUpstreamRequests / OPT.goawayEvery),
-    };
-    await stopServers();
+      expectedAbout: Math.round(upstreamRequests / OPT.goawayEvery),
+    },
+  };
+}
 
-    // --- summary
-    const L = latency;
-    const med = <T>(xs: T[], fn: (x: T) => number): number => median(xs.map(fn));
-    const sumOf = <T>(xs: T[], fn: (x: T) => number): number => xs.reduce((n, x) => n + fn(x), 0);
-    const pooledShare = (side: 'direct' | 'gateway', k: 'beforeFirstToken' | 'midStream' | 'all'): { share: number; reached: number; sent: number; n: number; neverSent: number; finishedBeforeCancel: number; notReset: number } => {
-      const cs = L.map((r) => r[side].cancels[k]);
-      const reached = sumOf(cs, (c) => c.reached);
-      const neverSent = sumOf(cs, (c) => c.neverSent);
-      const finishedBeforeCancel = sumOf(cs, (c) => c.finishedBeforeCancel);
-      const n = sumOf(cs, (c) => c.n);
-      const sent = n - neverSent - finishedBeforeCancel;
-      return { share: reached / Math.max(1, sent), reached, sent, n, neverSent, finishedBeforeCancel, notReset: sumOf(cs, (c) => c.notReset) };
-    };
-    const pooledTokensAfter = (side: 'direct' | 'gateway', k: 'beforeFirstToken' | 'midStream' | 'all'): number => {
-      const cs = L.map((r) => r[side].cancels[k]);
-      return sumOf(cs, (c) => c.tokensAfterCancelTotal) / Math.max(1, sumOf(cs, (c) => c.reached));
-    };
-    const summary = {
-      ttfb: {
-        directP50Ms: med(L, (r) => r.direct.ttfbP50Ms), gatewayP50Ms: med(L, (r) => r.gateway.ttfbP50Ms),
-        directP99Ms: med(L, (r) => r.direct.ttfbP99Ms), gatewayP99Ms: med(L, (r) => r.gateway.ttfbP99Ms),
-        overheadP50Ms: med(L, (r) => r.gateway.ttfbP50Ms - r.direct.ttfbP50Ms),
-        overheadP99Ms: med(L, (r) => r.gateway.ttfbP99Ms - r.direct.ttfbP99Ms),
-        perRoundOverheadP50Ms: L.map((r) => r.gateway.ttfbP50Ms - r.direct.ttfbP50Ms),
-        perRoundOverheadP99Ms: L.map((r) => r.gateway.ttfbP99Ms - r.direct.ttfbP99Ms),
-      },
-      completion: {
-        directP50Ms: med(L, (r) => r.direct.completionP50Ms), gatewayP50Ms: med(L, (r) => r.gateway.completionP50Ms),
-        directP99Ms: med(L, (r) => r.direct.completionP99Ms), gatewayP99Ms: med(L, (r) => r.gateway.completionP99Ms),
-      },
-      requestsPerRound: { direct: med(L, (r) => r.direct.requests), gateway: med(L, (r) => r.gateway.requests) },
-      noise: {
-        othersCoresLatency: { direct: med(L, (r) => r.direct.cpu.others), gateway: med(L, (r) => r.gateway.cpu.others) },
-        loadgenLoopDelayMaxMs: { direct: med(L, (r) => r.direct.loadgenLoopDelayMaxMs), gateway: med(L, (r) => r.gateway.loadgenLoopDelayMaxMs) },
-        gatewayLoopLagMaxMs: med(L, (r) => r.gateway.gatewayLoopLagMaxMs ?? NaN),
-        loadavg: os.loadavg(),
-      },
-      throughput: {
-        directRps: med(tput, (r) => r.direct.result.rps), gatewayRps: med(tput, (r) => r.gateway.result.rps),
-        ratio: med(tput, (r) => r.gateway.result.rps / r.direct.result.rps),
-        perRoundRatio: tput.map((r) => r.gateway.result.rps / r.direct.result.rps),
-        directLatencyP50Ms: med(tput, (r) => r.direct.result.latencyP50Ms), gatewayLatencyP50Ms: med(tput, (r) => r.gateway.result.latencyP50Ms),
-        gatewayCpuMsPer1000: med(tput, (r) => r.gateway.cpuMsPer1000.gateway),
-        modelCpuMsPer1000: { direct: med(tput, (r) => r.direct.cpuMsPer1000.model), gateway: med(tput, (r) => r.gateway.cpuMsPer1000.model) },
-        loadgenCpuMsPer1000: { direct: med(tput, (r) => r.direct.cpuMsPer1000.loadgen), gateway: med(tput, (r) => r.gateway.cpuMsPer1000.loadgen) },
-        gatewayCores: med(tput, (r) => r.gateway.cpu.gateway),
-        othersCores: { direct: med(tput, (r) => r.direct.cpu.others), gateway: med(tput, (r) => r.gateway.cpu.others) },
-        failed: sumOf(tput, (r) => r.direct.result.failed + r.gateway.result.failed),
-        truncated: sumOf(tput, (r) => r.direct.result.truncated + r.gateway.result.truncated),
-      },
-      cancels: Object.fromEntries((['direct', 'gateway'] as const).map((side) => [side, {
-        beforeFirstToken: { ...pooledShare(side, 'beforeFirstToken'), delayP50Ms: med(L, (r) => r[side].cancels.beforeFirstToken.delayP50Ms), delayP99Ms: med(L, (r) => r[side].cancels.beforeFirstToken.delayP99Ms), tokensAfterCancelMean: pooledTokensAfter(side, 'beforeFirstToken') },
-        midStream: { ...pooledShare(side, 'midStream'), delayP50Ms: med(L, (r) => r[side].cancels.midStream.delayP50Ms), delayP99Ms: med(L, (r) => r[side].cancels.midStream.delayP99Ms), tokensAfterCancelMean: pooledTokensAfter(side, 'midStream') },
-        all: { ...pooledShare(side, 'all'), tokensAfterCancelMean: pooledTokensAfter(side, 'all') },
-        gatewayCancelledBeforeForward: side === 'gateway' ? sumOf(L, (r) => r.gateway.gatewayCancelledBeforeForward ?? 0) : null,
-      }])) as Record<'direct' | 'gateway', { beforeFirstToken: ReturnType<typeof pooledShare> & { delayP50Ms: number; delayP99Ms: number; tokensAfterCancelMean: number }; midStream: ReturnType<typeof pooledShare> & { delayP50Ms: number; delayP99Ms: number; tokensAfterCancelMean: number }; all: ReturnType<typeof pooledShare> & { tokensAfterCancelMean: number }; gatewayCancelledBeforeForward: number | null }>,
-      connections: {
-        gatewayClientConnectionsPerPhase: med(L, (r) => r.gateway.gatewayClientConnections ?? NaN),
-        loadgenSessionsPerPhase: { direct: med(L, (r) => r.direct.clientSessionsOpened), gateway: med(L, (r) => r.gateway.clientSessionsOpened) },
-        modelSessionsPerPhase: { direct: med(L, (r) => r.direct.model.sessionsOpened), gateway: med(L, (r) => r.gateway.model.sessionsOpened) },
-        gatewayUpstreamSessionsOpened: latencyUpstreams.local?.sessionsOpened ?? NaN,
-        modelSessionsOpenedWholeSection: latencyModelSessions,
-      },
-      failures: {
-        direct: { failed: sumOf(L, (r) => r.direct.failed), truncated: sumOf(L, (r) => r.direct.truncated) },
-        gateway: { failed: sumOf(L, (r) => r.gateway.failed), truncated: sumOf(L, (r) => r.gateway.truncated) },
-      },
-      goaway: { requests: goaway.requests, failed: goaway.failed, truncated: goaway.truncated, cancelled: goaway.cancelled, retries: goaway.gatewayUpstreamRetries, ...goawaySessions, cancelsReached: goaway.cancels.all.reachedShare },
-    };
+type CancelKind = 'beforeFirstToken' | 'midStream' | 'all';
+interface PooledShare { share: number; reached: number; sent: number; n: number; neverSent: number; finishedBeforeCancel: number; notReset: number }
 
-    const S = summary;
-    const gC = S.cancels.gateway;
-    const dC = S.cancels.direct;
-    const checks: Check[] = [
-      { name: 'TTFB overhead p50', value: `${f(S.ttfb.overheadP50Ms)} ms`, target: `≤ ${TARGETS.ttfbOverheadP50Ms} ms`, pass: S.ttfb.overheadP50Ms <= TARGETS.ttfbOverheadP50Ms },
-      { name: 'TTFB overhead p99', value: `${f(S.ttfb.overheadP99Ms)} ms`, target: `≤ ${TARGETS.ttfbOverheadP99Ms} ms`, pass: S.ttfb.overheadP99Ms <= TARGETS.ttfbOverheadP99Ms },
-      { name: 'Throughput ratio', value: `${f(S.throughput.ratio)}×`, target: `≥ ${TARGETS.throughputRatio}×`, pass: S.throughput.ratio >= TARGETS.throughputRatio },
-      { name: 'Cancels reaching upstream, before 1st token', value: pctStr(gC.beforeFirstToken.share), target: '100%', pass: gC.beforeFirstToken.share >= TARGETS.cancelReachedShare },
-      { name: 'Cancels reaching upstream, mid-stream', value: pctStr(gC.midStream.share), target: '100%', pass: gC.midStream.share >= TARGETS.cancelReachedShare },
-      { name: 'Cancel → upstream p99, before 1st token', value: `${f(gC.beforeFirstToken.delayP99Ms)} ms`, target: `≤ ${TARGETS.cancelDelayP99Ms} ms`, pass: gC.beforeFirstToken.delayP99Ms <= TARGETS.cancelDelayP99Ms },
-      { name: 'Cancel → upstream p99, mid-stream', value: `${f(gC.midStream.delayP99Ms)} ms`, target: `≤ ${TARGETS.cancelDelayP99Ms} ms`, pass: gC.midStream.delayP99Ms <= TARGETS.cancelDelayP99Ms },
-      { name: 'GOAWAY: failed + truncated', value: String(S.goaway.failed + S.goaway.truncated), target: '0', pass: S.goaway.failed + S.goaway.truncated === 0 },
-      { name: 'GOAWAY: upstream sessions opened', value: `${S.goaway.gatewaySessionsOpenedDuringPhase} for ${S.goaway.goawaysSent} GOAWAYs`, target: 'one per GOAWAY (±1)', pass: Math.abs(S.goaway.gatewaySessionsOpenedDuringPhase - S.goaway.goawaysSent) <= 1 },
-    ];
+function summarizeLatency(run: LatencyRun) {
+  const L = run.rounds;
+  const pooledShare = (side: 'direct' | 'gateway', k: CancelKind): PooledShare => {
+    const cs = L.map((r) => r[side].cancels[k]);
+    const reached = sumOf(cs, (c) => c.reached);
+    const neverSent = sumOf(cs, (c) => c.neverSent);
+    const finishedBeforeCancel = sumOf(cs, (c) => c.finishedBeforeCancel);
+    const n = sumOf(cs, (c) => c.n);
+    const sent = n - neverSent - finishedBeforeCancel;
+    return { share: reached / Math.max(1, sent), reached, sent, n, neverSent, finishedBeforeCancel, notReset: sumOf(cs, (c) => c.notReset) };
+  };
+  const pooledTokensAfter = (side: 'direct' | 'gateway', k: CancelKind): number => {
+    const cs = L.map((r) => r[side].cancels[k]);
+    return sumOf(cs, (c) => c.tokensAfterCancelTotal) / Math.max(1, sumOf(cs, (c) => c.reached));
+  };
+  const cancelSide = (side: 'direct' | 'gateway') => ({
+    beforeFirstToken: { ...pooledShare(side, 'beforeFirstToken'), delayP50Ms: med(L, (r) => r[side].cancels.beforeFirstToken.delayP50Ms), delayP99Ms: med(L, (r) => r[side].cancels.beforeFirstToken.delayP99Ms), tokensAfterCancelMean: pooledTokensAfter(side, 'beforeFirstToken') },
+    midStream: { ...pooledShare(side, 'midStream'), delayP50Ms: med(L, (r) => r[side].cancels.midStream.delayP50Ms), delayP99Ms: med(L, (r) => r[side].cancels.midStream.delayP99Ms), tokensAfterCancelMean: pooledTokensAfter(side, 'midStream') },
+    all: { ...pooledShare(side, 'all'), tokensAfterCancelMean: pooledTokensAfter(side, 'all') },
+    gatewayCancelledBeforeForward: side === 'gateway' ? sumOf(L, (r) => r.gateway.gatewayCancelledBeforeForward ?? 0) : null,
+  });
+  return {
+    ttfb: {
+      directP50Ms: med(L, (r) => r.direct.ttfbP50Ms), gatewayP50Ms: med(L, (r) => r.gateway.ttfbP50Ms),
+      directP99Ms: med(L, (r) => r.direct.ttfbP99Ms), gatewayP99Ms: med(L, (r) => r.gateway.ttfbP99Ms),
+      overheadP50Ms: med(L, (r) => r.gateway.ttfbP50Ms - r.direct.ttfbP50Ms),
+      overheadP99Ms: med(L, (r) => r.gateway.ttfbP99Ms - r.direct.ttfbP99Ms),
+      perRoundOverheadP50Ms: L.map((r) => r.gateway.ttfbP50Ms - r.direct.ttfbP50Ms),
+      perRoundOverheadP99Ms: L.map((r) => r.gateway.ttfbP99Ms - r.direct.ttfbP99Ms),
+      reusedP50Ms: { direct: med(L, (r) => r.direct.ttfbReusedP50Ms), gateway: med(L, (r) => r.gateway.ttfbReusedP50Ms) },
+      reusedShare: { direct: med(L, (r) => r.direct.reusedShare), gateway: med(L, (r) => r.gateway.reusedShare) },
+    },
+    completion: {
+      directP50Ms: med(L, (r) => r.direct.completionP50Ms), gatewayP50Ms: med(L, (r) => r.gateway.completionP50Ms),
+      directP99Ms: med(L, (r) => r.direct.completionP99Ms), gatewayP99Ms: med(L, (r) => r.gateway.completionP99Ms),
+    },
+    requestsPerRound: { direct: med(L, (r) => r.direct.requests), gateway: med(L, (r) => r.gateway.requests) },
+    noise: {
+      othersCores: { direct: med(L, (r) => r.direct.cpu.others), gateway: med(L, (r) => r.gateway.cpu.others) },
+      loadgenLoopDelayMaxMs: { direct: med(L, (r) => r.direct.loadgenLoopDelayMaxMs), gateway: med(L, (r) => r.gateway.loadgenLoopDelayMaxMs) },
+      gatewayLoopLagMaxMs: med(L, (r) => r.gateway.gatewayLoopLagMaxMs ?? NaN),
+    },
+    cancels: { direct: cancelSide('direct'), gateway: cancelSide('gateway') },
+    connections: {
+      gatewayClientConnectionsPerPhase: med(L, (r) => r.gateway.gatewayClientConnections ?? NaN),
+      loadgenSessionsPerPhase: { direct: med(L, (r) => r.direct.clientSessionsOpened), gateway: med(L, (r) => r.gateway.clientSessionsOpened) },
+      modelSessionsPerPhase: { direct: med(L, (r) => r.direct.model.sessionsOpened), gateway: med(L, (r) => r.gateway.model.sessionsOpened) },
+      gatewayUpstreamSessionsOpened: run.upstreamSessionsOpened,
+      modelSessionsOpenedWholeSection: run.modelSessionsOpened,
+    },
+    failures: {
+      direct: { failed: sumOf(L, (r) => r.direct.failed), truncated: sumOf(L, (r) => r.direct.truncated) },
+      gateway: { failed: sumOf(L, (r) => r.gateway.failed), truncated: sumOf(L, (r) => r.gateway.truncated) },
+    },
+  };
+}
+type LatencySummary = ReturnType<typeof summarizeLatency>;
 
-    // --- table
-    const mark = (c: Check | undefined): string => (c ? (c.pass ? 'PASS' : 'FAIL') : '');
-    const ck = (name: string): Check | undefined => checks.find((c) => c.name === name);
-    const rows: string[][] = [];
-    const row = (...cells: string[]): void => { rows.push(cells); };
-    const sep = (): void => { rows.push([]); };
-    const sign = (v: number): string => (Number.isFinite(v) ? `${v >= 0 ? '+' : ''}${v.toFixed(2)} ms` : '—');
-    row('', 'direct', 'gateway', 'gw − direct / ratio', 'target', '');
-    sep();
-    row('TTFB p50 (ms)', f(S.ttfb.directP50Ms), f(S.ttfb.gatewayP50Ms), sign(S.ttfb.overheadP50Ms), `≤ +${TARGETS.ttfbOverheadP50Ms} ms`, mark(ck('TTFB overhead p50')));
-    row('TTFB p99 (ms)', f(S.ttfb.directP99Ms), f(S.ttfb.gatewayP99Ms), sign(S.ttfb.overheadP99Ms), `≤ +${TARGETS.ttfbOverheadP99Ms} ms`, mark(ck('TTFB overhead p99')));
-    row('Completion p50 / p99 (ms)', `${f(S.completion.directP50Ms, 1)} / ${f(S.completion.directP99Ms, 1)}`, `${f(S.completion.gatewayP50Ms, 1)} / ${f(S.completion.gatewayP99Ms, 1)}`, '', '', '');
-    row('Requests per phase (median)', f(S.requestsPerRound.direct, 0), f(S.requestsPerRound.gateway, 0), '', '', '');
-    sep();
-    row('Max throughput (req/s)', f(S.throughput.directRps, 0), f(S.throughput.gatewayRps, 0), `${f(S.throughput.ratio)}×`, `≥ ${TARGETS.throughputRatio}×`, mark(ck('Throughput ratio')));
-    row('  closed-loop latency p50 (ms)', f(S.throughput.directLatencyP50Ms), f(S.throughput.gatewayLatencyP50Ms), '', '', '');
-    row('  CPU ms per 1000 req: gateway process', '', f(S.throughput.gatewayCpuMsPer1000, 0), `${f(S.throughput.gatewayCores)} cores busy`, '', '');
-    row('  CPU ms per 1000 req: model / loadgen', `${f(S.throughput.modelCpuMsPer1000.direct, 0)} / ${f(S.throughput.loadgenCpuMsPer1000.direct, 0)}`, `${f(S.throughput.modelCpuMsPer1000.gateway, 0)} / ${f(S.throughput.loadgenCpuMsPer1000.gateway, 0)}`, '', '', '');
-    sep();
-    const share = (c: { share: number; reached: number; sent: number }): string => `${pctStr(c.share)} (${c.reached}/${c.sent})`;
-    row('Cancels → upstream reset, before 1st token', share(dC.beforeFirstToken), share(gC.beforeFirstToken), '', '100%', mark(ck('Cancels reaching upstream, before 1st token')));
-    row('Cancels → upstream reset, mid-stream', share(dC.midStream), share(gC.midStream), '', '100%', mark(ck('Cancels reaching upstream, mid-stream')));
-    row('  never sent (reset before forwarding)', String(dC.all.neverSent), `${gC.all.neverSent} (gw metric ${gC.gatewayCancelledBeforeForward})`, '', 'good', '');
-    row(`  upstream finished < ${TARGETS.cancelDelayP99Ms} ms after the cancel`, String(dC.all.finishedBeforeCancel), String(gC.all.finishedBeforeCancel), '', '(race)', '');
-    row('  reached upstream, reset too late / never', String(dC.all.notReset), String(gC.all.notReset), '', '0', '');
-    row('Cancel → upstream p50, before 1st token (ms)', f(dC.beforeFirstToken.delayP50Ms), f(gC.beforeFirstToken.delayP50Ms), sign(gC.beforeFirstToken.delayP50Ms - dC.beforeFirstToken.delayP50Ms), '', '');
-    row('Cancel → upstream p99, before 1st token (ms)', f(dC.beforeFirstToken.delayP99Ms), f(gC.beforeFirstToken.delayP99Ms), sign(gC.beforeFirstToken.delayP99Ms - dC.beforeFirstToken.delayP99Ms), `≤ ${TARGETS.cancelDelayP99Ms} ms`, mark(ck('Cancel → upstream p99, before 1st token')));
-    row('Cancel → upstream p50, mid-stream (ms)', f(dC.midStream.delayP50Ms), f(gC.midStream.delayP50Ms), sign(gC.midStream.delayP50Ms - dC.midStream.delayP50Ms), '', '');
-    row('Cancel → upstream p99, mid-stream (ms)', f(dC.midStream.delayP99Ms), f(gC.midStream.delayP99Ms), sign(gC.midStream.delayP99Ms - dC.midStream.delayP99Ms), `≤ ${TARGETS.cancelDelayP99Ms} ms`, mark(ck('Cancel → upstream p99, mid-stream')));
-    row('Tokens generated after cancel (mean/cancel)', f(dC.all.tokensAfterCancelMean), f(gC.all.tokensAfterCancelMean), '', '', '');
-    sep();
-    const cn = S.connections;
-    row('Client connections opened per phase', `${f(cn.loadgenSessionsPerPhase.direct, 0)} (model saw ${f(cn.modelSessionsPerPhase.direct, 0)})`, `${f(cn.gatewayClientConnectionsPerPhase, 0)} (gw metric)`, '', `${OPT.users} (one per user)`, '');
-    row('Upstream sessions opened', `${f(cn.modelSessionsPerPhase.direct, 0)} per phase`, `${cn.gatewayUpstreamSessionsOpened} whole section`, '', `pool ${POOL_SIZE}`, '');
-    row('Failed / truncated (latency phases)', `${S.failures.direct.failed} / ${S.failures.direct.truncated}`, `${S.failures.gateway.failed} / ${S.failures.gateway.truncated}`, '', '0 / 0', '');
-    sep();
-    row('Noise: other processes\' CPU, latency (cores)', f(S.noise.othersCoresLatency.direct), f(S.noise.othersCoresLatency.gateway), '', '≈ 0', '');
-    row('Noise: other processes\' CPU, throughput', f(S.throughput.othersCores.direct), f(S.throughput.othersCores.gateway), '', '≈ 0', '');
-    row('Event-loop stall max: loadgen / gateway (ms)', f(S.noise.loadgenLoopDelayMaxMs.direct, 1), `${f(S.noise.loadgenLoopDelayMaxMs.gateway, 1)} / ${f(S.noise.gatewayLoopLagMaxMs, 1)}`, '', '', '');
-    sep();
-    row(`GOAWAY every ${OPT.goawayEvery} (${OPT.goawaySeconds} s via gateway)`, '', `${S.goaway.requests} req`, '', '', '');
-    row('  failed (non-200) / truncated', '', `${S.goaway.failed} / ${S.goaway.truncated}`, '', '0 / 0', mark(ck('GOAWAY: failed + truncated')));
-    row('  upstream sessions opened in the phase (pool 2)', '', `${S.goaway.gatewaySessionsOpenedDuringPhase} (model ${S.goaway.modelSessionsOpenedDuringPhase})`, `${S.goaway.goawaysSent} GOAWAYs, ${S.goaway.upstreamRequests} upstream req`, `≈ ${S.goaway.expectedAbout} (req/${OPT.goawayEvery})`, mark(ck('GOAWAY: upstream sessions opened')));
-    row('  upstream sessions opened since gateway start', '', String(S.goaway.gatewaySessionsOpened), '', '', '');
-    row('  cancels reaching upstream / reset too late', '', `${pctStr(S.goaway.cancelsReached)} / ${goaway.cancels.all.notReset}`, '', '100% / 0', '');
-    row('  streams retried by the gateway', '', String(S.goaway.retries), '', '', '');
+function summarizeTput(tput: TputRounds) {
+  return {
+    directRps: med(tput, (r) => r.direct.result.rps), gatewayRps: med(tput, (r) => r.gateway.result.rps),
+    ratio: med(tput, (r) => r.gateway.result.rps / r.direct.result.rps),
+    perRoundRatio: tput.map((r) => r.gateway.result.rps / r.direct.result.rps),
+    directLatencyP50Ms: med(tput, (r) => r.direct.result.latencyP50Ms), gatewayLatencyP50Ms: med(tput, (r) => r.gateway.result.latencyP50Ms),
+    gatewayCpuMsPer1000: med(tput, (r) => r.gateway.cpuMsPer1000.gateway),
+    modelCpuMsPer1000: { direct: med(tput, (r) => r.direct.cpuMsPer1000.model), gateway: med(tput, (r) => r.gateway.cpuMsPer1000.model) },
+    loadgenCpuMsPer1000: { direct: med(tput, (r) => r.direct.cpuMsPer1000.loadgen), gateway: med(tput, (r) => r.gateway.cpuMsPer1000.loadgen) },
+    gatewayCores: med(tput, (r) => r.gateway.cpu.gateway),
+    othersCores: { direct: med(tput, (r) => r.direct.cpu.others), gateway: med(tput, (r) => r.gateway.cpu.others) },
+    failed: sumOf(tput, (r) => r.direct.result.failed + r.gateway.result.failed),
+    truncated: sumOf(tput, (r) => r.direct.result.truncated + r.gateway.result.truncated),
+    connectionsOpened: { direct: med(tput, (r) => r.direct.result.sessionsOpened), gateway: med(tput, (r) => r.gateway.result.sessionsOpened) },
+    sequentialP50Ms: { direct: tput.sequential?.direct.latencyP50Ms ?? NaN, gateway: tput.sequential?.gateway.latencyP50Ms ?? NaN },
+  };
+}
+type TputSummary = ReturnType<typeof summarizeTput>;
 
-    const widths = [0, 1, 2, 3, 4, 5].map((i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-    const line = (r: string[]): string => (r.length === 0 ? '' : r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(Math.max(widths[i], 8)))).join('  ').trimEnd());
+/** Table rows and checks, built section by section (a section not run has none). */
+class Report {
+  rows: string[][] = [];
+  checks: Check[] = [];
+  row(...cells: string[]): void { this.rows.push(cells); }
+  sep(): void { this.rows.push([]); }
+  check(name: string, value: string, target: string, pass: boolean): string {
+    this.checks.push({ name, value, target, pass });
+    return pass ? 'PASS' : 'FAIL';
+  }
+}
+const signMs = (v: number): string => (Number.isFinite(v) ? `${v >= 0 ? '+' : ''}${v.toFixed(2)} ms` : '—');
+
+/** Rows of a latency section; `p` prefixes check names ('' for HTTP/2, 'HTTP/1.1 ' for HTTP/1.1). */
+function latencyRows(R: Report, S: LatencySummary, p: string, protocol: ClientProtocol): void {
+  const gC = S.cancels.gateway;
+  const dC = S.cancels.direct;
+  R.row('TTFB p50 (ms)', f(S.ttfb.directP50Ms), f(S.ttfb.gatewayP50Ms), signMs(S.ttfb.overheadP50Ms), `≤ +${TARGETS.ttfbOverheadP50Ms} ms`,
+    R.check(`${p}TTFB overhead p50`, `${f(S.ttfb.overheadP50Ms)} ms`, `≤ ${TARGETS.ttfbOverheadP50Ms} ms`, S.ttfb.overheadP50Ms <= TARGETS.ttfbOverheadP50Ms));
+  if (protocol === 'h2') {
+    R.row('TTFB p99 (ms)', f(S.ttfb.directP99Ms), f(S.ttfb.gatewayP99Ms), signMs(S.ttfb.overheadP99Ms), `≤ +${TARGETS.ttfbOverheadP99Ms} ms`,
+      R.check(`${p}TTFB overhead p99`, `${f(S.ttfb.overheadP99Ms)} ms`, `≤ ${TARGETS.ttfbOverheadP99Ms} ms`, S.ttfb.overheadP99Ms <= TARGETS.ttfbOverheadP99Ms));
+  } else {
+    R.row('TTFB p99 (ms)', f(S.ttfb.directP99Ms), f(S.ttfb.gatewayP99Ms), signMs(S.ttfb.overheadP99Ms), '', '');
+    R.row('  TTFB p50, requests on a reused socket (ms)', f(S.ttfb.reusedP50Ms.direct), f(S.ttfb.reusedP50Ms.gateway), signMs(S.ttfb.reusedP50Ms.gateway - S.ttfb.reusedP50Ms.direct), '', '');
+    R.row('  requests on a reused socket', pctStr(S.ttfb.reusedShare.direct), pctStr(S.ttfb.reusedShare.gateway), '', '', '');
+  }
+  R.row('Completion p50 / p99 (ms)', `${f(S.completion.directP50Ms, 1)} / ${f(S.completion.directP99Ms, 1)}`, `${f(S.completion.gatewayP50Ms, 1)} / ${f(S.completion.gatewayP99Ms, 1)}`, '', '', '');
+  R.row('Requests per phase (median)', f(S.requestsPerRound.direct, 0), f(S.requestsPerRound.gateway, 0), '', '', '');
+  R.sep();
+  const share = (c: { share: number; reached: number; sent: number }): string => `${pctStr(c.share)} (${c.reached}/${c.sent})`;
+  R.row('Cancels → upstream reset, before 1st token', share(dC.beforeFirstToken), share(gC.beforeFirstToken), '', '100%',
+    R.check(`${p}Cancels reaching upstream, before 1st token`, pctStr(gC.beforeFirstToken.share), '100%', gC.beforeFirstToken.share >= TARGETS.cancelReachedShare));
+  R.row('Cancels → upstream reset, mid-stream', share(dC.midStream), share(gC.midStream), '', '100%',
+    R.check(`${p}Cancels reaching upstream, mid-stream`, pctStr(gC.midStream.share), '100%', gC.midStream.share >= TARGETS.cancelReachedShare));
+  R.row('  never sent (reset before forwarding)', String(dC.all.neverSent), `${gC.all.neverSent} (gw metric ${gC.gatewayCancelledBeforeForward})`, '', 'good', '');
+  R.row(`  upstream finished < ${TARGETS.cancelDelayP99Ms} ms after the cancel`, String(dC.all.finishedBeforeCancel), String(gC.all.finishedBeforeCancel), '', '(race)', '');
+  R.row('  reached upstream, reset too late / never', String(dC.all.notReset), String(gC.all.notReset), '', '0', '');
+  R.row('Cancel → upstream p50, before 1st token (ms)', f(dC.beforeFirstToken.delayP50Ms), f(gC.beforeFirstToken.delayP50Ms), signMs(gC.beforeFirstToken.delayP50Ms - dC.beforeFirstToken.delayP50Ms), '', '');
+  R.row('Cancel → upstream p99, before 1st token (ms)', f(dC.beforeFirstToken.delayP99Ms), f(gC.beforeFirstToken.delayP99Ms), signMs(gC.beforeFirstToken.delayP99Ms - dC.beforeFirstToken.delayP99Ms), `≤ ${TARGETS.cancelDelayP99Ms} ms`,
+    R.check(`${p}Cancel → upstream p99, before 1st token`, `${f(gC.beforeFirstToken.delayP99Ms)} ms`, `≤ ${TARGETS.cancelDelayP99Ms} ms`, gC.beforeFirstToken.delayP99Ms <= TARGETS.cancelDelayP99Ms));
+  R.row('Cancel → upstream p50, mid-stream (ms)', f(dC.midStream.delayP50Ms), f(gC.midStream.delayP50Ms), signMs(gC.midStream.delayP50Ms - dC.midStream.delayP50Ms), '', '');
+  R.row('Cancel → upstream p99, mid-stream (ms)', f(dC.midStream.delayP99Ms), f(gC.midStream.delayP99Ms), signMs(gC.midStream.delayP99Ms - dC.midStream.delayP99Ms), `≤ ${TARGETS.cancelDelayP99Ms} ms`,
+    R.check(`${p}Cancel → upstream p99, mid-stream`, `${f(gC.midStream.delayP99Ms)} ms`, `≤ ${TARGETS.cancelDelayP99Ms} ms`, gC.midStream.delayP99Ms <= TARGETS.cancelDelayP99Ms));
+  R.row('Tokens generated after cancel (mean/cancel)', f(dC.all.tokensAfterCancelMean), f(gC.all.tokensAfterCancelMean), '', '', '');
+  R.sep();
+  const cn = S.connections;
+  if (protocol === 'h2') {
+    R.row('Client connections opened per phase', `${f(cn.loadgenSessionsPerPhase.direct, 0)} (model saw ${f(cn.modelSessionsPerPhase.direct, 0)})`, `${f(cn.gatewayClientConnectionsPerPhase, 0)} (gw metric)`, '', `${OPT.users} (one per user)`, '');
+    R.row('Upstream sessions opened', `${f(cn.modelSessionsPerPhase.direct, 0)} per phase`, `${cn.gatewayUpstreamSessionsOpened} whole section`, '', `pool ${POOL_SIZE}`, '');
+  } else {
+    R.row('Client sockets opened per phase', f(cn.loadgenSessionsPerPhase.direct, 0), `${f(cn.loadgenSessionsPerPhase.gateway, 0)} (gw metric ${f(cn.gatewayClientConnectionsPerPhase, 0)})`, '', 'users + cancels', '');
+    R.row('Upstream sessions opened (gateway, h2c)', '', `${cn.gatewayUpstreamSessionsOpened} whole section`, '', `pool ${POOL_SIZE}`, '');
+  }
+  const fl = S.failures;
+  R.row('Failed / truncated (latency phases)', `${fl.direct.failed} / ${fl.direct.truncated}`, `${fl.gateway.failed} / ${fl.gateway.truncated}`, '', '0 / 0',
+    R.check(`${p}Latency: failed + truncated via the gateway`, String(fl.gateway.failed + fl.gateway.truncated), '0', fl.gateway.failed + fl.gateway.truncated === 0));
+  R.row('Noise: other processes\' CPU (cores)', f(S.noise.othersCores.direct), f(S.noise.othersCores.gateway), '', '≈ 0', '');
+  R.row('Event-loop stall max: loadgen / gateway (ms)', f(S.noise.loadgenLoopDelayMaxMs.direct, 1), `${f(S.noise.loadgenLoopDelayMaxMs.gateway, 1)} / ${f(S.noise.gatewayLoopLagMaxMs, 1)}`, '', '', '');
+}
+
+function tputRows(R: Report, T: TputSummary, p: string, protocol: ClientProtocol): void {
+  R.row('Max throughput (req/s)', f(T.directRps, 0), f(T.gatewayRps, 0), `${f(T.ratio)}×`, `≥ ${TARGETS.throughputRatio}×`,
+    R.check(`${p}Throughput ratio`, `${f(T.ratio)}×`, `≥ ${TARGETS.throughputRatio}×`, T.ratio >= TARGETS.throughputRatio));
+  R.row('  closed-loop latency p50 (ms)', f(T.directLatencyP50Ms), f(T.gatewayLatencyP50Ms), '', '', '');
+  R.row(`  one client, sequential on one ${protocol === 'h1' ? 'socket' : 'session'}: p50 (ms)`, f(T.sequentialP50Ms.direct), f(T.sequentialP50Ms.gateway), signMs(T.sequentialP50Ms.gateway - T.sequentialP50Ms.direct), '', '');
+  R.row('  CPU ms per 1000 req: gateway process', '', f(T.gatewayCpuMsPer1000, 0), `${f(T.gatewayCores)} cores busy`, '', '');
+  R.row('  CPU ms per 1000 req: model / loadgen', `${f(T.modelCpuMsPer1000.direct, 0)} / ${f(T.loadgenCpuMsPer1000.direct, 0)}`, `${f(T.modelCpuMsPer1000.gateway, 0)} / ${f(T.loadgenCpuMsPer1000.gateway, 0)}`, '', '', '');
+  if (protocol === 'h1') R.row('  client sockets opened per phase', f(T.connectionsOpened.direct, 0), f(T.connectionsOpened.gateway, 0), '', `${OPT.concurrency}`, '');
+  R.row('  failed / truncated (both sides)', '', `${T.failed} / ${T.truncated}`, '', '0 / 0', '');
+  R.row('  noise: other processes\' CPU (cores)', f(T.othersCores.direct), f(T.othersCores.gateway), '', '≈ 0', '');
+}
+
+async function main(): Promise<void> {
+  const startedAt = STARTED_AT;
+  const t0 = Date.now();
+  const ports: Ports = { model: await freePort(), gateway: await freePort(), admin: await freePort() };
+  const runs = (x: Section): boolean => ONLY.has(x);
+  log(`ghostgate bench: sections ${OPT.only.join(', ')}; ${OPT.users} typing users, ${OPT.rounds} rounds × ${OPT.seconds} s per side; throughput ${OPT.concurrency} streams (h2: over ${OPT.sessions} sessions; h1: ${OPT.concurrency} sockets), ${OPT.tputSeconds} s per side; GOAWAY ${OPT.goawaySeconds} s${quick ? ' (quick)' : ''}`);
+  AUTH_TOKENS = await mintTokens(Math.max(OPT.users, OPT.sessions, OPT.concurrency), ports);
+  const lg = await LoadGen.start();
+  const env: Env = { lg, ports, servers: {} };
+  const total = OPT.only.length;
+  let step = 0;
+  const head = (s: string): void => log(`\n[${++step}/${total}] ${s}`);
+  try {
+    let latency: LatencyRun | undefined;
+    let tput: TputRounds | undefined;
+    let goaway: Awaited<ReturnType<typeof goawaySection>> | undefined;
+    let h1Latency: LatencyRun | undefined;
+    let h1Tput: TputRounds | undefined;
+    const latencyModel = `model --ttft-ms ${LATENCY_MODEL.ttftMs} --token-ms ${LATENCY_MODEL.tokenMs} --tokens ${LATENCY_MODEL.tokens}`;
+    const tputModel = `model --ttft-ms ${TPUT_MODEL.ttftMs} --token-ms ${TPUT_MODEL.tokenMs} --tokens ${TPUT_MODEL.tokens}`;
+    if (runs('latency')) { head(`latency, HTTP/2 clients: ${latencyModel}`); latency = await latencySection(env, 'h2', 'L'); }
+    if (runs('throughput')) { head(`throughput, HTTP/2 clients: ${tputModel}; ${OPT.concurrency} streams over ${OPT.sessions} sessions`); tput = await throughputSection(env, 'h2', 'T'); }
+    if (runs('goaway')) { head(`GOAWAY: model --goaway-every ${OPT.goawayEvery} (latency settings), typing users via the gateway for ${OPT.goawaySeconds} s`); goaway = await goawaySection(env); }
+    if (runs('h1-latency')) { head(`latency, HTTP/1.1 keep-alive clients (a cancel closes the socket): ${latencyModel}`); h1Latency = await latencySection(env, 'h1', 'H'); }
+    if (runs('h1-throughput')) { head(`throughput, HTTP/1.1 keep-alive clients: ${tputModel}; ${OPT.concurrency} sockets`); h1Tput = await throughputSection(env, 'h1', 'U'); }
+
+    // --- summary and table
+    const summary: Record<string, unknown> = {};
+    const R = new Report();
+    R.row('', 'direct', 'gateway', 'gw − direct / ratio', 'target', '');
+    const noiseValues: number[] = [];
+    if (latency || tput) { R.sep(); R.row('HTTP/2 clients (h2c, one session per user)'); }
+    if (latency) {
+      const S = summarizeLatency(latency);
+      summary.latency = S;
+      latencyRows(R, S, '', 'h2');
+      noiseValues.push(S.noise.othersCores.direct, S.noise.othersCores.gateway);
+    }
+    if (tput) {
+      const T = summarizeTput(tput);
+      summary.throughput = T;
+      R.sep();
+      tputRows(R, T, '', 'h2');
+      noiseValues.push(T.othersCores.direct, T.othersCores.gateway);
+    }
+    if (goaway) {
+      const G = goaway.phase;
+      const gs = goaway.sessions;
+      summary.goaway = { requests: G.requests, failed: G.failed, truncated: G.truncated, cancelled: G.cancelled, retries: G.gatewayUpstreamRetries, ...gs, cancelsReached: G.cancels.all.reachedShare };
+      R.sep();
+      R.row(`GOAWAY every ${OPT.goawayEvery} (${OPT.goawaySeconds} s via gateway, HTTP/2 clients)`, '', `${G.requests} req`, '', '', '');
+      R.row('  failed (non-200) / truncated', '', `${G.failed} / ${G.truncated}`, '', '0 / 0',
+        R.check('GOAWAY: failed + truncated', String(G.failed + G.truncated), '0', G.failed + G.truncated === 0));
+      R.row('  upstream sessions opened in the phase (pool 2)', '', `${gs.gatewaySessionsOpenedDuringPhase} (model ${gs.modelSessionsOpenedDuringPhase})`, `${gs.goawaysSent} GOAWAYs, ${gs.upstreamRequests} upstream req`, `≈ ${gs.expectedAbout} (req/${OPT.goawayEvery})`,
+        R.check('GOAWAY: upstream sessions opened', `${gs.gatewaySessionsOpenedDuringPhase} for ${gs.goawaysSent} GOAWAYs`, 'one per GOAWAY (±1)', Math.abs(gs.gatewaySessionsOpenedDuringPhase - gs.goawaysSent) <= 1));
+      R.row('  upstream sessions opened since gateway start', '', String(gs.gatewaySessionsOpened), '', '', '');
+      R.row('  cancels reaching upstream / reset too late', '', `${pctStr(G.cancels.all.reachedShare)} / ${G.cancels.all.notReset}`, '', '100% / 0', '');
+      R.row('  streams retried by the gateway', '', String(G.gatewayUpstreamRetries), '', '', '');
+    }
+    if (h1Latency || h1Tput) { R.sep(); R.row('HTTP/1.1 clients (keep-alive; a cancel closes the socket)'); }
+    if (h1Latency) {
+      const S = summarizeLatency(h1Latency);
+      summary.h1Latency = S;
+      latencyRows(R, S, 'HTTP/1.1 ', 'h1');
+      noiseValues.push(S.noise.othersCores.direct, S.noise.othersCores.gateway);
+    }
+    if (h1Tput) {
+      const T = summarizeTput(h1Tput);
+      summary.h1Throughput = T;
+      R.sep();
+      tputRows(R, T, 'HTTP/1.1 ', 'h1');
+      noiseValues.push(T.othersCores.direct, T.othersCores.gateway);
+    }
+    const { rows, checks } = R;
+    const widths = [0, 1, 2, 3, 4, 5].map((i) => Math.max(...rows.filter((r) => r.length > 1).map((r) => (r[i] ?? '').length)));
+    const line = (r: string[]): string => (r.length === 0 ? '' : r.length === 1 ? r[0] : r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(Math.max(widths[i], 8)))).join('  ').trimEnd());
     const elapsed = (Date.now() - t0) / 1000;
     const header = [
-      `ghostgate bench ${startedAt.toISOString()}  (node ${process.version}, ${os.cpus().length} cpus${quick ? ', QUICK' : ''}, ${f(elapsed, 0)} s)`,
+      `ghostgate bench ${startedAt.toISOString()}  (node ${process.version}, ${os.cpus().length} cpus${quick ? ', QUICK' : ''}, ${f(elapsed, 0)} s; sections: ${OPT.only.join(', ')})`,
       `latency: ${OPT.users} typing users, ${OPT.rounds} rounds × ${OPT.seconds} s per side, model ttft ${LATENCY_MODEL.ttftMs} ms / ${LATENCY_MODEL.tokenMs} ms per token / ${LATENCY_MODEL.tokens} tokens; `
-        + `throughput: ${OPT.concurrency} streams / ${OPT.sessions} sessions, ${OPT.tputSeconds} s per side, model ttft 0 / 0 / ${TPUT_MODEL.tokens}`,
+        + `throughput: ${OPT.concurrency} streams (h2: over ${OPT.sessions} sessions; h1: ${OPT.concurrency} sockets), ${OPT.tputSeconds} s per side, model ttft 0 / 0 / ${TPUT_MODEL.tokens}`,
       'medians across rounds; cancel shares pooled over rounds',
       '',
     ];
     const passed = checks.filter((c) => c.pass).length;
-    const noisy = Math.max(S.noise.othersCoresLatency.direct, S.noise.othersCoresLatency.gateway, S.throughput.othersCores.direct, S.throughput.othersCores.gateway);
+    const noisy = Math.max(0, ...noiseValues.filter(Number.isFinite));
     const out = [...header, ...rows.map(line), '', `targets: ${passed}/${checks.length} PASS${checks.some((c) => !c.pass) ? `  (FAIL: ${checks.filter((c) => !c.pass).map((c) => c.name).join('; ')})` : ''}`,
       ...(noisy > 0.25 ? [`WARNING: other processes used up to ${f(noisy)} of the ${os.cpus().length} cores during the phases: p99s and throughput are pessimistic; re-run on a quiet machine`] : [])];
     process.stdout.write('\n' + out.join('\n') + '\n');
 
-    const resultsDir = RESULTS_DIR;
-    mkdirSync(resultsDir, { recursive: true });
-    const file = path.join(resultsDir, `${STAMP}.json`);
+    mkdirSync(RESULTS_DIR, { recursive: true });
+    const file = path.join(RESULTS_DIR, `${STAMP}.json`);
     writeFileSync(file, JSON.stringify({
-      startedAt: startedAt.toISOString(), elapsedSeconds: elapsed, node: process.version, cpus: os.cpus().length, quick,
+      startedAt: startedAt.toISOString(), elapsedSeconds: elapsed, node: process.version, cpus: os.cpus().length, quick, loadavg: os.loadavg(),
       options: OPT, models: { latency: LATENCY_MODEL, throughput: TPUT_MODEL }, targets: TARGETS, checks, summary,
-      rounds: { latency, throughput: tput, goaway }, table: out.join('\n'),
+      rounds: { latency: latency?.rounds, throughput: tput && { rounds: [...tput], sequential: tput.sequential }, goaway: goaway?.phase, h1Latency: h1Latency?.rounds, h1Throughput: h1Tput && { rounds: [...h1Tput], sequential: h1Tput.sequential } }, table: out.join('\n'),
     }, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2));
     process.stdout.write(`\nresults: ${path.relative(process.cwd(), file)}\n`);
   } finally {
-    await stopServers();
+    await stopServers(env);
     lg.child.proc.send({ cmd: 'exit' });
     await Promise.race([lg.child.exited, sleep(3000)]);
     await lg.child.stop();

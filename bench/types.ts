@@ -1,8 +1,13 @@
 /** Shapes exchanged between bench/run.ts and its child processes (IPC), and small stats helpers. */
 
+/** Client protocol: HTTP/2 (h2c prior knowledge, one session per user) or HTTP/1.1 keep-alive. */
+export type ClientProtocol = 'h2' | 'h1';
+
 export interface TypingJob {
   cmd: 'typing';
   url: string;
+  /** Default h2. h1: one keep-alive socket per user; a cancel closes the socket (as HTTP/1.1 clients do). */
+  protocol?: ClientProtocol;
   /** Prefix of every x-request-id of the phase (joins client records to the model server's). */
   tag: string;
   users: number;
@@ -25,6 +30,8 @@ export interface TypingJob {
 export interface ClosedJob {
   cmd: 'closed';
   url: string;
+  /** Default h2. h1: `concurrency` keep-alive sockets, one request at a time each (`sessions` is ignored). */
+  protocol?: ClientProtocol;
   tag: string;
   sessions: number;
   /** Streams in flight at all times, spread over the sessions. */
@@ -62,6 +69,8 @@ export interface ReqRecord {
   rstCode: number;
   /** 'timeout', a session/stream error code, or ''. */
   error: string;
+  /** HTTP/1.1: the request went out on a socket an earlier request had used (keep-alive reuse). HTTP/2: always true. */
+  reused: boolean;
 }
 
 export interface TypingResult {
