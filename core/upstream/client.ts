@@ -13,7 +13,7 @@ import { GatewayError } from '../errors.ts';
 import type { GatewayMetrics } from '../metrics.ts';
 import type { UpstreamConfig } from '../config/model.ts';
 import type { Logger, UpstreamClient, UpstreamResponse, UpstreamSendOptions } from '../types.ts';
-import { H2Pool, RetryableError } from './h2-pool.ts';
+import { H2Pool, RetryableError, endStreamArrived } from './h2-pool.ts';
 import type { Slot } from './h2-pool.ts';
 
 const { NGHTTP2_CANCEL } = http2.constants;
@@ -154,7 +154,9 @@ class H2Upstream extends BaseUpstream implements ManagedUpstream {
           stream.destroy(new GatewayError('GW_ERR_UPSTREAM_IDLE_TIMEOUT', [this.name, this.config.timeouts.idleMs]));
         });
         // From here the relay owns the stream; the signal still cancels it (listener stays).
-        resolve({ status: Number(h[':status']), headers: h, body: stream, ttfbMs, complete: () => !stream.rstCode && !slot.forcedClose });
+        // Complete only if the upstream's END_STREAM arrived: a RST_STREAM(NO_ERROR) or a session
+        // that went away mid-response also ends the stream, with rstCode 0.
+        resolve({ status: Number(h[':status']), headers: h, body: stream, ttfbMs, complete: () => endStreamArrived(stream) && !slot.forcedClose });
       });
       stream.on('error', () => { /* reported through 'close' below */ });
       stream.once('close', () => {

@@ -10,6 +10,7 @@
  */
 import http2 from 'node:http2';
 import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders, SecureClientSessionOptions } from 'node:http2';
+import { Readable } from 'node:stream';
 import { GatewayError } from '../errors.ts';
 import type { CancelSignal, Logger } from '../types.ts';
 import type { GatewayMetrics } from '../metrics.ts';
@@ -46,6 +47,27 @@ export class Slot {
 export class RetryableError extends Error {
   readonly reason: string;
   constructor(reason: string) { super(`upstream did not process the stream (${reason})`); this.reason = reason; }
+}
+
+const kEndStream = Symbol('ghostgate.endStream');
+type WatchedStream = ClientHttp2Stream & { [kEndStream]?: boolean };
+const readablePush = Readable.prototype.push;
+
+/**
+ * Node ends an h2 stream's readable side both when the peer's END_STREAM arrives and when the
+ * peer resets the stream with RST_STREAM(NO_ERROR), and `rstCode` is 0 in both cases. The
+ * difference is the order: END_STREAM pushes the end while the stream is still open (nghttp2
+ * closes it after the frame), a reset closes the stream first and then pushes the end. Installed
+ * as the stream's own `push` (a shared function: no per-request closure).
+ */
+function pushWatchingEnd(this: WatchedStream, chunk: unknown, encoding?: BufferEncoding): boolean {
+  if (chunk === null && this[kEndStream] === undefined) this[kEndStream] = !this.closed;
+  return readablePush.call(this, chunk, encoding);
+}
+
+/** Whether the upstream's END_STREAM arrived on a stream opened by `H2Pool.request`. */
+export function endStreamArrived(stream: ClientHttp2Stream): boolean {
+  return (stream as WatchedStream)[kEndStream] === true;
 }
 
 type Waiter = { resolve: (s: Slot) => void; reject: (e: Error) => void; timer: NodeJS.Timeout };
@@ -146,6 +168,7 @@ export class H2Pool {
       }
       throw e;
     }
+    (stream as WatchedStream).push = pushWatchingEnd;
     slot.active++;
     slot.streamsOpened++;
     stream.once('close', () => {
