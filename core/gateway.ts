@@ -21,6 +21,7 @@ import { buildRuntime, Runtime } from './runtime.ts';
 import { secretReader } from './secrets.ts';
 import { createAdminServer } from './server/admin.ts';
 import { dataPlanePlugin } from './server/data-plane.ts';
+import { copilotPlugin } from './copilot/routes.ts';
 import type { GatewayState } from './server/data-plane.ts';
 import { createDataPlaneServers } from './server/listeners.ts';
 import { installFastLane } from './server/fast-lane.ts';
@@ -115,9 +116,11 @@ export class Gateway implements GatewayState {
       gw = new Gateway(opts, runtime, metrics, log, servers, sharedStore, plugins);
       gw.#tlsMaterial = tls;
       await servers.cleartext.register(dataPlanePlugin, { gw });
+      await servers.cleartext.register(copilotPlugin, { gw });
       installFastLane(servers.cleartext.server as unknown as Http2Server, gw);
       if (servers.tls) {
         await servers.tls.register(dataPlanePlugin, { gw });
+        await servers.tls.register(copilotPlugin, { gw });
         installFastLane(servers.tls.server as unknown as Http2SecureServer, gw);
       }
       await gw.#listen();

@@ -20,6 +20,8 @@ import { secretReader } from './secrets.ts';
 import type { AuthRuntime, Logger, PluginDefinition, Step, UpstreamClient } from './types.ts';
 import { createUpstream } from './upstream/client.ts';
 import type { ManagedUpstream } from './upstream/client.ts';
+import { compileCopilot } from './copilot/config.ts';
+import type { CompiledCopilot } from './copilot/config.ts';
 
 /** Data-plane routes (registered once; never change at runtime). */
 export const ROUTES = ['/v1/completions', '/v1/chat/completions', '/v1/engines/:model/completions'] as const;
@@ -52,6 +54,8 @@ export class Runtime {
   /** Model name or alias → logical route. */
   readonly models: ReadonlyMap<string, ModelRoute>;
   readonly auth: AuthServiceLike | undefined;
+  /** The Copilot front door (core/copilot), when `copilot.enabled`. */
+  readonly copilot: CompiledCopilot | undefined;
   readonly metricsRegistry: Registry;
   /** Requests currently running on this runtime. */
   inflight = 0;
@@ -62,6 +66,7 @@ export class Runtime {
   constructor(init: {
     loaded: LoadedConfig; upstreams: Map<string, ManagedUpstream>; models: Map<string, ModelRoute>;
     pipelines: Map<string, CompiledPipeline>; closers: Array<() => void | Promise<void>>; auth: AuthServiceLike | undefined; registry: Registry;
+    copilot?: CompiledCopilot;
   }) {
     this.version = nextVersion++;
     this.loaded = init.loaded;
@@ -71,6 +76,7 @@ export class Runtime {
     this.#pipelines = init.pipelines;
     this.#closers = init.closers;
     this.auth = init.auth;
+    this.copilot = init.copilot;
     this.metricsRegistry = init.registry;
     // Pools are shared between runtimes whose settings for them are the same; each runtime holds
     // a reference until its own requests have ended.
@@ -153,6 +159,16 @@ export async function buildRuntime(loaded: LoadedConfig, deps: RuntimeDeps, prev
     }
   }
 
+  let copilot: CompiledCopilot | undefined;
+  // (An auth section that failed to compile is reported once, above.)
+  if (config.auth === undefined || auth !== undefined) {
+    try {
+      copilot = compileCopilot(config.copilot, config.auth);
+    } catch (e) {
+      errors.push(located(e, src.locate(['copilot'])));
+    }
+  }
+
   // Steps: one Step per policy step, shared by every pipeline it appears in.
   const closers: Array<() => void | Promise<void>> = [];
   const byName = new Map(deps.plugins.map((p) => [p.name, p]));
@@ -205,7 +221,7 @@ export async function buildRuntime(loaded: LoadedConfig, deps: RuntimeDeps, prev
     for (const c of closers) void Promise.resolve().then(c).catch(() => {});
     throw new ConfigErrors(errors);
   }
-  const rt = new Runtime({ loaded, upstreams, models, pipelines, closers, auth, registry: deps.metrics.registry });
+  const rt = new Runtime({ loaded, upstreams, models, pipelines, closers, auth, registry: deps.metrics.registry, copilot });
   if (deps.warm) await Promise.all([...upstreams.values()].filter((u) => u.config.pool.warm && previous?.upstreams.get(u.name) !== u).map((u) => u.warm()));
   return rt;
 }

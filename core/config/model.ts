@@ -4,6 +4,7 @@
  * YAML → this model → the compiled Runtime.
  */
 import type { JsonObject } from '../types.ts';
+import type { CopilotConfig } from '../copilot/config.ts';
 
 /** A secret is never written in YAML: it names where to read it from. */
 export type SecretRef = { env: string } | { file: string };
@@ -112,6 +113,8 @@ export interface GatewayConfig {
   logging: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
   /** Token exchange and verification (see core/auth). Absent: no `auth` step may be used. */
   auth?: JsonObject;
+  /** The Copilot-compatible front door (core/copilot, docs/copilot.md). Default disabled. */
+  copilot: CopilotConfig;
 }
 
 export interface StepConfig {

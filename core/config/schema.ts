@@ -4,6 +4,7 @@
  * editors (`ghostgate schema`), with each plugin's params schema merged into the step schema.
  */
 import { authConfigSchema } from '../auth/schema.ts';
+import { copilotConfigSchema } from '../copilot/config.ts';
 import type { JsonSchema, PluginDefinition } from '../types.ts';
 
 const secretRef: JsonSchema = {
@@ -100,7 +101,7 @@ export const gatewayConfigSchema: JsonSchema = {
     },
     facts: {
       type: 'object', additionalProperties: false, default: {},
-      properties: { headers: { type: 'array', items: headerName, default: ['user-agent', 'editor-version', 'editor-plugin-version', 'x-ghostgate-document'] } },
+      properties: { headers: { type: 'array', items: headerName, default: ['user-agent', 'editor-version', 'editor-plugin-version', 'x-ghostgate-document', 'x-copilot-speculative', 'openai-intent', 'vscode-sessionid'] } },
     },
     client: {
       type: 'object', additionalProperties: false, default: {},
@@ -158,6 +159,7 @@ export const gatewayConfigSchema: JsonSchema = {
       properties: { level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } },
     },
     auth: authConfigSchema,
+    copilot: copilotConfigSchema,
   },
 };
 

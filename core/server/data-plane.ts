@@ -187,6 +187,8 @@ export function createExchange(rt: Runtime, input: ExchangeInput): { ex: Gateway
     route: { model: known ? known.model : asked, upstream: known ? known.upstream : '', upstreamModel: known ? known.upstreamModel : asked, arms: {} },
     authorization: typeof headers.authorization === 'string' ? headers.authorization : undefined,
   });
+  // The Copilot client wants this on every reply of its GitHub-API host (core/copilot).
+  if (rt.copilot !== undefined) ex.responseHeaders['x-github-request-id'] = ex.id;
   return { ex, asked };
 }
 
@@ -395,6 +397,8 @@ export class Call {
       this.status = err.status;
       this.headersSent = true;
       const headers: OutgoingHttpHeaders = { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-request-id': this.ex.id, ...err.headers };
+      const gh = this.ex.responseHeaders['x-github-request-id'];
+      if (gh !== undefined) headers['x-github-request-id'] = gh;
       res.writeHead(err.status, headers);
       res.end(JSON.stringify(err.toJSON()));
       return this.finish(outcome);

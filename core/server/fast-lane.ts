@@ -10,6 +10,7 @@
  * Everything else (HTTP/1.1, other routes and methods, bodies without Content-Length or over the
  * limit, other content types) goes to Fastify unchanged: its routing, parsing and error replies.
  */
+import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { Http2Server, Http2SecureServer, ServerHttp2Stream } from 'node:http2';
 import sjson from 'secure-json-parse';
@@ -115,7 +116,10 @@ function handleUnsafe(gw: GatewayState, stream: ServerHttp2Stream, headers: Inco
 function replyError(stream: ServerHttp2Stream, err: GatewayError, gw?: GatewayState): void {
   gw?.metrics.errors.labels(err.code).inc();
   if (stream.destroyed || stream.headersSent) return;
-  stream.respond({ ':status': err.status, 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+  const headers: OutgoingHttpHeaders = { ':status': err.status, 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' };
+  // The Copilot client wants this on every reply of its GitHub-API host (core/copilot).
+  if (gw?.runtime.copilot !== undefined) headers['x-github-request-id'] = randomUUID();
+  stream.respond(headers);
   stream.end(JSON.stringify(err.toJSON()));
 }
 
