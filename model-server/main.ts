@@ -3,14 +3,20 @@
  *
  *   node model-server/main.ts [--port N] [--host H] [--ttft-ms N] [--token-ms N] [--tokens N]
  *                             [--goaway-every N] [--max-concurrent-streams N] [--key SECRET]
+ *                             [--drain-ms N]
  *
  * Once listening it prints exactly one line to stdout, for a parent process to read:
  *   {"event":"listening","port":<port>,"host":"<host>"}
- * and nothing else afterwards (no per-request logging). SIGTERM/SIGINT close it and exit 0.
+ * and nothing else afterwards (no per-request logging). SIGTERM/SIGINT drain it and exit 0: it
+ * stops listening, refuses new requests, lets those in flight finish (at most --drain-ms, then
+ * cuts them); a second signal cuts them at once.
  */
 import { parseArgs } from 'node:util';
 import { MODEL_SERVER_DEFAULTS, startModelServer } from './server.ts';
 import type { ModelServerOptions } from './server.ts';
+
+/** How long SIGTERM lets in-flight requests run before cutting them. */
+export const DRAIN_MS_DEFAULT = 10_000;
 
 export const MODEL_SERVER_USAGE = `Usage: model-server [options]
 
@@ -25,11 +31,13 @@ Options:
   --goaway-every N             h2: GOAWAY when a session's N-th stream arrives; 0 = off (default 0)
   --max-concurrent-streams N   h2 SETTINGS_MAX_CONCURRENT_STREAMS (default ${MODEL_SERVER_DEFAULTS.maxConcurrentStreams})
   --key SECRET                 require "authorization: Bearer SECRET"
+  --drain-ms N                 on SIGTERM/SIGINT, let in-flight requests finish for up to N ms,
+                               then cut them; a second signal cuts at once (default ${DRAIN_MS_DEFAULT})
   -h, --help                   show this help
 `;
 
 /** Parse CLI arguments into options; throws a TypeError with a readable message if invalid. */
-export function parseModelServerArgs(argv: string[]): ModelServerOptions & { help: boolean } {
+export function parseModelServerArgs(argv: string[]): ModelServerOptions & { help: boolean; drainMs: number } {
   const { values } = parseArgs({
     args: argv,
     strict: true,
@@ -43,6 +51,7 @@ export function parseModelServerArgs(argv: string[]): ModelServerOptions & { hel
       'goaway-every': { type: 'string' },
       'max-concurrent-streams': { type: 'string' },
       key: { type: 'string' },
+      'drain-ms': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -52,7 +61,7 @@ export function parseModelServerArgs(argv: string[]): ModelServerOptions & { hel
     if (typeof v !== 'string' || !/^\d{1,9}$/.test(v)) throw new TypeError(`--${name} must be a non-negative integer, got ${JSON.stringify(v)}`);
     return Number(v);
   };
-  const opts: ModelServerOptions & { help: boolean } = { help: values.help === true };
+  const opts: ModelServerOptions & { help: boolean; drainMs: number } = { help: values.help === true, drainMs: int('drain-ms') ?? DRAIN_MS_DEFAULT };
   const port = int('port');
   if (port !== undefined && port > 65535) throw new TypeError(`--port out of range: ${port}`);
   if (port !== undefined) opts.port = port;
@@ -74,15 +83,16 @@ export function parseModelServerArgs(argv: string[]): ModelServerOptions & { hel
  * with a TypeError (the caller prints it and exits 2).
  */
 export async function runModelServerCli(argv: string[]): Promise<void> {
-  const { help, ...opts } = parseModelServerArgs(argv);
+  const { help, drainMs, ...opts } = parseModelServerArgs(argv);
   if (help) { process.stdout.write(MODEL_SERVER_USAGE); return; }
   const handle = await startModelServer(opts);
   process.stdout.write(JSON.stringify({ event: 'listening', port: handle.port, host: handle.host }) + '\n');
   await new Promise<void>((resolve) => {
+    let signals = 0;
     const stop = (): void => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      handle.close().then(resolve, resolve);
+      // First signal: drain. Second: cut what is still running.
+      if (++signals === 1) handle.drain(drainMs).then(resolve, resolve);
+      else handle.close().then(resolve, resolve);
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);

@@ -133,7 +133,16 @@ export interface ModelServerHandle {
   requests(): RequestRecord[];
   /** `'request'` (RequestRecord), `'abort'` (AbortRecord) and `'complete'` (CompleteRecord). */
   events: EventEmitter;
+  /** Stop at once: in-flight requests are cut (sessions and sockets destroyed). */
   close(): Promise<void>;
+  /**
+   * Stop gracefully: stop listening, refuse new requests (h2: GOAWAY, then REFUSED_STREAM above
+   * it; HTTP/1.1: idle sockets closed, busy ones answer `connection: close` or close after the
+   * response), let the requests in flight finish, close each connection once it is idle.
+   * Resolves when every connection has closed; what still runs after `graceMs` is cut as by
+   * `close()`.
+   */
+  drain(graceMs: number): Promise<void>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -773,7 +782,8 @@ export async function startModelServer(opts: ModelServerOptions = {}): Promise<M
   const urlHost = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
 
   let closed: Promise<void> | null = null;
-  return {
+  let drained: Promise<void> | null = null;
+  const handle: ModelServerHandle = {
     port: addr.port,
     host: addr.address,
     url: `http://${urlHost}:${addr.port}`,
@@ -792,5 +802,28 @@ export async function startModelServer(opts: ModelServerOptions = {}): Promise<M
       });
       return closed;
     },
+    drain(graceMs: number): Promise<void> {
+      if (closed) return closed;
+      if (drained) return drained;
+      drained = new Promise<void>((resolve) => {
+        // The listener's close callback runs once every connection has closed: that is "drained".
+        const deadline = setTimeout(() => { handle.close().then(resolve, resolve); }, graceMs);
+        server.close(() => { clearTimeout(deadline); resolve(); });
+        // GOAWAY(NO_ERROR, last processed stream); each session closes when its last stream ends.
+        for (const s of srv.sessions) s.close();
+        const busy = new Set<Socket>();
+        for (const x of srv.live) {
+          const res = x.res;
+          const sock = res?.socket;
+          if (res === null || !sock) continue;
+          busy.add(sock);
+          res.shouldKeepAlive = false;
+          res.once('close', () => sock.end());
+        }
+        for (const s of h1Sockets) if (!busy.has(s)) s.destroy();
+      });
+      return drained;
+    },
   };
+  return handle;
 }

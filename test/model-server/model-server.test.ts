@@ -336,13 +336,77 @@ t.test('--key', async (t) => {
   s.close();
 });
 
-t.test('exits 0 on SIGTERM', async (t) => {
-  const x = await spawnModelServer([]);
+/** An SSE request over HTTP/1.1; resolves at its end or its error (never rejects). */
+function h1stream(url: string, onFirstData: () => void): Promise<{ status: number; text: string; complete: boolean }> {
+  return new Promise((resolve) => {
+    const req = http.request(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => { if (text === '') onFirstData(); text += d; });
+      res.on('end', () => resolve({ status: res.statusCode!, text, complete: res.complete }));
+      res.on('error', () => resolve({ status: res.statusCode!, text, complete: false }));
+    });
+    req.on('error', () => resolve({ status: 0, text: '', complete: false }));
+    req.end(JSON.stringify({ prompt: 'x', stream: true }));
+  });
+}
+
+t.test('SIGTERM drains: in-flight streams finish, new requests are refused, then it exits 0', async (t) => {
+  const x = await spawnModelServer(['--ttft-ms', '5', '--token-ms', '30', '--tokens', '10']);
+  t.teardown(() => { x.child.kill('SIGKILL'); });
+  const exited = new Promise<number | null>((r) => x.child.once('exit', (code) => r(code)));
   const s = http2.connect(x.url);
   s.on('error', () => {});
-  // an open stream must not keep it alive
-  void h2req(s, '/v1/completions', { prompt: 'x', stream: true }, { 'x-ttft-ms': '60000' });
-  await sleep(50);
-  t.equal(await x.stop(), 0);
-  s.destroy();
+  t.teardown(() => s.destroy());
+  const goaway = new Promise<number>((r) => s.once('goaway', (_code, lastId: number) => r(lastId)));
+  const results: H2Result[] = [];
+  let h1!: ReturnType<typeof h1stream>;
+  let started = 0;
+  const firstData = new Promise<void>((resolve) => {
+    const one = (): void => { if (++started === 4) resolve(); };
+    for (let i = 0; i < 3; i++) void h2req(s, '/v1/completions', { prompt: 'x', stream: true }, {}, (st) => st.once('data', one)).then((r) => results.push(r));
+    h1 = h1stream(x.url, one);
+  });
+  await firstData;
+  x.child.kill('SIGTERM');
+  const lastId = await goaway;
+  t.equal(lastId, 5, 'GOAWAY names the last stream it took (the third)');
+  // The listener is closed: a new connection is refused.
+  const refused = await new Promise<string>((resolve) => {
+    const c = http2.connect(x.url);
+    c.once('connect', () => { c.destroy(); resolve('connected'); });
+    c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+  });
+  t.equal(refused, 'ECONNREFUSED', 'new connections are refused while draining');
+  const h1r = await h1;
+  t.equal(await exited, 0, 'exit 0 once drained');
+  t.equal(results.length, 3);
+  for (const r of results) {
+    t.equal(r.status, 200);
+    t.equal(r.rstCode, http2.constants.NGHTTP2_NO_ERROR);
+    t.equal(sseData(r.text).length, 11, 'all 10 tokens and [DONE]');
+    t.equal(sseData(r.text).at(-1), '[DONE]');
+  }
+  t.ok(h1r.complete, 'HTTP/1.1 stream finished');
+  t.equal(sseData(h1r.text).at(-1), '[DONE]');
+});
+
+t.test('SIGTERM drain has a deadline (--drain-ms); a second signal cuts at once', async (t) => {
+  for (const second of [false, true]) {
+    const x = await spawnModelServer(['--ttft-ms', '60000', '--drain-ms', second ? '600000' : '200']);
+    t.teardown(() => { x.child.kill('SIGKILL'); });
+    const exited = new Promise<number | null>((r) => x.child.once('exit', (code) => r(code)));
+    const s = http2.connect(x.url);
+    s.on('error', () => {});
+    t.teardown(() => s.destroy());
+    const goaway = new Promise<void>((r) => s.once('goaway', () => r()));
+    const st = h2req(s, '/v1/completions', { prompt: 'x', stream: true });
+    await waitStats(x.url, (v) => v.inFlight === 1);
+    x.child.kill('SIGTERM');
+    await goaway;
+    if (second) x.child.kill('SIGTERM');
+    t.equal(await exited, 0, second ? 'second signal: exit 0 at once' : 'deadline: exit 0');
+    const r = await st;
+    t.not(sseData(r.text).at(-1), '[DONE]', 'the stream that outlived the drain was cut');
+  }
 });
