@@ -10,7 +10,7 @@
  *   node bench/policy-cost.ts --scenario mirror|auth [--users 50] [--rounds 3] [--seconds 8]
  */
 import { spawn } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import http2 from 'node:http2';
@@ -28,6 +28,8 @@ const root = path.resolve(import.meta.dirname, '..');
 const primary = await startBundledModel({ host: '127.0.0.1', port: 0, ttftMs: 50, tokenMs: 5, tokens: 16 });
 const shadow = await startBundledModel({ host: '127.0.0.1', port: 0, ttftMs: 500, tokenMs: 50, tokens: 16 });
 
+// Minting on the admin plane with real signing keys needs the admin credential.
+const ADMIN_SECRET = randomBytes(32).toString('base64url');
 const keyDir = mkdtempSync(path.join(os.tmpdir(), 'gg-cost-key-'));
 writeFileSync(path.join(keyDir, 'k.pem'), generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }));
 
@@ -35,10 +37,10 @@ function gateway(on: boolean): Promise<{ proc: ChildProcess; url: string; admin:
   const dir = mkdtempSync(path.join(os.tmpdir(), 'gg-cost-'));
   mkdirSync(path.join(dir, 'policies'));
   const auth = `auth:\n  signingKeys: [{ kid: b, alg: EdDSA, privateKey: { file: ${path.join(keyDir, 'k.pem')} }, active: true }]\n`;
-  writeFileSync(path.join(dir, 'g.yaml'), `listen: { port: 0 }\nadmin: { port: 0 }\nupstreams:\n  primary: { url: "${primary.url}" }\n  shadow: { url: "${shadow.url}" }\nmodels:\n  ghost-small: { upstream: primary }\npolicies: [policies/*.yaml]\nreload: { watch: false }\nlogging: { level: warn }\n${auth}`);
+  writeFileSync(path.join(dir, 'g.yaml'), `listen: { port: 0 }\nadmin: { port: 0, credential: { env: GG_COST_ADMIN } }\nupstreams:\n  primary: { url: "${primary.url}" }\n  shadow: { url: "${shadow.url}" }\nmodels:\n  ghost-small: { upstream: primary }\npolicies: [policies/*.yaml]\nreload: { watch: false }\nlogging: { level: warn }\n${auth}`);
   const step = SCENARIO === 'mirror' ? '  - use: mirror\n    params: { upstream: shadow, percent: 100, maxConcurrent: 256 }\n' : '  - use: auth\n';
   writeFileSync(path.join(dir, 'policies/p.yaml'), on ? `name: p\nsteps:\n${step}` : 'name: p\nsteps: []\n');
-  const proc = spawn(process.execPath, [path.join(root, 'bin/ghostgate.ts'), 'start', '--config', path.join(dir, 'g.yaml')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(process.execPath, [path.join(root, 'bin/ghostgate.ts'), 'start', '--config', path.join(dir, 'g.yaml')], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, GG_COST_ADMIN: ADMIN_SECRET } });
   return new Promise((resolve) => {
     const rl = createInterface({ input: proc.stdout! });
     let url = '';
@@ -77,7 +79,7 @@ const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(x
 const off = await gateway(false);
 const on = await gateway(true);
 // Both sides get the same Authorization header (the gateway without the auth step ignores it).
-const minted = await (await fetch(`${on.admin}/-/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ sub: 'bench', ttlSeconds: 3600 }) })).json() as { token: string };
+const minted = await (await fetch(`${on.admin}/-/token`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_SECRET}` }, body: JSON.stringify({ sub: 'bench', ttlSeconds: 3600 }) })).json() as { token: string };
 const bearer = `Bearer ${minted.token}`;
 const res = { off: { p50: [] as number[], p99: [] as number[], n: 0 }, on: { p50: [] as number[], p99: [] as number[], n: 0 } };
 for (let r = 0; r < ROUNDS; r++) {

@@ -51,6 +51,9 @@ export const catalog = {
   GW_ERR_AUTH_INVALID_CREDENTIAL: { status: 401, message: 'Credential is not valid' },
   GW_ERR_AUTH_IDP_UNAVAILABLE: { status: 503, message: 'Identity provider is unavailable; try again shortly' },
   GW_ERR_AUTH_NOT_CONFIGURED: { status: 404, message: 'Token exchange is not configured' },
+  // Admin plane
+  GW_ERR_ADMIN_UNAUTHORIZED: { status: 401, message: 'This admin route needs the admin credential: Authorization: Bearer <admin.credential>' },
+  GW_ERR_ADMIN_MINT_FORBIDDEN: { status: 403, message: 'Minting tokens on the admin plane needs auth.dev: true or an admin credential (admin.credential)' },
   // Server
   GW_ERR_SERVER_SHUTTING_DOWN: { status: 503, message: 'Gateway is shutting down' },
   GW_ERR_SERVER_OVERLOADED: { status: 503, message: 'Gateway is overloaded' },

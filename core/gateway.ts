@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import Fastify from 'fastify';
 import { builtinPlugins } from '../plugins/index.ts';
-import { loadConfig } from './config/load.ts';
+import { isLoopback, loadConfig } from './config/load.ts';
 import type { GatewayConfig } from './config/model.ts';
 import { ConfigWatcher } from './config/watch.ts';
 import { ConfigErrors, GatewayError } from './errors.ts';
@@ -19,7 +19,7 @@ import { HealthMonitor } from './health.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { buildRuntime, Runtime } from './runtime.ts';
 import { secretReader } from './secrets.ts';
-import { createAdminServer } from './server/admin.ts';
+import { createAdminServer, readAdminCredential } from './server/admin.ts';
 import { dataPlanePlugin } from './server/data-plane.ts';
 import { copilotPlugin } from './copilot/routes.ts';
 import type { GatewayState } from './server/data-plane.ts';
@@ -65,6 +65,8 @@ export class Gateway implements GatewayState {
   closing = false;
   lastReload: ReloadResult | undefined;
   addresses: Addresses | undefined;
+  /** SHA-256 of `admin.credential` (re-read on every reload), or undefined when none is set. */
+  adminCredential: Buffer | undefined;
   readonly #opts: GatewayOptions;
   readonly #servers: DataPlaneServers;
   readonly #admin: FastifyInstance | undefined;
@@ -97,7 +99,11 @@ export class Gateway implements GatewayState {
     const env = opts.env ?? process.env;
     const loaded = loadConfig(opts.configFile, env);
     const config = loaded.config;
+    const adminCredential = readAdminCredential(loaded, env);
     const log = makeLogger(config, opts);
+    if (config.admin.enabled && !isLoopback(config.admin.host) && !adminCredential) {
+      log.warn({ host: config.admin.host }, 'admin plane on a non-loopback address without admin.credential (admin.insecureAllowNoCredential): anyone who reaches it can reload the config');
+    }
     const metrics = new GatewayMetrics();
     const sharedStore = new Map<string, unknown>();
     const plugins = [...builtinPlugins, ...(opts.plugins ?? [])] as ReadonlyArray<PluginDefinition<unknown>>;
@@ -115,6 +121,7 @@ export class Gateway implements GatewayState {
       servers = createDataPlaneServers(config, log, metrics, tls);
       gw = new Gateway(opts, runtime, metrics, log, servers, sharedStore, plugins);
       gw.#tlsMaterial = tls;
+      gw.adminCredential = adminCredential;
       await servers.cleartext.register(dataPlanePlugin, { gw });
       await servers.cleartext.register(copilotPlugin, { gw });
       installFastLane(servers.cleartext.server as unknown as Http2Server, gw);
@@ -218,6 +225,7 @@ export class Gateway implements GatewayState {
         const read = secretReader(loaded.dir, this.#opts.env ?? process.env);
         tls = { key: read(t.key), cert: read(t.cert) };
       }
+      const adminCredential = readAdminCredential(loaded, this.#opts.env ?? process.env);
       const next = await buildRuntime(loaded, {
         log: this.log, metrics: this.metrics, plugins: this.#plugins, sharedStore: this.#sharedStore, env: this.#opts.env, warm: true,
       }, prev);
@@ -227,6 +235,7 @@ export class Gateway implements GatewayState {
         this.log.info('TLS certificate reloaded');
       }
       this.runtime = next;
+      this.adminCredential = adminCredential;
       this.health.configure(next.config.health);
       this.metrics.configVersion.set(next.version);
       this.metrics.reloads.labels('ok').inc();
@@ -294,7 +303,9 @@ export class Gateway implements GatewayState {
 /** Settings read once at start (listeners, limits): changing them needs a restart. */
 function restartOnly(a: GatewayConfig, b: GatewayConfig): string[] {
   const keys = ['admin', 'http2', 'limits', 'modelServer', 'logging'] as const;
-  const changed: string[] = keys.filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
+  // The admin credential is re-read on every reload; the admin listener is not.
+  const pick = (c: GatewayConfig, k: typeof keys[number]): string => JSON.stringify(k === 'admin' ? { ...c.admin, credential: undefined } : c[k]);
+  const changed: string[] = keys.filter((k) => pick(a, k) !== pick(b, k));
   // The TLS certificate and key reload in place; addresses need a restart.
   const where = (c: GatewayConfig): string => JSON.stringify([c.listen.host, c.listen.port, c.listen.tls?.host, c.listen.tls?.port]);
   if (where(a) !== where(b)) changed.unshift('listen');

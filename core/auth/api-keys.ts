@@ -96,6 +96,14 @@ export class ApiKeyStore {
     return store;
   }
 
+  /** A store holding one key (dev mode's generated key): the key itself is kept only as its digest. */
+  static single(key: string, entry: ApiKeyEntry): ApiKeyStore {
+    const store = new ApiKeyStore();
+    const digest = createHash('sha256').update(key, 'utf8').digest();
+    store.#bySha.set(digest.toString('hex'), { entry, digest });
+    return store;
+  }
+
   /** The entry for a presented key, or undefined. Same work for a wrong key and an unknown key. */
   async verify(key: string): Promise<ApiKeyEntry | undefined> {
     const digest = createHash('sha256').update(key, 'utf8').digest();

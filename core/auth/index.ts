@@ -13,7 +13,7 @@ import type { Registry } from 'prom-client';
 import { GatewayError } from '../errors.ts';
 import type { ErrorCode } from '../errors.ts';
 import type { AuthRuntime, JsonValue, Logger } from '../types.ts';
-import { ApiKeyStore } from './api-keys.ts';
+import { ApiKeyStore, generateApiKey } from './api-keys.ts';
 import { bearerToken } from './bearer.ts';
 import { TokenCache } from './cache.ts';
 import { MAX_MINT_TTL, normalizeAuthConfig, refreshIn } from './config.ts';
@@ -69,6 +69,12 @@ export interface AuthService extends AuthRuntime {
   readonly files: readonly string[];
   /** True when signing with the dev-mode in-memory key (its tokens verify only in this process). */
   readonly ephemeral: boolean;
+  /**
+   * Dev mode (`auth.dev: true`) with no credentials configured: an API key generated at load
+   * (kept across reloads, not restarts) that `POST /v1/token` exchanges for a token with
+   * `sub: dev`, so the token exchange works out of the box. Undefined outside dev mode.
+   */
+  readonly devApiKey: string | undefined;
 }
 
 interface Internals {
@@ -78,6 +84,7 @@ interface Internals {
   oidc: OidcVerifier | undefined;
   /** A successor service took over the cache: close() must not clear it. */
   adopted: boolean;
+  devApiKey: string | undefined;
 }
 
 const internals = new WeakMap<AuthService, Internals>();
@@ -91,6 +98,7 @@ function refDescription(ref: SecretRef): string {
 class GatewayAuthService implements AuthService {
   readonly files: readonly string[];
   readonly ephemeral: boolean;
+  readonly devApiKey: string | undefined;
   readonly #cfg: AuthConfig;
   readonly #keys: KeySet;
   readonly #rules: VerifyRules;
@@ -106,8 +114,9 @@ class GatewayAuthService implements AuthService {
 
   constructor(o: {
     cfg: AuthConfig; keys: KeySet; cache: TokenCache; revocation: Revocation; apiKeys: ApiKeyStore | undefined;
-    oidc: OidcVerifier | undefined; metrics: AuthMetrics; log: Logger; now: () => number; files: string[];
+    oidc: OidcVerifier | undefined; metrics: AuthMetrics; log: Logger; now: () => number; files: string[]; devApiKey: string | undefined;
   }) {
+    this.devApiKey = o.devApiKey;
     this.#cfg = o.cfg;
     this.#keys = o.keys;
     this.#cache = o.cache;
@@ -265,7 +274,10 @@ export async function compileAuth(config: Record<string, unknown>, deps: AuthDep
   const { revocation, file: revocationFile } = loadRevocation(cfg.revocation, deps.configDir);
   if (revocationFile) files.push(revocationFile);
   const apiRef = cfg.credentials.apiKeys;
-  const apiKeys = apiRef ? ApiKeyStore.parse(readSecret(apiRef), refDescription(apiRef)) : undefined;
+  let apiKeys = apiRef ? ApiKeyStore.parse(readSecret(apiRef), refDescription(apiRef)) : undefined;
+  // Dev mode with no credential configured: a generated API key, so the exchange works out of the box.
+  const devApiKey = cfg.dev && !apiRef && !cfg.credentials.oidc ? prev?.devApiKey ?? generateApiKey() : undefined;
+  if (devApiKey) apiKeys = ApiKeyStore.single(devApiKey, { sub: 'dev', claims: {} });
   const oidc = cfg.credentials.oidc ? new OidcVerifier(cfg.credentials.oidc, cfg.clockSkewSeconds, prev?.oidc) : undefined;
   // Cached verdicts stay valid while the same keys, issuer, audience and algorithms apply.
   const cacheKey = JSON.stringify([keys.fingerprint, cfg.issuer, cfg.audience, [...cfg.algorithms].sort(), cfg.cacheSize]);
@@ -275,9 +287,9 @@ export async function compileAuth(config: Record<string, unknown>, deps: AuthDep
   const metrics = authMetrics(deps.metrics);
   metrics.setCacheSize(() => cache.size);
   const service = new GatewayAuthService({
-    cfg, keys, cache, revocation, apiKeys, oidc, metrics, log: deps.log, now: deps.now ?? Date.now, files,
+    cfg, keys, cache, revocation, apiKeys, oidc, metrics, log: deps.log, now: deps.now ?? Date.now, files, devApiKey,
   });
-  internals.set(service, { keys, cache, cacheKey, oidc, adopted: false });
+  internals.set(service, { keys, cache, cacheKey, oidc, adopted: false, devApiKey });
   deps.log.info({
     signer: keys.signer?.kid ?? null,
     verifyKeys: [...keys.verify.keys()],

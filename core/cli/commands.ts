@@ -8,6 +8,7 @@ import { ConfigErrors, GatewayError } from '../errors.ts';
 import { Gateway, listenError, packageFile } from '../gateway.ts';
 import { GatewayMetrics } from '../metrics.ts';
 import { silentLogger } from '../plugin-context.ts';
+import { secretReader } from '../secrets.ts';
 import { buildRuntime } from '../runtime.ts';
 import type { PluginDefinition } from '../types.ts';
 
@@ -95,15 +96,16 @@ export const commands: Record<string, Command> = {
       const { runTokenCli } = await import('../auth/cli.ts');
       if (a.dev && !(a.signingKeys?.length)) {
         // Dev mode signs with an in-memory key that only the running gateway has: ask it.
-        const admin = `http://${loaded.config.admin.host}:${loaded.config.admin.port}`;
+        const c = loaded.config.admin;
+        const admin = `http://${c.host.includes(':') ? `[${c.host}]` : c.host}:${c.port}`;
+        const headers: Record<string, string> = { 'content-type': 'application/json' };
+        if (c.credential) headers.authorization = `Bearer ${secretReader(loaded.dir)(c.credential)}`;
         const viaAdmin = {
           async mint(claims: { sub: string; [k: string]: unknown }, ttlSeconds?: number) {
             const { sub, ...rest } = claims;
-            const res = await fetch(`${admin}/-/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ sub, ttlSeconds, claims: rest }) })
+            const res = await fetch(`${admin}/-/token`, { method: 'POST', headers, body: JSON.stringify({ sub, ttlSeconds, claims: rest }) })
               .catch(() => { throw new Error(`auth.dev uses an in-memory key: start the gateway first (no admin plane answered at ${admin})`); });
-            const body = await res.json() as { token: string; expires_at: number; error?: { message: string } };
-            if (!res.ok) throw new Error(body.error?.message ?? `admin answered ${res.status}`);
-            return body;
+            return adminBody<{ token: string; expires_at: number }>(res);
           },
         };
         await runTokenCli(rest, viaAdmin as never);
@@ -151,6 +153,17 @@ export const commands: Record<string, Command> = {
   },
 };
 
+/** The admin plane's JSON answer, or an Error carrying its code and message (never just the status). */
+export async function adminBody<T>(res: Response): Promise<T> {
+  const text = await res.text();
+  let body: { error?: { code?: string; message?: string } } | undefined;
+  try { body = JSON.parse(text) as typeof body; } catch { /* not JSON: quote it below */ }
+  if (res.ok && body) return body as T;
+  const e = body?.error;
+  if (e?.message) throw new Error(`admin answered ${res.status} ${e.code ?? ''}: ${e.message}`.replace(' :', ':'));
+  throw new Error(`admin answered ${res.status}: ${text.slice(0, 200) || '(empty body)'}`);
+}
+
 export function printConfigErrors(file: string, e: ConfigErrors): void {
   process.stderr.write(`${file}: ${e.errors.length} problem${e.errors.length === 1 ? '' : 's'}\n`);
   for (const err of e.errors) process.stderr.write(`  ${err.describe()}\n`);
@@ -161,11 +174,17 @@ async function printBanner(gw: Gateway, file: string, model: BundledModel | unde
   const rt = gw.runtime;
   const model0 = rt.config.defaultModel ?? Object.keys(rt.config.models)[0]!;
   let auth = '';
-  if (rt.auth) {
+  const dev: string[] = [];
+  // A token and an API key are printed in dev mode only (auth.dev: true): the log stream of a
+  // real deployment must never carry a credential.
+  if (rt.auth && (rt.config.auth as { dev?: boolean }).dev === true) {
     try {
       const t = await rt.auth.mint({ sub: 'dev' }, 3600);
       auth = ` \\\n  -H 'authorization: Bearer ${t.token}'`;
     } catch { /* no signing key for dev tokens: show the curl without one */ }
+    if (rt.auth.devApiKey) {
+      dev.push(`  dev API key ${rt.auth.devApiKey}  (auth.dev: exchange it at POST /v1/token; see client/README.md)`);
+    }
   }
   const lines = [
     `ghostgate is running (config ${file}, version ${rt.version})`,
@@ -174,6 +193,7 @@ async function printBanner(gw: Gateway, file: string, model: BundledModel | unde
     ...(a.admin ? [`  admin       ${a.admin}  (/_ping  /-/config  POST /-/reload  /metrics)`] : []),
     ...(model ? [`  model       ${model.url}  (bundled local model server)`] : []),
     `  upstreams   ${[...rt.upstreams.values()].map((u) => `${u.name}=${u.config.url} (${u.config.protocol})`).join(', ')}`,
+    ...dev,
     '',
     'Try a streamed completion:',
     `  curl --http2-prior-knowledge -N ${a.cleartext}/v1/completions \\`,

@@ -95,6 +95,12 @@ function modelKnown(c: GatewayConfig, name: string): boolean {
   return name in c.models || Object.values(c.models).some((m) => m.aliases.includes(name));
 }
 
+/** 127.0.0.0/8, ::1 (also IPv4-mapped) and `localhost`; any other name counts as reachable from outside. */
+export function isLoopback(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^(::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
 /** Checks the schema cannot express: references between sections, derived defaults. */
 function checkGateway(c: GatewayConfig, src: YamlSource, errors: GatewayError[]): void {
   for (const [name, u] of Object.entries(c.upstreams)) {
@@ -123,6 +129,11 @@ function checkGateway(c: GatewayConfig, src: YamlSource, errors: GatewayError[])
   }
   if (c.defaultModel !== undefined && !names.has(c.defaultModel)) {
     errors.push(new GatewayError('GW_ERR_CONFIG_UNKNOWN_MODEL', [c.defaultModel], { location: src.locate(['defaultModel']) }));
+  }
+  if (c.admin.enabled && !c.admin.credential && !c.admin.insecureAllowNoCredential && !isLoopback(c.admin.host)) {
+    errors.push(new GatewayError('GW_ERR_CONFIG_INVALID', [
+      `admin.host ${c.admin.host} is not a loopback address and admin.credential is not set: anyone who reaches it could reload the config or mint tokens. Set admin.credential ({env: NAME} or {file: path}), or admin.insecureAllowNoCredential: true`,
+    ], { location: src.locate(['admin', 'host']) }));
   }
   if (c.health.recoverAt !== undefined && c.health.recoverAt < c.health.slo) {
     errors.push(new GatewayError('GW_ERR_CONFIG_INVALID', ['health.recoverAt must be at least health.slo'], { location: src.locate(['health', 'recoverAt']) }));

@@ -92,7 +92,13 @@ export interface ModelServerConfig {
 
 export interface GatewayConfig {
   listen: ListenConfig;
-  admin: { host: string; port: number; enabled: boolean };
+  admin: {
+    host: string; port: number; enabled: boolean;
+    /** Bearer secret for POST /-/token and POST /-/reload (constant-time compare). */
+    credential?: SecretRef;
+    /** Opt-out: a non-loopback admin plane without a credential is otherwise a config error. */
+    insecureAllowNoCredential: boolean;
+  };
   http2: Http2Settings;
   limits: { bodyBytes: number; headerBytes: number; headersTimeoutMs: number };
   /** Request headers (lower-case) that `when` conditions may read as `request.headers.<name>`. */

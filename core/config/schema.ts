@@ -80,7 +80,11 @@ export const gatewayConfigSchema: JsonSchema = {
     },
     admin: {
       type: 'object', additionalProperties: false, default: {},
-      properties: { host, port: { ...port, default: 9090 }, enabled: { type: 'boolean', default: true } },
+      properties: {
+        host, port: { ...port, default: 9090 }, enabled: { type: 'boolean', default: true },
+        credential: { ...secretRef, description: 'Bearer secret the state-changing admin routes (POST /-/token, POST /-/reload) require: `Authorization: Bearer <secret>`. Needed for minting outside auth.dev, and for an admin plane on a non-loopback address.' },
+        insecureAllowNoCredential: { type: 'boolean', default: false, description: 'Allow an admin plane on a non-loopback address without a credential (anyone who reaches it can reload the config). Off by default: such a config is refused.' },
+      },
     },
     http2: {
       type: 'object', additionalProperties: false, default: {},

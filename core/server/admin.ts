@@ -1,14 +1,102 @@
 /**
  * The admin plane, on its own listener (loopback by default): health for the load balancer,
- * the effective config (secrets redacted), reload, metrics.
+ * the effective config (secrets redacted), reload, metrics, and token minting.
+ *
+ * Every answer that is not a success is `{error: {code, message}}` from the catalog, as on the
+ * data plane (unknown route, wrong method, bad JSON, wrong content type, too large).
+ *
+ * The routes that change state (POST /-/reload, POST /-/token) take `Authorization: Bearer
+ * <admin.credential>` when a credential is configured (compared in constant time). Minting
+ * also needs one unless `auth.dev` is on: a token with any claims is a key to the data plane.
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { LogController } from 'fastify';
-import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
-import { redact } from '../secrets.ts';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { bearerToken } from '../auth/bearer.ts';
+import type { LoadedConfig } from '../config/load.ts';
+import { ConfigErrors, GatewayError } from '../errors.ts';
+import { redact, secretReader } from '../secrets.ts';
 import type { Gateway } from '../gateway.ts';
 
+/** Admin request bodies are small JSON objects (`POST /-/token`). */
+const ADMIN_BODY_LIMIT = 64 * 1024;
+
+/** The routes and their methods; another method on a known path is a 405. */
+const ROUTES: Record<string, string> = {
+  '/_ping': 'GET', '/-/config': 'GET', '/-/upstreams': 'GET', '/metrics': 'GET', '/-/reload': 'POST', '/-/token': 'POST',
+};
+
+/**
+ * The SHA-256 of the configured admin credential (compared by digest, so the comparison's time
+ * depends on neither secret's length), or undefined. Throws ConfigErrors when it cannot be read.
+ */
+export function readAdminCredential(loaded: LoadedConfig, env: NodeJS.ProcessEnv = process.env): Buffer | undefined {
+  const ref = loaded.config.admin.credential;
+  if (!ref) return undefined;
+  try {
+    const secret = secretReader(loaded.dir, env)(ref);
+    return createHash('sha256').update(secret).digest();
+  } catch (e) {
+    const g = e instanceof GatewayError ? e : new GatewayError('GW_ERR_CONFIG_SECRET', ['admin.credential', String(e)]);
+    throw new ConfigErrors([new GatewayError(g.code, [], { message: g.message, location: loaded.source.locate(['admin', 'credential']) })]);
+  }
+}
+
+/** True if the request carries the admin credential. */
+function presented(req: FastifyRequest, digest: Buffer): boolean {
+  const b = bearerToken(req.headers.authorization);
+  const got = createHash('sha256').update(typeof b === 'string' ? b : '').digest();
+  return timingSafeEqual(got, digest) && typeof b === 'string';
+}
+
+function send(reply: FastifyReply, err: GatewayError): FastifyReply {
+  if (err.headers) reply.headers(err.headers);
+  return reply.code(err.status).header('content-type', 'application/json').header('cache-control', 'no-store').send(JSON.stringify(err.toJSON()));
+}
+
+/** Fastify's own errors (body parsing, limits) onto the catalog. */
+function toGatewayError(err: unknown, gw: Gateway): GatewayError {
+  if (err instanceof GatewayError) return err;
+  const e = err as { code?: string; statusCode?: number; message?: string };
+  switch (e.code) {
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': return new GatewayError('GW_ERR_REQ_UNSUPPORTED_MEDIA_TYPE');
+    case 'FST_ERR_CTP_BODY_TOO_LARGE': return new GatewayError('GW_ERR_REQ_BODY_TOO_LARGE', [ADMIN_BODY_LIMIT]);
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY': return new GatewayError('GW_ERR_REQ_INVALID_JSON');
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH': return new GatewayError('GW_ERR_REQ_BAD_REQUEST', ['Content-Length does not match the body']);
+    default:
+      if (err instanceof SyntaxError) return new GatewayError('GW_ERR_REQ_INVALID_JSON');
+      if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) return new GatewayError('GW_ERR_REQ_BAD_REQUEST', [e.message ?? 'invalid request']);
+      gw.log.error({ err: e.message, code: e.code }, 'unexpected error on the admin plane');
+      return new GatewayError('GW_ERR_SERVER_INTERNAL');
+  }
+}
+
 export function createAdminServer(gw: Gateway, logger: FastifyBaseLogger): FastifyInstance {
-  const app = Fastify({ loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }) }) as unknown as FastifyInstance;
+  const app = Fastify({
+    loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: ADMIN_BODY_LIMIT,
+  }) as unknown as FastifyInstance;
+  // JSON only; `__proto__`/`constructor` keys refused, like the data plane.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    const text = body as string;
+    if (text.trim() === '') { done(null, undefined); return; }
+    try {
+      const v = JSON.parse(text, (k, val: unknown) => {
+        if (k === '__proto__' || k === 'constructor') throw new SyntaxError('forbidden key');
+        return val;
+      }) as unknown;
+      done(null, v);
+    } catch {
+      done(new GatewayError('GW_ERR_REQ_INVALID_JSON'), undefined);
+    }
+  });
+
+  /** Guard for the routes that change state: the credential when one is configured. */
+  const needsCredential = async (req: FastifyRequest): Promise<void> => {
+    const digest = gw.adminCredential;
+    if (digest && !presented(req, digest)) throw new GatewayError('GW_ERR_ADMIN_UNAUTHORIZED', [], { headers: { 'www-authenticate': 'Bearer realm="ghostgate-admin"' } });
+  };
 
   app.get('/_ping', async (_req, reply) => {
     const s = gw.health.status();
@@ -30,21 +118,26 @@ export function createAdminServer(gw: Gateway, logger: FastifyBaseLogger): Fasti
     };
   });
 
-  app.post('/-/reload', async (_req, reply) => {
+  app.post('/-/reload', { preHandler: needsCredential }, async (_req, reply) => {
     const r = await gw.reload('admin');
     reply.code(r.ok ? 200 : 400);
     return r;
   });
 
   // Mint a token from the running gateway (its signing key, even an ephemeral dev key).
-  // Admin plane only: it is loopback by default, and minting is an operator's act.
-  app.post('/-/token', async (req, reply) => {
+  app.post('/-/token', { preHandler: needsCredential }, async (req, reply) => {
     const auth = gw.runtime.auth;
-    const b = (req.body ?? {}) as { sub?: unknown; ttlSeconds?: unknown; claims?: unknown };
-    if (!auth) { reply.code(404); return { error: { code: 'GW_ERR_AUTH_NOT_CONFIGURED', message: 'Token exchange is not configured' } }; }
-    if (typeof b.sub !== 'string' || b.sub === '') { reply.code(400); return { error: { code: 'GW_ERR_REQ_INVALID_BODY', message: 'Invalid request body: "sub" must be a non-empty string' } }; }
-    const claims = b.claims !== null && typeof b.claims === 'object' ? b.claims as Record<string, unknown> : {};
-    return auth.mint({ ...claims, sub: b.sub }, typeof b.ttlSeconds === 'number' ? b.ttlSeconds : undefined);
+    if (!auth) throw new GatewayError('GW_ERR_AUTH_NOT_CONFIGURED');
+    const dev = (gw.runtime.config.auth as { dev?: boolean } | undefined)?.dev === true;
+    if (!dev && !gw.adminCredential) throw new GatewayError('GW_ERR_ADMIN_MINT_FORBIDDEN');
+    const b = req.body ?? {};
+    if (typeof b !== 'object' || Array.isArray(b)) throw new GatewayError('GW_ERR_REQ_INVALID_BODY', ['the body must be a JSON object {sub, ttlSeconds?, claims?}']);
+    const { sub, ttlSeconds, claims } = b as { sub?: unknown; ttlSeconds?: unknown; claims?: unknown };
+    if (typeof sub !== 'string' || sub === '') throw new GatewayError('GW_ERR_REQ_INVALID_BODY', ['"sub" must be a non-empty string']);
+    if (ttlSeconds !== undefined && typeof ttlSeconds !== 'number') throw new GatewayError('GW_ERR_REQ_INVALID_BODY', ['"ttlSeconds" must be a number of seconds']);
+    if (claims !== undefined && (claims === null || typeof claims !== 'object' || Array.isArray(claims))) throw new GatewayError('GW_ERR_REQ_INVALID_BODY', ['"claims" must be an object']);
+    reply.header('cache-control', 'no-store');
+    return auth.mint({ ...(claims as Record<string, unknown> | undefined), sub }, ttlSeconds);
   });
 
   app.get('/-/upstreams', async () => {
@@ -59,8 +152,14 @@ export function createAdminServer(gw: Gateway, logger: FastifyBaseLogger): Fasti
     return gw.metrics.registry.metrics();
   });
 
-  app.setNotFoundHandler((req, reply) => {
-    reply.code(404).send({ error: { code: 'GW_ERR_REQ_NOT_FOUND', message: `No route for ${req.method} ${req.url}` } });
-  });
+  for (const [url, method] of Object.entries(ROUTES)) {
+    app.route({
+      method: ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'].filter((m) => m !== method), url,
+      // A GET route also answers HEAD (Fastify adds it).
+      handler: (req, reply) => { send(reply, new GatewayError('GW_ERR_REQ_METHOD_NOT_ALLOWED', [req.method, url])); },
+    });
+  }
+  app.setNotFoundHandler((req, reply) => { send(reply, new GatewayError('GW_ERR_REQ_NOT_FOUND', [req.method, req.url.split('?')[0]!])); });
+  app.setErrorHandler((err, _req, reply) => { send(reply, toGatewayError(err, gw)); });
   return app;
 }
