@@ -62,8 +62,9 @@ t.test('exchange failures', async (t) => {
     t.equal(err.status, status, `${name}: status`);
   }
   t.equal(await h.failures('GW_ERR_AUTH_INVALID_CREDENTIAL'), 3);
-  const noCreds = await h.compile({ dev: true });
+  const noCreds = await h.compile({ signingKeys: [signingEntry(h, await makeKey('k9'))] });
   t.equal((await caught(() => noCreds.exchange(bearer(key)))).code, 'GW_ERR_AUTH_NOT_CONFIGURED', 'no credential verifier → 404 NOT_CONFIGURED');
+  t.equal(noCreds.devApiKey, undefined, 'no dev API key outside dev mode');
 });
 
 t.test('reload applies edits of the keys file', async (t) => {
@@ -145,4 +146,23 @@ t.test('sha256 keys: wrong and unknown keys run the same code (timingSafeEqual a
   for (let i = 0; i < 21; i++) { a.push(await run(near)); b.push(await run(far)); } // interleaved: load hits both alike
   const ratio = median(a) / median(b);
   t.ok(ratio > 0.5 && ratio < 2, `near-miss / unknown median ratio ${ratio.toFixed(2)}`);
+});
+
+t.test('dev mode without credentials: a generated dev API key is exchanged (sub dev), kept across reloads; never with credentials configured', async (t) => {
+  const h = harness();
+  t.teardown(() => h.dir.remove());
+  const dev = await h.compile({ dev: true });
+  t.match(dev.devApiKey, /^ggk_[A-Za-z0-9_-]{43}$/, '256 random bits');
+  const r = await dev.exchange(bearer(dev.devApiKey!));
+  t.equal(dev.verify(r.token).sub, 'dev');
+  t.equal((await caught(() => dev.exchange(bearer(generateApiKey())))).code, 'GW_ERR_AUTH_INVALID_CREDENTIAL', 'another key is refused');
+  const again = await h.compile({ dev: true }, dev);
+  t.equal(again.devApiKey, dev.devApiKey, 'a reload keeps it');
+  const fresh = await h.compile({ dev: true });
+  t.not(fresh.devApiKey, dev.devApiKey, 'a restart makes a new one');
+  const k = generateApiKey();
+  h.dir.write('keys.yaml', `- sub: alice\n  hash: ${await hashApiKey(k)}\n`);
+  const withKeys = await h.compile({ dev: true, credentials: { apiKeys: { file: 'keys.yaml' } } });
+  t.equal(withKeys.devApiKey, undefined, 'configured credentials replace it');
+  t.equal((await caught(() => withKeys.exchange(bearer(dev.devApiKey!)))).code, 'GW_ERR_AUTH_INVALID_CREDENTIAL');
 });
