@@ -155,7 +155,11 @@ export class GhostgateClient {
           }
           throw err;
         }
-        yield* sseEvents<T>(stream);
+        // Nothing is yielded once the signal fired (a chunk may carry several events).
+        for await (const ev of sseEvents<T>(stream)) {
+          if (signal?.aborted) throw abortError(signal);
+          yield ev;
+        }
         if (signal?.aborted) throw abortError(signal);
         return;
       } catch (e) {
