@@ -48,7 +48,7 @@ async function copilotGateway(t: Test, extra = ''): Promise<{ g: TestGateway; ap
     listenYaml: 'listen: { host: 127.0.0.1, port: 0, tls: { host: 127.0.0.1, port: 0, key: { file: tls/key.pem }, cert: { file: tls/cert.pem } } }',
     upstreamsYaml: (m) => [
       'upstreams:',
-      `  local: { url: ${m.url}, protocol: h2c, pool: { size: 1 } }`,
+      `  local: { url: ${m.url}, protocol: h2c, pool: { size: 1 }, forwardHeaders: [x-ttft-ms] }`,
       'models:',
       '  ghost-small: { upstream: local, upstreamModel: ghost-small-v1, aliases: [gpt-41-copilot] }',
     ].join('\n'),
@@ -69,6 +69,8 @@ async function copilotGateway(t: Test, extra = ''): Promise<{ g: TestGateway; ap
         '  - use: auth',
         '  - use: version-gate',
         '    params: { minimum: { vscode: "1.90.0" }, status: 466, message: "Please upgrade your editor." }',
+        '  - use: supersede',
+        '    params: { keyFrom: { header: vscode-sessionid } }',
         '  - use: set-params',
         '    when: { "==": [{ var: request.headers.openai-intent }, "copilot-ghost"] }',
         '    params: { set: { /temperature: 0.2 } }',
@@ -182,6 +184,33 @@ t.test('the front door over TLS h2, HTTP/1.1 over https:// and over http://', as
       t.ok(r.status < 500, `${what} → ${r.status} is not a 5xx`);
     }
   });
+});
+
+t.test('supersede keyed on the client\'s session: a newer completion cancels the older one', async (t) => {
+  const { g, apiKey, cert } = await copilotGateway(t);
+  const s = await connect(g.gw.addresses!.tls!, { ca: cert });
+  t.teardown(() => s.close());
+  const { token } = JSON.parse((await h2(s, 'GET', '/copilot_internal/v2/token', { authorization: `Bearer ${apiKey}` })).text) as { token: string };
+  const hdr = (session: string, rid: string, slow = false): Record<string, string> => ({
+    authorization: `Bearer ${token}`, ...COPILOT_HEADERS, 'vscode-sessionid': session, 'x-request-id': rid, ...(slow ? { 'x-ttft-ms': '5000' } : {}),
+  });
+  const older = h2(s, 'POST', '/v1/engines/gpt-41-copilot/completions', hdr('S1', 'older', true), JSON.stringify(BODY));
+  const other = h2(s, 'POST', '/v1/engines/gpt-41-copilot/completions', hdr('S2', 'other', true), JSON.stringify(BODY));
+  // Wait until the model has both (they are in flight), then a newer one for session S1.
+  while ((await g.modelStats()).inFlight < 2) await new Promise((r) => setTimeout(r, 20));
+  const newer = await h2(s, 'POST', '/v1/engines/gpt-41-copilot/completions', hdr('S1', 'newer'), JSON.stringify(BODY));
+  t.equal(newer.status, 200);
+  const o = await older;
+  // The model sends its headers before the first token: the older reply had started, so it ends
+  // with an SSE error event and a reset, never [DONE].
+  t.match(o.text, /GW_ERR_POLICY_SUPERSEDED/, 'the older completion of the same session is superseded');
+  t.not(sseData(o.text).at(-1), '[DONE]', 'and does not look complete');
+  t.equal(o.headers['x-github-request-id'], 'older', 'its reply carries x-github-request-id');
+  const stats = await g.modelStats();
+  t.ok(stats.aborts.some((a) => a.id === 'older'), 'its upstream stream was reset');
+  t.ok(!stats.aborts.some((a) => a.id === 'other'), 'another session\'s completion is untouched');
+  const rest = await other;
+  t.equal(rest.status, 200, 'and completes');
 });
 
 t.test('configured endpoints are sent as they are (behind a load balancer or a DNS name)', async (t) => {
