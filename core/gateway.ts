@@ -215,7 +215,10 @@ export class Gateway implements GatewayState {
     try {
       const loaded = loadConfig(this.#opts.configFile, this.#opts.env ?? process.env);
       if (loaded.fingerprint === prev.loaded.fingerprint) {
-        return { ok: true, trigger, at, version: prev.version, unchanged: true };
+        // Still a success: after a rejected edit, restoring the running files must clear the error.
+        const r: ReloadResult = { ok: true, trigger, at, version: prev.version, unchanged: true };
+        this.lastReload = r;
+        return r;
       }
       const restartRequired = restartOnly(prev.config, loaded.config);
       // A new certificate (rotation) applies to new TLS connections without a restart.

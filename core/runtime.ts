@@ -226,6 +226,16 @@ export async function buildRuntime(loaded: LoadedConfig, deps: RuntimeDeps, prev
   return rt;
 }
 
+/**
+ * Check a policy's steps without building them (plugin known, `when` compiles, params match the
+ * plugin's schema): what `validate` can still say about policies when the main config is broken.
+ */
+export async function checkPolicySteps(lp: LoadedPolicy, plugins: ReadonlyArray<PluginDefinition<unknown>>, errors: GatewayError[]): Promise<void> {
+  const byName = new Map(plugins.map((p) => [p.name, p]));
+  // With checkOnly, buildStep returns before it touches deps or the shared parts.
+  for (let i = 0; i < lp.policy.steps.length; i++) await buildStep(lp, i, byName, undefined as never, undefined as never, errors, true);
+}
+
 async function buildStep(
   lp: LoadedPolicy, i: number, byName: Map<string, PluginDefinition<unknown>>, deps: RuntimeDeps,
   shared: { clients: ReadonlyMap<string, UpstreamClient>; modelDefaults: Map<string, { upstream: string; upstreamModel: string }>; auth: AuthRuntime | undefined; closers: Array<() => void | Promise<void>> },

@@ -3,13 +3,13 @@ import { parseArgs } from 'node:util';
 import { builtinPlugins } from '../../plugins/index.ts';
 import { startBundledModel } from '../bundled-model.ts';
 import type { BundledModel } from '../bundled-model.ts';
-import { loadConfig } from '../config/load.ts';
+import { loadConfig, loadConfigStaged } from '../config/load.ts';
 import { ConfigErrors, GatewayError } from '../errors.ts';
 import { Gateway, listenError, packageFile } from '../gateway.ts';
 import { GatewayMetrics } from '../metrics.ts';
 import { silentLogger } from '../plugin-context.ts';
 import { secretReader } from '../secrets.ts';
-import { buildRuntime } from '../runtime.ts';
+import { buildRuntime, checkPolicySteps } from '../runtime.ts';
 import type { PluginDefinition } from '../types.ts';
 
 export interface Command { summary: string; run(argv: string[]): Promise<number | void> }
@@ -63,17 +63,27 @@ export const commands: Record<string, Command> = {
       const { values } = parseArgs({ args: argv, options: configOpt });
       if (values.help) { console.log('Usage: ghostgate validate [--config gateway.config.yaml]\nExit 0 when valid; 1 with every problem listed.'); return 0; }
       const file = values.config ?? DEFAULT_CONFIG;
-      try {
-        const loaded = loadConfig(file);
-        const rt = await buildRuntime(loaded, { log: silentLogger, metrics: new GatewayMetrics(undefined, { defaults: false }), plugins: builtinPlugins as ReadonlyArray<PluginDefinition<unknown>>, sharedStore: new Map(), warm: false });
-        await rt.retire(undefined);
-        const steps = loaded.policies.reduce((n, p) => n + p.policy.steps.length, 0);
-        console.log(`${loaded.file}: OK (${Object.keys(loaded.config.upstreams).length} upstreams, ${Object.keys(loaded.config.models).length} models, ${loaded.policies.length} policies, ${steps} steps)`);
-        return 0;
-      } catch (e) {
-        if (e instanceof ConfigErrors) { printConfigErrors(file, e); return 1; }
-        throw e;
+      // Every stage of every file in one run: YAML, schema, references, then what only building
+      // the runtime finds (plugins, params, conditions, secrets, auth), as far as each file allows.
+      const plugins = builtinPlugins as ReadonlyArray<PluginDefinition<unknown>>;
+      const st = loadConfigStaged(file);
+      const errors = [...st.errors];
+      if (st.loaded) {
+        try {
+          const rt = await buildRuntime(st.loaded, { log: silentLogger, metrics: new GatewayMetrics(undefined, { defaults: false }), plugins, sharedStore: new Map(), warm: false });
+          await rt.retire(undefined);
+        } catch (e) {
+          if (!(e instanceof ConfigErrors)) throw e;
+          errors.push(...e.errors);
+        }
+      } else {
+        for (const lp of st.policies) await checkPolicySteps(lp, plugins, errors);
       }
+      if (errors.length) { printConfigErrors(file, new ConfigErrors(errors)); return 1; }
+      const loaded = st.loaded!;
+      const steps = loaded.policies.reduce((n, p) => n + p.policy.steps.length, 0);
+      console.log(`${loaded.file}: OK (${Object.keys(loaded.config.upstreams).length} upstreams, ${Object.keys(loaded.config.models).length} models, ${loaded.policies.length} policies, ${steps} steps)`);
+      return 0;
     },
   },
 

@@ -11,6 +11,7 @@ import type { GatewayConfig, PolicyConfig } from './model.ts';
 import { gatewayConfigSchema, policySchema } from './schema.ts';
 import { configAjv, validateInto, validatorFor } from './validate.ts';
 import { YamlSource } from './yaml-source.ts';
+import { parseDocument } from 'yaml';
 
 export interface LoadedPolicy { readonly file: string; readonly source: YamlSource; readonly policy: PolicyConfig }
 
@@ -31,45 +32,88 @@ const validatePolicy = validatorFor(configAjv, policySchema());
 
 /** Load and validate; throws ConfigErrors listing every problem found. */
 export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
-  const errors: GatewayError[] = [];
+  const st = loadConfigStaged(file, env);
+  if (st.errors.length) throw new ConfigErrors(st.errors);
+  return st.loaded!;
+}
+
+export interface StagedLoad {
+  /**
+   * Every problem, by stage: YAML (and env) errors of every file, then schema errors of every
+   * file, then references (between sections, policy → model).
+   */
+  errors: GatewayError[];
+  /**
+   * The config when the main file passed its own stages: with the policy files that passed
+   * theirs (all of them when `errors` is empty). `validate` builds a runtime from it to find the
+   * next stage's problems (plugins, params, conditions, secrets) in the same run.
+   */
+  loaded: LoadedConfig | undefined;
+  /** Policy files that parsed and match the schema (for step checks when the main config failed). */
+  policies: LoadedPolicy[];
+}
+
+/** Load every file as far as it goes, collecting each stage's problems (never stops at the first file). */
+export function loadConfigStaged(file: string, env: NodeJS.ProcessEnv = process.env): StagedLoad {
+  const yamlErrors: GatewayError[] = [];
+  const schemaErrors: GatewayError[] = [];
+  const refErrors: GatewayError[] = [];
   const abs = path.resolve(file);
   const dir = path.dirname(abs);
-  const source = YamlSource.read(abs, errors, env);
-  if (!source) throw new ConfigErrors(errors);
-  const value = source.value() ?? {};
-  if (typeof value !== 'object' || Array.isArray(value)) {
-    throw new ConfigErrors([new GatewayError('GW_ERR_CONFIG_SCHEMA', ['the config must be a YAML mapping'], { location: { file: abs, line: 1 } })]);
+  const source = YamlSource.read(abs, yamlErrors, env);
+  let config: GatewayConfig | undefined;
+  let patterns: string[] = [];
+  if (source) {
+    const value = source.value() ?? {};
+    if (typeof value !== 'object' || Array.isArray(value)) {
+      schemaErrors.push(new GatewayError('GW_ERR_CONFIG_SCHEMA', ['the config must be a YAML mapping'], { location: { file: abs, line: 1 } }));
+    } else {
+      const raw = (value as { policies?: unknown }).policies;
+      if (validateInto(validateGateway, value, source, abs, schemaErrors)) {
+        config = value as GatewayConfig;
+        checkGateway(config, source, refErrors);
+        patterns = config.policies;
+      } else {
+        // The policies are still checked, as far as the list of them can be read.
+        patterns = raw === undefined ? defaultPolicies() : Array.isArray(raw) ? raw.filter((x): x is string => typeof x === 'string') : [];
+      }
+    }
+  } else if (!yamlErrors.some((e) => e.code === 'GW_ERR_CONFIG_READ')) {
+    // A YAML error in the main file: check the policy files it names if that part parses.
+    patterns = policiesOfBrokenYaml(abs);
   }
-  if (!validateInto(validateGateway, value, source, abs, errors)) throw new ConfigErrors(errors);
-  const config = value as GatewayConfig;
-  checkGateway(config, source, errors);
 
-  const hash = createHash('sha256').update(source.text);
+  const hash = createHash('sha256').update(source?.text ?? '');
   const policies: LoadedPolicy[] = [];
-  for (const pattern of config.policies) {
+  for (const [i, pattern] of patterns.entries()) {
     const matches = globSync(pattern, { cwd: dir }).sort();
     if (matches.length === 0 && !/[*?[]/.test(pattern)) {
-      errors.push(new GatewayError('GW_ERR_CONFIG_READ', [pattern, 'no such file'], { location: source.locate(['policies', config.policies.indexOf(pattern)]) }));
+      yamlErrors.push(new GatewayError('GW_ERR_CONFIG_READ', [pattern, 'no such file'], { location: source ? source.locate(['policies', i]) : { file: abs } }));
     }
     for (const rel of matches) {
       const pfile = path.resolve(dir, rel);
-      const psrc = YamlSource.read(pfile, errors, env);
+      const psrc = YamlSource.read(pfile, yamlErrors, env);
       if (!psrc) continue;
       hash.update('\0').update(pfile).update('\0').update(psrc.text);
       const pv = psrc.value();
       if (pv === null || pv === undefined) continue; // an empty file is no policy
-      if (!validateInto(validatePolicy, pv, psrc, pfile, errors)) continue;
+      if (!validateInto(validatePolicy, pv, psrc, pfile, schemaErrors)) continue;
       const policy = pv as PolicyConfig;
       if (policies.some((p) => p.policy.name === policy.name)) {
-        errors.push(new GatewayError('GW_ERR_CONFIG_INVALID', [`policy name "${policy.name}" is used twice`], { location: psrc.locate(['name']) }));
+        refErrors.push(new GatewayError('GW_ERR_CONFIG_INVALID', [`policy name "${policy.name}" is used twice`], { location: psrc.locate(['name']) }));
       }
-      for (const [i, m] of (policy.match.models ?? []).entries()) {
-        if (!modelKnown(config, m)) errors.push(new GatewayError('GW_ERR_CONFIG_UNKNOWN_MODEL', [m], { location: psrc.locate(['match', 'models', i]) }));
+      if (config) {
+        for (const [j, m] of (policy.match.models ?? []).entries()) {
+          if (!modelKnown(config, m)) refErrors.push(new GatewayError('GW_ERR_CONFIG_UNKNOWN_MODEL', [m], { location: psrc.locate(['match', 'models', j]) }));
+        }
       }
       policies.push({ file: pfile, source: psrc, policy });
     }
   }
-  if (errors.length) throw new ConfigErrors(errors);
+  const errors = [...yamlErrors, ...schemaErrors, ...refErrors];
+  if (!config || !source || yamlErrors.some((e) => e.location?.file === abs) || refErrors.some((e) => e.location?.file === abs)) {
+    return { errors, loaded: undefined, policies };
+  }
   // Files the config reads secrets or lists from (API keys, deny lists…): a change reloads too.
   const watchFiles = new Set<string>();
   for (const f of fileRefs(config)) {
@@ -77,7 +121,23 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
     watchFiles.add(full);
     try { hash.update('\0').update(full).update('\0').update(readFileSync(full)); } catch { /* reported by the runtime */ }
   }
-  return { file: abs, dir, source, config, policies, fingerprint: hash.digest('hex'), watchFiles: [...watchFiles] };
+  return { errors, policies, loaded: { file: abs, dir, source, config, policies, fingerprint: hash.digest('hex'), watchFiles: [...watchFiles] } };
+}
+
+function defaultPolicies(): string[] {
+  return (gatewayConfigSchema.properties as { policies: { default: string[] } }).policies.default;
+}
+
+/** The `policies:` list of a config file whose YAML has an error elsewhere, if that part reads. */
+function policiesOfBrokenYaml(file: string): string[] {
+  try {
+    const v = parseDocument(readFileSync(file, 'utf8')).toJS() as { policies?: unknown } | null;
+    const raw = v && typeof v === 'object' ? v.policies : undefined;
+    if (raw === undefined) return defaultPolicies();
+    return Array.isArray(raw) ? raw.filter((x): x is string => typeof x === 'string' && !x.includes('${')) : [];
+  } catch {
+    return [];
+  }
 }
 
 /** Every `{file: path}` reference in the config. */

@@ -174,3 +174,20 @@ t.test('an admin plane on a non-loopback address needs a credential or an explic
   t.doesNotThrow(() => loadConfig(write('admin: { host: 0.0.0.0, insecureAllowNoCredential: true }')), 'with the opt-out');
   t.doesNotThrow(() => loadConfig(write('admin: { host: 0.0.0.0, enabled: false }')), 'no admin plane at all');
 });
+
+t.test('after a rejected reload, restoring the running files makes /-/config lastReload ok again', async (t) => {
+  const policy = 'name: p\nsteps:\n  - use: strip-params\n    params: { remove: [/logprobs] }\n';
+  const g = await startGateway(t, { policies: { 'p.yaml': policy } });
+  const reload = async (): Promise<{ ok: boolean; unchanged?: boolean }> => (await fetch(`${g.adminUrl}/-/reload`, { method: 'POST' })).json() as Promise<{ ok: boolean; unchanged?: boolean }>;
+  const last = async (): Promise<{ ok: boolean; unchanged?: boolean; version: number }> => ((await (await fetch(`${g.adminUrl}/-/config`)).json()) as { lastReload: { ok: boolean; unchanged?: boolean; version: number } }).lastReload;
+  const v = g.gw.runtime.version;
+  g.write('policies/p.yaml', 'name: p\nsteps:\n  - use: nope\n');
+  t.equal((await reload()).ok, false, 'the broken edit is rejected');
+  t.equal((await last()).ok, false, '/-/config says so');
+  g.write('policies/p.yaml', policy);
+  const r = await reload();
+  t.same({ ok: r.ok, unchanged: r.unchanged }, { ok: true, unchanged: true }, 'the restored files are the running config');
+  const l = await last();
+  t.equal(l.ok, true, '/-/config lastReload is ok again');
+  t.equal(l.version, v, 'still the same version');
+});
