@@ -129,6 +129,16 @@ export const commands: Record<string, Command> = {
     },
   },
 
+  apikey: {
+    summary: 'Make an API key for the token exchange: `apikey new --sub NAME [--append secrets/api-keys.yaml]`',
+    async run(argv) {
+      const { runApiKeyCli, APIKEY_CLI_USAGE } = await import('../auth/cli.ts');
+      if (argv.includes('--help') || argv.includes('-h')) { console.log(APIKEY_CLI_USAGE); return 0; }
+      await runApiKeyCli(argv);
+      return 0;
+    },
+  },
+
   explain: {
     summary: 'Dry-run the pipeline on a request: steps, conditions, route, upstream body diff',
     async run(argv) {
