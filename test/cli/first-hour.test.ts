@@ -80,3 +80,18 @@ t.test('dev: false with real signing keys: the banner prints no token and no API
   t.notMatch(all, /dev API key|ggk_/, 'no API key');
   t.equal(await gw.stop(), 0);
 });
+
+t.test('the README\'s explain example: with --claims, the auth step passes and the later steps show', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-explain-'));
+  const req = path.join(dir, 'req.json');
+  writeFileSync(req, '{"model":"ghost","prompt":"def fib("}');
+  const withClaims = await run(t, ['bin/ghostgate.ts', 'explain', '--request', req, '--claims', '{"sub":"alice","plan":"pro"}'], {});
+  t.equal(withClaims.code, 0, withClaims.err);
+  t.match(withClaims.out, /1\. auth\s+ran\s+\[default\] policies\/default\.yaml:9/);
+  t.match(withClaims.out, /2\. set-headers\s+ran/);
+  t.match(withClaims.out, /route\s+model=ghost-small upstream=local upstreamModel=ghost-small/);
+  t.match(withClaims.out, /set\s+\/model\s+"ghost" → "ghost-small"/);
+  const without = await run(t, ['bin/ghostgate.ts', 'explain', '--request', req], {});
+  t.match(without.out, /401|GW_ERR_AUTH_MISSING_TOKEN/, 'without --claims: the auth step\'s 401');
+  t.notMatch(without.out, /set-headers\s+ran/);
+});
