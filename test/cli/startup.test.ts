@@ -113,3 +113,20 @@ t.test('in process: Gateway.start throws GW_ERR_SERVER_LISTEN and leaves nothing
   t.ok(s.sessions.opened >= 1, 'pools had warmed');
   t.equal(s.sessions.active, 0, 'and were closed');
 });
+
+t.test('policies/examples/gateway.yaml takes the GHOSTGATE_* port overrides (runs beside npm start)', async (t) => {
+  const model = await spawnModelServer();
+  t.teardown(() => model.stop());
+  const port = await freePort();
+  const adminPort = await freePort();
+  const gw = await Gateway.start({
+    configFile: path.resolve(import.meta.dirname, '../../policies/examples/gateway.yaml'),
+    env: { ...process.env, GHOSTGATE_PORT: String(port), GHOSTGATE_ADMIN_PORT: String(adminPort), GHOSTGATE_MODEL_PORT: String(model.port) },
+    watch: false, logger: { level: 'silent' },
+  });
+  t.teardown(() => gw.close(2000));
+  t.equal(gw.addresses!.port, port, 'data plane on GHOSTGATE_PORT');
+  t.equal(gw.addresses!.adminPort, adminPort, 'admin plane on GHOSTGATE_ADMIN_PORT');
+  for (const [name, u] of gw.runtime.upstreams) t.equal(u.config.url, `http://127.0.0.1:${model.port}`, `${name} on GHOSTGATE_MODEL_PORT`);
+  t.equal((await fetch(`http://127.0.0.1:${adminPort}/_ping`)).status, 200);
+});
