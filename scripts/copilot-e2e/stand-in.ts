@@ -8,7 +8,12 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 
-export const STAND_IN_TEXT = 'return sum(values) * 42  # from the stand-in';
+/**
+ * The same 9 pieces the bundled model sends in the e2e run (model-server/server.ts), one word
+ * changed: the client post-processes both alike, and the check tells them apart.
+ */
+export const STAND_IN_PIECES = ['def', ' standin', '(n', ':', ' int', ')', ' ->', ' int', ':'];
+export const STAND_IN_TEXT = STAND_IN_PIECES.join('');
 
 export interface StandIn {
   tlsUrl: string;
@@ -47,8 +52,8 @@ export async function startStandIn(tls: { key: string; cert: string }): Promise<
         try { body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>; } catch { /* recorded empty */ }
         completions.push({ headers: { ...req.headers }, body });
         (res as http.ServerResponse).writeHead(200, { 'content-type': 'text/event-stream', 'x-github-request-id': `s-${++seq}` });
-        // As many SSE events as the bundled model sends in the e2e run (one per word), at once.
-        const words = (STAND_IN_TEXT + '\n').split(/(?<= )/);
+        // As many SSE events as the bundled model sends in the e2e run, at once.
+        const words = STAND_IN_PIECES;
         const ev = (text: string, last: boolean): string => `data: {"id":"c${seq}","created":0,"choices":[{"text":${JSON.stringify(text)},"index":0,"finish_reason":${last ? '"stop"' : 'null'},"logprobs":null}]}\n\n`;
         res.end(words.map((w, i) => ev(w, i === words.length - 1)).join('') + 'data: [DONE]\n\n');
         return;
