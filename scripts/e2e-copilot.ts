@@ -6,7 +6,8 @@
  *    exits 0. `COPILOT_LS_VERSION` (default 1.539.0) and `GHOSTGATE_COPILOT_LS_DIR` (default
  *    $TMPDIR/ghostgate-copilot-ls) change what and where.
  * 2. Starts the bundled model server (answering at once: no simulated time to first token, so the
- *    comparison below measures ghostgate, not the model), ghostgate with its TLS listener and a
+ *    comparison below measures ghostgate, not the model) and the stand-in together in one child
+ *    process (so ghostgate's path has exactly one more process, ghostgate), ghostgate with its TLS listener and a
  *    certificate made for the run (trusted by the client through NODE_EXTRA_CA_CERTS), the
  *    Copilot front door, and a policy (auth, version-gate 466, supersede, set-params); and a
  *    minimal stand-in that answers every call of the client at once.
@@ -30,17 +31,18 @@ import { Writable } from 'node:stream';
 import { generateApiKey, hashApiKey } from '../core/auth/index.ts';
 import { catalog } from '../core/errors.ts';
 import { Gateway } from '../core/gateway.ts';
-import { spawnModelServer } from '../test/model-server/fixtures/spawn.ts';
-import type { SpawnedModelServer } from '../test/model-server/fixtures/spawn.ts';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { makeCert } from '../test/helpers/tls.ts';
 import { LspClient } from './copilot-e2e/lsp.ts';
-import { startStandIn } from './copilot-e2e/stand-in.ts';
-import type { StandIn } from './copilot-e2e/stand-in.ts';
 
 const VERSION = process.env.COPILOT_LS_VERSION ?? '1.539.0';
 const SCRATCH = process.env.GHOSTGATE_COPILOT_LS_DIR ?? path.join(os.tmpdir(), 'ghostgate-copilot-ls');
 const ROUNDS = Number(process.env.COPILOT_E2E_ROUNDS ?? 48);
 const TARGET_RATIO = 1.5;
+const WARMUP = 5;
 /**
  * The client waits on its own before it asks (a debounce) and before it answers (it holds a
  * completion until ~200 ms after the request began). Both off by default here, so the times
@@ -83,9 +85,10 @@ interface Ctx {
   work: string;
   caFile: string;
   apiKey: string;
-  model: SpawnedModelServer;
+  answerers: Answerers;
+  model: { url: string };
   gw: Gateway;
-  standIn: StandIn;
+  standIn: { url: string; tlsUrl: string };
   logs: string[];
   clients: LspClient[];
 }
@@ -95,21 +98,20 @@ async function main(): Promise<number> {
   if (!ls) return 0;
   const work = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-e2e-copilot-'));
   const clients: LspClient[] = [];
-  let model: SpawnedModelServer | undefined;
+  let answerers: Answerers | undefined;
   let gw: Gateway | undefined;
-  let standIn: StandIn | undefined;
-  const guard = setTimeout(() => { console.error('FAIL: the e2e check did not finish within 10 minutes'); for (const c of clients) c.child.kill('SIGKILL'); void model?.stop(); process.exit(1); }, 10 * 60_000);
+  const guard = setTimeout(() => { console.error('FAIL: the e2e check did not finish within 10 minutes'); for (const c of clients) c.child.kill('SIGKILL'); answerers?.child.kill('SIGKILL'); process.exit(1); }, 10 * 60_000);
   guard.unref();
   try {
     const tls = makeCert();
     const caFile = path.join(work, 'ca.pem');
     writeFileSync(caFile, tls.cert);
-    model = await spawnModelServer(['--ttft-ms', '0', '--token-ms', '0', '--tokens', '9']);
+    answerers = await startAnswerers(tls);
+    const { model, standIn } = answerers;
     const apiKey = generateApiKey();
     const logs: string[] = [];
     gw = await startGateway(work, tls, model, apiKey, logs);
-    standIn = await startStandIn(tls);
-    const ctx: Ctx = { ls, work, caFile, apiKey, model, gw, standIn, logs, clients };
+    const ctx: Ctx = { ls, work, caFile, apiKey, answerers, model, gw, standIn, logs, clients };
     const a = gw.addresses!;
     const results = [
       await phase(ctx, 'HTTP/2 over TLS', `https://127.0.0.1:${a.tlsPort}`, standIn.tlsUrl.replace('localhost', '127.0.0.1'), 'h2'),
@@ -136,7 +138,7 @@ async function main(): Promise<number> {
     console.error('FAIL:', e);
   } finally {
     await Promise.allSettled(clients.map((c) => c.stop()));
-    await Promise.allSettled([gw?.close(2000), standIn?.close(), model?.stop()]);
+    await Promise.allSettled([gw?.close(2000), answerers?.stop()]);
     clearTimeout(guard);
     rmSync(work, { recursive: true, force: true });
   }
@@ -144,7 +146,7 @@ async function main(): Promise<number> {
   return failures.length ? 1 : 0;
 }
 
-async function startGateway(work: string, tls: { key: string; cert: string }, model: SpawnedModelServer, apiKey: string, logs: string[]): Promise<Gateway> {
+async function startGateway(work: string, tls: { key: string; cert: string }, model: { url: string }, apiKey: string, logs: string[]): Promise<Gateway> {
   const dir = path.join(work, 'gateway');
   mkdirSync(path.join(dir, 'policies'), { recursive: true });
   mkdirSync(path.join(dir, 'secrets'), { recursive: true });
@@ -232,12 +234,12 @@ interface PhaseResult { name: string; gw: number[]; si: number[]; gwFetch: numbe
 async function phase(ctx: Ctx, name: string, gwBase: string, siBase: string, proto: 'h2' | 'h1'): Promise<PhaseResult> {
   console.log(`\n== ${name}: ghostgate ${gwBase}, stand-in ${siBase}`);
   await fetch(`${ctx.model.url}/_reset`, { method: 'POST' });
-  const siBefore = ctx.standIn.completions.length;
+  const siBefore = await standInCount(ctx);
   const [g, s] = await Promise.all([startClient(ctx, `gw-${proto}`, gwBase), startClient(ctx, `si-${proto}`, siBase)]);
   const gHome = path.join(ctx.work, `home-gw-${proto}`);
   const sHome = path.join(ctx.work, `home-si-${proto}`);
-  // Warm-up: sign-in, token exchange, first connection.
-  for (let i = 0; i < 2; i++) { await complete(g, gHome); await complete(s, sHome); }
+  // Warm-up, not measured: sign-in, token exchange, first connections, and the JIT of both paths.
+  for (let i = 0; i < WARMUP; i++) { await complete(g, gHome); await complete(s, sHome); }
   const gw: number[] = [];
   const si: number[] = [];
   let gwTexts = 0;
@@ -264,17 +266,17 @@ async function phase(ctx: Ctx, name: string, gwBase: string, siBase: string, pro
   // The model server keeps its last 50 requests, and counts all of them.
   const mine = (await modelRequests(ctx)).filter((r) => r.path === '/v1/completions');
   const count = ((await (await fetch(`${ctx.model.url}/_stats`)).json()) as { requests: number }).requests;
-  check(count === ROUNDS + 2 && mine.length === Math.min(50, count), `${name}: the model received ${count} completion requests (${ROUNDS} rounds + 2 warm-up)`);
+  check(count === ROUNDS + WARMUP && mine.length === Math.min(50, count), `${name}: the model received ${count} completion requests (${ROUNDS} rounds + ${WARMUP} warm-up)`);
   check(mine.every((r) => (r.body.extra as Record<string, unknown> | undefined)?.ghostgate === proto), `${name}: every one went through ghostgate's policy as ${proto} (set-params wrote extra.ghostgate = "${proto}")`);
   check(mine.every((r) => r.body.model === 'ghost-small-v1'), `${name}: engine gpt-41-copilot → model ghost-small → upstream model ghost-small-v1`);
   check(mine.every((r) => typeof r.body.prompt === 'string' && (r.body.prompt as string).includes('def compute_') && typeof r.body.suffix === 'string' && (r.body.suffix as string).includes('print(compute_')),
     `${name}: prompt and suffix reached the model as the client sent them`);
   check(mine.every((r) => r.body.temperature === 0.1 && r.headers.authorization === undefined), `${name}: set-params applied; the client's token is not forwarded`);
-  check(ctx.standIn.completions.length - siBefore >= ROUNDS, `${name}: the stand-in received its ${ROUNDS}+ requests`);
-  const sample = ctx.standIn.completions.at(-1);
-  if (sample) console.log(`   the client's completion request: headers ${Object.keys(sample.headers).filter((h) => !h.startsWith(':')).join(', ')}; body keys ${Object.keys(sample.body).join(', ')}`);
+  check(await standInCount(ctx) - siBefore === ROUNDS + WARMUP, `${name}: the stand-in received its ${ROUNDS} + ${WARMUP} requests`);
+  const sample = mine.at(-1);
+  if (sample) console.log(`   the client's completion request as the model got it: headers ${Object.keys(sample.headers).filter((h) => !h.startsWith(':')).join(', ')}; body keys ${Object.keys(sample.body).join(', ')}`);
   await Promise.all([g.stop(), s.stop()]);
-  return { name, gw, si, gwFetch: fetchTimes(g).slice(2), siFetch: fetchTimes(s).slice(2) };
+  return { name, gw, si, gwFetch: fetchTimes(g).slice(WARMUP), siFetch: fetchTimes(s).slice(WARMUP) };
 }
 
 /** The client's own log of each completion fetch: "... finished with 200 status after 12.9 ms". */
@@ -309,6 +311,29 @@ async function noServerErrors(ctx: Ctx): Promise<void> {
   console.log(`   front door replies: ${front.join(', ')}`);
   console.log(`   error replies by code: ${errs.map(([c, n]) => `${c}: ${n}`).join(', ') || 'none'}`);
   check(five('ghostgate_requests_total') === 0 && five('ghostgate_copilot_front_door_total') === 0 && fiveCodes.length === 0, `zero 5xx on the Copilot surface (${fiveCodes.map(([c]) => c).join(', ') || 'none'})`);
+}
+
+async function standInCount(ctx: Ctx): Promise<number> {
+  return ((await (await fetch(`${ctx.standIn.url}/_count`)).json()) as { completions: number }).completions;
+}
+
+interface Answerers { child: ChildProcess; model: { url: string }; standIn: { url: string; tlsUrl: string }; stop(): Promise<void> }
+
+/** The bundled model and the stand-in, together in one child process (see copilot-e2e/answerers.ts). */
+async function startAnswerers(tls: { key: string; cert: string }): Promise<Answerers> {
+  const script = fileURLToPath(new URL('./copilot-e2e/answerers.ts', import.meta.url));
+  const child = spawn(process.execPath, [script, JSON.stringify({ key: tls.key, cert: tls.cert, tokens: 9 })], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const line = await new Promise<string>((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout! });
+    rl.once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`the answerers process exited (${code}) before it was ready`)));
+  });
+  const ready = JSON.parse(line) as { model: string; standIn: { url: string; tlsUrl: string } };
+  return {
+    child, model: { url: ready.model }, standIn: ready.standIn,
+    async stop() { if (child.exitCode === null && child.signalCode === null) { child.kill('SIGTERM'); await exited; } },
+  };
 }
 
 async function modelRequests(ctx: Ctx): Promise<Array<{ path: string; headers: Record<string, string>; body: Record<string, unknown> }>> {

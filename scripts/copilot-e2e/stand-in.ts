@@ -47,6 +47,7 @@ export async function startStandIn(tls: { key: string; cert: string }): Promise<
       }
       if (path === '/telemetry' && req.method === 'GET') return json(200, { Configs: [{ Id: 'vscode', Parameters: {} }], AssignmentContext: '' });
       if (path === '/models') return json(200, { object: 'list', data: [], models: [] });
+      if (path === '/_count') return json(200, { completions: completions.length });
       if (req.method === 'POST' && /^\/v1\/engines\/[^/]+\/completions$/.test(path)) {
         let body: Record<string, unknown> = {};
         try { body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>; } catch { /* recorded empty */ }
