@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import http2 from 'node:http2';
 import type { ClientHttp2Session, OutgoingHttpHeaders } from 'node:http2';
 import net from 'node:net';
@@ -75,10 +75,11 @@ export class Proc {
   signal: NodeJS.Signals | null = null;
   stdout = '';
   stderrTail = '';
-  constructor(name: string, args: string[], env: NodeJS.ProcessEnv = process.env) {
+  constructor(name: string, args: string[], env: NodeJS.ProcessEnv = process.env, ipc = false) {
     this.name = name;
-    this.child = spawn(NODE, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(NODE, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe', ...(ipc ? ['ipc' as const] : [])] });
     LIVE.add(this);
+    this.child.on('error', () => { /* an IPC send to a child that is gone: its exit says why */ });
     this.child.stdout!.setEncoding('utf8');
     this.child.stdout!.on('data', (d: string) => { if (this.stdout.length < 200_000) this.stdout += d; });
     this.child.stderr!.setEncoding('utf8');
@@ -112,17 +113,25 @@ export class Proc {
 const LIVE = new Set<Proc>();
 process.on('exit', () => { for (const p of LIVE) p.kill('SIGKILL'); });
 
-export async function startModel(args: string[]): Promise<{ proc: Proc; port: number; url: string }> {
-  const proc = new Proc('model server', ['model-server/main.ts', '--port', '0', ...args]);
+/**
+ * The model server on a free port. `tracked`: run it as bench/model-proc.ts, which also answers
+ * `{cmd: 'arrivals', prefix}` over IPC with the request ids that reached it.
+ */
+export async function startModel(args: string[], tracked = false): Promise<{ proc: Proc; port: number; url: string }> {
+  const proc = tracked
+    ? new Proc('model server', ['bench/model-proc.ts', '--port', '0', ...args], { ...process.env, BENCH_TRACK_ARRIVALS: '1' }, true)
+    : new Proc('model server', ['model-server/main.ts', '--port', '0', ...args]);
   const m = await proc.waitStdout(/"event":"listening","port":(\d+)/, 15_000);
   const port = Number(m[1]);
   return { proc, port, url: `http://127.0.0.1:${port}` };
 }
 
 /** Same port again (the gateway's upstream URL is fixed): for a restart after a kill. */
-export async function startModelOn(port: number, args: string[]): Promise<Proc> {
+export async function startModelOn(port: number, args: string[], tracked = false): Promise<Proc> {
   for (let i = 0; ; i++) {
-    const proc = new Proc('model server', ['model-server/main.ts', '--port', String(port), ...args]);
+    const proc = tracked
+      ? new Proc('model server', ['bench/model-proc.ts', '--port', String(port), ...args], { ...process.env, BENCH_TRACK_ARRIVALS: '1' }, true)
+      : new Proc('model server', ['model-server/main.ts', '--port', String(port), ...args]);
     try {
       await proc.waitStdout(/"event":"listening"/, 15_000);
       return proc;
@@ -360,4 +369,51 @@ export function h1Bytes(requestLine: string | Buffer, headerLines: Array<string 
   parts.push(Buffer.from('\r\n'));
   if (body) parts.push(body);
   return Buffer.concat(parts);
+}
+
+/** Request ids with `prefix` that reached a tracked model server (bench/model-proc.ts); it forgets them. */
+export function modelArrivals(proc: Proc, prefix: string, timeoutMs = 10_000): Promise<string[]> {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => { proc.child.off('message', on); resolve([]); }, timeoutMs);
+    const on = (m: { arrivals?: Array<[string, number, number]> }): void => {
+      if (!Array.isArray(m.arrivals)) return;
+      clearTimeout(t);
+      proc.child.off('message', on);
+      resolve(m.arrivals.map((a) => a[0]));
+    };
+    proc.child.on('message', on);
+    proc.child.send?.({ cmd: 'arrivals', prefix });
+  });
+}
+
+/**
+ * TCP sockets the process holds on local port `port`, other than its listener: client
+ * connections still open (any state: ESTABLISHED, CLOSE_WAIT…). Linux /proc; NaN elsewhere.
+ */
+export function socketsOnPort(pid: number, port: number): number {
+  try {
+    const inodes = new Set<string>();
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        const l = readlinkSync(`/proc/${pid}/fd/${fd}`);
+        const m = /^socket:\[(\d+)\]$/.exec(l);
+        if (m) inodes.add(m[1]!);
+      } catch { /* closed meanwhile */ }
+    }
+    let n = 0;
+    const hex = port.toString(16).toUpperCase().padStart(4, '0');
+    for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+      let text = '';
+      try { text = readFileSync(f, 'utf8'); } catch { continue; }
+      for (const line of text.split('\n').slice(1)) {
+        const c = line.trim().split(/\s+/);
+        if (c.length < 10) continue;
+        const local = c[1]!;
+        const state = c[3]!;
+        if (!local.endsWith(`:${hex}`) || state === '0A') continue; // 0A = LISTEN
+        if (inodes.has(c[9]!)) n++;
+      }
+    }
+    return n;
+  } catch { return NaN; }
 }

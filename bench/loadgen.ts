@@ -28,7 +28,7 @@ const stallMs = (ns: number): number => Math.max(0, ns / 1e6 - 1);
 const rand = (lo: number, hi: number): number => lo + Math.random() * (hi - lo);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function body(maxTokens: number, n: number): string {
+export function body(maxTokens: number, n: number): string {
   // ~1 KB of code before the cursor, a different tail each time (as an editor's prompt).
   return JSON.stringify({ model: 'ghost-small', prompt: `${PROMPT_HEAD}# edit ${n}\ndef f${n}(`, stream: true, max_tokens: maxTokens, temperature: 0.2 });
 }
@@ -36,10 +36,10 @@ function body(maxTokens: number, n: number): string {
 /** Sessions that received GOAWAY: no new streams on them. */
 const goneAway = new WeakSet<ClientHttp2Session>();
 
-interface Plan { plan: 'none' | 'before' | 'mid'; beforeDelayMs: number; midAfterTokens: number; midDelayMs: number }
+export interface Plan { plan: 'none' | 'before' | 'mid'; beforeDelayMs: number; midAfterTokens: number; midDelayMs: number }
 
 /** A user's (or worker group's) connection(s) to one URL, over either protocol. */
-interface Client {
+export interface Client {
   /** Connections opened so far (sessions, or sockets). */
   readonly opened: number;
   /** Open the first connection and wait (bounded) until it is usable. */
@@ -91,7 +91,7 @@ function request(session: ClientHttp2Session, id: string, payload: string, plan:
   return new Promise((resolve) => {
     const rec: ReqRecord = {
       id, plan: plan.plan, status: 0, startEpoch: 0, ttfbMs: -1, durationMs: -1, cancelled: false, cancelAtEpoch: -1,
-      tokensAtCancel: -1, tokens: 0, done: false, errorEvent: false, rstCode: 0, error: '', reused: true,
+      tokensAtCancel: -1, tokens: 0, done: false, errorEvent: false, rstCode: 0, error: '', reused: true, cleanEnd: false,
     };
     const sse = new SseTracker();
     let ended = false;
@@ -140,6 +140,7 @@ function request(session: ClientHttp2Session, id: string, payload: string, plan:
       rec.errorEvent = sse.errorEvent;
       // Complete = `data: [DONE]` and END_STREAM (an RST, even NO_ERROR, is not an end).
       rec.done = gotEnd && sse.done;
+      rec.cleanEnd = rec.status !== 0 && rec.error === '' && (gotEnd || rec.rstCode === 0);
       rec.tokens = sse.done ? sse.events - 1 : sse.events;
       resolve(rec);
     });
@@ -188,7 +189,7 @@ class H1Conn implements Client {
     return new Promise((resolve) => {
       const rec: ReqRecord = {
         id, plan: plan.plan, status: 0, startEpoch: 0, ttfbMs: -1, durationMs: -1, cancelled: false, cancelAtEpoch: -1,
-        tokensAtCancel: -1, tokens: 0, done: false, errorEvent: false, rstCode: 0, error: '', reused: false,
+        tokensAtCancel: -1, tokens: 0, done: false, errorEvent: false, rstCode: 0, error: '', reused: false, cleanEnd: false,
       };
       const sse = new SseTracker();
       let finished = false;
@@ -209,6 +210,7 @@ class H1Conn implements Client {
         if (cancelTimer !== null) clearTimeout(cancelTimer);
         rec.durationMs = performance.now() - t0;
         rec.done = complete && sse.done;
+        rec.cleanEnd = complete;
         rec.errorEvent = sse.errorEvent;
         rec.tokens = sse.done ? sse.events - 1 : sse.events;
         if (!complete && !rec.cancelled && rec.error === '' && rec.status !== 0) rec.error = 'aborted';
@@ -249,11 +251,11 @@ class H1Conn implements Client {
   close(): Promise<void> { this.agent.destroy(); return Promise.resolve(); }
 }
 
-function newClient(protocol: ClientProtocol | undefined, url: string, maxSockets = 1): Client {
+export function newClient(protocol: ClientProtocol | undefined, url: string, maxSockets = 1): Client {
   return protocol === 'h1' ? new H1Conn(url, maxSockets) : new Conn(url);
 }
 
-function makePlan(job: TypingJob): Plan {
+export function makePlan(job: TypingJob): Plan {
   const p: Plan = { plan: 'none', beforeDelayMs: 0, midAfterTokens: 0, midDelayMs: 0 };
   if (Math.random() >= job.cancelShare) return p;
   if (Math.random() < job.beforeFirstShare) {
@@ -349,12 +351,15 @@ async function run(job: LoadJob): Promise<void> {
   }
 }
 
-if (!process.send) {
-  process.stderr.write('bench/loadgen.ts is started by bench/run.ts (it needs an IPC channel)\n');
-  process.exit(2);
+// Run as a child of bench/run.ts; imported (by bench/soak.ts) for its clients.
+if (import.meta.main) {
+  if (!process.send) {
+    process.stderr.write('bench/loadgen.ts is started by bench/run.ts (it needs an IPC channel)\n');
+    process.exit(2);
+  }
+  process.on('message', (m: LoadJob | { cmd: 'exit' }) => {
+    if (m.cmd === 'exit') { process.disconnect(); return; }
+    void run(m);
+  });
+  process.send({ ready: true });
 }
-process.on('message', (m: LoadJob | { cmd: 'exit' }) => {
-  if (m.cmd === 'exit') { process.disconnect(); return; }
-  void run(m);
-});
-process.send({ ready: true });

@@ -69,6 +69,13 @@ export interface ReqRecord {
   rstCode: number;
   /** 'timeout', a session/stream error code, or ''. */
   error: string;
+  /**
+   * The response ended the way a complete one does, as far as a client library can tell: HTTP/2
+   * END_STREAM or RST_STREAM(NO_ERROR) (many clients treat both as a normal end); HTTP/1.1 the
+   * terminating chunk / full Content-Length. With no `[DONE]` and no error event, such an end is a
+   * clean-but-truncated response.
+   */
+  cleanEnd: boolean;
   /** HTTP/1.1: the request went out on a socket an earlier request had used (keep-alive reuse). HTTP/2: always true. */
   reused: boolean;
 }
