@@ -6,7 +6,7 @@
  *   GET  /copilot_internal/user       404 (the client carries on without a user record)
  *   GET  /models                      200, empty lists (the client's model pickers stay on defaults)
  *   GET  /telemetry                   200, an empty experiments config (or 404 with experiments: false)
- *   POST /telemetry                   204, dropped (the client sends none with telemetry off)
+ *   POST /telemetry                   204, dropped (the client posts some events even with telemetry off)
  *
  * The client refuses any reply from that host without an `x-github-request-id` header, or with a
  * 5xx ("does not appear to originate from GitHub"): while the front door is enabled, every reply
@@ -109,7 +109,7 @@ export function registerCopilot(app: FastifyInstance, gw: CopilotGatewayState): 
     return EXPERIMENTS;
   }));
 
-  // Telemetry events (none with telemetry off): accepted and dropped, never parsed.
+  // Telemetry events (the client posts some even with telemetry off): accepted and dropped, never parsed.
   app.post('/telemetry', on('telemetry', (_cp, _req, reply) => { reply.code(204); return ''; }));
 }
 

@@ -224,6 +224,28 @@ t.test('configured endpoints are sent as they are (behind a load balancer or a D
   t.equal(JSON.parse(odd.text).endpoints.api, weird.g.url, 'a Host we would not echo: the listener\'s own address');
 });
 
+t.test('enabling, disabling and changing endpoints are reloads', async (t) => {
+  const { g, apiKey } = await copilotGateway(t);
+  const { readFileSync } = await import('node:fs');
+  const text = readFileSync(g.configFile, 'utf8');
+  const token = (): Promise<Reply> => h1(`${g.url}/copilot_internal/v2/token`, 'GET', { authorization: `Bearer ${apiKey}` });
+  t.equal((await token()).status, 200);
+  g.write('gateway.config.yaml', text.replace('  enabled: true', '  enabled: false'));
+  t.equal((await g.gw.reload('test')).ok, true);
+  const off = await token();
+  t.equal(off.status, 404, 'disabled by a reload');
+  t.equal(off.headers['x-github-request-id'], undefined);
+  g.write('gateway.config.yaml', text.replace('  enabled: true', '  enabled: true\n  endpoints: { api: "https://gw.example.com" }'));
+  t.equal((await g.gw.reload('test')).ok, true);
+  const on = await token();
+  t.equal(on.status, 200, 'enabled again');
+  t.equal(JSON.parse(on.text).endpoints.proxy, 'https://gw.example.com', 'with the new endpoints');
+  g.write('gateway.config.yaml', text.replace('  enabled: true', '  enabled: true\n  endpoints: { api: "not a url" }'));
+  const bad = await g.gw.reload('test');
+  t.equal(bad.ok, false, 'an invalid section is refused');
+  t.equal(JSON.parse((await token()).text).endpoints.proxy, 'https://gw.example.com', 'and the last good config keeps running');
+});
+
 t.test('disabled (the default): the front door is not there, and no x-github-request-id', async (t) => {
   const g = await startGateway(t, {});
   const r = await h1(`${g.url}/copilot_internal/v2/token`, 'GET', { authorization: 'Bearer x' });
