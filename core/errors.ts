@@ -21,6 +21,8 @@ export const catalog = {
   GW_ERR_REQ_NOT_FOUND: { status: 404, message: 'No route for %s %s' },
   GW_ERR_REQ_METHOD_NOT_ALLOWED: { status: 405, message: 'Method %s is not allowed on %s' },
   GW_ERR_REQ_BAD_REQUEST: { status: 400, message: 'Bad request: %s' },
+  GW_ERR_REQ_HEADERS_TOO_LARGE: { status: 431, message: 'Request headers are too large' },
+  GW_ERR_REQ_TIMEOUT: { status: 408, message: 'The request was not received in time' },
   // Routing
   GW_ERR_ROUTE_UNKNOWN_MODEL: { status: 404, message: 'Unknown model "%s"' },
   GW_ERR_ROUTE_NO_MODEL: { status: 400, message: 'Request names no model and no default model is configured' },

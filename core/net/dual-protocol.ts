@@ -11,6 +11,8 @@
 import http from 'node:http';
 import type { Http2Server } from 'node:http2';
 import type { Socket } from 'node:net';
+import type { ErrorCode } from '../errors.ts';
+import { clientErrorReply } from '../server/client-error.ts';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 /** How long a new connection may take to send its first bytes before we drop it. */
@@ -27,6 +29,8 @@ export interface DualProtocolOptions {
   maxHeaderSize?: number;
   /** Called for each connection handed to HTTP/1.1 (metrics). */
   onHttp1?: () => void;
+  /** Called with the code of each HTTP/1.1 request the parser refused (metrics). */
+  onClientError?: (code: ErrorCode) => void;
   /** An HTTP/1.1 connection must send a complete request head within this (ms). Default 30 s. */
   headersTimeoutMs?: number;
 }
@@ -41,6 +45,8 @@ export function acceptHttp1(h2server: Http2Server, opts: DualProtocolOptions): h
     maxHeaderSize: opts.maxHeaderSize ?? 16 * 1024,
   }, opts.handler);
   h1.on('request', (req: http.IncomingMessage) => { req.socket.setTimeout(0); });
+  // A request the parser refuses gets a catalogued JSON reply, not Node's bare 400/431.
+  h1.on('clientError', clientErrorReply(opts.onClientError));
   const original = h2server.listeners('connection') as Array<(s: Socket) => void>;
   h2server.removeAllListeners('connection');
   const toH2 = (socket: Socket): void => { for (const fn of original) fn.call(h2server, socket); };

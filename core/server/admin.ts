@@ -13,6 +13,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { LogController } from 'fastify';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { bearerToken } from '../auth/bearer.ts';
+import { clientErrorReply, frameworkErrorReply } from './client-error.ts';
 import type { LoadedConfig } from '../config/load.ts';
 import { ConfigErrors, GatewayError } from '../errors.ts';
 import { redact, secretReader } from '../secrets.ts';
@@ -75,6 +76,7 @@ function toGatewayError(err: unknown, gw: Gateway): GatewayError {
 export function createAdminServer(gw: Gateway, logger: FastifyBaseLogger): FastifyInstance {
   const app = Fastify({
     loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: ADMIN_BODY_LIMIT,
+    frameworkErrors: frameworkErrorReply(), clientErrorHandler: clientErrorReply(),
   }) as unknown as FastifyInstance;
   // JSON only; `__proto__`/`constructor` keys refused, like the data plane.
   app.removeAllContentTypeParsers();

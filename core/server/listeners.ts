@@ -8,6 +8,7 @@ import Fastify, { LogController } from 'fastify';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { GatewayConfig } from '../config/model.ts';
 import { acceptHttp1 } from '../net/dual-protocol.ts';
+import { clientErrorReply, frameworkErrorReply } from './client-error.ts';
 import type { GatewayMetrics } from '../metrics.ts';
 
 /** HTTP/2 server settings from config. */
@@ -58,13 +59,16 @@ export function createDataPlaneServers(c: GatewayConfig, logger: FastifyBaseLogg
     requestIdHeader: false as const,
     // We own the HTTP/2 session lifetime (trackSessions), not Fastify.
     http2SessionTimeout: 0,
+    // Refused before any route (bad URL encoding; HTTP/1.1 the parser refuses): our error shape.
+    frameworkErrors: frameworkErrorReply((code) => metrics.errors.labels(code).inc()) as never,
+    clientErrorHandler: clientErrorReply((code) => metrics.errors.labels(code).inc()) as never,
   };
   const cleartext = Fastify({
     ...common,
     http2: true,
     serverFactory: (handler) => {
       const server = http2.createServer(h2ServerOptions(c), handler);
-      acceptHttp1(server, { handler: handler as never, maxHeaderSize: c.limits.headerBytes, headersTimeoutMs: c.limits.headersTimeoutMs, onHttp1: () => metrics.clientSessions.labels('h1').inc() });
+      acceptHttp1(server, { handler: handler as never, maxHeaderSize: c.limits.headerBytes, headersTimeoutMs: c.limits.headersTimeoutMs, onHttp1: () => metrics.clientSessions.labels('h1').inc(), onClientError: (code) => metrics.errors.labels(code).inc() });
       trackSessions(server, c, metrics, sessions);
       return server;
     },
