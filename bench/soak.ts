@@ -175,6 +175,13 @@ async function main(): Promise<number> {
 
     // --- hostile client
     let hostileStats: HostileStats | undefined;
+    /** When each attack started (the one running at a moment is the last started before it). */
+    const attacks: Array<{ name: string; at: number }> = [];
+    const attackAt = (epochMs: number): string => {
+      let a = 'none';
+      for (const x of attacks) if (x.at <= epochMs) a = x.name;
+      return a;
+    };
     let hostileDone: Promise<void> = Promise.resolve();
     if (OPT.hostile) {
       const h = new Proc('hostile client', ['bench/hostile.ts'], process.env, true);
@@ -182,7 +189,7 @@ async function main(): Promise<number> {
       hostileDone = new Promise<void>((res) => {
         h.child.on('message', (m: { ready?: boolean; attack?: string; done?: boolean; stats?: HostileStats }) => {
           if (m.ready) h.child.send({ cmd: 'start', url: g.url, port, token, seconds: Math.max(1, (deadline - Date.now()) / 1000), slotSeconds: OPT.attackSeconds });
-          if (m.attack) log(`  [${((Date.now() - t0) / 1000).toFixed(1)} s] attack: ${m.attack}`);
+          if (m.attack) { attacks.push({ name: m.attack, at: Date.now() }); log(`  [${((Date.now() - t0) / 1000).toFixed(1)} s] attack: ${m.attack}`); }
           if (m.done) { hostileStats = m.stats; res(); }
         });
         void h.exited.then(() => res());
@@ -266,12 +273,15 @@ async function main(): Promise<number> {
     // --- figures
     const outcomes: Record<string, Record<Outcome, number>> = {};
     const noFault: string[] = [];
+    const noFaultByAttack: Record<string, number> = {};
+    const bump = (m: Record<string, number>, k: string): void => { m[k] = (m[k] ?? 0) + 1; };
     const truncated: string[] = [];
     for (const r of records) {
       const o = classify(r, proxy.hit, windows);
       const by = (outcomes[r.protocol] ??= { ok: 0, cancelled: 0, 'failed (fault)': 0, 'failed (no fault)': 0, 'clean-but-truncated': 0 });
       by[o]++;
-      const what = `${r.id} status ${r.status}${r.error ? ` ${r.error}` : ''}${r.rstCode ? ` rst ${r.rstCode}` : ''}${r.errorEvent ? ' (error event)' : ''}, ${r.tokens} tokens, at ${((r.startEpoch - t0) / 1000).toFixed(1)} s for ${r.durationMs.toFixed(0)} ms`;
+      const what = `${r.id} status ${r.status}${r.error ? ` ${r.error}` : ''}${r.rstCode ? ` rst ${r.rstCode}` : ''}${r.errorEvent ? ' (error event)' : ''}, ${r.tokens} tokens, at ${((r.startEpoch - t0) / 1000).toFixed(1)} s for ${r.durationMs.toFixed(0)} ms, during attack ${attackAt(r.startEpoch)}`;
+      if (o === 'failed (no fault)') bump(noFaultByAttack, attackAt(r.startEpoch));
       if (o === 'failed (no fault)' && noFault.length < 20) noFault.push(what);
       if (o === 'clean-but-truncated' && truncated.length < 20) truncated.push(what);
     }
@@ -291,6 +301,7 @@ async function main(): Promise<number> {
     out.push('');
     out.push('requests by outcome      ok   cancelled   failed (fault)   failed (no fault)   clean-but-truncated');
     for (const [p, by] of Object.entries(outcomes)) out.push(`  ${p === 'h2' ? 'HTTP/2  ' : 'HTTP/1.1'}            ${String(by.ok).padStart(6)}  ${String(by.cancelled).padStart(10)}  ${String(by['failed (fault)']).padStart(15)}  ${String(by['failed (no fault)']).padStart(18)}  ${String(by['clean-but-truncated']).padStart(20)}`);
+    if (Object.keys(noFaultByAttack).length) out.push(`  failed (no fault) by the attack running when they were sent: ${JSON.stringify(noFaultByAttack)}`);
     for (const x of noFault) out.push(`    failed, no fault: ${x}`);
     for (const x of truncated) out.push(`    clean but truncated: ${x}`);
     out.push('');
@@ -312,7 +323,7 @@ async function main(): Promise<number> {
     const failed = checks.filter((c) => !c.pass).length;
     out.push(`targets: ${checks.length - failed}/${checks.length} PASS`);
     process.stdout.write(out.join('\n') + '\n');
-    if (argv.json) writeFileSync(argv.json, JSON.stringify({ options: OPT, checks, outcomes, windows, proxy: proxy.counts, hostile: hostileStats, oneWriteReached, start, end, left, upstreams, failedNoFault: noFault, truncated }, null, 2));
+    if (argv.json) writeFileSync(argv.json, JSON.stringify({ options: OPT, checks, outcomes, windows, proxy: proxy.counts, hostile: hostileStats, oneWriteReached, start, end, left, upstreams, failedNoFault: noFault, failedNoFaultByAttack: noFaultByAttack, truncated }, null, 2));
     return failed === 0 ? 0 : 1;
   } finally {
     await cleanup();
