@@ -295,13 +295,7 @@ function mutatePolicy(r: Rng, text: string): string {
 // ---------------------------------------------------------------------------------------------
 // Judging an answer
 
-/** A problem already filed (reported, not failed on, by the test): the issue it belongs to. */
-const KNOWN = {
-  h1ParserBareReply: 'HTTP/1.1 requests the parser refuses (bad framing, control bytes, headers past the limit) are answered by Node\'s default clientError handler: a bare 400/431 with no {error:{code,message}} body (issue 7.4, core/net/dual-protocol.ts)',
-  fastifyErrorShape: 'Fastify answers some requests it refuses before our handler (e.g. FST_ERR_BAD_URL for /v1/engines/%ff/completions) in its own shape {error, code: FST_ERR_*, message} (issue 7.4: one error format everywhere)',
-} as const;
-
-interface Judgement { problem: string; known?: string }
+interface Judgement { problem: string }
 
 function judge(c: Case, rep: Reply, proto: 'h2' | 'h1', maxHeaderListSize: number): Judgement | null {
   if (rep.end === 'timeout') return { problem: 'no answer within the deadline (hang)' };
@@ -322,11 +316,7 @@ function judge(c: Case, rep: Reply, proto: 'h2' | 'h1', maxHeaderListSize: numbe
     try { parsed = JSON.parse(rep.body.toString('utf8')); } catch { /* below */ }
     const e = (parsed as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
     if (!e || typeof e.code !== 'string' || typeof e.message !== 'string') {
-      const problem = `${rep.status} without an {error:{code,message}} body: ${JSON.stringify(rep.body.subarray(0, 160).toString('latin1'))}`;
-      const bare = proto === 'h1' && rep.body.length === 0 && (rep.status === 400 || rep.status === 431) && /^close$/i.test(String(rep.headers.connection ?? ''));
-      if (bare) return { problem, known: KNOWN.h1ParserBareReply };
-      if (typeof (parsed as { code?: unknown } | undefined)?.code === 'string' && String((parsed as { code: string }).code).startsWith('FST_ERR_')) return { problem, known: KNOWN.fastifyErrorShape };
-      return { problem };
+      return { problem: `${rep.status} without an {error:{code,message}} body: ${JSON.stringify(rep.body.subarray(0, 160).toString('latin1'))}` };
     }
     if (!CODES.has(e.code)) return { problem: `${rep.status} with an uncatalogued code ${e.code}` };
     if (e.code === 'GW_ERR_SERVER_INTERNAL' || e.code === 'GW_ERR_POLICY_STEP_FAILED') return { problem: `${rep.status} ${e.code} (an unexpected throw): ${String(e.message).slice(0, 200)}` };
@@ -371,13 +361,7 @@ export interface FuzzOptions {
   log?: (s: string) => void;
 }
 
-export interface FuzzProblem {
-  case: string;
-  protocol: 'h2' | 'h1' | 'policy' | 'gateway';
-  problem: string;
-  /** Set when the problem is a known, filed one (the text says which issue). */
-  known?: string;
-}
+export interface FuzzProblem { case: string; protocol: 'h2' | 'h1' | 'policy' | 'gateway'; problem: string }
 
 export interface FuzzResult {
   seed: number;
@@ -446,7 +430,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
       const j = judge(c, rep, proto, maxHeaderListSize);
       if (j) {
         res.problems.push({ case: `#${c.i} ${c.kind}`, protocol: proto, ...j });
-        log(`  ${j.known ? 'known problem' : 'PROBLEM'} ${proto} case #${c.i} (${c.kind}): ${j.problem}`);
+        log(`  PROBLEM ${proto} case #${c.i} (${c.kind}): ${j.problem}`);
       }
     };
     const sendH2 = async (c: Case): Promise<void> => {
@@ -569,10 +553,8 @@ if (import.meta.main) {
   }
   if (r.problems.length === 0) process.stdout.write('no problems\n');
   else {
-    const known = r.problems.filter((p) => p.known).length;
-    process.stdout.write(`${r.problems.length} problem(s)${known ? `, ${known} of them known (filed)` : ''}:\n`);
-    for (const [k, ps] of byProblem) process.stdout.write(`  ${ps.length} × ${ps[0]!.known ? '(known) ' : ''}${k}\n      e.g. ${ps.slice(0, 3).map((p) => p.case).join('; ')}\n`);
-    for (const k of new Set(r.problems.map((p) => p.known).filter(Boolean))) process.stdout.write(`  known: ${k}\n`);
+    process.stdout.write(`${r.problems.length} problem(s):\n`);
+    for (const [k, ps] of byProblem) process.stdout.write(`  ${ps.length} × ${k}\n      e.g. ${ps.slice(0, 3).map((p) => p.case).join('; ')}\n`);
     process.stdout.write(`replay one: npm run fuzz -- --seed ${r.seed} --count ${opts.count} --policies ${opts.policies} --case <I>\n`);
   }
   process.exit(r.problems.length === 0 ? 0 : 1);
