@@ -74,6 +74,10 @@ async function copilotGateway(t: Test, extra = ''): Promise<{ g: TestGateway; ap
         '  - use: set-params',
         '    when: { "==": [{ var: request.headers.openai-intent }, "copilot-ghost"] }',
         '    params: { set: { /temperature: 0.2 } }',
+        '  - use: set-params',
+        '    name: short-speculative',
+        '    when: { "==": [{ var: request.headers.x-copilot-speculative }, "true"] }',
+        '    params: { set: { /max_tokens: 64 } }',
       ].join('\n'),
     },
   });
@@ -160,6 +164,7 @@ t.test('the front door over TLS h2, HTTP/1.1 over https:// and over http://', as
       t.equal(seen!.body.suffix, BODY.suffix, 'suffix reaches the model');
       t.equal(seen!.body.temperature, 0.2, 'the set-params step ran (openai-intent is a fact)');
       t.same(seen!.body.extra, BODY.extra, 'extra is forwarded as sent');
+      t.equal(seen!.body.max_tokens, 500, 'not speculative: max_tokens as sent');
       t.equal(seen!.headers.authorization, undefined, 'the client\'s token is not forwarded');
 
       const old = await go('POST', '/v1/engines/gpt-41-copilot/completions', { ...auth, 'editor-version': 'vscode/1.80.0' }, JSON.stringify(BODY));
@@ -206,6 +211,9 @@ t.test('supersede keyed on the client\'s session: a newer completion cancels the
   t.match(o.text, /GW_ERR_POLICY_SUPERSEDED/, 'the older completion of the same session is superseded');
   t.not(sseData(o.text).at(-1), '[DONE]', 'and does not look complete');
   t.equal(o.headers['x-github-request-id'], 'older', 'its reply carries x-github-request-id');
+  const spec = await h2(s, 'POST', '/v1/engines/gpt-41-copilot/completions', { ...hdr('S3', 'spec'), 'x-copilot-speculative': 'true' }, JSON.stringify(BODY));
+  t.equal(spec.status, 200);
+  t.equal((await g.modelRequests()).find((r) => r.headers['x-request-id'] === 'spec')?.body.max_tokens, 64, 'x-copilot-speculative is a fact: a step shortened the speculative request');
   const stats = await g.modelStats();
   t.ok(stats.aborts.some((a) => a.id === 'older'), 'its upstream stream was reset');
   t.ok(!stats.aborts.some((a) => a.id === 'other'), 'another session\'s completion is untouched');
