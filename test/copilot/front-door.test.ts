@@ -227,6 +227,12 @@ t.test('configured endpoints are sent as they are (behind a load balancer or a D
   t.same(JSON.parse(r.text).endpoints, {
     api: 'https://copilot.example.com', proxy: 'https://copilot.example.com', telemetry: 'https://telemetry.example.com', 'origin-tracker': 'https://copilot.example.com',
   });
+  await h1(`${g.url}/copilot_internal/v2/token`, 'GET', { authorization: 'Bearer nope' });
+  await h1(`${g.url}/copilot_internal/user`, 'GET');
+  const metrics = await (await fetch(`${g.adminUrl}/metrics`)).text();
+  for (const [route, status] of [['token', 200], ['token', 401], ['user', 404]] as const) {
+    t.match(metrics, new RegExp(`^ghostgate_copilot_front_door_total\\{route="${route}",status="${status}"\\} 1$`, 'm'), `metered: ${route} ${status}`);
+  }
   const weird = await copilotGateway(t);
   const odd = await h1(`${weird.g.url}/copilot_internal/v2/token`, 'GET', { authorization: `Bearer ${weird.apiKey}`, host: 'x_y:1' });
   t.equal(JSON.parse(odd.text).endpoints.api, weird.g.url, 'a Host we would not echo: the listener\'s own address');
