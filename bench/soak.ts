@@ -60,7 +60,7 @@ const OPT = {
   hostile: argv['no-hostile'] !== true,
   faults: argv['no-faults'] !== true,
 };
-const WARMUP_S = 4;
+const WARMUP_S = 6;
 const COOLDOWN_S = 4;
 /** A failure within this long after a fault window ended still counts as caused by it (reconnects). */
 const FAULT_MARGIN_MS = 1500;
@@ -170,7 +170,7 @@ async function main(): Promise<number> {
     // --- warm-up, then the gateway's baseline
     await sleep(WARMUP_S * 1000);
     // fds without the client connections of the moment (the users' own: they are closed at the end).
-    const start = { ...withoutClients(procUsage(g.proc.pid), socketsOnPort(g.proc.pid, port)), at: Date.now() };
+    const start = { ...withoutClients(procUsage(g.proc.pid), socketsOnPort(g.proc.pid, port)), heapUsedBytes: promValue(await g.metrics(), 'ghostgate_process_nodejs_heap_size_used_bytes'), at: Date.now() };
     log(`  warm-up done: gateway RSS ${(start.rssBytes / 2 ** 20).toFixed(1)} MB, ${start.fds} fds besides client connections; ${records.length} requests so far`);
 
     // --- hostile client
@@ -266,7 +266,7 @@ async function main(): Promise<number> {
       await sleep(200);
     }
     await sleep(1000);
-    const end = { ...withoutClients(procUsage(g.proc.pid), socketsOnPort(g.proc.pid, port)), at: Date.now() };
+    const end = { ...withoutClients(procUsage(g.proc.pid), socketsOnPort(g.proc.pid, port)), heapUsedBytes: g.proc.alive ? promValue(await g.metrics(), 'ghostgate_process_nodejs_heap_size_used_bytes') : NaN, at: Date.now() };
     const upstreams = g.proc.alive ? (await g.json<Record<string, unknown>>('/-/upstreams')).body : {};
     const metrics = g.proc.alive ? await g.metrics() : '';
 
@@ -313,7 +313,7 @@ async function main(): Promise<number> {
       out.push(`  one-write (HEADERS+DATA+RST in one write): ${oneWriteReached} of ${hostileStats.oneWriteSent} reached the model (issue 10.2: 0)`);
     }
     out.push('');
-    out.push(`gateway RSS ${(start.rssBytes / 2 ** 20).toFixed(1)} MB → ${(end.rssBytes / 2 ** 20).toFixed(1)} MB; fds besides client connections ${start.fds} → ${end.fds} (with them: ${start.fdsAll} → ${end.fdsAll})`);
+    out.push(`gateway RSS ${(start.rssBytes / 2 ** 20).toFixed(1)} MB → ${(end.rssBytes / 2 ** 20).toFixed(1)} MB (V8 heap used ${(start.heapUsedBytes / 2 ** 20).toFixed(1)} → ${(end.heapUsedBytes / 2 ** 20).toFixed(1)} MB, not collected on purpose); fds besides client connections ${start.fds} → ${end.fds} (with them: ${start.fdsAll} → ${end.fdsAll})`);
     out.push(`left open at the end: client connections ${left.clientConns}; upstream streams at the fault proxy ${left.proxyStreams}, in the model server ${left.modelInFlight}; ghostgate_inflight_requests ${left.inflightGauge}; upstream sessions at the fault proxy ${proxy.sessions}`);
     out.push(`/-/upstreams: ${JSON.stringify(upstreams)}`);
     out.push(`gateway: requests by outcome ${JSON.stringify(outcomesFromProm(metrics))}; cancelled before forward ${promValue(metrics, 'ghostgate_cancelled_before_forward_total')}; upstream retries ${promValue(metrics, 'ghostgate_upstream_retries_total')}; client connections ${promValue(metrics, 'ghostgate_client_connections_total')}`);
