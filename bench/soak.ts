@@ -240,9 +240,22 @@ async function main(): Promise<number> {
         log(`  [${((w.start - t0) / 1000).toFixed(1)} s] fault: ${kind} (${w.end - w.start} ms)`);
       }
     };
+    // The admin plane must stay answerable whatever the data plane endures.
+    const ping = { probes: 0, failed: 0, maxMs: 0 };
+    const pinger = (async (): Promise<void> => {
+      while (Date.now() < deadline) {
+        const t = performance.now();
+        const ok = await fetch(`${g.admin}/_ping`, { signal: AbortSignal.timeout(5000) }).then((r) => r.status === 200 || r.status === 503, () => false);
+        ping.probes++;
+        if (!ok) ping.failed++;
+        ping.maxMs = Math.max(ping.maxMs, performance.now() - t);
+        await sleep(500);
+      }
+    })();
     const faultsDone = OPT.faults ? faults().catch((e: unknown) => { log(`  fault injection failed: ${e instanceof Error ? e.message : String(e)}`); }) : Promise.resolve();
 
     await Promise.all(users);
+    await pinger;
     log(`  [${((Date.now() - t0) / 1000).toFixed(1)} s] users done`);
     if (hostile?.child.connected) hostile.child.send({ cmd: 'stop' });
     await Promise.race([hostileDone, sleep(10_000)]);
@@ -315,6 +328,7 @@ async function main(): Promise<number> {
     out.push('');
     out.push(`gateway RSS ${(start.rssBytes / 2 ** 20).toFixed(1)} MB → ${(end.rssBytes / 2 ** 20).toFixed(1)} MB (V8 heap used ${(start.heapUsedBytes / 2 ** 20).toFixed(1)} → ${(end.heapUsedBytes / 2 ** 20).toFixed(1)} MB, not collected on purpose); fds besides client connections ${start.fds} → ${end.fds} (with them: ${start.fdsAll} → ${end.fdsAll})`);
     out.push(`left open at the end: client connections ${left.clientConns}; upstream streams at the fault proxy ${left.proxyStreams}, in the model server ${left.modelInFlight}; ghostgate_inflight_requests ${left.inflightGauge}; upstream sessions at the fault proxy ${proxy.sessions}`);
+    out.push(`admin /_ping every 0.5 s: ${ping.probes} probes, ${ping.failed} unanswered within 5 s, slowest ${ping.maxMs.toFixed(0)} ms`);
     out.push(`/-/upstreams: ${JSON.stringify(upstreams)}`);
     out.push(`gateway: requests by outcome ${JSON.stringify(outcomesFromProm(metrics))}; cancelled before forward ${promValue(metrics, 'ghostgate_cancelled_before_forward_total')}; upstream retries ${promValue(metrics, 'ghostgate_upstream_retries_total')}; client connections ${promValue(metrics, 'ghostgate_client_connections_total')}`);
     out.push('');
@@ -323,7 +337,7 @@ async function main(): Promise<number> {
     const failed = checks.filter((c) => !c.pass).length;
     out.push(`targets: ${checks.length - failed}/${checks.length} PASS`);
     process.stdout.write(out.join('\n') + '\n');
-    if (argv.json) writeFileSync(argv.json, JSON.stringify({ options: OPT, checks, outcomes, windows, proxy: proxy.counts, hostile: hostileStats, oneWriteReached, start, end, left, upstreams, failedNoFault: noFault, failedNoFaultByAttack: noFaultByAttack, truncated }, null, 2));
+    if (argv.json) writeFileSync(argv.json, JSON.stringify({ options: OPT, checks, outcomes, windows, proxy: proxy.counts, hostile: hostileStats, oneWriteReached, start, end, left, upstreams, adminPing: ping, failedNoFault: noFault, failedNoFaultByAttack: noFaultByAttack, truncated }, null, 2));
     return failed === 0 ? 0 : 1;
   } finally {
     await cleanup();
