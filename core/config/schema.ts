@@ -30,14 +30,14 @@ const upstream: JsonSchema = {
       type: 'object', additionalProperties: false, default: {},
       properties: {
         size: { type: 'integer', minimum: 1, maximum: 1024, description: 'Sessions (h2) or sockets (http1). Default 2 / 64.' },
-        pingIntervalMs: ms(10_000, 'PING idle sessions this often; 0 = never'),
+        pingIntervalMs: ms(10_000, 'PING every session (busy or idle) this often; one still unanswered at the next PING closes the session; 0 = never'),
         warm: { type: 'boolean', default: true, description: 'Open connections at start and after reload' },
       },
     },
     timeouts: {
       type: 'object', additionalProperties: false, default: {},
       properties: {
-        connectMs: ms(3_000, 'Connection handshake budget'),
+        connectMs: ms(3_000, 'Connection handshake budget (h2: until the upstream\'s SETTINGS arrive)'),
         firstByteMs: ms(30_000, 'Request sent → response headers'),
         idleMs: ms(60_000, 'Longest silence between response chunks'),
       },
@@ -56,7 +56,7 @@ const upstream: JsonSchema = {
       type: 'object', additionalProperties: false,
       properties: { ca: secretRef, servername: { type: 'string' }, rejectUnauthorized: { type: 'boolean', default: true } },
     },
-    maxRetries: { type: 'integer', minimum: 0, maximum: 10, default: 3, description: 'Retries of streams the upstream refused unprocessed' },
+    maxRetries: { type: 'integer', minimum: 0, maximum: 10, default: 3, description: 'Retries, each on another session, of streams the upstream did not process (refused, ENHANCE_YOUR_CALM, above GOAWAY, on a dead session)' },
   },
 };
 

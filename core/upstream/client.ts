@@ -31,7 +31,11 @@ export interface ManagedUpstream extends UpstreamClient {
   retain(): void;
   /** A runtime is done with it (its requests have ended); the last release closes it. */
   release(): Promise<void>;
-  stats(): { sessionsOpened: number; live: number; draining: number };
+  /**
+   * Connection state for `/-/upstreams`: `live` sessions take streams (h2: the peer's SETTINGS
+   * arrived), `connecting` are opened and not ready yet, `draining` finish their streams after a GOAWAY.
+   */
+  stats(): { sessionsOpened: number; live: number; connecting: number; draining: number };
 }
 
 export function createUpstream(name: string, config: UpstreamConfig, deps: UpstreamDeps, key: string): ManagedUpstream {
@@ -87,7 +91,7 @@ class H2Upstream extends BaseUpstream implements ManagedUpstream {
 
   warm(): Promise<void> { return this.#pool.warm(); }
   close(): Promise<void> { return this.#pool.close(); }
-  stats() { return { sessionsOpened: this.#pool.sessionsOpened, live: this.#pool.liveSessions, draining: this.#pool.drainingSessions }; }
+  stats() { return { sessionsOpened: this.#pool.sessionsOpened, live: this.#pool.liveSessions, connecting: this.#pool.connectingSessions, draining: this.#pool.drainingSessions }; }
 
   async send(opts: UpstreamSendOptions): Promise<UpstreamResponse> {
     const headers: Record<string, string | number> = {
@@ -100,9 +104,11 @@ class H2Upstream extends BaseUpstream implements ManagedUpstream {
     };
     if (this.credential) headers[this.credential.header] = this.credential.value;
     const max = this.config.maxRetries;
+    // A retry goes to another session than the one that refused it (a new one if need be).
+    let avoid: Slot | undefined;
     for (let attempt = 0; ; attempt++) {
       if (opts.signal?.aborted) throw abortError();
-      const slot = this.#pool.pick() ?? await this.#pool.wait(opts.signal);
+      const slot = this.#pool.pick(avoid) ?? await this.#pool.wait(opts.signal, avoid);
       // The client may have gone while we waited for a session: never send it then.
       if (opts.signal?.aborted) throw abortError();
       try {
@@ -110,6 +116,7 @@ class H2Upstream extends BaseUpstream implements ManagedUpstream {
       } catch (e) {
         if (e instanceof RetryableError && attempt < max) {
           this.deps.metrics.upstreamRetries.labels(this.name, e.reason).inc();
+          avoid = slot;
           continue;
         }
         if (e instanceof RetryableError) throw new GatewayError('GW_ERR_UPSTREAM_UNAVAILABLE', [this.name]);
@@ -194,7 +201,7 @@ class H1Upstream extends BaseUpstream implements ManagedUpstream {
 
   async warm(): Promise<void> { /* sockets open on first use; nothing to warm for h1 */ }
   async close(): Promise<void> { this.#agent.destroy(); }
-  stats() { return { sessionsOpened: this.#opened, live: Object.values(this.#agent.sockets).flat().length + Object.values(this.#agent.freeSockets).flat().length, draining: 0 }; }
+  stats() { return { sessionsOpened: this.#opened, live: Object.values(this.#agent.sockets).flat().length + Object.values(this.#agent.freeSockets).flat().length, connecting: 0, draining: 0 }; }
 
   async send(opts: UpstreamSendOptions): Promise<UpstreamResponse> {
     for (let attempt = 0; ; attempt++) {

@@ -1,8 +1,13 @@
 /**
  * A small pool of long-lived HTTP/2 sessions to one upstream.
  *
- * - Opened and warmed at start; PING keeps idle sessions warm and finds dead ones.
- * - New streams go to the least-loaded live session, within the peer's SETTINGS_MAX_CONCURRENT_STREAMS.
+ * - Opened and warmed at start. A session is ready (takes streams) only once the peer's SETTINGS
+ *   arrived: an upstream that accepts TCP and never speaks HTTP/2 is a failed connect (after
+ *   `connectTimeoutMs`), and the session is replaced with back-off.
+ * - Every `pingIntervalMs`, each ready session is PINGed, busy or idle; a PING still unanswered
+ *   at the next interval means the peer is dead: the session is destroyed (its streams fail or,
+ *   before their response headers, are retried elsewhere) and replaced.
+ * - New streams go to the least-loaded ready session, within the peer's SETTINGS_MAX_CONCURRENT_STREAMS.
  * - GOAWAY (nginx sends one after `keepalive_requests`, 100 by default): the session stops taking
  *   new streams at once, finishes the ones it has, and a fresh session replaces it. Streams the
  *   peer did not process (refused, or above GOAWAY's last stream id) are reported as retryable,
@@ -15,7 +20,11 @@ import { GatewayError } from '../errors.ts';
 import type { CancelSignal, Logger } from '../types.ts';
 import type { GatewayMetrics } from '../metrics.ts';
 
-const { NGHTTP2_REFUSED_STREAM } = http2.constants;
+const { NGHTTP2_REFUSED_STREAM, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
+
+/** Back-off after a failed connect: 250 ms, doubling per consecutive failure, at most 5 s. */
+const BACKOFF_MIN_MS = 250;
+const BACKOFF_MAX_MS = 5_000;
 
 export interface H2PoolOptions {
   name: string;
@@ -31,7 +40,8 @@ export interface H2PoolOptions {
 export class Slot {
   readonly session: ClientHttp2Session;
   active = 0;
-  connected = false;
+  /** The peer's SETTINGS arrived: the session takes streams. */
+  ready = false;
   draining = false;
   /** Peer's SETTINGS_MAX_CONCURRENT_STREAMS (until we hear it, a safe 100). */
   maxStreams = 100;
@@ -40,7 +50,16 @@ export class Slot {
   streamsOpened = 0;
   /** We destroyed this session ourselves (shutdown deadline): its streams did not complete. */
   forcedClose = false;
-  constructor(session: ClientHttp2Session) { this.session = session; }
+  /** A PING is on its way and its ACK has not come back. */
+  pingOutstanding = false;
+  /** The peer stopped answering PING; we destroyed the session. */
+  dead = false;
+  /** The PING callback, made once per session (not per PING). */
+  readonly onPingAck: (err: Error | null) => void;
+  constructor(session: ClientHttp2Session) {
+    this.session = session;
+    this.onPingAck = (err) => { if (err === null) this.pingOutstanding = false; };
+  }
 }
 
 /** Thrown for a stream the upstream never processed; the caller retries it elsewhere. */
@@ -70,7 +89,7 @@ export function endStreamArrived(stream: ClientHttp2Stream): boolean {
   return (stream as WatchedStream)[kEndStream] === true;
 }
 
-type Waiter = { resolve: (s: Slot) => void; reject: (e: Error) => void; timer: NodeJS.Timeout };
+type Waiter = { resolve: (s: Slot) => void; reject: (e: Error) => void; timer: NodeJS.Timeout; avoid: Slot | undefined };
 
 export class H2Pool {
   readonly name: string;
@@ -78,13 +97,17 @@ export class H2Pool {
   readonly authority: string;
   readonly scheme: string;
   #o: H2PoolOptions;
+  /** Sessions taking streams, or connecting (not ready yet). */
   #live: Slot[] = [];
   #draining = new Set<Slot>();
   #waiters: Waiter[] = [];
   #closed = false;
   #pingTimer: NodeJS.Timeout | undefined;
   #lastConnectError: Error | undefined;
-  #lastFailAt = 0;
+  /** Consecutive failed connects, and no new connect before `#retryAt` (epoch ms). */
+  #failures = 0;
+  #retryAt = 0;
+  #reconnectTimer: NodeJS.Timeout | undefined;
   #connecting = 0;
   #opened = 0;
 
@@ -103,44 +126,50 @@ export class H2Pool {
 
   /** Sessions opened over the pool's life (for the benchmark and tests). */
   get sessionsOpened(): number { return this.#opened; }
-  get liveSessions(): number { return this.#live.filter((s) => s.connected).length; }
+  /** Sessions ready to take streams (the peer's SETTINGS arrived). */
+  get liveSessions(): number { let n = 0; for (const s of this.#live) if (s.ready) n++; return n; }
+  /** Sessions opened whose peer has not sent its SETTINGS yet. */
+  get connectingSessions(): number { return this.#connecting; }
   get drainingSessions(): number { return this.#draining.size; }
 
-  /** Open `size` sessions and wait until they are connected (or failed). */
+  /** Open `size` sessions and wait until they are ready (or failed). */
   async warm(): Promise<void> {
-    while (this.#live.length < this.#o.size) this.#open();
-    await Promise.allSettled(this.#live.map((s) => (s.connected ? Promise.resolve() : new Promise<void>((res) => {
-      s.session.once('connect', () => res()); s.session.once('close', () => res());
+    while (this.#live.length < this.#o.size && !this.#closed) this.#open();
+    await Promise.allSettled(this.#live.map((s) => (s.ready ? Promise.resolve() : new Promise<void>((res) => {
+      s.session.once('remoteSettings', () => res()); s.session.once('close', () => res());
     }))));
   }
 
-  /** A session with room for a stream now, or undefined (then use `wait`). Synchronous: the hot path. */
-  pick(): Slot | undefined {
+  /**
+   * A ready session with room for a stream now (not `avoid`: the one that just refused this
+   * request), or undefined (then use `wait`). Synchronous: the hot path.
+   */
+  pick(avoid?: Slot): Slot | undefined {
     let best: Slot | undefined;
     for (const s of this.#live) {
-      if (!s.connected || s.draining) continue;
+      if (!s.ready || s.draining || s === avoid) continue;
       if (best === undefined || s.active < best.active) best = s;
     }
     if (best !== undefined && best.active >= best.maxStreams) {
       // Every session is full: open one more (bounded) and let nghttp2 queue this stream meanwhile.
       if (this.#live.length < this.#o.size * 4) this.#open();
     }
-    // Replace lost sessions (not while the upstream is refusing connections).
-    if (this.#live.length < this.#o.size && Date.now() - this.#lastFailAt > 250) this.#open();
+    // Replace lost sessions (not while backing off from failed connects).
+    if (this.#live.length < this.#o.size && Date.now() >= this.#retryAt) this.#open();
     return best;
   }
 
-  /** Wait for a connected session (connect budget), opening one if needed. */
-  wait(signal?: CancelSignal): Promise<Slot> {
+  /** Wait for a ready session other than `avoid` (connect budget), opening one if needed. */
+  wait(signal?: CancelSignal, avoid?: Slot): Promise<Slot> {
     if (this.#closed) return Promise.reject(new GatewayError('GW_ERR_UPSTREAM_UNAVAILABLE', [this.name]));
-    // The upstream refused a connection a moment ago: fail fast rather than hammer it.
-    if (this.#connecting === 0 && this.#lastConnectError && Date.now() - this.#lastFailAt < 250) {
+    // Connects failed a moment ago: fail fast rather than hammer the upstream.
+    if (this.#connecting === 0 && this.#lastConnectError && Date.now() < this.#retryAt) {
       return Promise.reject(new GatewayError('GW_ERR_UPSTREAM_CONNECT', [this.name]));
     }
-    if (this.#connecting === 0) this.#open();
+    if (this.#connecting === 0 && this.#live.length < this.#o.size * 4) this.#open();
     return new Promise<Slot>((resolve, reject) => {
       const w: Waiter = {
-        resolve, reject,
+        resolve, reject, avoid,
         timer: setTimeout(() => {
           this.#removeWaiter(w);
           reject(this.#lastConnectError
@@ -178,11 +207,19 @@ export class H2Pool {
     return stream;
   }
 
-  /** Whether a failed stream was certainly not processed by the upstream (safe to retry). */
+  /**
+   * Why a stream that closed before its response headers may be retried elsewhere, or undefined
+   * if the upstream may have processed it (then it is not retried).
+   */
   unprocessed(slot: Slot, stream: ClientHttp2Stream): string | undefined {
-    if (stream.rstCode === NGHTTP2_REFUSED_STREAM) return 'refused_stream';
+    const code = stream.rstCode;
+    if (code === NGHTTP2_REFUSED_STREAM) return 'refused_stream';
+    // The upstream refused it for load ("calm down"): not processed.
+    if (code === NGHTTP2_ENHANCE_YOUR_CALM) return 'enhance_your_calm';
     if (stream.id === undefined) return 'never_sent';
     if (slot.goawayLastStreamId >= 0 && stream.id > slot.goawayLastStreamId) return 'goaway';
+    // The peer stopped answering PING and no response came: the request waits on a dead session.
+    if (slot.dead) return 'dead_session';
     return undefined;
   }
 
@@ -190,6 +227,7 @@ export class H2Pool {
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#pingTimer) clearInterval(this.#pingTimer);
+    if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer);
     for (const w of this.#waiters.splice(0)) { clearTimeout(w.timer); w.reject(new GatewayError('GW_ERR_UPSTREAM_UNAVAILABLE', [this.name])); }
     const all = [...this.#live, ...this.#draining];
     await Promise.all(all.map((s) => new Promise<void>((res) => {
@@ -217,21 +255,27 @@ export class H2Pool {
     this.#live.push(slot);
     this.#opened++;
     o.metrics.upstreamSessionsOpened.labels(this.name).inc();
+    // TCP (and TLS) up is not enough: the session is ready when the peer's SETTINGS arrive.
     const connectTimer = setTimeout(() => {
-      if (!slot.connected) session.destroy(new Error(`connect timeout after ${o.connectTimeoutMs} ms`));
+      if (!slot.ready) session.destroy(new Error(`no HTTP/2 SETTINGS from the upstream within ${o.connectTimeoutMs} ms`));
     }, o.connectTimeoutMs);
     connectTimer.unref();
-    session.once('connect', () => {
-      clearTimeout(connectTimer);
-      this.#connecting--;
-      slot.connected = true;
-      this.#lastConnectError = undefined;
-      o.metrics.upstreamSessionsActive.labels(this.name).inc();
-      session.setLocalWindowSize(8 << 20);
-      this.#serveWaiters();
-    });
+    session.once('connect', () => { session.setLocalWindowSize(8 << 20); });
     session.on('remoteSettings', (s) => {
       if (s.maxConcurrentStreams !== undefined) slot.maxStreams = s.maxConcurrentStreams;
+      if (slot.ready) return;
+      clearTimeout(connectTimer);
+      this.#connecting--;
+      slot.ready = true;
+      this.#lastConnectError = undefined;
+      this.#failures = 0;
+      this.#retryAt = 0;
+      o.metrics.upstreamSessionsActive.labels(this.name).inc();
+      this.#replenish();
+      // Don't keep the process alive for idle upstream connections (a connecting one does, so
+      // that `warm()` can wait for it).
+      session.unref();
+      this.#serveWaiters();
     });
     session.on('goaway', (code: number, lastStreamId: number) => {
       o.metrics.upstreamGoaways.labels(this.name).inc();
@@ -241,48 +285,59 @@ export class H2Pool {
       this.#replenish();
     });
     session.on('error', (err: Error) => {
-      if (!slot.connected) { this.#lastConnectError = err; this.#lastFailAt = Date.now(); }
+      if (!slot.ready) this.#lastConnectError = err;
       o.log.warn({ upstream: this.name, err: err.message }, 'upstream session error');
     });
     session.once('close', () => {
       clearTimeout(connectTimer);
-      if (!slot.connected) this.#connecting--;
-      else o.metrics.upstreamSessionsActive.labels(this.name).dec();
-      const wasLive = this.#live.includes(slot);
-      this.#live = this.#live.filter((s) => s !== slot);
+      const i = this.#live.indexOf(slot);
+      if (i >= 0) this.#live.splice(i, 1);
       this.#draining.delete(slot);
-      if (!slot.connected) this.#failWaitersIfNoneConnecting();
-      else if (wasLive) this.#replenish();
+      if (slot.ready) {
+        o.metrics.upstreamSessionsActive.labels(this.name).dec();
+      } else {
+        this.#connecting--;
+        this.#lastConnectError ??= new Error('the upstream closed the connection before its SETTINGS');
+        this.#failures++;
+        this.#retryAt = Date.now() + Math.min(BACKOFF_MIN_MS * 2 ** (this.#failures - 1), BACKOFF_MAX_MS);
+        this.#failWaitersIfNoneConnecting();
+      }
+      this.#replenish();
     });
-    // Don't keep the process alive for idle upstream connections.
-    session.unref();
   }
 
   #retire(slot: Slot): void {
     if (slot.draining) return;
     slot.draining = true;
-    this.#live = this.#live.filter((s) => s !== slot);
+    const i = this.#live.indexOf(slot);
+    if (i >= 0) this.#live.splice(i, 1);
     this.#draining.add(slot);
     if (slot.active === 0 && !slot.session.closed) slot.session.close();
   }
 
+  /** Keep `size` sessions: open them now, or when the back-off after failed connects ends. */
   #replenish(): void {
-    if (this.#closed) return;
-    if (this.#live.length < this.#o.size) this.#open();
+    if (this.#closed || this.#live.length >= this.#o.size) return;
+    const wait = this.#retryAt - Date.now();
+    if (wait <= 0) { while (this.#live.length < this.#o.size) this.#open(); return; }
+    if (this.#reconnectTimer !== undefined) return;
+    this.#reconnectTimer = setTimeout(() => { this.#reconnectTimer = undefined; this.#replenish(); }, wait);
+    this.#reconnectTimer.unref();
   }
 
   #serveWaiters(): void {
-    while (this.#waiters.length) {
-      const slot = this.pick();
-      if (!slot) return;
-      const w = this.#waiters.shift()!;
+    for (let i = 0; i < this.#waiters.length;) {
+      const w = this.#waiters[i]!;
+      const slot = this.pick(w.avoid);
+      if (slot === undefined) { i++; continue; }
+      this.#waiters.splice(i, 1);
       clearTimeout(w.timer);
       w.resolve(slot);
     }
   }
 
   #failWaitersIfNoneConnecting(): void {
-    if (this.#connecting > 0 || this.#live.some((s) => s.connected)) return;
+    if (this.#connecting > 0 || this.#live.some((s) => s.ready)) return;
     const err = new GatewayError('GW_ERR_UPSTREAM_CONNECT', [this.name]);
     for (const w of this.#waiters.splice(0)) { clearTimeout(w.timer); w.reject(err); }
   }
@@ -292,13 +347,22 @@ export class H2Pool {
     if (i >= 0) this.#waiters.splice(i, 1);
   }
 
+  /** PING every ready session, busy or idle; one still unanswered from the last round is dead. */
   #ping(): void {
-    for (const s of this.#live) {
-      if (!s.connected || s.active > 0 || s.session.destroyed) continue;
-      const ok = s.session.ping((err) => {
-        if (err && !s.session.destroyed) { this.#o.log.warn({ upstream: this.name }, 'upstream PING failed; replacing session'); s.session.destroy(); }
-      });
-      if (!ok) s.session.destroy();
-    }
+    const check = (s: Slot): void => {
+      if (!s.ready || s.session.destroyed || (s.session.closed && s.active === 0)) return;
+      if (s.pingOutstanding || !s.session.ping(s.onPingAck)) {
+        s.dead = true;
+        // Out of the pool now (its 'close' comes later): no retry may land on it.
+        const i = this.#live.indexOf(s);
+        if (i >= 0) this.#live.splice(i, 1);
+        this.#o.log.warn({ upstream: this.#o.name, activeStreams: s.active }, 'upstream did not answer PING; replacing the session');
+        s.session.destroy(new Error('the upstream did not answer PING'));
+        return;
+      }
+      s.pingOutstanding = true;
+    };
+    for (const s of [...this.#live]) check(s);
+    for (const s of [...this.#draining]) check(s);
   }
 }

@@ -35,6 +35,8 @@ const SSE_200 = Buffer.concat([Buffer.from([0x88, 0x0f, 0x10, 17]), Buffer.from(
 /** One client connection (one gateway upstream session). */
 export class RawH2Conn {
   readonly socket: net.Socket;
+  /** performance.now() when the connection was accepted. */
+  readonly at = performance.now();
   /** Request streams that arrived complete on this connection. */
   requests = 0;
   /** PINGs received (answered or not). */
@@ -57,8 +59,11 @@ export class RawH2Conn {
 }
 
 export interface RawH2Options {
-  /** Send SETTINGS when a client connects (default true); false = accepts TCP and never speaks HTTP/2. */
-  settings?: boolean;
+  /**
+   * Send SETTINGS when a client connects (default true); false = accepts TCP and never speaks
+   * HTTP/2 on that connection. A function is asked for each new connection.
+   */
+  settings?: boolean | (() => boolean);
   /** Whether to ACK a PING (default: always). */
   answerPing?: (conn: RawH2Conn) => boolean;
   /** A request stream arrived complete; `nth` counts requests on this connection from 1. */
@@ -85,7 +90,8 @@ export async function startRawH2(t: Teardown, o: RawH2Options = {}): Promise<Raw
     socket.setNoDelay(true);
     const c = new RawH2Conn(socket);
     conns.push(c);
-    if (o.settings !== false) socket.write(frame(FRAME.SETTINGS, 0, 0));
+    const speaks = typeof o.settings === 'function' ? o.settings() : o.settings !== false;
+    if (speaks) socket.write(frame(FRAME.SETTINGS, 0, 0));
     let buf = Buffer.alloc(0);
     let prefaceSeen = false;
     socket.on('data', (d: Buffer) => {
@@ -103,7 +109,7 @@ export async function startRawH2(t: Teardown, o: RawH2Options = {}): Promise<Raw
         const id = buf.readUInt32BE(5) & 0x7fffffff;
         const payload = buf.subarray(9, 9 + len);
         buf = buf.subarray(9 + len);
-        if (o.settings === false) continue; // never speaks: reads and ignores everything
+        if (!speaks) continue; // never speaks: reads and ignores everything
         switch (type) {
           case FRAME.SETTINGS:
             if ((flags & ACK) === 0) socket.write(frame(FRAME.SETTINGS, ACK, 0));
@@ -141,15 +147,15 @@ export async function startRawH2(t: Teardown, o: RawH2Options = {}): Promise<Raw
 }
 
 /** `upstreams:`/`models:` YAML pointing the model ghost-small at `url`. */
-export function upstreamYaml(url: string, protocol: 'h2c' | 'http1', extra = ''): string {
+export function upstreamYaml(url: string, protocol: 'h2c' | 'http1', o: { pool?: string; timeouts?: string; extra?: string } = {}): string {
   return [
     'upstreams:',
     '  local:',
     `    url: ${url}`,
     `    protocol: ${protocol}`,
-    '    pool: { size: 2 }',
-    '    timeouts: { connectMs: 1000, firstByteMs: 10000 }',
-    extra,
+    `    pool: ${o.pool ?? '{ size: 2 }'}`,
+    `    timeouts: ${o.timeouts ?? '{ connectMs: 1000, firstByteMs: 10000 }'}`,
+    o.extra ?? '',
     'models:',
     '  ghost-small: { upstream: local }',
   ].filter((l) => l !== '').join('\n');
