@@ -349,20 +349,26 @@ export class H2Pool {
 
   /** PING every ready session, busy or idle; one still unanswered from the last round is dead. */
   #ping(): void {
-    const check = (s: Slot): void => {
-      if (!s.ready || s.session.destroyed || (s.session.closed && s.active === 0)) return;
-      if (s.pingOutstanding || !s.session.ping(s.onPingAck)) {
-        s.dead = true;
-        // Out of the pool now (its 'close' comes later): no retry may land on it.
-        const i = this.#live.indexOf(s);
-        if (i >= 0) this.#live.splice(i, 1);
-        this.#o.log.warn({ upstream: this.#o.name, activeStreams: s.active }, 'upstream did not answer PING; replacing the session');
-        s.session.destroy(new Error('the upstream did not answer PING'));
-        return;
+    let suspects: Slot[] | undefined;
+    for (const list of [this.#live, this.#draining]) {
+      for (const s of list) {
+        if (!s.ready || s.session.destroyed || (s.session.closed && s.active === 0)) continue;
+        if (!s.pingOutstanding && s.session.ping(s.onPingAck)) { s.pingOutstanding = true; continue; }
+        s.pingOutstanding = true;
+        (suspects ??= []).push(s);
       }
-      s.pingOutstanding = true;
-    };
-    for (const s of [...this.#live]) check(s);
-    for (const s of [...this.#draining]) check(s);
+    }
+    // Timers run before I/O: after a stalled event loop the ACK may sit unread in the socket.
+    // Decide after this turn's I/O phase.
+    if (suspects) setImmediate(() => { for (const s of suspects) if (s.pingOutstanding && !s.session.destroyed) this.#declareDead(s); });
+  }
+
+  #declareDead(s: Slot): void {
+    s.dead = true;
+    // Out of the pool now (its 'close' comes later): no retry may land on it.
+    const i = this.#live.indexOf(s);
+    if (i >= 0) this.#live.splice(i, 1);
+    this.#o.log.warn({ upstream: this.#o.name, activeStreams: s.active }, 'upstream did not answer PING; replacing the session');
+    s.session.destroy(new Error('the upstream did not answer PING'));
   }
 }

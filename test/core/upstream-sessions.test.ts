@@ -99,6 +99,32 @@ t.test('a peer that stops answering PING mid-response: the client gets a mid-str
   t.match(r.text, /event: error\ndata: \{"error":\{"code":"GW_ERR_UPSTREAM_ABORTED"/);
 });
 
+t.test('a stalled gateway event loop does not mistake a PING answered meanwhile for a dead peer', async (t) => {
+  // The real model server (its own process) answers the PING while this process (where the
+  // gateway runs) is blocked; the ACK then sits unread when the next PING round is due.
+  const g = await startGateway(t, {
+    upstreamsYaml: (m) => `upstreams:\n  local:\n    url: ${m.url}\n    protocol: h2c\n    pool: { size: 1, pingIntervalMs: 200 }\nmodels:\n  ghost-small: { upstream: local }`,
+  });
+  const probe = http2.connect(g.url);
+  probe.on('error', () => {});
+  const proto = Object.getPrototypeOf(probe) as { ping: (...a: unknown[]) => boolean };
+  probe.destroy();
+  const ping = proto.ping;
+  let calls = 0;
+  proto.ping = function stallAfterFirstPing(this: unknown, ...a: unknown[]): boolean {
+    const sent = ping.apply(this, a);
+    // Block right after the first PING is sent, in the check phase: timers run next.
+    if (++calls === 1) setImmediate(() => { const end = performance.now() + 700; while (performance.now() < end) { /* busy */ } });
+    return sent;
+  };
+  t.teardown(() => { proto.ping = ping; });
+  await until(() => calls >= 4, 10_000);
+  t.equal(g.gw.runtime.upstreams.get('local')!.stats().sessionsOpened, 1, 'the session was kept: no replacement');
+  const s = await connect(g.url);
+  t.teardown(() => s.close());
+  t.equal((await post(s, '/v1/completions', BODY)).events.at(-1), '[DONE]');
+});
+
 t.test('REFUSED_STREAM on the first stream of each session: retried on the other session, then served', async (t) => {
   const seen: number[] = [];
   let all: RawH2Conn[] = [];
