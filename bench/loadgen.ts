@@ -140,7 +140,9 @@ function request(session: ClientHttp2Session, id: string, payload: string, plan:
       rec.errorEvent = sse.errorEvent;
       // Complete = `data: [DONE]` and END_STREAM (an RST, even NO_ERROR, is not an end).
       rec.done = gotEnd && sse.done;
-      rec.cleanEnd = rec.status !== 0 && rec.error === '' && (gotEnd || rec.rstCode === 0);
+      // END_STREAM, or RST_STREAM(NO_ERROR): both close with code 0 (a destroyed session ends its
+      // streams' readable side too, but with a non-zero code).
+      rec.cleanEnd = rec.status !== 0 && rec.error === '' && rec.rstCode === 0;
       rec.tokens = sse.done ? sse.events - 1 : sse.events;
       resolve(rec);
     });
