@@ -1,12 +1,15 @@
 #!/usr/bin/env node
 /**
- * ghostgate CLI.
+ * ghostgate CLI. From a checkout, run it as `npm run -s gg -- <command>` (the pinned Node 24, no
+ * npm noise), or `node bin/ghostgate.ts <command>` with Node 24.
  *
  *   ghostgate start [--config F]           run the gateway (default: the bundled gateway.config.yaml)
- *   ghostgate validate [--config F]        check config + policies; every problem as file:line
+ *   ghostgate validate [--config F]        check config + policies; every problem as file:line, in one run
  *   ghostgate model-server [--port N ...]  run the bundled fake model server
  *   ghostgate token --sub NAME [--ttl 10m] mint a short-lived token (needs `auth:` in the config)
- *   ghostgate explain --request req.json [--header k:v]  dry-run the pipeline on a request
+ *   ghostgate apikey new --sub NAME        make an API key and its hashed entry for the API keys file
+ *   ghostgate explain --request req.json [--header k:v] [--claims JSON]  dry-run the pipeline on a request
+ *   ghostgate plugins                      list the built-in plugins
  *   ghostgate schema [--out DIR]           write JSON Schemas for the config and policy files
  */
 import { parseArgs } from 'node:util';

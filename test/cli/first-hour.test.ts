@@ -95,3 +95,19 @@ t.test('the README\'s explain example: with --claims, the auth step passes and t
   t.match(without.out, /401|GW_ERR_AUTH_MISSING_TOKEN/, 'without --claims: the auth step\'s 401');
   t.notMatch(without.out, /set-headers\s+ran/);
 });
+
+t.test('`npm run -s gg -- <command>` (the README\'s way to run the CLI): only the command\'s output, no EBADENGINE', async (t) => {
+  // As from a user's shell: the machine's own node and npm first on PATH, not the pinned Node.
+  const PATH = (process.env.PATH ?? '').split(path.delimiter).filter((d) => !d.includes('node_modules')).join(path.delimiter);
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k)));
+  const child = spawn('npm', ['run', '-s', 'gg', '--', 'plugins'], { cwd: ROOT, env: { ...env, PATH }, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => { err += d; });
+  const code = await new Promise((r) => child.once('close', r));
+  t.equal(code, 0, err);
+  t.match(out, /^auth\s+Verify the bearer token/, 'stdout starts with the command\'s own output');
+  t.notMatch(out + err, /EBADENGINE|> ghostgate@/, 'no engine warning, no npm banner');
+});

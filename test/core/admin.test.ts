@@ -9,6 +9,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import t from 'tap';
 import type { Test } from 'tap';
 import { catalog } from '../../core/errors.ts';
@@ -190,4 +191,19 @@ t.test('after a rejected reload, restoring the running files makes /-/config las
   const l = await last();
   t.equal(l.ok, true, '/-/config lastReload is ok again');
   t.equal(l.version, v, 'still the same version');
+});
+
+t.test('the opt-out starts a non-loopback admin plane without a credential, with a warning in the log', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-admin-'));
+  const file = path.join(dir, 'gateway.config.yaml');
+  writeFileSync(file, 'listen: { port: 0 }\nadmin: { host: 0.0.0.0, port: 0, insecureAllowNoCredential: true }\nupstreams: { local: { url: "http://127.0.0.1:9", pool: { warm: false } } }\nmodels: { m: { upstream: local } }\npolicies: []\n');
+  const lines: string[] = [];
+  const stream = new Writable({ write(chunk, _e, cb) { lines.push(String(chunk)); cb(); } });
+  const gw = await Gateway.start({ configFile: file, watch: false, logger: { level: 'warn', stream } });
+  t.teardown(() => gw.close(2000));
+  const warn = lines.map((l) => JSON.parse(l) as { level: number; msg: string; host?: string }).find((l) => /non-loopback address without admin\.credential/.test(l.msg));
+  t.ok(warn, 'warned');
+  t.equal(warn?.level, 40, 'at warn level');
+  t.equal(warn?.host, '0.0.0.0');
+  t.equal((await fetch(`http://127.0.0.1:${gw.addresses!.adminPort}/_ping`)).status, 200, 'and serves');
 });
