@@ -269,12 +269,14 @@ async function main(): Promise<number> {
 
     // --- settle, then what is left open
     const settleUntil = Date.now() + 10_000;
-    let left = { clientConns: NaN, proxyStreams: NaN, modelInFlight: NaN, inflightGauge: NaN };
+    let left = { clientConns: NaN, clientConnsGauge: NaN, proxyStreams: NaN, modelInFlight: NaN, inflightGauge: NaN };
     for (;;) {
       const m = await g.metrics().catch(() => '');
       const ms = await fetch(`${model.url}/_stats`, { signal: AbortSignal.timeout(5000) }).then((r) => r.json() as Promise<{ inFlight: number }>).catch(() => ({ inFlight: NaN }));
-      left = { clientConns: socketsOnPort(g.proc.pid, port), proxyStreams: proxy.openStreams, modelInFlight: ms.inFlight, inflightGauge: promValue(m, 'ghostgate_inflight_requests') };
-      if ((left.clientConns === 0 || Number.isNaN(left.clientConns)) && left.proxyStreams === 0 && left.inflightGauge === 0 && !(left.modelInFlight > 0)) break;
+      // ghostgate_client_connections (the gateway's own count of open client connections), if this build has it.
+      const gauge = /^ghostgate_client_connections /m.test(m) ? promValue(m, 'ghostgate_client_connections') : NaN;
+      left = { clientConns: socketsOnPort(g.proc.pid, port), clientConnsGauge: gauge, proxyStreams: proxy.openStreams, modelInFlight: ms.inFlight, inflightGauge: promValue(m, 'ghostgate_inflight_requests') };
+      if ((left.clientConns === 0 || Number.isNaN(left.clientConns)) && !(left.clientConnsGauge > 0) && left.proxyStreams === 0 && left.inflightGauge === 0 && !(left.modelInFlight > 0)) break;
       if (Date.now() > settleUntil) break;
       await sleep(200);
     }
@@ -306,7 +308,7 @@ async function main(): Promise<number> {
       { name: 'clean-but-truncated responses', pass: sum('clean-but-truncated') === 0, value: String(sum('clean-but-truncated')) },
       { name: 'gateway RSS start → end within 10%', pass: within(start.rssBytes, end.rssBytes), value: `${(start.rssBytes / 2 ** 20).toFixed(1)} → ${(end.rssBytes / 2 ** 20).toFixed(1)} MB` },
       { name: 'gateway fds (besides client connections) start → end within 10%', pass: within(start.fds, end.fds), value: `${start.fds} → ${end.fds}` },
-      { name: 'client connections left open on the gateway', pass: left.clientConns === 0, value: String(left.clientConns) },
+      { name: 'client connections left open on the gateway (sockets / gauge)', pass: left.clientConns === 0 && !(left.clientConnsGauge > 0), value: `${left.clientConns} / ${Number.isNaN(left.clientConnsGauge) ? 'no gauge' : left.clientConnsGauge}` },
       { name: 'upstream streams left open (at the upstream / in-flight gauge)', pass: left.proxyStreams === 0 && left.inflightGauge === 0 && !(left.modelInFlight > 0), value: `${left.proxyStreams} / ${left.inflightGauge} (model in flight ${left.modelInFlight})` },
     ];
     const out: string[] = [];
@@ -327,7 +329,7 @@ async function main(): Promise<number> {
     }
     out.push('');
     out.push(`gateway RSS ${(start.rssBytes / 2 ** 20).toFixed(1)} MB → ${(end.rssBytes / 2 ** 20).toFixed(1)} MB (V8 heap used ${(start.heapUsedBytes / 2 ** 20).toFixed(1)} → ${(end.heapUsedBytes / 2 ** 20).toFixed(1)} MB, not collected on purpose); fds besides client connections ${start.fds} → ${end.fds} (with them: ${start.fdsAll} → ${end.fdsAll})`);
-    out.push(`left open at the end: client connections ${left.clientConns}; upstream streams at the fault proxy ${left.proxyStreams}, in the model server ${left.modelInFlight}; ghostgate_inflight_requests ${left.inflightGauge}; upstream sessions at the fault proxy ${proxy.sessions}`);
+    out.push(`left open at the end: client connections ${left.clientConns} (ghostgate_client_connections ${Number.isNaN(left.clientConnsGauge) ? '—' : left.clientConnsGauge}); upstream streams at the fault proxy ${left.proxyStreams}, in the model server ${left.modelInFlight}; ghostgate_inflight_requests ${left.inflightGauge}; upstream sessions at the fault proxy ${proxy.sessions}`);
     out.push(`admin /_ping every 0.5 s: ${ping.probes} probes, ${ping.failed} unanswered within 5 s, slowest ${ping.maxMs.toFixed(0)} ms`);
     out.push(`/-/upstreams: ${JSON.stringify(upstreams)}`);
     out.push(`gateway: requests by outcome ${JSON.stringify(outcomesFromProm(metrics))}; cancelled before forward ${promValue(metrics, 'ghostgate_cancelled_before_forward_total')}; upstream retries ${promValue(metrics, 'ghostgate_upstream_retries_total')}; client connections ${promValue(metrics, 'ghostgate_client_connections_total')}`);
