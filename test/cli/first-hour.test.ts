@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
@@ -110,4 +110,30 @@ t.test('`npm run -s gg -- <command>` (the README\'s way to run the CLI): only th
   t.equal(code, 0, err);
   t.match(out, /^auth\s+Verify the bearer token/, 'stdout starts with the command\'s own output');
   t.notMatch(out + err, /EBADENGINE|> ghostgate@/, 'no engine warning, no npm banner');
+});
+
+t.test('ghostgate token in dev mode with admin.credential: the CLI sends the credential it reads from the config', async (t) => {
+  const model = await spawnModelServer();
+  t.teardown(() => model.stop());
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-token-'));
+  writeFileSync(path.join(dir, 'admin.secret'), 'an-admin-secret-for-the-test\n');
+  const file = path.join(dir, 'gateway.config.yaml');
+  const adminPort = await freePort();
+  writeFileSync(file, [
+    'listen: { port: 0 }', `admin: { port: ${adminPort}, credential: { file: admin.secret } }`,
+    `upstreams: { local: { url: "${model.url}" } }`, 'models: { ghost-small: { upstream: local } }', 'policies: []', 'auth: { dev: true }',
+  ].join('\n'));
+  const gw = startCli(t, ['start', '--config', file]);
+  await gw.waitFor(/Try a streamed completion/);
+  const minted = await run(t, ['bin/ghostgate.ts', 'token', '--sub', 'alice', '--config', file], {});
+  t.equal(minted.code, 0, minted.err);
+  t.match(minted.out.trim(), /^[\w-]+\.[\w-]+\.[\w-]+$/, 'a token');
+  // The same config but another secret file: what an operator with a stale secret would run.
+  writeFileSync(path.join(dir, 'stale.secret'), 'not-the-running-secret\n');
+  const stale = path.join(dir, 'stale.yaml');
+  writeFileSync(stale, readFileSync(file, 'utf8').replace('admin.secret', 'stale.secret'));
+  const refused = await run(t, ['bin/ghostgate.ts', 'token', '--sub', 'alice', '--config', stale], {});
+  t.not(refused.code, 0);
+  t.match(refused.err, /admin answered 401 GW_ERR_ADMIN_UNAUTHORIZED/, 'a wrong credential: the admin plane\'s code and reason');
+  t.equal(await gw.stop(), 0);
 });
