@@ -130,3 +130,15 @@ t.test('policies/examples/gateway.yaml takes the GHOSTGATE_* port overrides (run
   for (const [name, u] of gw.runtime.upstreams) t.equal(u.config.url, `http://127.0.0.1:${model.port}`, `${name} on GHOSTGATE_MODEL_PORT`);
   t.equal((await fetch(`http://127.0.0.1:${adminPort}/_ping`)).status, 200);
 });
+
+t.test('an address that is not this machine\'s: the message names the host key', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-startup-'));
+  const file = path.join(dir, 'gateway.config.yaml');
+  const data = await freePort();
+  // 192.0.2.0/24 is TEST-NET-1: never assigned to a local interface.
+  writeFileSync(file, `listen: { port: ${data} }\nadmin: { host: 192.0.2.7, port: 0, insecureAllowNoCredential: true }\nupstreams: { local: { url: "http://127.0.0.1:9", pool: { warm: false } } }\nmodels: { m: { upstream: local } }\npolicies: []\n`);
+  const err = await Gateway.start({ configFile: file, watch: false, logger: { level: 'silent' } }).then(() => undefined, (e: unknown) => e);
+  t.equal((err as GatewayError).code, 'GW_ERR_SERVER_LISTEN');
+  t.match((err as GatewayError).message, /Cannot listen on 192\.0\.2\.7:0 \(admin plane\): the address is not one of this machine's; it is set by admin\.host in /);
+  t.ok(await portIsFree(data), 'the data plane that had started is closed');
+});
