@@ -100,7 +100,11 @@ export interface GatewayConfig {
     insecureAllowNoCredential: boolean;
   };
   http2: Http2Settings;
-  limits: { bodyBytes: number; headerBytes: number; headersTimeoutMs: number };
+  limits: {
+    bodyBytes: number; headerBytes: number; headersTimeoutMs: number;
+    /** Deepest JSON nesting accepted in a request body (`{}` is 1). Default 64. */
+    jsonDepth: number;
+  };
   /** Request headers (lower-case) that `when` conditions may read as `request.headers.<name>`. */
   facts: { headers: string[] };
   /** Where the client's editor and extension versions come from (header `name/version`). */

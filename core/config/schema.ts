@@ -101,6 +101,7 @@ export const gatewayConfigSchema: JsonSchema = {
         bodyBytes: { type: 'integer', minimum: 1024, default: 1_048_576 },
         headerBytes: { type: 'integer', minimum: 1024, default: 16_384 },
         headersTimeoutMs: ms(30_000, 'An HTTP/1.1 client must send its request head within this'),
+        jsonDepth: { type: 'integer', minimum: 2, maximum: 10_000, default: 64, description: 'Deepest JSON nesting accepted in a request body; deeper gets 400 GW_ERR_REQ_JSON_TOO_DEEP' },
       },
     },
     facts: {

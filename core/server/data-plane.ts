@@ -11,7 +11,6 @@ import type { Http2ServerResponse } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import sjson from 'secure-json-parse';
 import { GatewayError } from '../errors.ts';
 import type { ErrorCode } from '../errors.ts';
 import { GatewayExchange } from '../exchange.ts';
@@ -23,6 +22,7 @@ import type { RoutePath, Runtime } from '../runtime.ts';
 import type { JsonObject, LocalReply, Logger, OutboundRequest, Outcome, UpstreamResponse } from '../types.ts';
 import { UpstreamAbortError } from '../upstream/client.ts';
 import { clientFacts } from './client-facts.ts';
+import { parseJsonBody } from './json-body.ts';
 import { SseSplitter } from './sse.ts';
 
 const { NGHTTP2_CANCEL } = http2.constants;
@@ -69,12 +69,14 @@ export const dataPlanePlugin = fp<{ gw: GatewayState }>(async (app, opts) => { r
 export function registerDataPlane(app: FastifyInstance, gw: GatewayState): void {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
+    let parsed: unknown;
     try {
-      (req as RawBodyRequest).rawBody = body as Buffer;
-      done(null, sjson.parse(body as Buffer, undefined, { protoAction: 'error', constructorAction: 'error' }));
-    } catch {
-      done(new GatewayError('GW_ERR_REQ_INVALID_JSON'), undefined);
+      parsed = parseJsonBody(body as Buffer, gw.runtime.config.limits.jsonDepth);
+    } catch (e) {
+      return done(e as GatewayError, undefined);
     }
+    (req as RawBodyRequest).rawBody = body as Buffer;
+    done(null, parsed);
   });
 
   for (const path of ROUTES) {

@@ -13,10 +13,10 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { Http2Server, Http2SecureServer, ServerHttp2Stream } from 'node:http2';
-import sjson from 'secure-json-parse';
 import { GatewayError } from '../errors.ts';
 import type { RoutePath } from '../runtime.ts';
 import { Call, createExchange } from './data-plane.ts';
+import { parseJsonBody } from './json-body.ts';
 import type { AnyResponse, GatewayState } from './data-plane.ts';
 
 const ENGINE = /^\/v1\/engines\/([A-Za-z0-9._:-]{1,128})\/completions$/;
@@ -101,12 +101,12 @@ function handleUnsafe(gw: GatewayState, stream: ServerHttp2Stream, headers: Inco
   if (stream.destroyed) return;
   if (gw.closing) return replyError(stream, new GatewayError('GW_ERR_SERVER_SHUTTING_DOWN'), gw);
   let body: unknown;
-  try {
-    body = sjson.parse(raw, undefined, { protoAction: 'error', constructorAction: 'error' });
-  } catch {
-    return replyError(stream, new GatewayError('GW_ERR_REQ_INVALID_JSON'), gw);
-  }
   const rt = gw.runtime;
+  try {
+    body = parseJsonBody(raw, rt.config.limits.jsonDepth);
+  } catch (e) {
+    return replyError(stream, e as GatewayError, gw);
+  }
   const made = createExchange(rt, { path: route, body, headers, ip: stream.session?.socket?.remoteAddress ?? '', protocol: 'h2', pathModel });
   if (made instanceof GatewayError) return replyError(stream, made, gw);
   const res = new RawH2Response(stream, headers);
