@@ -25,6 +25,7 @@ export class GatewayMetrics {
   readonly upstreamGoaways: Counter<'upstream'>;
   readonly upstreamRetries: Counter<'upstream' | 'reason'>;
   readonly clientSessions: Counter<'protocol'>;
+  readonly clientSessionsCut: Counter<'reason'>;
   readonly inflight: Gauge;
   readonly reloads: Counter<'result'>;
   readonly configVersion: Gauge;
@@ -46,6 +47,7 @@ export class GatewayMetrics {
     this.upstreamGoaways = new Counter({ name: 'ghostgate_upstream_goaways_total', help: 'GOAWAY frames received from upstreams', labelNames: ['upstream'], registers: r });
     this.upstreamRetries = new Counter({ name: 'ghostgate_upstream_retries_total', help: 'Streams retried on a fresh session because the upstream did not process them', labelNames: ['upstream', 'reason'], registers: r });
     this.clientSessions = new Counter({ name: 'ghostgate_client_connections_total', help: 'Client connections accepted', labelNames: ['protocol'], registers: r });
+    this.clientSessionsCut = new Counter({ name: 'ghostgate_client_sessions_cut_total', help: 'Client HTTP/2 sessions the gateway closed with GOAWAY(ENHANCE_YOUR_CALM), by reason', labelNames: ['reason'], registers: r });
     this.inflight = new Gauge({ name: 'ghostgate_inflight_requests', help: 'Requests in flight', registers: r });
     this.reloads = new Counter({ name: 'ghostgate_config_reloads_total', help: 'Config reloads by result', labelNames: ['result'], registers: r });
     this.configVersion = new Gauge({ name: 'ghostgate_config_version', help: 'Version of the running config', registers: r });

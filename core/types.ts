@@ -68,6 +68,7 @@ export type Outcome =
   | 'ok'                 // complete response relayed
   | 'local'              // answered by a step (LocalReply or GatewayError from a step)
   | 'client_cancelled'   // the client reset/closed before the end
+  | 'client_stalled'     // the client took no bytes for limits.clientStallMs: cancelled, reset
   | 'cancelled_before_forward' // client gone before we sent anything upstream
   | 'superseded'         // cancelled by a newer request (supersede plugin)
   | 'upstream_error'     // failure before the first byte: coded error to client

@@ -27,6 +27,15 @@ export interface Http2Settings {
    */
   streamResetBurst: number;
   streamResetRate: number;
+  /** A client reset within this many ms of the stream's opening is "rapid". Default 2. */
+  rapidResetMs: number;
+  /**
+   * A session whose rapid resets over the last 1–2 s exceed this, and are more than half of the
+   * streams it opened then, gets GOAWAY(ENHANCE_YOUR_CALM) and is closed. Default 200.
+   */
+  rapidResetLimit: number;
+  /** Streams one client session may have in flight upstream; more get 429. Default 128. */
+  maxInflightPerSession: number;
   /** Idle client sessions are closed after this (ms). Default 10 minutes; 0 = never. */
   sessionIdleTimeoutMs: number;
 }
@@ -104,6 +113,8 @@ export interface GatewayConfig {
     bodyBytes: number; headerBytes: number; headersTimeoutMs: number;
     /** Deepest JSON nesting accepted in a request body (`{}` is 1). Default 64. */
     jsonDepth: number;
+    /** A response whose client takes no byte for this long (ms) is cancelled upstream and reset. Default 10 s; 0 = never. */
+    clientStallMs: number;
   };
   /** Request headers (lower-case) that `when` conditions may read as `request.headers.<name>`. */
   facts: { headers: string[] };

@@ -92,6 +92,9 @@ export const gatewayConfigSchema: JsonSchema = {
         maxConcurrentStreams: { type: 'integer', minimum: 1, maximum: 100_000, default: 256 },
         streamResetBurst: { type: 'integer', minimum: 1, default: 10_000 },
         streamResetRate: { type: 'integer', minimum: 1, default: 1_000 },
+        rapidResetMs: { type: 'number', minimum: 0, maximum: 1000, default: 2, description: 'A client reset within this many ms of the stream opening counts as rapid' },
+        rapidResetLimit: { type: 'integer', minimum: 1, default: 200, description: 'Rapid resets in 1-2 s (and over half the streams) that get a session GOAWAY(ENHANCE_YOUR_CALM)' },
+        maxInflightPerSession: { type: 'integer', minimum: 1, maximum: 100_000, default: 128, description: 'Streams one client session may have in flight upstream; more get 429 GW_ERR_REQ_TOO_MANY_IN_FLIGHT' },
         sessionIdleTimeoutMs: ms(600_000, 'Close idle client sessions after this; 0 = never'),
       },
     },
@@ -102,6 +105,7 @@ export const gatewayConfigSchema: JsonSchema = {
         headerBytes: { type: 'integer', minimum: 1024, default: 16_384 },
         headersTimeoutMs: ms(30_000, 'An HTTP/1.1 client must send its request head within this'),
         jsonDepth: { type: 'integer', minimum: 2, maximum: 10_000, default: 64, description: 'Deepest JSON nesting accepted in a request body; deeper gets 400 GW_ERR_REQ_JSON_TOO_DEEP' },
+        clientStallMs: ms(10_000, 'A response whose client takes no byte for this long is cancelled upstream and reset; 0 = never'),
       },
     },
     facts: {

@@ -22,6 +22,8 @@ import type { RoutePath, Runtime } from '../runtime.ts';
 import type { JsonObject, LocalReply, Logger, OutboundRequest, Outcome, UpstreamResponse } from '../types.ts';
 import { UpstreamAbortError } from '../upstream/client.ts';
 import { clientFacts } from './client-facts.ts';
+import { guardOfStream, markOwned } from './client-sessions.ts';
+import type { SessionGuard } from './client-sessions.ts';
 import { parseJsonBody } from './json-body.ts';
 import { SseSplitter } from './sse.ts';
 
@@ -45,9 +47,13 @@ export interface AnyResponse {
   destroy(): unknown;
   readonly writableEnded: boolean;
   readonly destroyed: boolean;
+  /** Bytes written and not yet taken by the client (the stall check watches it shrink). */
+  readonly writableLength: number;
   /** Present on HTTP/2 responses. */
   readonly stream?: Http2ServerResponse['stream'];
   readonly req?: { headers: IncomingHttpHeaders };
+  /** The HTTP/1.1 connection (absent on the raw HTTP/2 response). */
+  readonly socket?: { readonly destroyed: boolean; readonly readableEnded: boolean } | null;
 }
 type RawBodyRequest = FastifyRequest & { rawBody?: Buffer };
 
@@ -218,12 +224,18 @@ export class Call {
   headersSent = false;
   finished = false;
   upstreamBody: UpstreamResponse['body'] | undefined = undefined;
+  /** The client session's guard while this request counts against its in-flight cap. */
+  guard: SessionGuard | undefined = undefined;
+  /** Armed while the relay waits for the client to take bytes (see `stallCheck`). */
+  stallTimer: NodeJS.Timeout | undefined = undefined;
+  stallLength = 0;
 
   constructor(gw: GatewayState, rt: Runtime, p: CompiledPipeline, ex: GatewayExchange, res: AnyResponse, rawBody: Buffer | undefined, path: RoutePath, asked: string) {
     this.gw = gw; this.rt = rt; this.p = p; this.ex = ex; this.res = res; this.rawBody = rawBody; this.path = path; this.asked = asked;
   }
 
   start(): void {
+    markOwned(this.res.stream);
     this.rt.enter();
     this.gw.metrics.inflight.inc();
     this.res.once('close', () => this.onClientClose());
@@ -287,7 +299,19 @@ export class Call {
     this.finish('local');
   }
 
+  /**
+   * The pipeline let the request through. Forward it after the last look, which waits for the
+   * input already read from this client's connection to be processed: a client may send its
+   * request and its RST_STREAM (or an HTTP/1.1 request and its FIN) in one write, and the reset
+   * is handled only once the code that parsed the request has returned. See `lastLook`.
+   */
   forward(): void {
+    if (this.finished) return;
+    setImmediate(lastLook, this, this.ex.facts.request.protocol === 'h1' ? 1 : 0);
+  }
+
+  /** Forward now (the last look's checks run first). */
+  forwardNow(): void {
     try {
       this.#forward();
     } catch (e) {
@@ -300,13 +324,21 @@ export class Call {
     const ex = this.ex;
     const rt = this.rt;
     // Last look: a client already gone is never sent upstream (no wasted prefill).
-    if (ex.cancellation.aborted) {
-      this.gw.metrics.cancelledBeforeForward.inc();
-      return this.finish('cancelled_before_forward');
-    }
+    if (!ex.cancellation.aborted && clientGone(this.res)) ex.clientGone();
+    if (ex.cancellation.aborted) return this.finish('cancelled_before_forward');
     const upstream = rt.upstreams.get(ex.route.upstream);
     if (upstream === undefined) {
       return this.failBeforeHeaders(new GatewayError('GW_ERR_ROUTE_UNKNOWN_MODEL', [this.asked]));
+    }
+    // One client session may hold only so many upstream streams (HTTP/1.1 has one at a time).
+    const guard = guardOfStream(this.res.stream);
+    if (guard !== undefined) {
+      const cap = rt.config.http2.maxInflightPerSession;
+      if (guard.upstreamInflight >= cap) {
+        return this.failBeforeHeaders(new GatewayError('GW_ERR_REQ_TOO_MANY_IN_FLIGHT', [cap], { headers: { 'retry-after': '1' } }));
+      }
+      guard.upstreamInflight++;
+      this.guard = guard;
     }
     this.upstreamName = upstream.name;
     const out = outboundRequest(ex, upstream.name, upstream.config.forwardHeaders, this.path, this.res.req?.headers, this.rawBody);
@@ -352,8 +384,11 @@ export class Call {
       if (first) { first = false; ex.firstByteAt = performance.now(); }
       if (sse) sse.push(chunk);
       if (!res.write(chunk)) {
+        // Back-pressure: stop reading upstream (its flow-control window then stops the upstream)
+        // until the client has taken what is buffered, and watch for a client that never does.
         body.pause();
-        res.once('drain', () => body.resume());
+        res.once('drain', () => { this.clearStall(); body.resume(); });
+        this.armStall();
       }
     });
     body.once('end', () => {
@@ -369,6 +404,32 @@ export class Call {
       if (!body.readableEnded) this.endWithError(failure ?? new GatewayError('GW_ERR_UPSTREAM_ABORTED', [this.upstreamName]), 'upstream_aborted');
     });
     body.on('error', (e) => { if (e instanceof GatewayError) failure = e; /* reported on 'close' */ });
+  }
+
+  /**
+   * The client stopped taking bytes: if it takes none for `limits.clientStallMs`, the request is
+   * cancelled upstream and the client's stream reset (HAProxy's `timeout client`), so a reader
+   * that never reads does not hold an upstream stream, and the bytes buffered for it, forever.
+   */
+  armStall(): void {
+    const ms = this.rt.config.limits.clientStallMs;
+    if (ms === 0 || this.stallTimer !== undefined || this.finished) return;
+    this.stallLength = this.res.writableLength;
+    this.stallTimer = setTimeout(stallCheck, ms, this, ms);
+  }
+
+  clearStall(): void {
+    if (this.stallTimer === undefined) return;
+    clearTimeout(this.stallTimer);
+    this.stallTimer = undefined;
+  }
+
+  /** No byte taken for `clientStallMs`: cancel upstream, reset the client. */
+  stalled(): void {
+    if (this.finished) return;
+    if (this.upstreamBody && !this.upstreamBody.destroyed) cancelUpstream(this.upstreamBody);
+    this.finish('client_stalled');
+    resetClient(this.res, 'client stalled');
   }
 
   /** Failure before any response byte: a coded JSON error (unless the client is gone). */
@@ -414,10 +475,7 @@ export class Call {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      // destroy(err), not close(INTERNAL_ERROR): close() on a server stream first sends
-      // END_STREAM, which the client takes as a clean end; destroy(err) sends only the RST.
-      if (res.stream !== undefined) { res.stream.on('error', noop); res.stream.destroy(new Error(err.code)); }
-      else res.destroy();
+      resetClient(res, err.code);
     };
     const timer = setTimeout(abort, 1000);
     res.write(event, abort);
@@ -429,6 +487,9 @@ export class Call {
     const ex = this.ex;
     const now = performance.now();
     const m = this.gw.metrics;
+    if (this.stallTimer !== undefined) this.clearStall();
+    if (this.guard !== undefined) { this.guard.upstreamInflight--; this.guard = undefined; }
+    if (outcome === 'cancelled_before_forward') m.cancelledBeforeForward.inc();
     const model = ex.route.model;
     const up = ex.route.upstream || 'none';
     const arm = ex.labels.arm ?? '';
@@ -474,6 +535,50 @@ export function outboundRequest(
   const extra = ex.upstreamHeaders;
   for (const k in extra) if (k !== 'authorization') headers[k] = extra[k]!;
   return { upstream, path: path === '/v1/chat/completions' ? '/v1/chat/completions' : '/v1/completions', headers, body };
+}
+
+/**
+ * The last look's wait: one turn of the event loop (setImmediate runs after the poll phase in
+ * which the request was read), so input nghttp2 had already received from the same read, such as
+ * an RST_STREAM right behind the request's DATA, has been processed. HTTP/1.1 needs a second
+ * turn: libuv returns from a short read before it reads the EOF behind it, so a FIN sent with the
+ * request is seen only at the next poll (which does not block while an immediate is pending).
+ */
+function lastLook(call: Call, turns: number): void {
+  if (turns > 0) setImmediate(lastLook, call, turns - 1);
+  else call.forwardNow();
+}
+
+/** The stall timer fired: a client that took some bytes meanwhile gets another period. */
+function stallCheck(call: Call, ms: number): void {
+  call.stallTimer = undefined;
+  if (call.finished) return;
+  const len = call.res.writableLength;
+  if (len < call.stallLength) {
+    call.stallLength = len;
+    call.stallTimer = setTimeout(stallCheck, ms, call, ms);
+    return;
+  }
+  call.stalled();
+}
+
+/**
+ * End the client's response abnormally: RST_STREAM on HTTP/2, the socket closed mid-body on
+ * HTTP/1.1. destroy(err), not close(code): close() on a server stream first sends END_STREAM when
+ * it can, which the client takes as a clean end; destroy(err) sends only the RST.
+ */
+function resetClient(res: AnyResponse, why: string): void {
+  if (res.stream !== undefined) { res.stream.on('error', noop); res.stream.destroy(new Error(why)); }
+  else res.destroy();
+}
+
+/** Whether the client's stream or connection is already gone (read from state, not events). */
+function clientGone(res: AnyResponse): boolean {
+  if (res.destroyed) return true;
+  const st = res.stream;
+  if (st !== undefined) return st.destroyed || st.closed;
+  const sock = res.socket;
+  return sock == null || sock.destroyed || sock.readableEnded;
 }
 
 /** Stop an upstream response: RST_STREAM(CANCEL) on h2 (a plain destroy would send NO_ERROR), socket close on h1. */

@@ -12,11 +12,13 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import type { Http2Server, Http2SecureServer, ServerHttp2Stream } from 'node:http2';
+import type { Http2Server, Http2SecureServer, Http2Session, ServerHttp2Stream } from 'node:http2';
 import { GatewayError } from '../errors.ts';
 import type { RoutePath } from '../runtime.ts';
 import { Call, createExchange } from './data-plane.ts';
 import { parseJsonBody } from './json-body.ts';
+import { watchStream } from './client-sessions.ts';
+import type { GuardContext } from './client-sessions.ts';
 import type { AnyResponse, GatewayState } from './data-plane.ts';
 
 const ENGINE = /^\/v1\/engines\/([A-Za-z0-9._:-]{1,128})\/completions$/;
@@ -39,6 +41,13 @@ export function installFastLane(server: Http2Server | Http2SecureServer, gw: Gat
   const fallback = server.listeners('stream') as StreamListener[];
   server.removeAllListeners('stream');
   const slow: StreamListener = (stream, headers, flags, raw) => { for (const fn of fallback) fn.call(server, stream, headers, flags, raw); };
+  // Every stream, first: per-session reset accounting (rapid reset) and in-flight counting.
+  const guards: GuardContext = { metrics: gw.metrics, log: gw.log, get settings() { return gw.runtime.config.http2; } };
+  server.on('session', (session: Http2Session) => {
+    session.prependListener('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+      watchStream(session, stream, guards, headers[':method'] === 'POST' && hotRoute(headers[':path'] as string) !== undefined);
+    });
+  });
   server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, raw: string[]) => {
     if (headers[':method'] !== 'POST' || gw.closing) return slow(stream, headers, flags, raw);
     const hot = hotRoute(headers[':path'] as string);
@@ -154,5 +163,6 @@ class RawH2Response implements AnyResponse {
   }
   destroy(): unknown { this.stream.destroy(); return this; }
   get writableEnded(): boolean { return this.#ended; }
+  get writableLength(): number { return this.stream.writableLength; }
   get destroyed(): boolean { return this.stream.destroyed; }
 }

@@ -1,0 +1,152 @@
+/**
+ * Per client HTTP/2 session: what one client may cost the others.
+ *
+ * - Rapid reset (CVE-2023-44487 style): a session that opens streams and resets them at once is
+ *   sent GOAWAY(ENHANCE_YOUR_CALM) and closed. A reset is *rapid* when it comes within
+ *   `http2.rapidResetMs` of the stream's opening (an attacker's reset is in the same write, ~0.03 ms;
+ *   an editor's cancel comes after a keystroke, median ~16 ms). A session is cut when its rapid
+ *   resets over the last one to two seconds exceed `http2.rapidResetLimit` *and* are more than half
+ *   of the streams it opened in that time: an editor cancels ~45% of its requests, so even when a
+ *   stalled event loop makes its cancels look rapid, a session of editors never crosses one half.
+ * - Streams in flight upstream are counted per session, for `http2.maxInflightPerSession`.
+ * - A completion stream the client resets before any Call took it (during its body, or before the
+ *   server handled it at all) is counted as cancelled before forward, like the ones the Call's
+ *   last look catches.
+ *
+ * Cost per stream: a window check, two counter updates and one 'close' listener.
+ */
+import http2 from 'node:http2';
+import type { Http2Session, ServerHttp2Stream } from 'node:http2';
+import { performance } from 'node:perf_hooks';
+import type { Http2Settings } from '../config/model.ts';
+import type { GatewayMetrics } from '../metrics.ts';
+import type { Logger } from '../types.ts';
+
+const { NGHTTP2_NO_ERROR, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
+/** The length of one counting window (ms); the decision looks at the current and the previous one. */
+const WINDOW_MS = 1000;
+
+const GUARD = Symbol('ghostgate.sessionGuard');
+const STREAM = Symbol('ghostgate.streamWatch');
+
+interface Watch {
+  readonly guard: SessionGuard;
+  readonly openedAt: number;
+  /** A completion route: an unowned reset counts as cancelled before forward. */
+  readonly completion: boolean;
+  /** A Call took this stream (it accounts for its own outcome). */
+  owned: boolean;
+}
+type WatchedStream = ServerHttp2Stream & { [STREAM]?: Watch };
+type GuardedSession = Http2Session & { [GUARD]?: SessionGuard };
+
+/** What the guards need from the gateway. */
+export interface GuardContext {
+  readonly metrics: GatewayMetrics;
+  readonly log: Logger;
+  readonly settings: Http2Settings;
+}
+
+export class SessionGuard {
+  readonly session: Http2Session;
+  /** Streams of this session forwarded upstream and not finished. */
+  upstreamInflight = 0;
+  #ctx: GuardContext;
+  #winStart = 0;
+  #opened = 0;
+  #rapid = 0;
+  #prevOpened = 0;
+  #prevRapid = 0;
+  #cut = false;
+
+  constructor(session: Http2Session, ctx: GuardContext) {
+    this.session = session;
+    this.#ctx = ctx;
+  }
+
+  #roll(now: number): void {
+    if (now - this.#winStart < WINDOW_MS) return;
+    // A whole window or more went by with nothing: the previous window is empty too.
+    const adjacent = now - this.#winStart < 2 * WINDOW_MS;
+    this.#prevOpened = adjacent ? this.#opened : 0;
+    this.#prevRapid = adjacent ? this.#rapid : 0;
+    this.#opened = 0;
+    this.#rapid = 0;
+    this.#winStart = now;
+  }
+
+  opened(now: number): void {
+    this.#roll(now);
+    this.#opened++;
+  }
+
+  /** The client reset a stream `age` ms after it opened, before any response. */
+  reset(now: number, age: number): void {
+    if (age >= this.#ctx.settings.rapidResetMs || this.#cut) return;
+    this.#roll(now);
+    this.#rapid++;
+    const rapid = this.#rapid + this.#prevRapid;
+    if (rapid > this.#ctx.settings.rapidResetLimit && rapid * 2 > this.#opened + this.#prevOpened) this.#cutOff(rapid);
+  }
+
+  /** A completion request the client cancelled before a Call took it: never sent, count it. */
+  cancelledBeforeForward(): void {
+    this.#ctx.metrics.cancelledBeforeForward.inc();
+  }
+
+  #cutOff(rapid: number): void {
+    this.#cut = true;
+    const s = this.session;
+    this.#ctx.metrics.clientSessionsCut.labels('rapid_reset').inc();
+    this.#ctx.log.warn({ remote: s.socket?.remoteAddress, rapidResets: rapid, opened: this.#opened + this.#prevOpened }, 'client session cut off: rapid resets');
+    // GOAWAY(ENHANCE_YOUR_CALM), then the socket is closed with every stream on it.
+    // destroy(err, code) sends GOAWAY(code) (destroy(undefined, code) would send NO_ERROR); the
+    // error goes to the server's 'sessionError', which nobody needs to handle.
+    if (!s.destroyed) s.destroy(new Error('rapid reset'), NGHTTP2_ENHANCE_YOUR_CALM);
+  }
+}
+
+/** The guard of a client session, created on its first stream. */
+export function guardOf(session: Http2Session, ctx: GuardContext): SessionGuard {
+  const s = session as GuardedSession;
+  return (s[GUARD] ??= new SessionGuard(session, ctx));
+}
+
+/** The guard of the session a response's stream belongs to (undefined for HTTP/1.1). */
+export function guardOfStream(stream: ServerHttp2Stream | undefined): SessionGuard | undefined {
+  return stream === undefined ? undefined : (stream as WatchedStream)[STREAM]?.guard;
+}
+
+/**
+ * Start accounting for a new client stream: every stream, from its session's 'stream' event
+ * (a stream reset in the same read as its HEADERS is already destroyed there and no longer
+ * knows its session, so the session is passed in).
+ */
+export function watchStream(session: Http2Session, stream: ServerHttp2Stream, ctx: GuardContext, completion: boolean): void {
+  const guard = guardOf(session, ctx);
+  const now = performance.now();
+  guard.opened(now);
+  (stream as WatchedStream)[STREAM] = { guard, openedAt: now, completion, owned: false };
+  // Already reset (its RST_STREAM was in the same read as its HEADERS): 'close' may have fired.
+  if (stream.destroyed) onStreamClose.call(stream);
+  else stream.once('close', onStreamClose);
+}
+
+/** A Call took this stream: its outcome (and any cancel before forward) is counted by the Call. */
+export function markOwned(stream: ServerHttp2Stream | undefined): void {
+  const w = stream === undefined ? undefined : (stream as WatchedStream)[STREAM];
+  if (w !== undefined) w.owned = true;
+}
+
+function onStreamClose(this: WatchedStream): void {
+  const w = this[STREAM];
+  const code = this.rstCode;
+  // Ended normally, or answered before the reset (then the reset is not a cancel of the request).
+  if (w === undefined || code === undefined || code === NGHTTP2_NO_ERROR || this.headersSent) return;
+  const guard = w.guard;
+  // The session itself is going away (client disconnect, our shutdown or cut): not a client reset.
+  if (w.completion && !w.owned) guard.cancelledBeforeForward();
+  if (guard.session.destroyed || guard.session.closed) return;
+  const now = performance.now();
+  guard.reset(now, now - w.openedAt);
+}
