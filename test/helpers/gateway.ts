@@ -15,6 +15,7 @@ import { Gateway } from '../../core/gateway.ts';
 import type { GatewayOptions } from '../../core/gateway.ts';
 import { spawnModelServer } from '../model-server/fixtures/spawn.ts';
 import type { SpawnedModelServer } from '../model-server/fixtures/spawn.ts';
+import { destroyClientSessions, within } from './h2.ts';
 
 export interface TestGatewayOptions {
   /** Replace the `listen:` line (e.g. to add `tls:`). */
@@ -59,6 +60,22 @@ export interface ModelStats {
 
 interface Teardown { teardown(fn: () => unknown): void }
 
+/** Longest a gateway may take to close in a teardown (2 s grace, pools retire within 10 s). */
+const CLOSE_BOUND_MS = 30_000;
+
+/**
+ * `gw.close()`, bounded: a gateway that cannot close fails the test with that message, and the
+ * test process ends soon after instead of hanging on its open handles until tap's 120 s timeout.
+ */
+async function boundedClose(gw: Gateway): Promise<void> {
+  try {
+    await within(`the gateway to close (gw.close() still pending after ${CLOSE_BOUND_MS / 1000} s)`, gw.close(2000), CLOSE_BOUND_MS);
+  } catch (err) {
+    setTimeout(() => process.exit(1), 5000).unref();
+    throw err;
+  }
+}
+
 export async function startGateway(t: Teardown, o: TestGatewayOptions = {}): Promise<TestGateway> {
   const model = o.noModel ? undefined : await spawnModelServer(o.modelArgs ?? ['--ttft-ms', '20', '--token-ms', '2', '--tokens', '8']);
   if (model) t.teardown(() => model.stop());
@@ -97,8 +114,15 @@ export async function startGateway(t: Teardown, o: TestGatewayOptions = {}): Pro
   const gw = await Gateway.start({
     configFile, watch: o.watch ?? false, env: o.env, logger: { level: 'info', stream }, ...o.gatewayOptions,
   });
-  t.teardown(() => gw.close(2000));
   const a = gw.addresses!;
+  t.teardown(async () => {
+    try {
+      destroyClientSessions([a.port, a.tlsPort]);
+      await boundedClose(gw);
+    } finally {
+      await model?.stop();
+    }
+  });
   const adminUrl = a.admin!;
   return {
     gw, url: a.cleartext, adminUrl, dir, configFile, model, logs, write,

@@ -10,12 +10,34 @@ export function sseData(text: string): string[] {
   return text.split('\n\n').map((e) => e.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n')).filter((d) => d !== '');
 }
 
+/** Client sessions `connect` opened that are not closed yet, with the port each went to. */
+const clientSessions = new Map<ClientHttp2Session, number>();
+
 export function connect(url: string, opts: http2.SecureClientSessionOptions = {}): Promise<ClientHttp2Session> {
   return new Promise((resolve, reject) => {
     const s = http2.connect(url, opts);
+    const u = new URL(url);
+    clientSessions.set(s, Number(u.port || (u.protocol === 'https:' ? 443 : 80)));
+    s.once('close', () => clientSessions.delete(s));
     s.once('connect', () => resolve(s));
     s.once('error', reject);
   });
+}
+
+/**
+ * Destroy the client sessions still open to any of `ports`. For teardowns: a test that failed
+ * half-way can leave a stream it never read; a graceful `session.close()` waits for that stream
+ * forever, and so does a gateway closing under it. Returns how many were still open.
+ */
+export function destroyClientSessions(ports: ReadonlyArray<number | undefined>): number {
+  let n = 0;
+  for (const [s, port] of clientSessions) {
+    if (!ports.includes(port)) continue;
+    s.destroy();
+    clientSessions.delete(s);
+    n++;
+  }
+  return n;
 }
 
 /** Open a POST stream with a JSON body; returns the stream (for cancel tests). */
@@ -61,8 +83,11 @@ export function post1(url: string, body: unknown, headers: Record<string, string
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Poll `fn` until it returns truthy (or time out). */
-export async function until<T>(fn: () => T | Promise<T>, timeoutMs = 5000, stepMs = 10): Promise<NonNullable<T>> {
+/**
+ * Poll `fn` until it returns truthy. The deadline only turns a hang into a failure: it is generous
+ * (a busy 2-core machine can stall a process for seconds), never a measure of speed.
+ */
+export async function until<T>(fn: () => T | Promise<T>, timeoutMs = 15_000, stepMs = 10): Promise<NonNullable<T>> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -72,15 +97,15 @@ export async function until<T>(fn: () => T | Promise<T>, timeoutMs = 5000, stepM
   }
 }
 
-/** `p`, or a rejection naming `what` after `ms`. */
-export function within<T>(what: string, p: Promise<T>, ms = 5000): Promise<T> {
+/** `p`, or a rejection naming `what` after `ms` (a generous bound against hangs, as for `until`). */
+export function within<T>(what: string, p: Promise<T>, ms = 15_000): Promise<T> {
   let timer: NodeJS.Timeout;
   return Promise.race([p, new Promise<never>((_, rej) => { timer = setTimeout(() => rej(new Error(`timed out waiting for ${what}`)), ms); })])
     .finally(() => clearTimeout(timer));
 }
 
-/** Poll `cond` until true; the error names `what`. */
-export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
+/** Poll `cond` until true; the error names `what` (a generous bound against hangs, as for `until`). */
+export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
   const end = performance.now() + ms;
   while (!(await cond())) {
     if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
