@@ -9,7 +9,9 @@ t.test('requests, latency and TTFB histograms, cancel propagation, sessions', as
   const s = await connect(g.url);
   t.teardown(() => s.close());
   for (let i = 0; i < 5; i++) await post(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true });
-  const st = open(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true });
+  // The one to cancel waits a minute for its first token, so it is surely still before its
+  // first byte whenever the wait below sees it at the model (under load that may take seconds).
+  const st = open(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true }, { 'x-ttft-ms': '60000' });
   st.on('error', () => {});
   await until(async () => (await g.modelStats()).inFlight === 1);
   st.close(http2.constants.NGHTTP2_CANCEL);

@@ -5,7 +5,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import t from 'tap';
 import { startGateway } from '../helpers/gateway.ts';
-import { collect, connect, open, post, sleep, until } from '../helpers/h2.ts';
+import { collect, connect, open, post, until } from '../helpers/h2.ts';
 import type { Response } from '../helpers/h2.ts';
 
 const policy = (v: string): string => `name: tag\nsteps:\n  - use: set-headers\n    params: { response: { x-policy-version: "${v}" } }\n`;
@@ -16,22 +16,30 @@ t.test('a valid policy edit under load: picked up from the file, zero failed req
   t.teardown(() => sessions.forEach((s) => s.close()));
   const opened = g.gw.runtime.upstreams.get('local')!.stats().sessionsOpened;
   t.equal(opened, 2, 'the pool opened its 2 sessions at start');
-  const results: Response[] = [];
+  // Three clients send back to back; each result records the config version when it was sent and
+  // when it ended. Counts decide when to reload and when to stop, never a wall-clock window.
+  const results: Array<Response & { sentOn: number; endedOn: number }> = [];
   let stop = false;
   const load = sessions.map(async (s) => {
-    while (!stop) results.push(await post(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true }));
+    while (!stop) {
+      const sentOn = g.gw.runtime.version;
+      const r = await post(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true });
+      results.push({ ...r, sentOn, endedOn: g.gw.runtime.version });
+    }
   });
-  await sleep(200);
+  const servedBy = (v: string): number => results.filter((r) => r.headers['x-policy-version'] === v).length;
+  await until(() => servedBy('one') >= 10);
   const v1 = g.gw.runtime.version;
   g.write('policies/tag.yaml', policy('two'));
-  await until(() => g.gw.runtime.version > v1, 5000);
-  await sleep(200);
+  await until(() => g.gw.runtime.version > v1);
+  await until(() => servedBy('two') >= 10);
   stop = true;
   await Promise.all(load);
   const failed = results.filter((r) => r.status !== 200 || r.events.at(-1) !== '[DONE]');
-  t.ok(results.length > 30, `${results.length} requests ran across the reload`);
+  const across = results.filter((r) => r.sentOn === v1 && r.endedOn > v1);
+  t.ok(across.length >= 1, `${across.length} request(s) were in flight while the reload was applied (${results.length} in all)`);
   t.equal(failed.length, 0, 'zero failed or truncated requests');
-  t.ok(results.some((r) => r.headers['x-policy-version'] === 'one'), 'served by the old config before');
+  t.ok(servedBy('one') >= 10, 'served by the old config before');
   t.equal(results.at(-1)!.headers['x-policy-version'], 'two', 'and by the new one after');
   t.equal(g.gw.lastReload?.trigger, 'file change');
   t.equal(g.gw.runtime.upstreams.get('local')!.stats().sessionsOpened, opened, 'the unchanged upstream pool was kept warm (no new connections)');
@@ -76,12 +84,16 @@ t.test('an invalid edit keeps the last good config running and reports why (file
 });
 
 t.test('a removed upstream: in-flight requests on it finish, new ones get a coded error', async (t) => {
-  const two = (m: { url: string }): string => `upstreams:\n  local:\n    url: ${m.url}\n  second:\n    url: ${m.url}\nmodels:\n  ghost-small: { upstream: local }\n  ghost-big: { upstream: second }`;
-  const g = await startGateway(t, { upstreamsYaml: two, modelArgs: ['--ttft-ms', '5', '--token-ms', '20', '--tokens', '25'] });
+  const two = (m: { url: string }): string => `upstreams:\n  local:\n    url: ${m.url}\n  second:\n    url: ${m.url}\n    forwardHeaders: [x-tokens]\nmodels:\n  ghost-small: { upstream: local }\n  ghost-big: { upstream: second }`;
+  const g = await startGateway(t, { upstreamsYaml: two, modelArgs: ['--ttft-ms', '5', '--token-ms', '20', '--tokens', '5'] });
   const s = await connect(g.url);
   t.teardown(() => s.close());
-  const inflight = collect(open(s, '/v1/completions', { model: 'ghost-big', prompt: 'x', stream: true }));
-  await sleep(50);
+  // A 5 s stream (250 tokens, 20 ms apart): its first token is the sign it is in flight, and it
+  // is still streaming when the reload lands, however slow the machine.
+  let finished = false;
+  const st = open(s, '/v1/completions', { model: 'ghost-big', prompt: 'x', stream: true }, { 'x-tokens': '250' });
+  const inflight = collect(st).finally(() => { finished = true; });
+  await new Promise((r) => st.once('data', r));
   const text = readFileSync(g.configFile, 'utf8')
     .replace(/  second:\n    url: .*\n/, '')
     .replace('  ghost-big: { upstream: second }', '');
@@ -89,6 +101,7 @@ t.test('a removed upstream: in-flight requests on it finish, new ones get a code
   const res = await (await fetch(`${g.adminUrl}/-/reload`, { method: 'POST' })).json() as { ok: boolean };
   t.equal(res.ok, true, 'reload accepted');
   t.notOk(g.gw.runtime.upstreams.has('second'));
+  t.notOk(finished, 'the request on the removed upstream was still streaming after the reload');
   const r = await inflight;
   t.equal(r.events.at(-1), '[DONE]', 'the in-flight request on the removed upstream finished');
   const gone = await post(s, '/v1/completions', { model: 'ghost-big', prompt: 'x' });
