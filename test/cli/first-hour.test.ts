@@ -4,23 +4,23 @@
  * client's example (client/README.md) runs against it; `ghostgate token` works and, when the
  * admin plane refuses, prints why. With real keys and `dev: false`, no credential is printed.
  */
-import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { spawnModelServer } from '../model-server/fixtures/spawn.ts';
+import { spawnTracked, stopTracked } from '../helpers/proc.ts';
 import { freePort, NODE_BIN, ROOT, startCli } from './run.ts';
 
 /** Run a command to its end (bounded), its process killed by teardown if the test fails first. */
 function run(t: { teardown(fn: () => unknown): void }, args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string; err: string }> {
-  const child = spawn(NODE_BIN, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); });
+  const child = spawnTracked(NODE_BIN, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => stopTracked(child, 0, 'SIGKILL'));
   let out = '';
   let err = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
-  child.stderr.setEncoding('utf8').on('data', (d: string) => { err += d; });
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d; });
   return new Promise((resolve) => child.once('close', (code) => resolve({ code, out, err })));
 }
 

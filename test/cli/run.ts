@@ -6,10 +6,10 @@
  *   await p.waitFor(/ghostgate is running/);
  *   const code = await p.exited;
  */
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
+import { spawnTracked } from '../helpers/proc.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
 export const NODE_BIN = path.join(ROOT, 'node_modules/.bin/node');
@@ -30,8 +30,8 @@ export interface CliProcess {
 interface Teardown { teardown(fn: () => unknown): void }
 
 export function startCli(t: Teardown, args: string[], env: Record<string, string> = {}, opts: { cwd?: string; input?: string } = {}): CliProcess {
-  const child = spawn(NODE_BIN, [CLI, ...args], {
-    cwd: opts.cwd ?? ROOT, env: { ...process.env, ...env }, stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], detached: true,
+  const child = spawnTracked(NODE_BIN, [CLI, ...args], {
+    cwd: opts.cwd ?? ROOT, env: { ...process.env, ...env }, stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   });
   if (opts.input !== undefined) child.stdin!.end(opts.input);
   let out = '';

@@ -8,17 +8,14 @@
  *
  * Both processes are killed by `t.teardown` if they are still running.
  */
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { spawnModelServer } from '../model-server/fixtures/spawn.ts';
 import type { SpawnedModelServer } from '../model-server/fixtures/spawn.ts';
+import { NODE_BIN, ROOT, spawnTracked, stopTracked } from './proc.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const NODE_BIN = path.join(ROOT, 'node_modules/.bin/node');
 const CLI = path.join(ROOT, 'bin/ghostgate.ts');
 
 export interface GatewayProcessOptions {
@@ -67,11 +64,9 @@ export async function startGatewayProcess(t: Teardown, o: GatewayProcessOptions 
     'logging: { level: info }',
     o.extraConfig ?? '',
   ].join('\n') + '\n');
-  const child = spawn(NODE_BIN, [CLI, 'start', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawnTracked(NODE_BIN, [CLI, 'start', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | string | null>((resolve) => child.once('exit', (code, sig) => resolve(code ?? sig)));
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) { child.kill('SIGKILL'); await exited; }
-  });
+  t.teardown(() => stopTracked(child, 0, 'SIGKILL'));
   let out = '';
   let err = '';
   child.stdout!.setEncoding('utf8');
