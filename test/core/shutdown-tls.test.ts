@@ -3,20 +3,22 @@ import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import t from 'tap';
 import { startGateway } from '../helpers/gateway.ts';
-import { connect, post, sleep } from '../helpers/h2.ts';
+import { connect, post, until } from '../helpers/h2.ts';
 import { makeCert } from '../helpers/tls.ts';
 
 t.test('shutdown: /_ping fails first while requests are still served, then new requests get a coded 503', async (t) => {
-  const g = await startGateway(t, { extraConfig: 'shutdown: { drainDelayMs: 400, graceMs: 2000 }' });
+  // A drain delay long enough that the request below is surely sent and served inside it on a
+  // busy machine; the end of the delay is then an event (gw.closing), not a sleep.
+  const g = await startGateway(t, { extraConfig: 'shutdown: { drainDelayMs: 5000, graceMs: 2000 }' });
   const s = await connect(g.url);
   t.teardown(() => s.destroy());
   const closing = g.gw.close();
-  await sleep(100);
   const ping = await fetch(`${g.adminUrl}/_ping`);
   t.equal(ping.status, 503, 'health fails at once: the load balancer stops sending');
+  t.notOk(g.gw.closing, 'still in the drain delay');
   const during = await post(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true });
   t.equal(during.events.at(-1), '[DONE]', 'but requests are still served during the drain delay');
-  await sleep(400);
+  await until(() => g.gw.closing);
   const after = await post(s, '/v1/completions', { model: 'ghost-small', prompt: 'x' });
   if (after.status !== 0) {
     t.equal(after.status, 503);
