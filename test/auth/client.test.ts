@@ -10,6 +10,7 @@ import { GhostgateClient, GhostgateError } from '../../client/ghostgate-client.t
 import { generateApiKey, hashApiKey } from '../../core/auth/index.ts';
 import { GatewayError } from '../../core/errors.ts';
 import { harness, makeKey, signingEntry } from './helpers.ts';
+import { waitFor } from '../helpers/h2.ts';
 
 const { NGHTTP2_CANCEL } = http2.constants;
 
@@ -90,7 +91,7 @@ t.test('abort resets only that stream with CANCEL; the session stays', async (t)
   t.equal(err?.name, 'AbortError');
   t.same(got, ['t0', 't1']);
   t.equal((await other).length, 12, 'the neighbour stream finished');
-  await new Promise((r) => setTimeout(r, 50));
+  await waitFor('the server to see the reset', () => s.state.resets.length >= 1);
   t.same(s.state.resets, [NGHTTP2_CANCEL], 'server saw RST_STREAM CANCEL');
   t.same(await texts(gg.complete({ n: 1 })), ['t0'], 'session still usable');
   t.equal(s.state.sessions, 1, 'never reconnected');
@@ -101,7 +102,7 @@ t.test('abort resets only that stream with CANCEL; the session stays', async (t)
 
   // leaving the loop early also cancels
   for await (const _ of gg.complete({ n: 50 })) break;
-  await new Promise((r) => setTimeout(r, 50));
+  await waitFor('the server to see the second reset', () => s.state.resets.length >= 2);
   t.same(s.state.resets, [NGHTTP2_CANCEL, NGHTTP2_CANCEL]);
 });
 
@@ -110,9 +111,9 @@ t.test('refresh on a timer; retry once with a new token after TOKEN_EXPIRED', as
   const gg = new GhostgateClient({ url: s.url, credential: () => s.key });
   t.teardown(() => gg.close());
   const first = await gg.token();
-  await new Promise((r) => setTimeout(r, 400));
-  t.ok(s.state.exchanges >= 2, `refreshed in the background (${s.state.exchanges} exchanges)`);
-  t.not(await gg.token(), first, 'a newer token is in use');
+  // The refresh is done when its token is the one in use (the exchange count alone moves first).
+  await waitFor('a background refresh', async () => s.state.exchanges >= 2 && (await gg.token()) !== first);
+  t.pass(`refreshed in the background (${s.state.exchanges} exchanges); a newer token is in use`);
   const before = s.state.exchanges;
   s.state.expireNext = true;
   t.same(await texts(gg.complete({ n: 1 })), ['t0'], 'retried transparently');

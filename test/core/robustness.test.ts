@@ -7,7 +7,7 @@ import net from 'node:net';
 import { readFileSync, writeFileSync } from 'node:fs';
 import t from 'tap';
 import { startGateway } from '../helpers/gateway.ts';
-import { collect, connect, open, post, post1, sleep } from '../helpers/h2.ts';
+import { collect, connect, firstData, open, post, post1 } from '../helpers/h2.ts';
 
 const deep = (n: number): string => `{"model":"ghost","prompt":${'['.repeat(n)}${']'.repeat(n)}}`;
 
@@ -32,8 +32,9 @@ t.test('two reloads while an old request streams: the pool it uses stays open un
   });
   const s = await connect(g.url);
   t.teardown(() => s.close());
-  const slow = collect(open(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true }));
-  await sleep(100);
+  const st = open(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true });
+  const slow = collect(st);
+  await firstData(st);
   g.write('policies/p.yaml', 'name: p\ndescription: edited\nsteps: []\n');
   t.equal((await (await fetch(`${g.adminUrl}/-/reload`, { method: 'POST' })).json() as { ok: boolean }).ok, true, 'reload 1 (pool kept)');
   writeFileSync(g.configFile, readFileSync(g.configFile, 'utf8').replace('pool: { size: 2 }', 'pool: { size: 3 }'));
@@ -52,8 +53,9 @@ t.test('shutdown after a reload waits for requests of the old runtime too', asyn
   });
   const s = await connect(g.url);
   t.teardown(() => s.destroy());
-  const slow = collect(open(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true }));
-  await sleep(50);
+  const st = open(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true });
+  const slow = collect(st);
+  await firstData(st);
   g.write('policies/p.yaml', 'name: p\ndescription: edited\nsteps: []\n');
   await fetch(`${g.adminUrl}/-/reload`, { method: 'POST' });
   const closing = g.gw.close(5000);

@@ -61,6 +61,11 @@ export function collect(st: ClientHttp2Stream): Promise<Response> {
   });
 }
 
+/** Resolves on the stream's first body chunk (the request is in flight at the upstream), or its end. */
+export function firstData(st: ClientHttp2Stream): Promise<void> {
+  return new Promise((resolve) => { st.once('data', () => resolve()); st.once('close', () => resolve()); });
+}
+
 export function post(session: ClientHttp2Session, path: string, body: unknown, headers: OutgoingHttpHeaders = {}): Promise<Response> {
   return collect(open(session, path, body, headers));
 }

@@ -98,7 +98,9 @@ t.test('bad params are refused at load', async (t) => {
 });
 
 t.test('a 10× slower shadow never delays the primary; it finishes after the primary and is recorded side by side', async (t) => {
-  const r = await rig(t, { ttftMs: 200, tokenMs: 20, tokens: 8 }, { shadowKey: 'shadow-key', clientKey: 'shadow-key' });
+  // The shadow's first token is 2 s away: every ordering below holds by a wide margin on a busy
+  // machine, and the order is asserted by events (the shadow's token count), not stopwatches.
+  const r = await rig(t, { ttftMs: 2000, tokenMs: 20, tokens: 8 }, { shadowKey: 'shadow-key', clientKey: 'shadow-key' });
   const step = await makeStep(r, {});
   const ex = makeExchange({ id: 'mirror-1', body: { model: 'ghost-small', prompt: 'def fib(', stream: true, max_tokens: 8 } });
   const out = outbound(ex, { authorization: 'Bearer client-or-primary-key', 'x-api-key': 'primary-key' });
@@ -106,12 +108,10 @@ t.test('a 10× slower shadow never delays the primary; it finishes after the pri
   const t0 = performance.now();
   step.forwarding!(ex, out);
   const forwardingMs = performance.now() - t0;
-  t.ok(forwardingMs < 20, `forwarding returns at once (${forwardingMs.toFixed(2)} ms) although the shadow takes ≥200 ms`);
+  t.ok(forwardingMs < 500, `forwarding returns at once (${forwardingMs.toFixed(2)} ms) although the shadow takes ≥2 s`);
 
-  const p0 = performance.now();
   await runPrimary(r, step, ex, out);
-  const primaryMs = performance.now() - p0;
-  t.ok(primaryMs < 180, `primary completed in ${primaryMs.toFixed(0)} ms, before the shadow's first token`);
+  t.equal(r.shadow.stats().tokensSent, 0, 'the primary completed before the shadow sent its first token');
   t.equal(r.primary.stats().completed, 1);
   t.equal(r.shadow.stats().completed, 0, 'shadow still running when the primary is done');
 
@@ -130,8 +130,8 @@ t.test('a 10× slower shadow never delays the primary; it finishes after the pri
   t.equal(await count('primary', 'primary'), 1, 'primary ttfb recorded');
   t.equal(await count('shadow', 'shadow'), 1, 'shadow ttfb recorded');
   t.ok(await ttfb('shadow', 'shadow') > await ttfb('primary', 'primary'), 'the slow shadow shows a higher ttfb than its primary');
-  t.ok(await ttfb('shadow', 'shadow') >= 0.19, 'shadow ttfb ≈ its 200 ms prefill');
-  t.ok(await ttfb('primary', 'primary') < 0.1, 'primary ttfb ≈ its 20 ms prefill');
+  t.ok(await ttfb('shadow', 'shadow') >= 1.99, 'shadow ttfb ≥ its 2 s prefill');
+  t.ok(await ttfb('primary', 'primary') < 1, 'primary ttfb well below the shadow\'s 2 s prefill (its own is 20 ms)');
   t.equal(await value(r.reg, 'ghostgate_mirror_requests_total', { side: 'primary', upstream: 'primary', outcome: 'ok' }), 1);
   t.equal(await value(r.reg, 'ghostgate_mirror_duration_seconds', { side: 'shadow', upstream: 'shadow' }, '_count'), 1);
 });
@@ -143,7 +143,7 @@ t.test('cancelling the primary aborts the mirror stream; the shadow server recor
   const gotRequest = new Promise((res) => r.shadow.events.once('request', res));
   step.forwarding!(ex, outbound(ex));
   await within('the shadow request', gotRequest);
-  await new Promise((res) => setTimeout(res, 120)); // mid-stream on the shadow
+  await waitFor('the shadow\'s first token (mid-stream)', () => r.shadow.stats().tokensSent >= 1);
   const aborted = new Promise<{ rstCode: number | null; phase: string }>((res) => r.shadow.events.once('abort', res));
   ex.clientGone();
   const rec = await within('the shadow to see the reset', aborted);
@@ -168,7 +168,8 @@ t.test('cancelling the primary aborts the mirror stream; the shadow server recor
 });
 
 t.test('at most maxConcurrent copies in flight; the rest are dropped and counted', async (t) => {
-  const r = await rig(t, { ttftMs: 300, tokenMs: 0, tokens: 4 });
+  // Copies that take 2 s: the two admitted are surely still in flight when the reloaded step looks.
+  const r = await rig(t, { ttftMs: 2000, tokenMs: 0, tokens: 4 });
   const step = await makeStep(r, { maxConcurrent: 2 });
   const exs = Array.from({ length: 5 }, (_, i) => makeExchange({ id: `c${i}` }));
   for (const ex of exs) step.forwarding!(ex, outbound(ex));

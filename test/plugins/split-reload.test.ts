@@ -2,7 +2,7 @@
 import t from 'tap';
 import { startModelServer } from '../../model-server/server.ts';
 import { startGateway } from '../helpers/gateway.ts';
-import { collect, connect, open, post, sleep } from '../helpers/h2.ts';
+import { collect, connect, firstData, open, post } from '../helpers/h2.ts';
 
 const split = (a: number, b: number): string =>
   `name: split\nsteps:\n  - use: traffic-split\n    params: { stickyOn: request.ip, targets: [{ upstream: east-a, weight: ${a} }, { upstream: east-b, weight: ${b} }] }\n`;
@@ -18,8 +18,9 @@ t.test('in-flight requests keep their deployment across a reload; new ones follo
   });
   const s = await connect(g.url);
   t.teardown(() => s.close());
-  const inflight = collect(open(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true }, { 'x-request-id': 'before-reload' }));
-  await sleep(100);
+  const st = open(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true }, { 'x-request-id': 'before-reload' });
+  const inflight = collect(st);
+  await firstData(st);
   g.write('policies/split.yaml', split(0, 100));
   const r = await (await fetch(`${g.adminUrl}/-/reload`, { method: 'POST' })).json() as { ok: boolean };
   t.equal(r.ok, true);
