@@ -1,5 +1,5 @@
 import t from 'tap';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { performance } from 'node:perf_hooks';
 import rateLimit from '../../plugins/rate-limit/index.ts';
 import { loadStep } from '../helpers/plugin-step.ts';
 import { makeExchange } from '../helpers/exchange.ts';
@@ -11,6 +11,22 @@ const hit = async (step: Step, sub?: string, ip = '10.0.0.1') => {
   (ex.facts.request as { ip: string }).ip = ip;
   return (await step.request!(ex)) as LocalReply | undefined;
 };
+/**
+ * Stop the clock the plugin reads (performance.now) for the rest of test `t`, and move it by hand:
+ * refills are then exact however busy the machine is (a sleep(250) that overran 400 ms refilled
+ * two tokens instead of one).
+ */
+function stopClock(t: { teardown(fn: () => void): void }): { advance(ms: number): void } {
+  const real = Object.getOwnPropertyDescriptor(performance, 'now');
+  let now = performance.now();
+  Object.defineProperty(performance, 'now', { configurable: true, writable: true, value: () => now });
+  t.teardown(() => {
+    if (real) Object.defineProperty(performance, 'now', real);
+    else delete (performance as { now?: unknown }).now;
+  });
+  return { advance(ms) { now += ms; } };
+}
+
 /** Total buckets held in a shared store (all bucket sets, subjects and IPs). */
 const bucketCount = (store: Map<string, unknown>) => {
   let n = 0;
@@ -20,7 +36,8 @@ const bucketCount = (store: Map<string, unknown>) => {
   return n;
 };
 
-t.test('burst, then 429 with Retry-After, then refill over real time', async (t) => {
+t.test('burst, then 429 with Retry-After, then refill over time', async (t) => {
+  const clock = stopClock(t);
   const { step } = await loadStep(rateLimit, { ratePerSecond: 5, burst: 2 });
   t.equal(await hit(step, 'alice'), undefined);
   t.equal(await hit(step, 'alice'), undefined);
@@ -31,10 +48,10 @@ t.test('burst, then 429 with Retry-After, then refill over real time', async (t)
     body: { error: { code: 'GW_ERR_POLICY_RATE_LIMITED', message: 'Rate limit exceeded; retry after 1 s', retry_after: 1 } },
   });
   t.equal(await hit(step, 'bob'), undefined, 'another subject has its own bucket');
-  await sleep(250); // 5/s: 1 token back after 200 ms, 2 only after 400 ms
+  clock.advance(250); // 5/s: 1 token back after 200 ms, 2 only after 400 ms
   t.equal(await hit(step, 'alice'), undefined, 'refilled');
   t.equal((await hit(step, 'alice'))?.status, 429, 'but only what was refilled');
-  await sleep(700); // more than a burst's worth of time: still capped at burst
+  clock.advance(700); // more than a burst's worth of time: still capped at burst
   t.equal(await hit(step, 'alice'), undefined);
   t.equal(await hit(step, 'alice'), undefined);
   t.equal((await hit(step, 'alice'))?.status, 429, 'refill is capped at burst');
@@ -106,12 +123,13 @@ t.test('buckets survive a reload (a second create with the same shared store)', 
 });
 
 t.test('memory is bounded: refilled buckets are dropped, and maxKeys is a hard cap', async (t) => {
+  const clock = stopClock(t);
   const sharedStore = new Map<string, unknown>();
   const fast = await loadStep(rateLimit, { ratePerSecond: 1000, burst: 1, maxKeys: 2 }, { sharedStore, where: 'a' });
   await hit(fast.step, 's1');
   await hit(fast.step, 's2');
   t.equal(bucketCount(sharedStore), 2);
-  await sleep(20); // both buckets full again
+  clock.advance(20); // both buckets full again
   await hit(fast.step, 's3');
   t.equal(bucketCount(sharedStore), 1, 'refilled buckets swept when making room');
 
