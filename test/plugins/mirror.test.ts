@@ -189,8 +189,10 @@ t.test('at most maxConcurrent copies in flight; the rest are dropped and counted
 });
 
 t.test('shadow failures and timeouts never reach the client', async (t) => {
+  // A generous timeout here: the shadow's 401 must be what ends the copy (a 100 ms timeout could
+  // win the race against a first connection on a busy machine and record 'timeout' instead).
   const r = await rig(t, { ttftMs: 400, tokenMs: 0, tokens: 4 }, { shadowKey: 'needs-a-key' });
-  const step = await makeStep(r, { timeoutMs: 100 });
+  const step = await makeStep(r, { timeoutMs: 10_000 });
   const ex = makeExchange({ id: 'e1' });
   t.doesNotThrow(() => step.forwarding!(ex, outbound(ex)));
   await runPrimary(r, step, ex, outbound(ex));
@@ -207,7 +209,7 @@ t.test('shadow failures and timeouts never reach the client', async (t) => {
   t.equal(await shadowOutcome(dying, 'ok'), 0);
   t.equal(dying.shadow.stats().failedInjected, 1);
 
-  const keyed = await rig(t, { ttftMs: 400, tokenMs: 0, tokens: 4 });
+  const keyed = await rig(t, { ttftMs: 10_000, tokenMs: 0, tokens: 4 }); // the 100 ms timeout surely ends it
   const slow = await makeStep(keyed, { timeoutMs: 100 });
   const ex2 = makeExchange({ id: 'slow' });
   slow.forwarding!(ex2, outbound(ex2));
