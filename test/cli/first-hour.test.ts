@@ -100,12 +100,12 @@ t.test('`npm run -s gg -- <command>` (the README\'s way to run the CLI): only th
   // As from a user's shell: the machine's own node and npm first on PATH, not the pinned Node.
   const PATH = (process.env.PATH ?? '').split(path.delimiter).filter((d) => !d.includes('node_modules')).join(path.delimiter);
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k)));
-  const child = spawn('npm', ['run', '-s', 'gg', '--', 'plugins'], { cwd: ROOT, env: { ...env, PATH }, stdio: ['ignore', 'pipe', 'pipe'] });
-  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
+  const child = spawnTracked('npm', ['run', '-s', 'gg', '--', 'plugins'], { cwd: ROOT, env: { ...env, PATH }, stdio: ['ignore', 'pipe', 'pipe'] }, { parentWatch: false });
+  t.teardown(() => stopTracked(child, 0, 'SIGKILL'));
   let out = '';
   let err = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
-  child.stderr.setEncoding('utf8').on('data', (d: string) => { err += d; });
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d; });
   const code = await new Promise((r) => child.once('close', r));
   t.equal(code, 0, err);
   t.match(out, /^auth\s+Verify the bearer token/, 'stdout starts with the command\'s own output');

@@ -37,21 +37,29 @@ export function killGroup(child: ChildProcess, signal: NodeJS.Signals = 'SIGKILL
 
 process.on('exit', () => { for (const c of live) killGroup(c); });
 
-/** The environment for a test child: the caller's env plus the run marker and the parent watch. */
-export function trackedEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+/**
+ * The environment for a test child: the caller's env plus the run marker and (unless
+ * `parentWatch` is false) the parent watch.
+ */
+export function trackedEnv(env: NodeJS.ProcessEnv = process.env, parentWatch = true): NodeJS.ProcessEnv {
+  const marked = { ...env, [TEST_RUN_ENV]: env[TEST_RUN_ENV] ?? process.env[TEST_RUN_ENV] ?? `adhoc-${process.pid}` };
+  if (!parentWatch) return marked;
   const nodeOptions = env.NODE_OPTIONS ?? '';
   return {
-    ...env,
-    [TEST_RUN_ENV]: env[TEST_RUN_ENV] ?? process.env[TEST_RUN_ENV] ?? `adhoc-${process.pid}`,
+    ...marked,
     GHOSTGATE_TEST_PARENT: String(process.pid),
     GHOSTGATE_TEST_NODE_OPTIONS: nodeOptions,
     NODE_OPTIONS: `${nodeOptions} --import "${WATCH}"`.trim(),
   };
 }
 
-/** `spawn`, as the leader of a new process group, with the run marker and the parent watch. */
-export function spawnTracked(cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
-  const child = spawn(cmd, args, { ...opts, detached: true, env: trackedEnv(opts.env) });
+/**
+ * `spawn`, as the leader of a new process group, with the run marker and the parent watch.
+ * `parentWatch: false` for a command that is not the pinned Node (e.g. `npm` on the machine's
+ * own, older node, which cannot preload a .ts file): it is still killed by group and marked.
+ */
+export function spawnTracked(cmd: string, args: string[], opts: SpawnOptions = {}, { parentWatch = true } = {}): ChildProcess {
+  const child = spawn(cmd, args, { ...opts, detached: true, env: trackedEnv(opts.env, parentWatch) });
   live.add(child);
   child.once('exit', () => live.delete(child));
   child.once('error', () => live.delete(child));
