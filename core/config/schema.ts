@@ -30,7 +30,7 @@ const upstream: JsonSchema = {
       type: 'object', additionalProperties: false, default: {},
       properties: {
         size: { type: 'integer', minimum: 1, maximum: 1024, description: 'Sessions (h2) or sockets (http1). Default 2 / 64.' },
-        pingIntervalMs: ms(10_000, 'PING every session (busy or idle) this often; one still unanswered at the next PING closes the session; 0 = never'),
+        pingIntervalMs: ms(10_000, 'PING every session taking streams (busy or idle) this often; one still unanswered at the next PING closes the session; 0 = never'),
         warm: { type: 'boolean', default: true, description: 'Open connections at start and after reload' },
       },
     },

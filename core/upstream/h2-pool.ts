@@ -4,7 +4,7 @@
  * - Opened and warmed at start. A session is ready (takes streams) only once the peer's SETTINGS
  *   arrived: an upstream that accepts TCP and never speaks HTTP/2 is a failed connect (after
  *   `connectTimeoutMs`), and the session is replaced with back-off.
- * - Every `pingIntervalMs`, each ready session is PINGed, busy or idle; a PING still unanswered
+ * - Every `pingIntervalMs`, each session taking streams is PINGed, busy or idle; a PING still unanswered
  *   at the next interval means the peer is dead: the session is destroyed (its streams fail or,
  *   before their response headers, are retried elsewhere) and replaced.
  * - New streams go to the least-loaded ready session, within the peer's SETTINGS_MAX_CONCURRENT_STREAMS.
@@ -347,20 +347,22 @@ export class H2Pool {
     if (i >= 0) this.#waiters.splice(i, 1);
   }
 
-  /** PING every ready session, busy or idle; one still unanswered from the last round is dead. */
+  /**
+   * PING every session taking streams, busy or idle; one still unanswered from the last round is
+   * dead. (A session closing after a GOAWAY cannot send PING in Node; its streams keep their own
+   * first-byte and idle timeouts.)
+   */
   #ping(): void {
     let suspects: Slot[] | undefined;
-    for (const list of [this.#live, this.#draining]) {
-      for (const s of list) {
-        if (!s.ready || s.session.destroyed || (s.session.closed && s.active === 0)) continue;
-        if (!s.pingOutstanding && s.session.ping(s.onPingAck)) { s.pingOutstanding = true; continue; }
-        s.pingOutstanding = true;
-        (suspects ??= []).push(s);
-      }
+    for (const s of this.#live) {
+      if (!s.ready || s.session.destroyed || s.session.closed) continue;
+      if (!s.pingOutstanding && s.session.ping(s.onPingAck)) { s.pingOutstanding = true; continue; }
+      s.pingOutstanding = true;
+      (suspects ??= []).push(s);
     }
     // Timers run before I/O: after a stalled event loop the ACK may sit unread in the socket.
     // Decide after this turn's I/O phase.
-    if (suspects) setImmediate(() => { for (const s of suspects) if (s.pingOutstanding && !s.session.destroyed) this.#declareDead(s); });
+    if (suspects) setImmediate(() => { for (const s of suspects) if (s.pingOutstanding && !s.session.destroyed && !s.session.closed) this.#declareDead(s); });
   }
 
   #declareDead(s: Slot): void {

@@ -99,6 +99,28 @@ t.test('a peer that stops answering PING mid-response: the client gets a mid-str
   t.match(r.text, /event: error\ndata: \{"error":\{"code":"GW_ERR_UPSTREAM_ABORTED"/);
 });
 
+t.test('a session draining after GOAWAY is not taken for dead: its long stream finishes', async (t) => {
+  const { g } = await rig(t, {
+    onRequest: (c, id) => {
+      c.respond(id);
+      c.goaway(id);
+      // Keep streaming for several PING intervals after the GOAWAY.
+      let n = 0;
+      const tick = setInterval(() => {
+        if (++n < 8) return c.data(id, `data: {"choices":[{"text":"${n}"}]}\n\n`);
+        clearInterval(tick);
+        c.data(id, 'data: [DONE]\n\n', true);
+      }, 100);
+    },
+  }, { pool: '{ size: 1, pingIntervalMs: 100 }' });
+  const s = await connect(g.url);
+  t.teardown(() => s.close());
+  const r = await post(s, '/v1/completions', BODY);
+  t.equal(r.status, 200);
+  t.ok(r.complete, 'clean end');
+  t.equal(r.events.length, 8, 'every chunk and [DONE]');
+});
+
 t.test('a stalled gateway event loop does not mistake a PING answered meanwhile for a dead peer', async (t) => {
   // The real model server (its own process) answers the PING while this process (where the
   // gateway runs) is blocked; the ACK then sits unread when the next PING round is due.
