@@ -51,9 +51,8 @@ export interface AnyResponse {
   readonly writableLength: number;
   /** Present on HTTP/2 responses. */
   readonly stream?: Http2ServerResponse['stream'];
-  readonly req?: { headers: IncomingHttpHeaders };
-  /** The HTTP/1.1 connection (absent on the raw HTTP/2 response). */
-  readonly socket?: { readonly destroyed: boolean; readonly readableEnded: boolean } | null;
+  /** The request; on HTTP/1.1 its connection is watched by the last look. */
+  readonly req?: { headers: IncomingHttpHeaders; readonly socket?: { readonly destroyed: boolean; readonly readableEnded: boolean } | null };
 }
 type RawBodyRequest = FastifyRequest & { rawBody?: Buffer };
 
@@ -577,8 +576,10 @@ function clientGone(res: AnyResponse): boolean {
   if (res.destroyed) return true;
   const st = res.stream;
   if (st !== undefined) return st.destroyed || st.closed;
-  const sock = res.socket;
-  return sock == null || sock.destroyed || sock.readableEnded;
+  // The request's socket: a pipelined HTTP/1.1 response has none of its own until the ones
+  // before it are done.
+  const sock = res.req?.socket;
+  return sock != null && (sock.destroyed || sock.readableEnded);
 }
 
 /** Stop an upstream response: RST_STREAM(CANCEL) on h2 (a plain destroy would send NO_ERROR), socket close on h1. */

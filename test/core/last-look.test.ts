@@ -70,3 +70,21 @@ t.test('HTTP/1.1: a request followed by the close in one write never reaches the
   t.same(await g.modelRequests(), [], 'the model saw none of them');
   await waitFor('nothing in flight', () => g.gw.runtime.inflight === 0);
 });
+
+t.test('HTTP/1.1: pipelined requests in one write are all served (a queued response is not a gone client)', async (t) => {
+  const g = await startGateway(t);
+  const u = new URL(g.url);
+  const req = (i: number): string => {
+    const b = body(i);
+    return `POST /v1/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: ${b.length}\r\nx-request-id: pipe-${i}\r\n\r\n${b}`;
+  };
+  let text = '';
+  const s = net.connect(Number(u.port), u.hostname, () => s.write(req(1) + req(2) + req(3)));
+  t.teardown(() => s.destroy());
+  s.setEncoding('utf8');
+  s.on('data', (d: string) => { text += d; });
+  await waitFor('three responses to end', () => (text.match(/data: \[DONE\]/g) ?? []).length === 3, 10_000);
+  t.same(text.match(/^HTTP\/1\.1 \d+/gm), ['HTTP/1.1 200', 'HTTP/1.1 200', 'HTTP/1.1 200']);
+  t.same((await g.modelRequests()).map((r) => r.id).sort(), ['pipe-1', 'pipe-2', 'pipe-3']);
+  t.equal(await cancelledBeforeForward(g), 0);
+});
