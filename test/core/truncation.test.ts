@@ -19,7 +19,7 @@ import { silentLogger } from '../../core/plugin-context.ts';
 import { createUpstream } from '../../core/upstream/client.ts';
 import { startGateway } from '../helpers/gateway.ts';
 import type { TestGateway } from '../helpers/gateway.ts';
-import { connect, post, post1, until } from '../helpers/h2.ts';
+import { collect, connect, open, post, post1, until } from '../helpers/h2.ts';
 import type { Response } from '../helpers/h2.ts';
 import { startRawH2, upstreamYaml } from '../helpers/raw-h2-upstream.ts';
 import type { RawH2Conn } from '../helpers/raw-h2-upstream.ts';
@@ -153,4 +153,29 @@ t.test('the upstream client\'s complete() (what mirror reads for its shadow) is 
   };
   t.equal(await read(), true, 'END_STREAM: complete');
   t.equal(await read(), false, 'RST_STREAM(NO_ERROR) after a chunk: not complete, though the stream ended without error');
+});
+
+t.test('the bundled model server stopped with SIGTERM mid-stream: streams drain to [DONE]; those cut at the drain deadline fail visibly', async (t) => {
+  for (const cut of [false, true]) {
+    const g = await startGateway(t, { modelArgs: ['--ttft-ms', '5', '--token-ms', '20', '--tokens', cut ? '500' : '15', '--drain-ms', cut ? '200' : '10000'] });
+    const s = await connect(g.url);
+    t.teardown(() => s.close());
+    const streams = Array.from({ length: 20 }, () => open(s, '/v1/completions', BODY));
+    const results = streams.map((st) => collect(st));
+    await Promise.all(streams.map((st) => new Promise<void>((r) => st.once('data', () => r()))));
+    const exited = new Promise<number | null>((r) => g.model!.child.once('exit', (code) => r(code)));
+    g.model!.child.kill('SIGTERM');
+    const rs = await Promise.all(results);
+    t.equal(await exited, 0);
+    const clean = rs.filter((r) => r.complete);
+    const truncatedButClean = clean.filter((r) => r.events.at(-1) !== '[DONE]');
+    t.equal(truncatedButClean.length, 0, 'no clean-but-truncated response');
+    if (!cut) {
+      t.equal(clean.length, 20, 'all 20 finished during the drain');
+      t.ok(rs.every((r) => r.events.length === 16), 'every token and [DONE]');
+    } else {
+      t.equal(clean.length, 0, 'streams cut at the drain deadline all fail');
+      t.ok(rs.every((r) => /GW_ERR_UPSTREAM_ABORTED/.test(r.text)), 'with a coded error event');
+    }
+  }
 });
