@@ -73,3 +73,19 @@ t.test('HTTP/2: a URL Fastify cannot decode gets a catalogued 400', async (t) =>
   t.equal((JSON.parse(r.text) as { error: { code: string } }).error.code, 'GW_ERR_REQ_BAD_REQUEST');
   t.notMatch(r.text, /FST_ERR/);
 });
+
+t.test('a request head that does not arrive in time (Node\'s headersTimeout on a listening server): 408 GW_ERR_REQ_TIMEOUT', async (t) => {
+  const { clientErrorReply } = await import('../../core/server/client-error.ts');
+  const http = await import('node:http');
+  const server = http.createServer({ headersTimeout: 300, requestTimeout: 600, connectionsCheckingInterval: 50 } as never, (_req, res) => res.end('ok'));
+  const codes: string[] = [];
+  server.on('clientError', clientErrorReply((c) => codes.push(c)));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
+  const port = (server.address() as net.AddressInfo).port;
+  // Half a request head, then nothing: Node's timer fires (bounded loosely: it is asserted that it happened).
+  const r = await rawExchange(() => net.connect(port, '127.0.0.1'), 'GET / HTTP/1.1\r\nHost: x\r\n');
+  t.equal(r.status, 408);
+  t.equal((JSON.parse(r.body) as { error: { code: string } }).error.code, 'GW_ERR_REQ_TIMEOUT');
+  t.same(codes, ['GW_ERR_REQ_TIMEOUT'], 'counted');
+});
