@@ -48,7 +48,7 @@ async function getJson(url: string): Promise<any> {
 }
 
 /** Poll `/_stats` until `pred` holds (the server records an abort when it notices the RST/FIN). */
-async function waitStats(url: string, pred: (s: any) => boolean, ms = 2000): Promise<any> {
+async function waitStats(url: string, pred: (s: any) => boolean, ms = 15_000): Promise<any> {
   const end = Date.now() + ms;
   for (;;) {
     const s = await getJson(`${url}/_stats`);
@@ -153,18 +153,20 @@ t.test('chat streaming', async (t) => {
 });
 
 t.test('headers go out at once; x-headers-after-ttft delays them to the first token', async (t) => {
+  // A 2 s time to first token: 'at once' (< 1 s) and 'at the first token' (>= 2 s) stay apart
+  // however busy the machine (timers never fire early; a stall of a second is possible).
   const body = { prompt: 'x', stream: true };
-  const a = await h2req(session, '/v1/completions', body, { 'x-ttft-ms': '200', 'x-tokens': '1' });
-  t.ok(a.headersAtMs < 150, `headers after ${a.headersAtMs.toFixed(1)} ms`);
-  t.ok(a.firstDataAtMs >= 190, `first token after ${a.firstDataAtMs.toFixed(1)} ms`);
-  const b = await h2req(session, '/v1/completions', body, { 'x-ttft-ms': '200', 'x-tokens': '1', 'x-headers-after-ttft': '1' });
-  t.ok(b.headersAtMs >= 190, `delayed headers after ${b.headersAtMs.toFixed(1)} ms`);
+  const a = await h2req(session, '/v1/completions', body, { 'x-ttft-ms': '2000', 'x-tokens': '1' });
+  t.ok(a.headersAtMs < 1000, `headers after ${a.headersAtMs.toFixed(1)} ms`);
+  t.ok(a.firstDataAtMs >= 1990, `first token after ${a.firstDataAtMs.toFixed(1)} ms`);
+  const b = await h2req(session, '/v1/completions', body, { 'x-ttft-ms': '2000', 'x-tokens': '1', 'x-headers-after-ttft': '1' });
+  t.ok(b.headersAtMs >= 1990, `delayed headers after ${b.headersAtMs.toFixed(1)} ms`);
   t.equal(sseData(b.text).at(-1), '[DONE]');
 });
 
 t.test('abort before the first token is recorded with RST CANCEL', async (t) => {
   const id = 'abort-before-1';
-  const r = await h2req(session, '/v1/completions', { prompt: 'x', stream: true }, { 'x-request-id': id, 'x-ttft-ms': '300' }, (s) => {
+  const r = await h2req(session, '/v1/completions', { prompt: 'x', stream: true }, { 'x-request-id': id, 'x-ttft-ms': '60000' }, (s) => {
     s.once('response', () => s.close(NGHTTP2_CANCEL));
   });
   t.equal(r.rstCode, NGHTTP2_CANCEL);
@@ -175,7 +177,7 @@ t.test('abort before the first token is recorded with RST CANCEL', async (t) => 
   t.equal(rec.rstCode, 8);
   t.equal(rec.tokensSent, 0);
   t.equal(rec.tokensAfterAbort, 0);
-  t.ok(rec.abortedAtMs < 300, `noticed at ${rec.abortedAtMs} ms`);
+  t.ok(rec.abortedAtMs < 60_000, `noticed at ${rec.abortedAtMs} ms, before the first token was due`);
   t.equal(rec.protocol, 'h2');
 });
 
