@@ -5,8 +5,8 @@
  * socket waited ~40 ms: the response's last small write (the terminating chunk) was held by Nagle
  * until the client's delayed ACK of the previous one. A real gateway process in front of a model
  * that answers at once: 20 sequential requests over ONE keep-alive socket and 20 over ONE HTTP/2
- * session, on the cleartext port and on the TLS port; the HTTP/1.1 median may not be more than a
- * few ms above the HTTP/2 one.
+ * session, on the cleartext port and on the TLS port; the HTTP/1.1 fast quartile may not be more
+ * than a few ms above the HTTP/2 one.
  */
 import http from 'node:http';
 import https from 'node:https';
@@ -23,6 +23,12 @@ const MAX_EXTRA_MS = 10;
 const BODY = JSON.stringify({ model: 'ghost-small', prompt: 'x' });
 
 const median = (a: number[]): number => { const s = [...a].sort((x, y) => x - y); return (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2; };
+/**
+ * The 5th fastest of 20: other processes on a busy machine only ever add time, and they may load
+ * the HTTP/1.1 run more than the HTTP/2 one, which moves a median; Nagle + delayed ACK adds its
+ * 40 ms to every request after the first, so it moves the fast quartile too.
+ */
+const fastQuartile = (a: number[]): number => [...a].sort((x, y) => x - y)[a.length >> 2]!;
 
 /** One POST on `agent`; resolves with the socket it used. */
 function post1(url: string, agent: http.Agent): Promise<{ status: number; text: string; socket: Socket }> {
@@ -81,9 +87,11 @@ t.test('HTTP/1.1 keep-alive costs no more than HTTP/2 per request, cleartext and
   ];
   for (const c of cases) {
     t.teardown(() => c.agent.destroy());
-    const h1 = median(await h1Times(t, c.url, c.agent));
-    const h2 = median(await h2Times(t, c.url, c.h2opts));
-    t.comment(`${c.name}: HTTP/1.1 keep-alive median ${h1.toFixed(2)} ms, HTTP/2 median ${h2.toFixed(2)} ms`);
-    t.ok(h1 <= h2 + MAX_EXTRA_MS, `${c.name}: HTTP/1.1 median ${h1.toFixed(1)} ms is within ${MAX_EXTRA_MS} ms of HTTP/2's ${h2.toFixed(1)} ms`);
+    const h1Runs = await h1Times(t, c.url, c.agent);
+    const h2Runs = await h2Times(t, c.url, c.h2opts);
+    t.comment(`${c.name}: HTTP/1.1 keep-alive median ${median(h1Runs).toFixed(2)} ms, HTTP/2 median ${median(h2Runs).toFixed(2)} ms`);
+    const h1 = fastQuartile(h1Runs);
+    const h2 = fastQuartile(h2Runs);
+    t.ok(h1 <= h2 + MAX_EXTRA_MS, `${c.name}: HTTP/1.1 fast quartile ${h1.toFixed(1)} ms is within ${MAX_EXTRA_MS} ms of HTTP/2's ${h2.toFixed(1)} ms`);
   }
 });
