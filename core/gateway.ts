@@ -286,13 +286,33 @@ export class Gateway implements GatewayState {
     await this.#reloading?.catch(() => undefined);
     const deadline = Date.now() + graceMs;
     const closeApp = (app: FastifyInstance | undefined): Promise<void> => (app ? app.close() : Promise.resolve());
-    // Stop new connections; tell clients (GOAWAY) to go elsewhere once their streams are done.
-    for (const s of this.#servers.sessions) if (!s.closed) s.close();
+    const { sessions, http1 } = this.#servers;
+    // Stop new connections. HTTP/2: GOAWAY, streams in flight finish. HTTP/1.1: idle keep-alive
+    // connections close now, busy ones after their response (sent with `Connection: close`).
+    const goaway = (): void => { for (const s of sessions) if (!s.closed) s.close(); };
+    goaway();
+    for (const f of http1) f.drain();
     const closing = Promise.all([closeApp(this.#servers.cleartext), closeApp(this.#servers.tls)]);
-    // In-flight requests on every runtime: the current one and any a reload swapped out.
-    const inflight = (): number => [...this.#draining].reduce((n, r) => n + r.inflight, this.runtime.inflight);
-    while (inflight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
-    for (const s of this.#servers.sessions) s.destroy();
+    // Requests in flight on every runtime: the current one and any a reload swapped out.
+    const runtimes = (): Runtime[] => [this.runtime, ...this.#draining];
+    const inflight = (): number => runtimes().reduce((n, r) => n + r.inflight, 0);
+    // A session still open after GOAWAY has streams; an HTTP/1.1 connection still open, a response.
+    const responding = (): boolean => sessions.size > 0 || http1.some((f) => f.size > 0);
+    const sleep = (ms: number): Promise<unknown> => new Promise((r) => setTimeout(r, ms));
+    while ((inflight() > 0 || responding()) && Date.now() < deadline) { await sleep(25); goaway(); }
+    const left = inflight();
+    if (left > 0) {
+      // The deadline, on both protocols: what still runs is cut like a mid-stream failure (after
+      // headers: an SSE error event, then RST_STREAM / the connection closed mid-chunk; before:
+      // a coded 503), never a clean end.
+      this.log.warn({ requests: left, graceMs }, 'shutdown grace period over: cutting the requests still in flight');
+      for (const r of runtimes()) for (const ex of [...r.live]) ex.cancel('GW_ERR_SERVER_SHUTTING_DOWN');
+      // Let those error events reach the wire; each response bounds its own wait to ~1 s.
+      const until = Date.now() + 1500;
+      while (responding() && Date.now() < until) await sleep(10);
+    }
+    for (const s of sessions) s.destroy();
+    for (const f of http1) f.destroyAll();
     await closing;
     await closeApp(this.#admin);
     // Pools close once their runtimes are done; bounded, so shutdown always ends.

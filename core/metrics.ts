@@ -26,6 +26,9 @@ export class GatewayMetrics {
   readonly upstreamRetries: Counter<'upstream' | 'reason'>;
   readonly clientSessions: Counter<'protocol'>;
   readonly clientSessionsCut: Counter<'reason'>;
+  readonly clientConnectionsOpen: Gauge;
+  readonly clientConnectionsRefused: Counter<'reason'>;
+  readonly clientTimeouts: Counter<'phase'>;
   readonly inflight: Gauge;
   readonly reloads: Counter<'result'>;
   readonly configVersion: Gauge;
@@ -48,6 +51,9 @@ export class GatewayMetrics {
     this.upstreamRetries = new Counter({ name: 'ghostgate_upstream_retries_total', help: 'Streams retried on a fresh session because the upstream did not process them', labelNames: ['upstream', 'reason'], registers: r });
     this.clientSessions = new Counter({ name: 'ghostgate_client_connections_total', help: 'Client connections accepted', labelNames: ['protocol'], registers: r });
     this.clientSessionsCut = new Counter({ name: 'ghostgate_client_sessions_cut_total', help: 'Client HTTP/2 sessions the gateway closed with GOAWAY(ENHANCE_YOUR_CALM), by reason', labelNames: ['reason'], registers: r });
+    this.clientConnectionsOpen = new Gauge({ name: 'ghostgate_client_connections', help: 'Client connections open now on the data plane (both ports)', registers: r });
+    this.clientConnectionsRefused = new Counter({ name: 'ghostgate_client_connections_refused_total', help: 'Client connections closed on accept: limits.maxConnections or limits.maxConnectionsPerIp reached', labelNames: ['reason'], registers: r });
+    this.clientTimeouts = new Counter({ name: 'ghostgate_client_timeouts_total', help: 'Client connections or streams cut by a deadline (h1_headers, h1_body, h2_stream_body) or closed for idleness (h2_session_idle)', labelNames: ['phase'], registers: r });
     this.inflight = new Gauge({ name: 'ghostgate_inflight_requests', help: 'Requests in flight', registers: r });
     this.reloads = new Counter({ name: 'ghostgate_config_reloads_total', help: 'Config reloads by result', labelNames: ['result'], registers: r });
     this.configVersion = new Gauge({ name: 'ghostgate_config_version', help: 'Version of the running config', registers: r });

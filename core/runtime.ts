@@ -41,6 +41,9 @@ export interface RuntimeDeps {
   warm: boolean;
 }
 
+/** What the runtime needs of a running request: a way to end it with a code (e.g. shutdown). */
+export interface Cancellable { cancel(code: 'GW_ERR_SERVER_SHUTTING_DOWN'): void }
+
 export interface ModelRoute { readonly model: string; readonly upstream: string; readonly upstreamModel: string }
 
 let nextVersion = 1;
@@ -57,8 +60,8 @@ export class Runtime {
   /** The Copilot front door (core/copilot), when `copilot.enabled`. */
   readonly copilot: CompiledCopilot | undefined;
   readonly metricsRegistry: Registry;
-  /** Requests currently running on this runtime. */
-  inflight = 0;
+  /** Requests currently running on this runtime (shutdown cuts them at its deadline). */
+  readonly live = new Set<Cancellable>();
   #pipelines: Map<string, CompiledPipeline>;
   #closers: Array<() => void | Promise<void>>;
   #retiring: (() => void) | undefined;
@@ -88,9 +91,12 @@ export class Runtime {
     return this.#pipelines.get(route + '\0' + model) ?? this.#pipelines.get(route + '\0')!;
   }
 
-  enter(): void { this.inflight++; }
-  leave(): void {
-    if (--this.inflight === 0 && this.#retiring) this.#retiring();
+  /** Requests currently running on this runtime. */
+  get inflight(): number { return this.live.size; }
+
+  enter(ex: Cancellable): void { this.live.add(ex); }
+  leave(ex: Cancellable): void {
+    if (this.live.delete(ex) && this.live.size === 0 && this.#retiring) this.#retiring();
   }
 
   /**

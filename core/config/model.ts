@@ -36,8 +36,37 @@ export interface Http2Settings {
   rapidResetLimit: number;
   /** Streams one client session may have in flight upstream; more get 429. Default 128. */
   maxInflightPerSession: number;
-  /** Idle client sessions are closed after this (ms). Default 10 minutes; 0 = never. */
+  /**
+   * A client session on which no request completed for this long (ms) is closed gracefully
+   * (GOAWAY; streams in flight finish). A request completes when the client has sent all of it;
+   * PING and other control frames do not count. Default 10 minutes; 0 = never.
+   */
   sessionIdleTimeoutMs: number;
+}
+
+export interface LimitsConfig {
+  /** Largest request body (bytes). Default 1 MiB. */
+  bodyBytes: number;
+  /** Largest request header block (bytes), HTTP/1.1 on both ports and HTTP/2. Default 16 KiB. */
+  headerBytes: number;
+  /**
+   * Deadline (ms) for an HTTP/1.1 request head, from its first byte (a new connection: from
+   * accept); also the TLS handshake budget. Trickling bytes does not extend it. Default 30 s.
+   */
+  headersTimeoutMs: number;
+  /** Deadline (ms) for a request body, from its head (HTTP/1.1 and HTTP/2). Default 30 s. */
+  bodyTimeoutMs: number;
+  /**
+   * Client connections open at once on the data plane (both ports). 0 = automatic: the process's
+   * open-file limit less a reserve (20%, at least 64) for the admin plane, upstreams and files.
+   */
+  maxConnections: number;
+  /** Client connections open at once from one IP address. Default 256; 0 = no per-IP cap. */
+  maxConnectionsPerIp: number;
+  /** Deepest JSON nesting accepted in a request body (`{}` is 1). Default 64. */
+  jsonDepth: number;
+  /** A response whose client takes no byte for this long (ms) is cancelled upstream and reset. Default 10 s; 0 = never. */
+  clientStallMs: number;
 }
 
 export interface UpstreamConfig {
@@ -109,13 +138,7 @@ export interface GatewayConfig {
     insecureAllowNoCredential: boolean;
   };
   http2: Http2Settings;
-  limits: {
-    bodyBytes: number; headerBytes: number; headersTimeoutMs: number;
-    /** Deepest JSON nesting accepted in a request body (`{}` is 1). Default 64. */
-    jsonDepth: number;
-    /** A response whose client takes no byte for this long (ms) is cancelled upstream and reset. Default 10 s; 0 = never. */
-    clientStallMs: number;
-  };
+  limits: LimitsConfig;
   /** Request headers (lower-case) that `when` conditions may read as `request.headers.<name>`. */
   facts: { headers: string[] };
   /** Where the client's editor and extension versions come from (header `name/version`). */

@@ -95,7 +95,7 @@ export const gatewayConfigSchema: JsonSchema = {
         rapidResetMs: { type: 'number', minimum: 0, maximum: 1000, default: 2, description: 'A client reset within this many ms of the stream opening counts as rapid' },
         rapidResetLimit: { type: 'integer', minimum: 1, default: 200, description: 'Rapid resets in 1-2 s (and over half the streams) that get a session GOAWAY(ENHANCE_YOUR_CALM)' },
         maxInflightPerSession: { type: 'integer', minimum: 1, maximum: 100_000, default: 128, description: 'Streams one client session may have in flight upstream; more get 429 GW_ERR_REQ_TOO_MANY_IN_FLIGHT' },
-        sessionIdleTimeoutMs: ms(600_000, 'Close idle client sessions after this; 0 = never'),
+        sessionIdleTimeoutMs: ms(600_000, 'Close (GOAWAY) a client session on which no request completed for this long; PINGs do not count; streams in flight finish. 0 = never'),
       },
     },
     limits: {
@@ -103,7 +103,10 @@ export const gatewayConfigSchema: JsonSchema = {
       properties: {
         bodyBytes: { type: 'integer', minimum: 1024, default: 1_048_576 },
         headerBytes: { type: 'integer', minimum: 1024, default: 16_384 },
-        headersTimeoutMs: ms(30_000, 'An HTTP/1.1 client must send its request head within this'),
+        headersTimeoutMs: ms(30_000, 'A deadline: an HTTP/1.1 request head must be complete within this of its first byte (a new connection: of being accepted); also the TLS handshake budget'),
+        bodyTimeoutMs: { type: 'integer', minimum: 1, default: 30_000, description: 'A deadline: a request body must be complete within this of its head (HTTP/1.1 and HTTP/2); else 408 and the connection is closed (h1) or the stream reset (h2)' },
+        maxConnections: { type: 'integer', minimum: 0, default: 0, description: 'Client connections open at once on the data plane (both ports); the excess is closed on accept. 0 = automatic: the open-file limit less a reserve for the admin plane and upstreams. A value above that budget is lowered to it' },
+        maxConnectionsPerIp: { type: 'integer', minimum: 0, default: 256, description: 'Client connections open at once from one IP address; 0 = no per-IP cap. Raise it when many clients share an address (NAT, a load balancer speaking HTTP/1.1)' },
         jsonDepth: { type: 'integer', minimum: 2, maximum: 10_000, default: 64, description: 'Deepest JSON nesting accepted in a request body; deeper gets 400 GW_ERR_REQ_JSON_TOO_DEEP' },
         clientStallMs: ms(10_000, 'A response whose client takes no byte for this long is cancelled upstream and reset; 0 = never'),
       },

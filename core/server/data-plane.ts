@@ -235,7 +235,7 @@ export class Call {
 
   start(): void {
     markOwned(this.res.stream);
-    this.rt.enter();
+    this.rt.enter(this.ex);
     this.gw.metrics.inflight.inc();
     this.res.once('close', () => this.onClientClose());
     this.ex.cancellation.addEventListener('abort', () => this.onAbort());
@@ -501,7 +501,7 @@ export class Call {
     else if (outcome === 'local') this.gw.health.record(true);
     else if (outcome === 'upstream_error' || outcome === 'upstream_aborted' || outcome === 'error') this.gw.health.record(false);
     if (this.p.done.length) this.p.runDone(ex, outcome);
-    this.rt.leave();
+    this.rt.leave(this.ex);
   }
 }
 

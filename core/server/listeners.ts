@@ -1,13 +1,20 @@
 /**
  * Fastify instances for the data plane: cleartext (h2c prior knowledge + HTTP/1.1 on one port)
  * and, optionally, TLS (h2 via ALPN, falling back to HTTP/1.1). Both run the same routes.
+ *
+ * Connection handling lives at the listener level (core/net), not in the request handlers:
+ * caps on accept, HTTP/1.1 fronts with head/body deadlines, HTTP/2 stream and session deadlines.
  */
 import http2 from 'node:http2';
-import type { Http2Server, Http2Session, ServerOptions } from 'node:http2';
+import type { Http2SecureServer, Http2Server, Http2Session, ServerOptions } from 'node:http2';
 import Fastify, { LogController } from 'fastify';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { GatewayConfig } from '../config/model.ts';
-import { acceptHttp1 } from '../net/dual-protocol.ts';
+import { ConnectionGate, connectionBudget } from '../net/conn-limits.ts';
+import { routeHttp1, routeHttp1OverTls } from '../net/dual-protocol.ts';
+import { watchH2Sessions } from '../net/h2-sessions.ts';
+import { Http1Front } from '../net/http1.ts';
+import type { RequestHandler } from '../net/http1.ts';
 import { clientErrorReply, frameworkErrorReply } from './client-error.ts';
 import type { GatewayMetrics } from '../metrics.ts';
 
@@ -28,25 +35,40 @@ export function h2ServerOptions(c: GatewayConfig): ServerOptions {
   } as ServerOptions;
 }
 
-/** Keep client sessions long-lived: close them only after a long idle time. */
-function trackSessions(server: Http2Server | http2.Http2SecureServer, c: GatewayConfig, metrics: GatewayMetrics, sessions: Set<Http2Session>): void {
-  server.on('session', (session: Http2Session) => {
-    metrics.clientSessions.labels('h2').inc();
-    sessions.add(session);
-    session.once('close', () => sessions.delete(session));
-    if (c.http2.sessionIdleTimeoutMs > 0) session.setTimeout(c.http2.sessionIdleTimeoutMs, () => session.close());
-  });
-}
-
 export interface DataPlaneServers {
   cleartext: FastifyInstance;
   tls: FastifyInstance | undefined;
   /** Live client HTTP/2 sessions (for graceful shutdown). */
   sessions: Set<Http2Session>;
+  /** The HTTP/1.1 side of each port (for graceful shutdown). */
+  http1: Http1Front[];
+  /** Connection caps shared by both ports. */
+  gate: ConnectionGate;
 }
 
 export function createDataPlaneServers(c: GatewayConfig, logger: FastifyBaseLogger, metrics: GatewayMetrics, tls?: { key: string; cert: string }): DataPlaneServers {
   const sessions = new Set<Http2Session>();
+  const http1: Http1Front[] = [];
+  const budget = connectionBudget(c.limits.maxConnections);
+  if (budget.clamped) {
+    logger.warn({ maxConnections: c.limits.maxConnections, using: budget.max, openFileLimit: budget.fdLimit }, 'limits.maxConnections is above what the open-file limit allows (ulimit -n) with a reserve for the admin plane and upstreams; using the lower value');
+  }
+  let refusedLogged = 0;
+  const gate = new ConnectionGate(budget.max, c.limits.maxConnectionsPerIp, (reason, ip) => {
+    metrics.clientConnectionsRefused.labels(reason).inc();
+    // One line per 10 s at most: a flood must not become a log flood.
+    const now = Date.now();
+    if (now - refusedLogged > 10_000) { refusedLogged = now; logger.warn({ reason, ip, open: gate.open }, 'client connection refused (connection cap); see ghostgate_client_connections_refused_total'); }
+  }, (open) => metrics.clientConnectionsOpen.set(open));
+  const onTimeout = (phase: string): void => { metrics.clientTimeouts.labels(phase).inc(); };
+  const front = (handler: RequestHandler): Http1Front => {
+    const f = new Http1Front({
+      handler, maxHeaderSize: c.limits.headerBytes, headersTimeoutMs: c.limits.headersTimeoutMs, bodyTimeoutMs: c.limits.bodyTimeoutMs,
+      onConnection: () => metrics.clientSessions.labels('h1').inc(), onTimeout, onClientError: (code) => metrics.errors.labels(code).inc(),
+    });
+    http1.push(f);
+    return f;
+  };
   const common = {
     loggerInstance: logger,
     // No per-request log lines: the hot path pays for every one. Metrics carry the story.
@@ -57,19 +79,21 @@ export function createDataPlaneServers(c: GatewayConfig, logger: FastifyBaseLogg
     return503OnClosing: false,
     routerOptions: { ignoreTrailingSlash: true },
     requestIdHeader: false as const,
-    // We own the HTTP/2 session lifetime (trackSessions), not Fastify.
+    // We own the HTTP/2 session lifetime (watchH2Sessions), not Fastify.
     http2SessionTimeout: 0,
     // Refused before any route (bad URL encoding; HTTP/1.1 the parser refuses): our error shape.
     frameworkErrors: frameworkErrorReply((code) => metrics.errors.labels(code).inc()) as never,
     clientErrorHandler: clientErrorReply((code) => metrics.errors.labels(code).inc()) as never,
   };
+  const h2 = { bodyTimeoutMs: c.limits.bodyTimeoutMs, idleTimeoutMs: c.http2.sessionIdleTimeoutMs, onSession: () => metrics.clientSessions.labels('h2').inc(), onTimeout };
   const cleartext = Fastify({
     ...common,
     http2: true,
     serverFactory: (handler) => {
       const server = http2.createServer(h2ServerOptions(c), handler);
-      acceptHttp1(server, { handler: handler as never, maxHeaderSize: c.limits.headerBytes, headersTimeoutMs: c.limits.headersTimeoutMs, onHttp1: () => metrics.clientSessions.labels('h1').inc(), onClientError: (code) => metrics.errors.labels(code).inc() });
-      trackSessions(server, c, metrics, sessions);
+      routeHttp1(server, front(handler as unknown as RequestHandler), c.limits.headersTimeoutMs);
+      watchH2Sessions(server, sessions, h2);
+      gate.guard(server);
       return server;
     },
   }) as unknown as FastifyInstance;
@@ -78,9 +102,20 @@ export function createDataPlaneServers(c: GatewayConfig, logger: FastifyBaseLogg
     secure = Fastify({
       ...common,
       http2: true,
-      https: { ...h2ServerOptions(c), allowHTTP1: true, key: tls.key, cert: tls.cert, ALPNProtocols: ['h2', 'http/1.1'] },
+      https: {
+        ...h2ServerOptions(c), allowHTTP1: true, key: tls.key, cert: tls.cert, ALPNProtocols: ['h2', 'http/1.1'],
+        // The TLS handshake is part of the time a client has to send its request head.
+        handshakeTimeout: c.limits.headersTimeoutMs,
+      },
     }) as unknown as FastifyInstance;
-    trackSessions(secure.server as unknown as http2.Http2SecureServer, c, metrics, sessions);
+    const server = secure.server as unknown as Http2SecureServer;
+    // Fastify's request handler, for the HTTP/1.1 front (Node's own fallback would bypass it).
+    const handler = server.listeners('request')[0] as RequestHandler;
+    routeHttp1OverTls(server, front(handler));
+    watchH2Sessions(server, sessions, h2);
+    gate.guard(server);
   }
-  return { cleartext, tls: secure, sessions };
+  return { cleartext, tls: secure, sessions, http1, gate };
 }
+
+export type { Http2Server };

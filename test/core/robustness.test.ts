@@ -79,8 +79,12 @@ t.test('an HTTP/1.1 client that never finishes its request head is disconnected'
   const sock = net.connect(port, '127.0.0.1');
   await new Promise((r) => sock.once('connect', r));
   sock.write('POST /v1/completions HTTP/1.1\r\nHost: x\r\n');
+  let answer = '';
+  sock.setEncoding('utf8');
+  sock.on('data', (d: string) => { answer += d; });
   const closedIn = await new Promise<number>((resolve) => { const t0 = Date.now(); sock.once('close', () => resolve(Date.now() - t0)); sock.on('error', () => {}); });
   t.ok(closedIn < 10_000, `closed after ${closedIn} ms (headersTimeoutMs 300; Node's own default is 60 s)`);
+  t.match(answer, /^HTTP\/1\.1 408 [^]*"GW_ERR_REQ_TIMEOUT"/, 'told why: 408 with a coded error');
   const ok = await post1(`${g.url}/v1/completions`, { model: 'ghost-small', prompt: 'x' });
   t.equal(ok.status, 200, 'a normal HTTP/1.1 request is unaffected');
 });

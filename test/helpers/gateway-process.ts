@@ -25,6 +25,8 @@ export interface GatewayProcessOptions {
   extraConfig?: string;
   /** Files (e.g. TLS key and certificate) by relative path. */
   files?: Record<string, string>;
+  /** Run the gateway with this open-file limit (`ulimit -n`). */
+  openFileLimit?: number;
 }
 
 export interface GatewayProcess {
@@ -64,7 +66,9 @@ export async function startGatewayProcess(t: Teardown, o: GatewayProcessOptions 
     'logging: { level: info }',
     o.extraConfig ?? '',
   ].join('\n') + '\n');
-  const child = spawnTracked(NODE_BIN, [CLI, 'start', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = o.openFileLimit === undefined
+    ? spawnTracked(NODE_BIN, [CLI, 'start', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawnTracked('/bin/sh', ['-c', `ulimit -n ${o.openFileLimit} && exec "$0" "$@"`, NODE_BIN, CLI, 'start', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | string | null>((resolve) => child.once('exit', (code, sig) => resolve(code ?? sig)));
   t.teardown(() => stopTracked(child, 0, 'SIGKILL'));
   let out = '';

@@ -1,0 +1,179 @@
+/**
+ * The HTTP/1.1 side of a data-plane port: an internal `http.Server` (never listening itself)
+ * that is handed sockets by the cleartext preface sniffer and by the TLS listener's ALPN
+ * fallback, so both ports get the same limits, deadlines and shutdown.
+ *
+ * Deadlines, per socket, with two reusable timers (no allocation per request):
+ * - head: the request head must be complete within `headersTimeoutMs` of its first byte (for a
+ *   new connection: of the sniffer handing it over). A deadline, not an idle timer: trickling
+ *   bytes does not extend it.
+ * - body: the request body must be complete within `bodyTimeoutMs` of its head.
+ * Between requests, Node's keep-alive idle timer (`keepAliveTimeoutMs`) applies.
+ * At a deadline the client gets `408` with a coded JSON error (unless a response already
+ * started) and the connection is closed.
+ */
+import http from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { GatewayError } from '../errors.ts';
+import type { ErrorCode } from '../errors.ts';
+import { clientErrorReply } from '../server/client-error.ts';
+
+export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
+
+export interface Http1Options {
+  /** The request handler (usually the same one the HTTP/2 server has). */
+  handler: RequestHandler;
+  /** Largest request head, in bytes (Node's `maxHeaderSize`). */
+  maxHeaderSize: number;
+  /** The request head must be complete within this (ms) of its first byte. */
+  headersTimeoutMs: number;
+  /** The request body must be complete within this (ms) of its head. */
+  bodyTimeoutMs: number;
+  /** Idle time between requests on a keep-alive connection (ms). Default 65 s. */
+  keepAliveTimeoutMs?: number;
+  /** A connection was adopted (metrics). */
+  onConnection?: () => void;
+  /** A deadline cut a connection (metrics). */
+  onTimeout?: (phase: 'h1_headers' | 'h1_body') => void;
+  /** A request the parser refused (bad framing, headers over the limit) was answered (metrics). */
+  onClientError?: (code: ErrorCode) => void;
+}
+
+/** The phase a connection is in (for the deadlines). */
+const Phase = { Head: 1, Body: 2 } as const;
+type Phase = typeof Phase[keyof typeof Phase];
+
+interface State {
+  phase: Phase;
+  req: IncomingMessage | undefined;
+  res: ServerResponse | undefined;
+  head: NodeJS.Timeout;
+  body: NodeJS.Timeout | undefined;
+}
+
+const kState = Symbol('ghostgate.h1state');
+type Tracked = Socket & { [kState]?: State; _httpMessage?: ServerResponse | null };
+
+export class Http1Front {
+  readonly server: http.Server;
+  readonly #o: Http1Options;
+  readonly #sockets = new Set<Tracked>();
+  #draining = false;
+
+  constructor(o: Http1Options) {
+    this.#o = o;
+    // requestTimeout/headersTimeout: Node enforces them only for servers that listen themselves
+    // (this one never does); our own deadlines below replace them.
+    this.server = http.createServer({ keepAliveTimeout: o.keepAliveTimeoutMs ?? 65_000, maxHeaderSize: o.maxHeaderSize, requestTimeout: 0 }, o.handler);
+    this.server.on('request', (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res));
+    // A request the parser refuses gets a catalogued JSON reply, not Node's bare 400/431.
+    this.server.on('clientError', clientErrorReply(o.onClientError));
+  }
+
+  /** Open HTTP/1.1 connections. */
+  get size(): number { return this.#sockets.size; }
+
+  /** Connections with a response in progress. */
+  busy(): number {
+    let n = 0;
+    for (const s of this.#sockets) if (s._httpMessage) n++;
+    return n;
+  }
+
+  /**
+   * Take over a connection whose first bytes are (or will be) HTTP/1.1. Bytes already read
+   * must have been put back (`unshift`) before.
+   */
+  adopt(socket: Socket): void {
+    const s = socket as Tracked;
+    if (this.#draining) { s.destroy(); return; }
+    this.#sockets.add(s);
+    this.#o.onConnection?.();
+    const st: State = { phase: Phase.Head, req: undefined, res: undefined, head: setTimeout(onHeadDeadline, this.#o.headersTimeoutMs, this, s), body: undefined };
+    st.head.unref();
+    s[kState] = st;
+    s.on('data', onData);
+    s.once('close', () => {
+      clearTimeout(st.head);
+      if (st.body) clearTimeout(st.body);
+      st.req = undefined; st.res = undefined;
+      this.#sockets.delete(s);
+    });
+    // The HTTP/1.1 parser normally reads straight from the native handle, which would skip bytes
+    // we unshifted (and the 'data' events the head deadline watches); marking the handle
+    // consumed makes it read through the socket instead.
+    const handle = (s as unknown as { _handle?: { _consumed?: boolean } })._handle;
+    if (handle) handle._consumed = true;
+    this.server.emit('connection', s);
+    s.resume();
+  }
+
+  #onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const st = (req.socket as Tracked)[kState];
+    if (st === undefined) return;
+    st.phase = Phase.Body;
+    st.req = req;
+    st.res = res;
+    if (st.body === undefined) {
+      st.body = setTimeout(onBodyDeadline, this.#o.bodyTimeoutMs, this, req.socket);
+      st.body.unref();
+    } else st.body.refresh();
+    if (this.#draining) res.shouldKeepAlive = false;
+  }
+
+  /** A deadline passed: answer 408 if no response started, and close. */
+  cut(s: Tracked, phase: 'h1_headers' | 'h1_body'): void {
+    if (s.destroyed) return;
+    this.#o.onTimeout?.(phase);
+    const res = s._httpMessage;
+    if (res && res.headersSent) { s.destroy(); return; }
+    const head = phase === 'h1_headers';
+    const err = new GatewayError('GW_ERR_REQ_TIMEOUT', [], { details: { phase: head ? 'head' : 'body', timeoutMs: head ? this.#o.headersTimeoutMs : this.#o.bodyTimeoutMs } });
+    const body = JSON.stringify(err.toJSON());
+    const raw = `HTTP/1.1 ${err.status} Request Timeout\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+    // Never wait for a client that does not read: the bytes are small, the kernel takes them.
+    s.write(raw, () => s.destroy());
+    setTimeout(() => s.destroy(), 1000).unref();
+  }
+
+  /**
+   * Shutdown, step one: close idle keep-alive connections now; busy ones get `Connection: close`
+   * on their response and close when it is done. New connections are refused.
+   */
+  drain(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    for (const s of this.#sockets) {
+      const res = s._httpMessage;
+      if (!res) s.destroy();
+      else if (!res.headersSent) res.shouldKeepAlive = false;
+      else res.once('finish', () => s.destroy());
+    }
+  }
+
+  /** Shutdown, last step: close every connection still open. */
+  destroyAll(): void {
+    for (const s of this.#sockets) s.destroy();
+    this.server.close();
+  }
+}
+
+function onData(this: Tracked): void {
+  const st = this[kState]!;
+  // The first byte of the next request on a keep-alive connection starts its head deadline.
+  if (st.phase === Phase.Body && st.req!.complete) {
+    st.phase = Phase.Head;
+    st.req = undefined; st.res = undefined;
+    st.head.refresh();
+  }
+}
+
+function onHeadDeadline(front: Http1Front, s: Tracked): void {
+  if (s[kState]?.phase === Phase.Head) front.cut(s, 'h1_headers');
+}
+
+function onBodyDeadline(front: Http1Front, s: Tracked): void {
+  const st = s[kState];
+  if (st?.phase === Phase.Body && !st.req!.complete) front.cut(s, 'h1_body');
+}

@@ -1,0 +1,197 @@
+/**
+ * Every connection phase has a deadline (issue #10.4), on raw sockets and real HTTP/2 sessions:
+ * - HTTP/1.1 (cleartext and TLS): the head within `limits.headersTimeoutMs` of its first byte,
+ *   however it is trickled; the body within `limits.bodyTimeoutMs`; `limits.headerBytes` on both
+ *   ports. A keep-alive connection idle between requests is not cut by these.
+ * - HTTP/2: a stream whose body does not complete in time gets 408 and is reset; a session with
+ *   no completed request for `http2.sessionIdleTimeoutMs` is closed (GOAWAY) even while it PINGs,
+ *   but one that keeps sending requests, or has a long response in flight, is never cut.
+ */
+import http from 'node:http';
+import type { ClientHttp2Session } from 'node:http2';
+import net from 'node:net';
+import tls from 'node:tls';
+import t from 'tap';
+import type { Test } from 'tap';
+import { startGateway } from '../helpers/gateway.ts';
+import type { TestGateway } from '../helpers/gateway.ts';
+import { collect, connect, open, post, post1, sleep, within } from '../helpers/h2.ts';
+import { makeCert } from '../helpers/tls.ts';
+
+const HEAD_MS = 400;
+const BODY_MS = 400;
+const cert = makeCert();
+
+async function gateway(t: Tap, extra = ''): Promise<TestGateway> {
+  return startGateway(t, {
+    files: { 'tls/key.pem': cert.key, 'tls/cert.pem': cert.cert },
+    listenYaml: 'listen: { host: 127.0.0.1, port: 0, tls: { host: 127.0.0.1, port: 0, key: { file: tls/key.pem }, cert: { file: tls/cert.pem } } }',
+    extraConfig: `limits: { headersTimeoutMs: ${HEAD_MS}, bodyTimeoutMs: ${BODY_MS}, headerBytes: 2048 }\n${extra}`,
+  });
+}
+type Tap = Test;
+
+/** A raw client socket on the cleartext or TLS port that records what it receives and when it closes. */
+async function raw(t: Tap, g: TestGateway, secure: boolean): Promise<{ sock: net.Socket; text: () => string; closed: Promise<number> }> {
+  const a = g.gw.addresses!;
+  const sock: net.Socket = secure
+    ? tls.connect({ port: a.tlsPort!, host: '127.0.0.1', ca: cert.cert, servername: 'localhost', ALPNProtocols: ['http/1.1'] })
+    : net.connect(a.port, '127.0.0.1');
+  t.teardown(() => sock.destroy());
+  await new Promise((r) => sock.once(secure ? 'secureConnect' : 'connect', r));
+  let text = '';
+  sock.setEncoding('utf8');
+  sock.on('data', (d: string) => { text += d; });
+  sock.on('error', () => { /* reset by the gateway: fine */ });
+  const t0 = Date.now();
+  const closed = new Promise<number>((r) => sock.once('close', () => r(Date.now() - t0)));
+  return { sock, text: () => text, closed };
+}
+
+/** Write `s` one byte every `ms` until the socket closes (then stop). */
+function trickle(sock: net.Socket, s: string, ms = 50): void {
+  let i = 0;
+  const timer = setInterval(() => {
+    if (sock.destroyed || sock.writableEnded) { clearInterval(timer); return; }
+    sock.write(s[i++ % s.length]!);
+  }, ms);
+  sock.once('close', () => clearInterval(timer));
+}
+
+async function metric(g: TestGateway, name: string, label: string): Promise<number> {
+  const text = await (await fetch(`${g.adminUrl}/metrics`)).text();
+  const m = new RegExp(`^${name}\\{[^}]*${label}[^}]*\\} (\\d+)`, 'm').exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
+const HEAD = 'POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n';
+
+for (const secure of [false, true]) {
+  const port = secure ? 'TLS' : 'cleartext';
+
+  t.test(`HTTP/1.1 (${port}): a head trickled one byte at a time is cut at the deadline with 408`, async (t) => {
+    const g = await gateway(t);
+    const c = await raw(t, g, secure);
+    // Far more bytes than the deadline allows at this pace, and each one arrives before an idle timer would fire.
+    trickle(c.sock, `${HEAD}x-padding: ${'a'.repeat(400)}`);
+    const ms = await within('the connection to be closed', c.closed, 10_000);
+    t.match(c.text(), /^HTTP\/1\.1 408 [^]*"code":"GW_ERR_REQ_TIMEOUT","message":"Request head not received within 400 ms"/);
+    t.ok(ms >= HEAD_MS - 50, `not before the deadline (${ms} ms)`);
+    t.equal(await metric(g, 'ghostgate_client_timeouts_total', 'phase="h1_headers"'), 1, 'counted');
+  });
+
+  t.test(`HTTP/1.1 (${port}): a body never sent, or trickled, is cut at the body deadline with 408`, async (t) => {
+    const g = await gateway(t);
+    const never = await raw(t, g, secure);
+    never.sock.write(`${HEAD}content-length: 50\r\n\r\n`);
+    const trickled = await raw(t, g, secure);
+    trickled.sock.write(`${HEAD}content-length: 1000\r\n\r\n`);
+    trickle(trickled.sock, '{"prompt":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}');
+    await within('both connections to be closed', Promise.all([never.closed, trickled.closed]), 10_000);
+    for (const c of [never, trickled]) t.match(c.text(), /^HTTP\/1\.1 408 [^]*"message":"Request body not received within 400 ms"/);
+    t.equal(await metric(g, 'ghostgate_client_timeouts_total', 'phase="h1_body"'), 2, 'counted');
+    t.same(g.logs.filter((l) => JSON.parse(l).level >= 50), [], 'no error logged: a cut request is not an internal error');
+  });
+
+  t.test(`HTTP/1.1 (${port}): the next request on a keep-alive connection has its own head deadline; idle time between requests is not cut`, async (t) => {
+    const g = await gateway(t);
+    const c = await raw(t, g, secure);
+    const body = JSON.stringify({ model: 'ghost-small', prompt: 'x' });
+    const request = `${HEAD}content-length: ${body.length}\r\n\r\n${body}`;
+    c.sock.write(request);
+    await within('the first response', (async () => { while (!/\r\n0\r\n\r\n$/.test(c.text())) await sleep(10); })(), 10_000);
+    // Idle for longer than both deadlines: keep-alive (65 s) governs this, not the request deadlines.
+    await sleep(HEAD_MS + BODY_MS + 200);
+    t.equal(c.sock.destroyed, false, 'an idle keep-alive connection is kept');
+    c.sock.write(request);
+    await within('the second response', (async () => { while ((c.text().match(/HTTP\/1\.1 200/g) ?? []).length < 2 || !/\r\n0\r\n\r\n$/.test(c.text())) await sleep(10); })(), 10_000);
+    trickle(c.sock, HEAD);
+    await within('the trickled third request to be cut', c.closed, 10_000);
+    t.match(c.text(), /HTTP\/1\.1 408 [^]*GW_ERR_REQ_TIMEOUT/);
+  });
+
+  t.test(`HTTP/1.1 (${port}): limits.headerBytes applies`, async (t) => {
+    const g = await gateway(t);
+    const c = await raw(t, g, secure);
+    // 4 KiB of headers: under Node's default (16 KiB), over the configured 2 KiB.
+    c.sock.write(`${HEAD}x-big: ${'b'.repeat(4096)}\r\ncontent-length: 2\r\n\r\n{}`);
+    await within('the connection to be closed', c.closed, 10_000);
+    t.match(c.text(), /^HTTP\/1\.1 431 /);
+  });
+}
+
+t.test('HTTP/2: streams with headers and no body are answered 408 and reset; the session stays usable', async (t) => {
+  const g = await gateway(t);
+  const s = await connect(g.url);
+  t.teardown(() => s.destroy());
+  const stuck = Array.from({ length: 20 }, () => collect(s.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json' }, { endStream: false })));
+  const rs = await within('20 stuck streams to be closed', Promise.all(stuck), 10_000);
+  for (const r of rs) t.equal(r.status, 408);
+  t.same(new Set(rs.map((r) => JSON.parse(r.text).error.code)), new Set(['GW_ERR_REQ_TIMEOUT']));
+  t.equal(await metric(g, 'ghostgate_client_timeouts_total', 'phase="h2_stream_body"'), 20, 'counted');
+  const ok = await post(s, '/v1/completions', { model: 'ghost-small', prompt: 'x' });
+  t.equal(ok.status, 200, 'the session still serves requests');
+  const trickled = s.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json' }, { endStream: false });
+  const done = collect(trickled);
+  const timer = setInterval(() => { if (!trickled.closed) trickled.write(' '); }, 50);
+  t.teardown(() => clearInterval(timer));
+  t.equal((await within('a trickled body to be cut', done, 10_000)).status, 408, 'a trickled body too');
+  t.same(g.logs.filter((l) => JSON.parse(l).level >= 50), [], 'no error logged');
+});
+
+/** Resolves when the session receives GOAWAY or closes; `null` if `until` settles first. */
+function goaway(s: ClientHttp2Session): Promise<'goaway'> {
+  return new Promise((r) => { s.once('goaway', () => r('goaway')); s.once('close', () => r('goaway')); });
+}
+
+t.test('HTTP/2: a session kept alive only by PINGs is closed; one that keeps completing requests, or has a long response running, is not cut', async (t) => {
+  const IDLE = 600;
+  const g = await startGateway(t, {
+    modelArgs: ['--ttft-ms', '0', '--token-ms', '1', '--tokens', '2'],
+    extraConfig: `http2: { sessionIdleTimeoutMs: ${IDLE} }`,
+  });
+  // Pinger: no requests, a PING every 100 ms.
+  const pinger = await connect(g.url);
+  t.teardown(() => pinger.destroy());
+  const pingerGone = goaway(pinger);
+  const pings = setInterval(() => { if (!pinger.closed && !pinger.destroyed) pinger.ping(() => {}); }, 100);
+  t.teardown(() => clearInterval(pings));
+  // Worker: a request every 100 ms for at least 3 idle periods.
+  const worker = await connect(g.url);
+  t.teardown(() => worker.destroy());
+  let workerGoaway = false;
+  worker.once('goaway', () => { workerGoaway = true; });
+  const t0 = Date.now();
+  let n = 0;
+  while (Date.now() - t0 < 3 * IDLE || n < 10) {
+    const r = await post(worker, '/v1/completions', { model: 'ghost-small', prompt: 'x' });
+    t.equal(r.status, 200);
+    n++;
+    await sleep(100);
+  }
+  t.equal(await within('the pinging session to be closed', pingerGone, 10_000), 'goaway', 'a session with PINGs and no request is closed');
+  t.equal(workerGoaway, false, `a session that completed ${n} requests over ${Date.now() - t0} ms was never told to go away`);
+  t.equal(await metric(g, 'ghostgate_client_timeouts_total', 'phase="h2_session_idle"'), 1, 'counted once');
+});
+
+t.test('HTTP/2: a response longer than the idle time finishes cleanly (GOAWAY is graceful)', async (t) => {
+  const IDLE = 400;
+  const g = await startGateway(t, {
+    modelArgs: ['--ttft-ms', '0', '--token-ms', '50', '--tokens', '30'],
+    extraConfig: `http2: { sessionIdleTimeoutMs: ${IDLE} }`,
+  });
+  const s = await connect(g.url);
+  t.teardown(() => s.destroy());
+  const gone = goaway(s);
+  const r = await collect(open(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true }));
+  t.equal(r.events.at(-1), '[DONE]', 'the 1.5 s completion finished');
+  t.ok(r.complete, 'with a clean END_STREAM');
+  t.equal(await within('GOAWAY', gone, 10_000), 'goaway', 'the session was told to go away meanwhile');
+});
+
+t.test('a normal HTTP/1.1 keep-alive client is unaffected by the deadlines', async (t) => {
+  const g = await gateway(t);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  for (let i = 0; i < 5; i++) t.equal((await post1(`${g.url}/v1/completions`, { model: 'ghost-small', prompt: 'x' }, {}, agent)).status, 200);
+});
