@@ -133,7 +133,7 @@ t.test('HTTP/2: streams with headers and no body are answered 408 and reset; the
   t.equal(ok.status, 200, 'the session still serves requests');
   const trickled = s.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json' }, { endStream: false });
   const done = collect(trickled);
-  const timer = setInterval(() => { if (!trickled.closed) trickled.write(' '); }, 50);
+  const timer = setInterval(() => { if (!trickled.closed && !trickled.destroyed) trickled.write(' '); }, 50);
   t.teardown(() => clearInterval(timer));
   t.equal((await within('a trickled body to be cut', done, 10_000)).status, 408, 'a trickled body too');
   t.same(g.logs.filter((l) => JSON.parse(l).level >= 50), [], 'no error logged');
