@@ -57,7 +57,7 @@ export async function startGatewayProcess(t: Teardown, o: GatewayProcessOptions 
     o.listenYaml ?? 'listen: { host: 127.0.0.1, port: 0 }',
     'admin: { host: 127.0.0.1, port: 0 }',
     'upstreams:',
-    `  local: { url: ${model.url}, protocol: h2c, pool: { size: 2 }, forwardHeaders: [user-agent, x-ttft-ms, x-token-ms, x-tokens] }`,
+    `  local: { url: ${model.url}, protocol: h2c, pool: { size: 2 }, forwardHeaders: [user-agent, x-ttft-ms, x-token-ms, x-tokens, x-headers-after-ttft] }`,
     'models:',
     '  ghost-small: { upstream: local }',
     'defaultModel: ghost-small',
