@@ -139,6 +139,20 @@ t.test('HTTP/2: streams with headers and no body are answered 408 and reset; the
   t.same(g.logs.filter((l) => JSON.parse(l).level >= 50), [], 'no error logged');
 });
 
+t.test('HTTP/2: a stuck stream among many completed ones is still cut (the pending list is compacted, not lost)', async (t) => {
+  const g = await gateway(t);
+  const s = await connect(g.url);
+  t.teardown(() => s.destroy());
+  const stuck = (): Promise<{ status: number }> => collect(s.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json' }, { endStream: false }));
+  const first = stuck();
+  const oks = await Promise.all(Array.from({ length: 150 }, () => post(s, '/v1/completions', { model: 'ghost-small', prompt: 'x' })));
+  t.equal(oks.filter((r) => r.status === 200).length, 150, '150 requests served meanwhile');
+  const last = stuck();
+  const [a, b] = await within('both stuck streams to be cut', Promise.all([first, last]), 10_000);
+  t.equal(a.status, 408, 'the one opened before 150 others');
+  t.equal(b.status, 408, 'the one opened after them');
+});
+
 /** Resolves when the session receives GOAWAY or closes; `null` if `until` settles first. */
 function goaway(s: ClientHttp2Session): Promise<'goaway'> {
   return new Promise((r) => { s.once('goaway', () => r('goaway')); s.once('close', () => r('goaway')); });
