@@ -53,15 +53,19 @@ class Bag {
   }
 }
 
+/** The attacker is another client than the typing users: per-IP connection caps apply to it alone. */
+const HOSTILE_ADDRESS = '127.0.0.2';
+
 function connectH2(url: string, bag: Bag, settings: http2.Settings = {}): ClientHttp2Session {
-  const s = http2.connect(url, { settings, peerMaxConcurrentStreams: 10_000 });
+  const u = new URL(url);
+  const s = http2.connect(url, { settings, peerMaxConcurrentStreams: 10_000, createConnection: () => net.connect({ port: Number(u.port), host: u.hostname, localAddress: HOSTILE_ADDRESS }) });
   s.on('error', () => { /* expected: the gateway may cut us off */ });
   bag.sessions.add(s);
   return s;
 }
 
 function rawSocket(port: number, bag: Bag): net.Socket {
-  const s = net.connect(port, '127.0.0.1');
+  const s = net.connect({ port, host: '127.0.0.1', localAddress: HOSTILE_ADDRESS });
   s.on('error', () => { /* expected */ });
   bag.sockets.add(s);
   return s;
