@@ -134,7 +134,7 @@ function cutStream(stream: ServerHttp2Stream, o: H2SessionOptions): void {
   o.onTimeout?.('h2_stream_body');
   stream.on('error', noop);
   if (stream.headersSent) { stream.close(NGHTTP2_CANCEL); return; }
-  const err = new GatewayError('GW_ERR_REQ_TIMEOUT', ['body', o.bodyTimeoutMs]);
+  const err = new GatewayError('GW_ERR_REQ_TIMEOUT', [], { details: { phase: 'body', timeoutMs: o.bodyTimeoutMs } });
   stream.respond({ ':status': err.status, 'content-type': 'application/json', 'cache-control': 'no-store' });
   // A complete response, then RST_STREAM(NO_ERROR): "stop sending the request" (RFC 9113 §8.1).
   stream.end(JSON.stringify(err.toJSON()), () => stream.close(NGHTTP2_NO_ERROR));
