@@ -29,7 +29,7 @@ export interface HostileStats {
   oneWriteSent: number;
 }
 
-interface Start { cmd: 'start'; url: string; port: number; token: string; seconds: number; slotSeconds: number }
+export interface Start { cmd: 'start'; url: string; port: number; token: string; seconds: number; slotSeconds: number }
 
 const stats: HostileStats = { attacks: {}, oneWritePrefix: 'hx-', oneWriteSent: 0 };
 let stopping = false;
@@ -42,7 +42,7 @@ const bump = (m: Record<string, number>, k: string): void => { m[k] = (m[k] ?? 0
 const longBody = JSON.stringify({ model: 'ghost-small', prompt: 'def slow(', stream: true, max_tokens: 400 });
 
 /** Track sockets/sessions an attack opens, to close them all at its end. */
-class Bag {
+export class Bag {
   sessions = new Set<ClientHttp2Session>();
   sockets = new Set<net.Socket>();
   timers = new Set<NodeJS.Timeout>();
@@ -259,7 +259,7 @@ async function idleConns(a: Start, until: number, bag: Bag): Promise<void> {
   await sleep(Math.max(0, until - Date.now()));
 }
 
-const ATTACKS: Array<[string, (a: Start, until: number, bag: Bag) => Promise<void>]> = [
+export const ATTACKS: Array<[string, (a: Start, until: number, bag: Bag) => Promise<void>]> = [
   ['slow-reader', slowReader], ['rapid-reset', rapidReset], ['trickle', trickle], ['no-body', noBody],
   ['one-write', oneWrite], ['deep-json', deepJson], ['idle-conns', idleConns],
 ];

@@ -124,7 +124,9 @@ function handleUnsafe(gw: GatewayState, stream: ServerHttp2Stream, headers: Inco
 
 function replyError(stream: ServerHttp2Stream, err: GatewayError, gw?: GatewayState): void {
   gw?.metrics.errors.labels(err.code).inc();
-  if (stream.destroyed || stream.headersSent) return;
+  // A stream reset by the client (e.g. RST_STREAM in the same write as its request) is closed
+  // before it is destroyed; respond() on it throws, outside any try (this runs from 'end').
+  if (stream.destroyed || stream.closed || stream.headersSent) return;
   const headers: OutgoingHttpHeaders = { ':status': err.status, 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' };
   // The Copilot client wants this on every reply of its GitHub-API host (core/copilot).
   if (gw?.runtime.copilot !== undefined) headers['x-github-request-id'] = randomUUID();
@@ -143,7 +145,7 @@ class RawH2Response implements AnyResponse {
     this.req = { headers };
   }
   writeHead(status: number, headers: OutgoingHttpHeaders): unknown {
-    if (this.stream.destroyed || this.stream.headersSent) return this;
+    if (this.stream.destroyed || this.stream.closed || this.stream.headersSent) return this;
     headers[':status'] = status;
     this.stream.respond(headers);
     return this;
