@@ -158,6 +158,27 @@ t.test('HTTP/2: a stuck stream among many completed ones is still cut (the pendi
   t.equal(b.status, 408, 'the one opened after them');
 });
 
+t.test('HTTP/2: a client that goes away with streams still waiting for their body does not take the gateway down', async (t) => {
+  const g = await startGateway(t);
+  for (const how of ['session destroyed', 'socket closed'] as const) {
+    const s = await connect(g.url);
+    s.on('error', () => { /* we close it */ });
+    const streams = Array.from({ length: 20 }, () => s.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json' }, { endStream: false }));
+    for (const st of streams) st.on('error', () => { /* we close it */ });
+    await new Promise<void>((r) => s.ping(() => r()));
+    // Measured: the crash this guards against needed the streams to have waited >= 20 ms before the
+    // client went away. A sleep is a lower bound, so this sets the case up on any machine; nothing
+    // is asserted on time.
+    await sleep(100);
+    if (how === 'session destroyed') s.destroy(); else s.socket.destroy();
+    const fresh = await connect(g.url);
+    t.teardown(() => fresh.destroy());
+    const ok = await post(fresh, '/v1/completions', { model: 'ghost-small', prompt: 'x' });
+    t.equal(ok.status, 200, `${how}: the gateway still serves`);
+  }
+  t.same(g.logs.filter((l) => JSON.parse(l).level >= 50), [], 'no error logged');
+});
+
 /** Resolves when the session receives GOAWAY or closes; `null` if `until` settles first. */
 function goaway(s: ClientHttp2Session): Promise<'goaway'> {
   return new Promise((r) => { s.once('goaway', () => r('goaway')); s.once('close', () => r('goaway')); });
