@@ -22,7 +22,7 @@ import type { Http2Settings } from '../config/model.ts';
 import type { GatewayMetrics } from '../metrics.ts';
 import type { Logger } from '../types.ts';
 
-const { NGHTTP2_NO_ERROR, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
+const { NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
 /** The length of one counting window (ms); the decision looks at the current and the previous one. */
 const WINDOW_MS = 1000;
 
@@ -141,8 +141,10 @@ export function markOwned(stream: ServerHttp2Stream | undefined): void {
 function onStreamClose(this: WatchedStream): void {
   const w = this[STREAM];
   const code = this.rstCode;
-  // Ended normally, or answered before the reset (then the reset is not a cancel of the request).
-  if (w === undefined || code === undefined || code === NGHTTP2_NO_ERROR || this.headersSent) return;
+  // Answered before the reset (then the reset is not a cancel of the request); a stream that ended
+  // normally was answered too. A reset before any response counts whatever its code: an attacker
+  // picks RST_STREAM(NO_ERROR) as easily as CANCEL.
+  if (w === undefined || code === undefined || this.headersSent) return;
   const guard = w.guard;
   // The session itself is going away (client disconnect, our shutdown or cut): not a client reset.
   if (w.completion && !w.owned) guard.cancelledBeforeForward();
