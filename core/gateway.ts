@@ -313,6 +313,8 @@ export class Gateway implements GatewayState {
     }
     for (const s of sessions) s.destroy();
     for (const f of http1) f.destroyAll();
+    // What is still connected now (a client that stopped reading) is cut at the socket.
+    this.#servers.gate.destroyAll();
     await closing;
     await closeApp(this.#admin);
     // Pools close once their runtimes are done; bounded, so shutdown always ends.

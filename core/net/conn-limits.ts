@@ -16,6 +16,8 @@ export class ConnectionGate {
   readonly perIp: number;
   #open = 0;
   readonly #byIp = new Map<string, number>();
+  /** Admitted sockets still open: the last resort of shutdown (see `destroyAll`). */
+  readonly #sockets = new Set<Socket>();
   readonly #onRefuse: (reason: RefuseReason, ip: string) => void;
   readonly #onCount: (open: number) => void;
 
@@ -40,6 +42,17 @@ export class ConnectionGate {
     });
   }
 
+  /**
+   * Destroy every admitted socket still open, whatever runs on it; returns how many. Shutdown's
+   * last step: an HTTP/2 session whose client stopped reading keeps its TCP socket open after
+   * `session.destroy()`, and the listener's close would wait for it forever.
+   */
+  destroyAll(): number {
+    const n = this.#sockets.size;
+    for (const s of this.#sockets) s.destroy();
+    return n;
+  }
+
   /** Count `socket` in, or close it and return false when a cap is reached. */
   admit(socket: Socket): boolean {
     const ip = socket.remoteAddress ?? '';
@@ -53,7 +66,9 @@ export class ConnectionGate {
     }
     this.#onCount(++this.#open);
     this.#byIp.set(ip, n + 1);
+    this.#sockets.add(socket);
     socket.once('close', () => {
+      this.#sockets.delete(socket);
       this.#onCount(--this.#open);
       const left = this.#byIp.get(ip)! - 1;
       if (left === 0) this.#byIp.delete(ip); else this.#byIp.set(ip, left);
