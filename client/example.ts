@@ -6,12 +6,12 @@
  *
  * It trades the API key for a short-lived token (POST /v1/token), streams one completion, then
  * starts a second one and cancels it after its first event, as an editor does when the user
- * types on. Env: GHOSTGATE_URL (default http://127.0.0.1:8080), GHOSTGATE_API_KEY (required),
+ * types on. Env: GHOSTGATE_URL (default http://127.0.0.1:$GHOSTGATE_PORT, as the gateway reads it, else 8080), GHOSTGATE_API_KEY (required),
  * GHOSTGATE_MODEL (default ghost-small).
  */
 import { GhostgateClient, GhostgateError } from './ghostgate-client.ts';
 
-const url = process.env.GHOSTGATE_URL || 'http://127.0.0.1:8080';
+const url = process.env.GHOSTGATE_URL || `http://127.0.0.1:${process.env.GHOSTGATE_PORT || 8080}`;
 const credential = process.env.GHOSTGATE_API_KEY;
 const model = process.env.GHOSTGATE_MODEL || 'ghost-small';
 if (!credential) {

@@ -36,7 +36,7 @@ t.test('npm start (default config): dev API key + dev token in the banner; the c
   const url = `http://127.0.0.1:${env.GHOSTGATE_PORT}`;
 
   // The example from client/README.md, as `npm run -s client:example` runs it.
-  const ex = await run(t, ['client/example.ts'], { GHOSTGATE_URL: url, GHOSTGATE_API_KEY: key! });
+  const ex = await run(t, ['client/example.ts'], { GHOSTGATE_PORT: env.GHOSTGATE_PORT, GHOSTGATE_API_KEY: key! } /* follows the gateway's port variable */);
   t.equal(ex.code, 0, `example exits 0 (stderr: ${ex.err})`);
   t.match(ex.out, /^completion of "def fib\(": .+\n\[done\]\n\[cancelled after 1 event\]\n$/s, 'streams a completion, then cancels one');
   const wrong = await run(t, ['client/example.ts'], { GHOSTGATE_URL: url, GHOSTGATE_API_KEY: 'ggk_wrong' });
