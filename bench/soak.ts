@@ -269,14 +269,15 @@ async function main(): Promise<number> {
 
     // --- settle, then what is left open
     const settleUntil = Date.now() + 10_000;
-    let left = { clientConns: NaN, clientConnsGauge: NaN, proxyStreams: NaN, modelInFlight: NaN, inflightGauge: NaN };
+    let left = { clientConns: NaN, clientConnsGauge: NaN, proxyStreams: NaN, modelInFlight: NaN, inflightGauge: NaN, upstreamDraining: NaN };
     for (;;) {
       const m = await g.metrics().catch(() => '');
       const ms = await fetch(`${model.url}/_stats`, { signal: AbortSignal.timeout(5000) }).then((r) => r.json() as Promise<{ inFlight: number }>).catch(() => ({ inFlight: NaN }));
       // ghostgate_client_connections (the gateway's own count of open client connections), if this build has it.
       const gauge = /^ghostgate_client_connections /m.test(m) ? promValue(m, 'ghostgate_client_connections') : NaN;
-      left = { clientConns: socketsOnPort(g.proc.pid, port), clientConnsGauge: gauge, proxyStreams: proxy.openStreams, modelInFlight: ms.inFlight, inflightGauge: promValue(m, 'ghostgate_inflight_requests') };
-      if ((left.clientConns === 0 || Number.isNaN(left.clientConns)) && !(left.clientConnsGauge > 0) && left.proxyStreams === 0 && left.inflightGauge === 0 && !(left.modelInFlight > 0)) break;
+      const ups = await g.json<Record<string, { draining?: number }>>('/-/upstreams').then((x) => x.body, () => ({} as Record<string, { draining?: number }>));
+      left = { clientConns: socketsOnPort(g.proc.pid, port), clientConnsGauge: gauge, proxyStreams: proxy.openStreams, modelInFlight: ms.inFlight, inflightGauge: promValue(m, 'ghostgate_inflight_requests'), upstreamDraining: ups.local?.draining ?? NaN };
+      if (!(left.upstreamDraining > 0) && (left.clientConns === 0 || Number.isNaN(left.clientConns)) && !(left.clientConnsGauge > 0) && left.proxyStreams === 0 && left.inflightGauge === 0 && !(left.modelInFlight > 0)) break;
       if (Date.now() > settleUntil) break;
       await sleep(200);
     }
@@ -329,7 +330,7 @@ async function main(): Promise<number> {
     }
     out.push('');
     out.push(`gateway RSS ${(start.rssBytes / 2 ** 20).toFixed(1)} MB → ${(end.rssBytes / 2 ** 20).toFixed(1)} MB (V8 heap used ${(start.heapUsedBytes / 2 ** 20).toFixed(1)} → ${(end.heapUsedBytes / 2 ** 20).toFixed(1)} MB, not collected on purpose); fds besides client connections ${start.fds} → ${end.fds} (with them: ${start.fdsAll} → ${end.fdsAll})`);
-    out.push(`left open at the end: client connections ${left.clientConns} (ghostgate_client_connections ${Number.isNaN(left.clientConnsGauge) ? '—' : left.clientConnsGauge}); upstream streams at the fault proxy ${left.proxyStreams}, in the model server ${left.modelInFlight}; ghostgate_inflight_requests ${left.inflightGauge}; upstream sessions at the fault proxy ${proxy.sessions}`);
+    out.push(`left open at the end: client connections ${left.clientConns} (ghostgate_client_connections ${Number.isNaN(left.clientConnsGauge) ? '—' : left.clientConnsGauge}); upstream streams at the fault proxy ${left.proxyStreams}, in the model server ${left.modelInFlight}; ghostgate_inflight_requests ${left.inflightGauge}; upstream sessions at the fault proxy ${proxy.sessions}, draining in the gateway ${left.upstreamDraining} (10 s after the load)`);
     out.push(`admin /_ping every 0.5 s: ${ping.probes} probes, ${ping.failed} unanswered within 5 s, slowest ${ping.maxMs.toFixed(0)} ms`);
     out.push(`/-/upstreams: ${JSON.stringify(upstreams)}`);
     out.push(`gateway: requests by outcome ${JSON.stringify(outcomesFromProm(metrics))}; cancelled before forward ${promValue(metrics, 'ghostgate_cancelled_before_forward_total')}; upstream retries ${promValue(metrics, 'ghostgate_upstream_retries_total')}; client connections ${promValue(metrics, 'ghostgate_client_connections_total')}`);
