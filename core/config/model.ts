@@ -27,11 +27,10 @@ export interface Http2Settings {
    */
   streamResetBurst: number;
   streamResetRate: number;
-  /** A client reset within this many ms of the stream's opening is "rapid". Default 2. */
-  rapidResetMs: number;
   /**
-   * A session whose rapid resets over the last 1–2 s exceed this, and are more than half of the
-   * streams it opened then, gets GOAWAY(ENHANCE_YOUR_CALM) and is closed. Default 200.
+   * A session whose resets of streams not answered yet (at any age) over the last 1–2 s exceed
+   * this, and are more than half of the streams it opened then, gets GOAWAY(ENHANCE_YOUR_CALM)
+   * and is closed. Default 1000.
    */
   rapidResetLimit: number;
   /** Streams one client session may have in flight upstream; more get 429. Default 128. */

@@ -1,19 +1,20 @@
 /**
  * Per client HTTP/2 session: what one client may cost the others.
  *
- * - Rapid reset (CVE-2023-44487 style): a session that opens streams and resets them at once is
- *   sent GOAWAY(ENHANCE_YOUR_CALM) and closed. A reset is *rapid* when it comes within
- *   `http2.rapidResetMs` of the stream's opening (an attacker's reset is in the same write, ~0.03 ms;
- *   an editor's cancel comes after a keystroke, median ~16 ms). A session is cut when its rapid
- *   resets over the last one to two seconds exceed `http2.rapidResetLimit` *and* are more than half
- *   of the streams it opened in that time: an editor cancels ~45% of its requests, so even when a
- *   stalled event loop makes its cancels look rapid, a session of editors never crosses one half.
+ * - Rapid reset (CVE-2023-44487 style): a session that opens streams and resets them before any
+ *   response is sent GOAWAY(ENHANCE_YOUR_CALM) and closed. Every reset of a stream that had no
+ *   response yet counts, whatever its age: an attacker delays its RST_STREAM past any "within N ms"
+ *   rule as easily as it picks its error code. A session is cut when such resets over the last one
+ *   to two seconds exceed `http2.rapidResetLimit` (default 1000: 500–1000 resets/s; an editor makes
+ *   1–5 requests/s and cancels ~45%, so that is hundreds of editors on one connection) *and* are
+ *   more than half of the streams it opened in that time: an editor, or a load balancer
+ *   multiplexing many, cancels under half of its requests.
  * - Streams in flight upstream are counted per session, for `http2.maxInflightPerSession`.
  * - A completion stream the client resets before any Call took it (during its body, or before the
  *   server handled it at all) is counted as cancelled before forward, like the ones the Call's
  *   last look catches.
  *
- * Cost per stream: a window check, two counter updates and one 'close' listener.
+ * Cost per stream: a window check, two counter updates and one 'close' listener; no timer.
  */
 import http2 from 'node:http2';
 import type { Http2Session, ServerHttp2Stream } from 'node:http2';
@@ -31,7 +32,6 @@ const STREAM = Symbol('ghostgate.streamWatch');
 
 interface Watch {
   readonly guard: SessionGuard;
-  readonly openedAt: number;
   /** A completion route: an unowned reset counts as cancelled before forward. */
   readonly completion: boolean;
   /** A Call took this stream (it accounts for its own outcome). */
@@ -80,9 +80,9 @@ export class SessionGuard {
     this.#opened++;
   }
 
-  /** The client reset a stream `age` ms after it opened, before any response. */
-  reset(now: number, age: number): void {
-    if (age >= this.#ctx.settings.rapidResetMs || this.#cut) return;
+  /** The client reset a stream before any response (however long after it opened). */
+  reset(now: number): void {
+    if (this.#cut) return;
     this.#roll(now);
     this.#rapid++;
     const rapid = this.#rapid + this.#prevRapid;
@@ -124,9 +124,8 @@ export function guardOfStream(stream: ServerHttp2Stream | undefined): SessionGua
  */
 export function watchStream(session: Http2Session, stream: ServerHttp2Stream, ctx: GuardContext, completion: boolean): void {
   const guard = guardOf(session, ctx);
-  const now = performance.now();
-  guard.opened(now);
-  (stream as WatchedStream)[STREAM] = { guard, openedAt: now, completion, owned: false };
+  guard.opened(performance.now());
+  (stream as WatchedStream)[STREAM] = { guard, completion, owned: false };
   // Already reset (its RST_STREAM was in the same read as its HEADERS): 'close' may have fired.
   if (stream.destroyed) onStreamClose.call(stream);
   else stream.once('close', onStreamClose);
@@ -149,6 +148,5 @@ function onStreamClose(this: WatchedStream): void {
   // The session itself is going away (client disconnect, our shutdown or cut): not a client reset.
   if (w.completion && !w.owned) guard.cancelledBeforeForward();
   if (guard.session.destroyed || guard.session.closed) return;
-  const now = performance.now();
-  guard.reset(now, now - w.openedAt);
+  guard.reset(performance.now());
 }

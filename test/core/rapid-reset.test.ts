@@ -65,13 +65,14 @@ t.test('an open+reset flood is cut off fast; none of it reaches the model; a bys
   await waitFor('nothing in flight', () => g.gw.runtime.inflight === 0, 10_000);
 });
 
-// The second run makes every cancel look rapid, as when a stalled event loop reads an editor's
-// request and its cancel together: rapidResetMs 100, and response headers only after an 80 ms
-// prefill, so every cancel comes before any response. The share of resets (45%, under one half)
-// still keeps the session open.
+// The second run makes every cancel count: response headers only after an 80 ms prefill, so every
+// cancel comes before any response. The share of resets (45%, under one half) keeps the session
+// open; the third run sets a limit (100) its resets exceed, so only the share rule keeps it open.
 const variants: Array<[string, string, Record<string, string>, string]> = [
   ['default settings', '', {}, '10'],
-  ['every cancel counted as rapid', 'http2: { rapidResetMs: 100 }', { 'x-headers-after-ttft': '1' }, '80'],
+  ['every cancel before any response', '', { 'x-headers-after-ttft': '1' }, '80'],
+  // With a limit its resets exceed, the share rule alone keeps it open.
+  ['every cancel before any response, rapidResetLimit 100', 'http2: { rapidResetLimit: 100 }', { 'x-headers-after-ttft': '1' }, '80'],
 ];
 for (const [name, extraConfig, headers, ttft] of variants) {
 t.test(`a load balancer multiplexing editors that cancel 45% of requests is never cut (${name})`, async (t) => {
