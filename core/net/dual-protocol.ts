@@ -15,6 +15,7 @@
 import type http from 'node:http';
 import type { Http2SecureServer, Http2Server } from 'node:http2';
 import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { TLSSocket } from 'node:tls';
 import type { ErrorCode } from '../errors.ts';
 import { Http1Front } from './http1.ts';
@@ -56,13 +57,15 @@ export function acceptHttp1(h2server: Http2Server, opts: DualProtocolOptions): h
 
 /**
  * Hand the HTTP/1.1 connections of cleartext `h2server` to `front`. A new connection must send
- * enough bytes to tell the protocols apart within `firstBytesTimeoutMs`.
+ * enough bytes to tell the protocols apart within `firstBytesTimeoutMs`; an HTTP/1.1 one then
+ * has what is left of `front`'s head deadline, which also runs from accept.
  */
 export function routeHttp1(h2server: Http2Server, front: Http1Front, firstBytesTimeoutMs: number): void {
   const original = h2server.listeners('connection') as Array<(s: Socket) => void>;
   h2server.removeAllListeners('connection');
   const toH2 = (socket: Socket): void => { for (const fn of original) fn.call(h2server, socket); };
-  const toH1 = (socket: Socket): void => front.adopt(socket);
+  // One deadline from accept: the sniffer's wait for the first bytes and the request head share it.
+  const toH1 = (socket: Socket, acceptedAt: number): void => front.adopt(socket, acceptedAt);
   h2server.on('connection', (socket: Socket) => sniff(socket, toH2, toH1, firstBytesTimeoutMs));
   h2server.once('close', () => front.destroyAll());
 }
@@ -79,7 +82,8 @@ export function routeHttp1OverTls(server: Http2SecureServer, front: Http1Front):
 }
 
 /** Decide from the first bytes whether `socket` speaks h2c; hand it on with the bytes put back. */
-export function sniff(socket: Socket, toH2: (s: Socket) => void, toH1: (s: Socket) => void, timeoutMs = 10_000): void {
+export function sniff(socket: Socket, toH2: (s: Socket) => void, toH1: (s: Socket, acceptedAt: number) => void, timeoutMs = 10_000): void {
+  const acceptedAt = performance.now();
   let seen: Buffer = Buffer.alloc(0);
   const timer = setTimeout(() => socket.destroy(), timeoutMs);
   timer.unref();
@@ -93,7 +97,7 @@ export function sniff(socket: Socket, toH2: (s: Socket) => void, toH1: (s: Socke
     socket.removeListener('error', onError);
     socket.pause();
     socket.unshift(seen);
-    if (isPrefacePrefix) toH2(socket); else toH1(socket);
+    if (isPrefacePrefix) toH2(socket); else toH1(socket, acceptedAt);
   };
   const onError = (): void => { clearTimeout(timer); socket.destroy(); };
   socket.on('data', onData);

@@ -4,8 +4,10 @@
  * fallback, so both ports get the same limits, deadlines and shutdown.
  *
  * Deadlines, per socket, with two reusable timers (no allocation per request):
- * - head: the request head must be complete within `headersTimeoutMs` of its first byte (for a
- *   new connection: of the sniffer handing it over). A deadline, not an idle timer: trickling
+ * - head: the request head must be complete within `headersTimeoutMs` of its first byte; for the
+ *   first request on a connection, of the connection being accepted (cleartext: the sniffer's
+ *   first-bytes wait and the head share this one deadline; TLS: of the handshake's end, the
+ *   handshake having its own `handshakeTimeout`). A deadline, not an idle timer: trickling
  *   bytes does not extend it.
  * - body: the request body must be complete within `bodyTimeoutMs` of its head.
  * Between requests, Node's keep-alive idle timer (`keepAliveTimeoutMs`) applies.
@@ -15,6 +17,7 @@
 import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { GatewayError } from '../errors.ts';
 import type { ErrorCode } from '../errors.ts';
 import { clientErrorReply } from '../server/client-error.ts';
@@ -49,6 +52,9 @@ interface State {
   req: IncomingMessage | undefined;
   res: ServerResponse | undefined;
   head: NodeJS.Timeout;
+  /** The head timer was armed for less than `headersTimeoutMs` (time already spent before adopt). */
+  headShort: boolean;
+  front: Http1Front;
   body: NodeJS.Timeout | undefined;
 }
 
@@ -71,6 +77,9 @@ export class Http1Front {
     this.server.on('clientError', clientErrorReply(o.onClientError));
   }
 
+  /** The request head deadline (ms). */
+  get headersTimeoutMs(): number { return this.#o.headersTimeoutMs; }
+
   /** Open HTTP/1.1 connections. */
   get size(): number { return this.#sockets.size; }
 
@@ -83,14 +92,17 @@ export class Http1Front {
 
   /**
    * Take over a connection whose first bytes are (or will be) HTTP/1.1. Bytes already read
-   * must have been put back (`unshift`) before.
+   * must have been put back (`unshift`) before. `acceptedAt` (`performance.now()`) is when the
+   * connection was accepted: the first request's head deadline runs from then, not from now.
    */
-  adopt(socket: Socket): void {
+  adopt(socket: Socket, acceptedAt?: number): void {
     const s = socket as Tracked;
     if (this.#draining) { s.destroy(); return; }
     this.#sockets.add(s);
     this.#o.onConnection?.();
-    const st: State = { phase: Phase.Head, req: undefined, res: undefined, head: setTimeout(onHeadDeadline, this.#o.headersTimeoutMs, this, s), body: undefined };
+    const full = this.#o.headersTimeoutMs;
+    const left = acceptedAt === undefined ? full : Math.max(1, full - (performance.now() - acceptedAt));
+    const st: State = { phase: Phase.Head, req: undefined, res: undefined, head: setTimeout(onHeadDeadline, left, this, s), headShort: left < full, front: this, body: undefined };
     st.head.unref();
     s[kState] = st;
     s.on('data', onData);
@@ -165,8 +177,16 @@ function onData(this: Tracked): void {
   if (st.phase === Phase.Body && st.req!.complete) {
     st.phase = Phase.Head;
     st.req = undefined; st.res = undefined;
-    st.head.refresh();
+    if (st.headShort) rearmHead(this, st); else st.head.refresh();
   }
+}
+
+/** The first head deadline was shortened (it ran from accept); later ones get the full time. */
+function rearmHead(s: Tracked, st: State): void {
+  clearTimeout(st.head);
+  st.head = setTimeout(onHeadDeadline, st.front.headersTimeoutMs, st.front, s);
+  st.head.unref();
+  st.headShort = false;
 }
 
 function onHeadDeadline(front: Http1Front, s: Tracked): void {

@@ -120,6 +120,38 @@ for (const secure of [false, true]) {
   });
 }
 
+// One deadline from accept on the cleartext port: the protocol sniffer's wait for the first bytes
+// and the request head share it, so a client that waits before its first byte and then trickles
+// gets `headersTimeoutMs` in all, not up to twice that (issue #10.4, found again by the attack run).
+const LONG_HEAD_MS = 2500;
+
+t.test('HTTP/1.1 (cleartext): the head deadline runs from accept, also across the protocol sniffer', async (t) => {
+  const g = await startGateway(t, { extraConfig: `limits: { headersTimeoutMs: ${LONG_HEAD_MS}, bodyTimeoutMs: ${LONG_HEAD_MS} }` });
+  const late = await raw(t, g, false);
+  // Silent for 70% of the limit (within the sniffer's first-bytes budget), then a head trickled
+  // slower than it could ever complete.
+  setTimeout(() => trickle(late.sock, `${HEAD}x-padding: ${'a'.repeat(400)}`), LONG_HEAD_MS * 0.7).unref();
+  const ms = await within('the connection to be closed', late.closed, 20_000);
+  t.match(late.text(), /^HTTP\/1\.1 408 [^]*"phase":"head","timeoutMs":2500\}/, '408 GW_ERR_REQ_TIMEOUT for the head');
+  t.ok(ms >= LONG_HEAD_MS - 50, `not before the deadline (${ms} ms after connect)`);
+  // Before the fix the deadline restarted at the hand-over: 1.7 x the limit.
+  t.ok(ms < LONG_HEAD_MS * 1.45, `at the deadline from accept, not from the first byte (${ms} ms after connect, limit ${LONG_HEAD_MS})`);
+
+  // The next request on the same keep-alive connection gets the whole deadline again, from its
+  // own first byte (the first one was shortened by the time spent before the hand-over).
+  const c = await raw(t, g, false);
+  const body = JSON.stringify({ model: 'ghost-small', prompt: 'x' });
+  await new Promise((r) => setTimeout(r, LONG_HEAD_MS * 0.7));
+  c.sock.write(`${HEAD}content-length: ${body.length}\r\n\r\n${body}`);
+  await within('the first response', (async () => { while (!/\r\n0\r\n\r\n$/.test(c.text())) await sleep(10); })(), 10_000);
+  const t0 = Date.now();
+  trickle(c.sock, HEAD);
+  await within('the trickled second head to be cut', c.closed, 20_000);
+  const second = Date.now() - t0;
+  t.match(c.text(), /HTTP\/1\.1 408 [^]*GW_ERR_REQ_TIMEOUT/);
+  t.ok(second >= LONG_HEAD_MS * 0.9, `the second head had the full deadline (${second} ms)`);
+});
+
 t.test('HTTP/2: streams with headers and no body are answered 408 and reset; the session stays usable', async (t) => {
   const g = await gateway(t);
   const s = await connect(g.url);
