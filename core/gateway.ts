@@ -287,8 +287,9 @@ export class Gateway implements GatewayState {
     const deadline = Date.now() + graceMs;
     const closeApp = (app: FastifyInstance | undefined): Promise<void> => (app ? app.close() : Promise.resolve());
     const { sessions, http1 } = this.#servers;
-    // Stop new connections. HTTP/2: GOAWAY, streams in flight finish. HTTP/1.1: idle keep-alive
-    // connections close now, busy ones after their response (sent with `Connection: close`).
+    // Stop new connections. HTTP/2: GOAWAY, streams in flight finish. HTTP/1.1: every response
+    // from now on says `Connection: close`; a keep-alive connection (idle, or whose response went
+    // out before the drain) is kept ~1 s to answer a request already on its way, then closed.
     const goaway = (): void => { for (const s of sessions) if (!s.closed) s.close(); };
     goaway();
     for (const f of http1) f.drain();

@@ -56,6 +56,8 @@ interface State {
   headShort: boolean;
   front: Http1Front;
   body: NodeJS.Timeout | undefined;
+  /** Draining: the socket is closed when this fires unless a request arrives first. */
+  linger: NodeJS.Timeout | undefined;
 }
 
 const kState = Symbol('ghostgate.h1state');
@@ -71,8 +73,10 @@ export class Http1Front {
     this.#o = o;
     // requestTimeout/headersTimeout: Node enforces them only for servers that listen themselves
     // (this one never does); our own deadlines below replace them.
-    this.server = http.createServer({ keepAliveTimeout: o.keepAliveTimeoutMs ?? 65_000, maxHeaderSize: o.maxHeaderSize, requestTimeout: 0 }, o.handler);
+    this.server = http.createServer({ keepAliveTimeout: o.keepAliveTimeoutMs ?? 65_000, maxHeaderSize: o.maxHeaderSize, requestTimeout: 0 });
+    // Ours first: during a drain the response is marked `Connection: close` before the handler runs.
     this.server.on('request', (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res));
+    this.server.on('request', o.handler);
     // A request the parser refuses gets a catalogued JSON reply, not Node's bare 400/431.
     this.server.on('clientError', clientErrorReply(o.onClientError));
   }
@@ -102,13 +106,14 @@ export class Http1Front {
     this.#o.onConnection?.();
     const full = this.#o.headersTimeoutMs;
     const left = acceptedAt === undefined ? full : Math.max(1, full - (performance.now() - acceptedAt));
-    const st: State = { phase: Phase.Head, req: undefined, res: undefined, head: setTimeout(onHeadDeadline, left, this, s), headShort: left < full, front: this, body: undefined };
+    const st: State = { phase: Phase.Head, req: undefined, res: undefined, head: setTimeout(onHeadDeadline, left, this, s), headShort: left < full, front: this, body: undefined, linger: undefined };
     st.head.unref();
     s[kState] = st;
     s.on('data', onData);
     s.once('close', () => {
       clearTimeout(st.head);
       if (st.body) clearTimeout(st.body);
+      if (st.linger) clearTimeout(st.linger);
       st.req = undefined; st.res = undefined;
       this.#sockets.delete(s);
     });
@@ -131,7 +136,13 @@ export class Http1Front {
       st.body = setTimeout(onBodyDeadline, this.#o.bodyTimeoutMs, this, req.socket);
       st.body.unref();
     } else st.body.refresh();
-    if (this.#draining) res.shouldKeepAlive = false;
+    if (this.#draining) {
+      // A request that arrived on a kept-alive connection during the drain: it is answered (the
+      // handler refuses it with a coded 503, or serves it) with `Connection: close`, then the
+      // connection closes. Never a reset with no response.
+      res.shouldKeepAlive = false;
+      if (st.linger) { clearTimeout(st.linger); st.linger = undefined; }
+    }
   }
 
   /** A deadline passed: answer 408 if no response started, and close. */
@@ -150,17 +161,23 @@ export class Http1Front {
   }
 
   /**
-   * Shutdown, step one: close idle keep-alive connections now; busy ones get `Connection: close`
-   * on their response and close when it is done. New connections are refused.
+   * Shutdown, step one. From now on every response says `Connection: close` and its connection
+   * closes after it; new connections are refused. A response whose head already went out with
+   * `keep-alive` cannot take that back, and its client may reuse the socket the moment the
+   * response ends: so that connection, like an idle keep-alive one, stays open for `lingerMs` to
+   * answer a request already on its way (with `Connection: close`), and is closed after that if
+   * none came. Closing it at once would reset such a request with no response: a lost request
+   * for a client that cannot retry a POST.
    */
-  drain(): void {
+  drain(lingerMs = 1000): void {
     if (this.#draining) return;
     this.#draining = true;
     for (const s of this.#sockets) {
       const res = s._httpMessage;
-      if (!res) s.destroy();
+      if (!res) linger(s, lingerMs);
       else if (!res.headersSent) res.shouldKeepAlive = false;
-      else res.once('finish', () => s.destroy());
+      else if (res.shouldKeepAlive) res.once('finish', () => linger(s, lingerMs));
+      // else: `Connection: close` already; Node closes the connection after the response.
     }
   }
 
@@ -169,6 +186,16 @@ export class Http1Front {
     for (const s of this.#sockets) s.destroy();
     this.server.close();
   }
+}
+
+/** Draining: close `s` in `ms` unless a request arrives on it first (see `drain`). */
+function linger(s: Tracked, ms: number): void {
+  const st = s[kState];
+  if (s.destroyed || st === undefined || st.linger !== undefined) return;
+  // A request already started on it: it gets its answer (with `Connection: close`) and then closes.
+  if (s._httpMessage) return;
+  st.linger = setTimeout(() => s.destroy(), ms);
+  st.linger.unref();
 }
 
 function onData(this: Tracked): void {
