@@ -18,7 +18,7 @@ export const catalog = {
   GW_ERR_REQ_INVALID_BODY: { status: 400, message: 'Invalid request body: %s' },
   GW_ERR_REQ_BODY_TOO_LARGE: { status: 413, message: 'Request body is larger than %s bytes' },
   GW_ERR_REQ_JSON_TOO_DEEP: { status: 400, message: 'Request body JSON is nested deeper than %s levels' },
-  GW_ERR_REQ_TOO_MANY_IN_FLIGHT: { status: 429, message: 'This connection already has %s requests in flight; retry when one ends' },
+  GW_ERR_REQ_TOO_MANY_IN_FLIGHT: { status: 429, message: 'Too many requests in flight %s; retry when one ends' },
   GW_ERR_REQ_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Content-Type must be application/json' },
   GW_ERR_REQ_NOT_FOUND: { status: 404, message: 'No route for %s %s' },
   GW_ERR_REQ_METHOD_NOT_ALLOWED: { status: 405, message: 'Method %s is not allowed on %s' },

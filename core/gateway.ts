@@ -22,6 +22,7 @@ import { secretReader } from './secrets.ts';
 import { createAdminServer, readAdminCredential } from './server/admin.ts';
 import { dataPlanePlugin } from './server/data-plane.ts';
 import { copilotPlugin } from './copilot/routes.ts';
+import { ClientInflight } from './server/client-sessions.ts';
 import type { GatewayState } from './server/data-plane.ts';
 import { createDataPlaneServers } from './server/listeners.ts';
 import { installFastLane } from './server/fast-lane.ts';
@@ -63,6 +64,7 @@ export class Gateway implements GatewayState {
   readonly health: HealthMonitor;
   readonly log: FastifyBaseLogger;
   closing = false;
+  readonly clientInflight = new ClientInflight();
   lastReload: ReloadResult | undefined;
   addresses: Addresses | undefined;
   /** SHA-256 of `admin.credential` (re-read on every reload), or undefined when none is set. */

@@ -64,6 +64,11 @@ export interface LimitsConfig {
   maxConnectionsPerIp: number;
   /** Deepest JSON nesting accepted in a request body (`{}` is 1). Default 64. */
   jsonDepth: number;
+  /**
+   * Requests one client IP may have in flight upstream at once, across all its connections (the
+   * socket's address, not X-Forwarded-For). More get 429. 0 = no per-IP cap. Default 128.
+   */
+  maxInflightPerClientIp: number;
   /** A response whose client takes no byte for this long (ms) is cancelled upstream and reset. Default 10 s; 0 = never. */
   clientStallMs: number;
 }

@@ -107,6 +107,7 @@ export const gatewayConfigSchema: JsonSchema = {
         maxConnections: { type: 'integer', minimum: 0, default: 0, description: 'Client connections open at once on the data plane (both ports); the excess is closed on accept. 0 = automatic: the open-file limit less a reserve for the admin plane and upstreams. A value above that budget is lowered to it' },
         maxConnectionsPerIp: { type: 'integer', minimum: 0, default: 256, description: 'Client connections open at once from one IP address; 0 = no per-IP cap. Raise it when many clients share an address (NAT, a load balancer speaking HTTP/1.1)' },
         jsonDepth: { type: 'integer', minimum: 2, maximum: 10_000, default: 64, description: 'Deepest JSON nesting accepted in a request body; deeper gets 400 GW_ERR_REQ_JSON_TOO_DEEP' },
+        maxInflightPerClientIp: { type: 'integer', minimum: 0, maximum: 1_000_000, default: 128, description: 'Requests one client IP address may have in flight upstream at once, across all its connections; more get 429 GW_ERR_REQ_TOO_MANY_IN_FLIGHT. 0 = no per-IP cap. Raise it, or set 0, behind a load balancer (all traffic from its address)' },
         clientStallMs: ms(10_000, 'A response whose client takes no byte for this long is cancelled upstream and reset; 0 = never'),
       },
     },

@@ -9,7 +9,8 @@
  *   1–5 requests/s and cancels ~45%, so that is hundreds of editors on one connection) *and* are
  *   more than half of the streams it opened in that time: an editor, or a load balancer
  *   multiplexing many, cancels under half of its requests.
- * - Streams in flight upstream are counted per session, for `http2.maxInflightPerSession`.
+ * - Streams in flight upstream are counted per session, for `http2.maxInflightPerSession`, and per
+ *   client IP across its connections (`ClientInflight`), for `limits.maxInflightPerClientIp`.
  * - A completion stream the client resets before any Call took it (during its body, or before the
  *   server handled it at all) is counted as cancelled before forward, like the ones the Call's
  *   last look catches.
@@ -49,6 +50,8 @@ export interface GuardContext {
 
 export class SessionGuard {
   readonly session: Http2Session;
+  /** The client's address (the socket's; fixed for the session's life). */
+  readonly ip: string;
   /** Streams of this session forwarded upstream and not finished. */
   upstreamInflight = 0;
   #ctx: GuardContext;
@@ -61,6 +64,7 @@ export class SessionGuard {
 
   constructor(session: Http2Session, ctx: GuardContext) {
     this.session = session;
+    this.ip = session.socket?.remoteAddress ?? '';
     this.#ctx = ctx;
   }
 
@@ -104,6 +108,31 @@ export class SessionGuard {
     // error goes to the server's 'sessionError', which nobody needs to handle.
     if (!s.destroyed) s.destroy(new Error('rapid reset'), NGHTTP2_ENHANCE_YOUR_CALM);
   }
+}
+
+/**
+ * Requests in flight upstream per client IP, across all of its connections and both protocols:
+ * the per-session cap bounds one connection, and one client may open many. One map get and set
+ * when a request is forwarded, one when it ends; an address leaves the map at 0.
+ */
+export class ClientInflight {
+  readonly #byIp = new Map<string, number>();
+
+  /** Count one more request from `ip`, unless it already has `cap` in flight. */
+  take(ip: string, cap: number): boolean {
+    const n = this.#byIp.get(ip) ?? 0;
+    if (n >= cap) return false;
+    this.#byIp.set(ip, n + 1);
+    return true;
+  }
+
+  release(ip: string): void {
+    const n = (this.#byIp.get(ip) ?? 1) - 1;
+    if (n <= 0) this.#byIp.delete(ip); else this.#byIp.set(ip, n);
+  }
+
+  /** Requests in flight from `ip` (for tests). */
+  of(ip: string): number { return this.#byIp.get(ip) ?? 0; }
 }
 
 /** The guard of a client session, created on its first stream. */

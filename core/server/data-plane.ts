@@ -23,7 +23,7 @@ import type { JsonObject, LocalReply, Logger, OutboundRequest, Outcome, Upstream
 import { UpstreamAbortError } from '../upstream/client.ts';
 import { clientFacts } from './client-facts.ts';
 import { guardOfStream, markOwned } from './client-sessions.ts';
-import type { SessionGuard } from './client-sessions.ts';
+import type { ClientInflight, SessionGuard } from './client-sessions.ts';
 import { parseJsonBody } from './json-body.ts';
 import { SseSplitter } from './sse.ts';
 
@@ -36,6 +36,8 @@ export interface GatewayState {
   readonly health: HealthMonitor;
   readonly log: Logger;
   readonly closing: boolean;
+  /** Requests in flight upstream per client IP (`limits.maxInflightPerClientIp`). */
+  readonly clientInflight: ClientInflight;
 }
 
 /** The part of http.ServerResponse / Http2ServerResponse we use (their overloads don't unify). */
@@ -52,7 +54,7 @@ export interface AnyResponse {
   /** Present on HTTP/2 responses. */
   readonly stream?: Http2ServerResponse['stream'];
   /** The request; on HTTP/1.1 its connection is watched by the last look. */
-  readonly req?: { headers: IncomingHttpHeaders; readonly socket?: { readonly destroyed: boolean; readonly readableEnded: boolean } | null };
+  readonly req?: { headers: IncomingHttpHeaders; readonly socket?: { readonly destroyed: boolean; readonly readableEnded: boolean; readonly remoteAddress?: string } | null };
 }
 type RawBodyRequest = FastifyRequest & { rawBody?: Buffer };
 
@@ -225,6 +227,8 @@ export class Call {
   upstreamBody: UpstreamResponse['body'] | undefined = undefined;
   /** The client session's guard while this request counts against its in-flight cap. */
   guard: SessionGuard | undefined = undefined;
+  /** The client address while this request counts against its per-IP in-flight cap. */
+  countedIp: string | undefined = undefined;
   /** Armed while the relay waits for the client to take bytes (see `stallCheck`). */
   stallTimer: NodeJS.Timeout | undefined = undefined;
   stallLength = 0;
@@ -329,13 +333,21 @@ export class Call {
     if (upstream === undefined) {
       return this.failBeforeHeaders(new GatewayError('GW_ERR_ROUTE_UNKNOWN_MODEL', [this.asked]));
     }
-    // One client session may hold only so many upstream streams (HTTP/1.1 has one at a time).
+    // One client session may hold only so many upstream streams (HTTP/1.1 has one at a time),
+    // and one client address only so many across its connections.
     const guard = guardOfStream(this.res.stream);
-    if (guard !== undefined) {
-      const cap = rt.config.http2.maxInflightPerSession;
-      if (guard.upstreamInflight >= cap) {
-        return this.failBeforeHeaders(new GatewayError('GW_ERR_REQ_TOO_MANY_IN_FLIGHT', [cap], { headers: { 'retry-after': '1' } }));
+    if (guard !== undefined && guard.upstreamInflight >= rt.config.http2.maxInflightPerSession) {
+      return this.failBeforeHeaders(new GatewayError('GW_ERR_REQ_TOO_MANY_IN_FLIGHT', [`on this connection (${rt.config.http2.maxInflightPerSession})`], { headers: { 'retry-after': '1' } }));
+    }
+    const ipCap = rt.config.limits.maxInflightPerClientIp;
+    if (ipCap > 0) {
+      const ip = guard !== undefined ? guard.ip : this.res.req?.socket?.remoteAddress ?? '';
+      if (!this.gw.clientInflight.take(ip, ipCap)) {
+        return this.failBeforeHeaders(new GatewayError('GW_ERR_REQ_TOO_MANY_IN_FLIGHT', [`from this client address (${ipCap})`], { headers: { 'retry-after': '1' } }));
       }
+      this.countedIp = ip;
+    }
+    if (guard !== undefined) {
       guard.upstreamInflight++;
       this.guard = guard;
     }
@@ -488,6 +500,7 @@ export class Call {
     const m = this.gw.metrics;
     if (this.stallTimer !== undefined) this.clearStall();
     if (this.guard !== undefined) { this.guard.upstreamInflight--; this.guard = undefined; }
+    if (this.countedIp !== undefined) { this.gw.clientInflight.release(this.countedIp); this.countedIp = undefined; }
     if (outcome === 'cancelled_before_forward') m.cancelledBeforeForward.inc();
     const model = ex.route.model;
     const up = ex.route.upstream || 'none';

@@ -81,11 +81,14 @@ export interface RawConnection {
   closed: Promise<void>;
 }
 
-/** Open a TCP connection, send the preface and `initial` SETTINGS, and parse what comes back. */
-export function rawConnect(url: string, initial: Buffer = settings()): Promise<RawConnection> {
+/**
+ * Open a TCP connection, send the preface and `initial` SETTINGS, and parse what comes back.
+ * `localAddress` (e.g. '127.0.0.2', a loopback alias) makes it another client IP.
+ */
+export function rawConnect(url: string, initial: Buffer = settings(), localAddress?: string): Promise<RawConnection> {
   const u = new URL(url);
   return new Promise((resolve, reject) => {
-    const socket = net.connect(Number(u.port), u.hostname);
+    const socket = net.connect({ port: Number(u.port), host: u.hostname, localAddress });
     const frames: RawFrame[] = [];
     let buf: Buffer = Buffer.alloc(0);
     let onGoaway!: (code: number) => void;
