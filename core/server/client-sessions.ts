@@ -103,10 +103,14 @@ export class SessionGuard {
     const s = this.session;
     this.#ctx.metrics.clientSessionsCut.labels('rapid_reset').inc();
     this.#ctx.log.warn({ remote: s.socket?.remoteAddress, rapidResets: rapid, opened: this.#opened + this.#prevOpened }, 'client session cut off: rapid resets');
-    // GOAWAY(ENHANCE_YOUR_CALM), then the socket is closed with every stream on it.
-    // destroy(err, code) sends GOAWAY(code) (destroy(undefined, code) would send NO_ERROR); the
-    // error goes to the server's 'sessionError', which nobody needs to handle.
-    if (!s.destroyed) s.destroy(new Error('rapid reset'), NGHTTP2_ENHANCE_YOUR_CALM);
+    // GOAWAY(ENHANCE_YOUR_CALM) (nghttp2 ignores the client's new streams from now on), then the
+    // socket is closed with every stream on it. destroy(err, code) alone writes a GOAWAY too, but
+    // on a busy process the socket was often gone before it was flushed: the client saw a bare
+    // close. One timer per cut session. The error goes to the server's 'sessionError', which
+    // nobody needs to handle.
+    if (s.destroyed) return;
+    s.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
+    setTimeout(destroyCut, 50, s).unref();
   }
 }
 
@@ -133,6 +137,10 @@ export class ClientInflight {
 
   /** Requests in flight from `ip` (for tests). */
   of(ip: string): number { return this.#byIp.get(ip) ?? 0; }
+}
+
+function destroyCut(s: Http2Session): void {
+  if (!s.destroyed) s.destroy(new Error('rapid reset'), NGHTTP2_ENHANCE_YOUR_CALM);
 }
 
 /** The guard of a client session, created on its first stream. */
