@@ -102,7 +102,7 @@ export const gatewayConfigSchema: JsonSchema = {
       properties: {
         bodyBytes: { type: 'integer', minimum: 1024, default: 1_048_576 },
         headerBytes: { type: 'integer', minimum: 1024, default: 16_384 },
-        headersTimeoutMs: ms(30_000, 'A deadline: an HTTP/1.1 request head must be complete within this of its first byte (a new cleartext connection: of being accepted; on TLS: from the end of the handshake); also the TLS handshake budget'),
+        headersTimeoutMs: ms(30_000, 'A deadline: an HTTP/1.1 request head must be complete within this of its first byte (the first request: of the TCP accept, shared with the protocol sniffing or the TLS handshake)'),
         bodyTimeoutMs: { type: 'integer', minimum: 1, default: 30_000, description: 'A deadline: a request body must be complete within this of its head (HTTP/1.1 and HTTP/2); else 408 and the connection is closed (h1) or the stream reset (h2)' },
         maxConnections: { type: 'integer', minimum: 0, default: 0, description: 'Client connections open at once on the data plane (both ports); the excess is closed on accept. 0 = automatic: the open-file limit less a reserve for the admin plane and upstreams. A value above that budget is lowered to it' },
         maxConnectionsPerIp: { type: 'integer', minimum: 0, default: 256, description: 'Client connections open at once from one IP address; 0 = no per-IP cap. Raise it when many clients share an address (NAT, a load balancer speaking HTTP/1.1)' },

@@ -70,13 +70,21 @@ export function routeHttp1(h2server: Http2Server, front: Http1Front, firstBytesT
   h2server.once('close', () => front.destroyAll());
 }
 
-/** Route TLS connections that did not negotiate h2 to `front` (HTTP/1.1). */
+const kAcceptedAt = Symbol('ghostgate.acceptedAt');
+type Accepted = Socket & { [kAcceptedAt]?: number };
+
+/**
+ * Route TLS connections that did not negotiate h2 to `front` (HTTP/1.1). The first request's head
+ * deadline runs from the TCP accept, like on the cleartext port: the handshake and the head share it.
+ */
 export function routeHttp1OverTls(server: Http2SecureServer, front: Http1Front): void {
+  server.prependListener('connection', (raw: Accepted) => { raw[kAcceptedAt] = performance.now(); });
   const original = server.listeners('secureConnection') as Array<(s: TLSSocket) => void>;
   server.removeAllListeners('secureConnection');
   server.on('secureConnection', (socket: TLSSocket) => {
     if (socket.alpnProtocol === 'h2') { for (const fn of original) fn.call(server, socket); return; }
-    front.adopt(socket);
+    // `_parent`: the TCP socket the TLS one wraps (Node internals; without it, the full deadline).
+    front.adopt(socket, (socket as unknown as { _parent?: Accepted })._parent?.[kAcceptedAt]);
   });
   server.once('close', () => front.destroyAll());
 }

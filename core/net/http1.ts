@@ -5,10 +5,9 @@
  *
  * Deadlines, per socket, with two reusable timers (no allocation per request):
  * - head: the request head must be complete within `headersTimeoutMs` of its first byte; for the
- *   first request on a connection, of the connection being accepted (cleartext: the sniffer's
- *   first-bytes wait and the head share this one deadline; TLS: of the handshake's end, the
- *   handshake having its own `handshakeTimeout`). A deadline, not an idle timer: trickling
- *   bytes does not extend it.
+ *   first request on a connection, of the TCP connection being accepted (cleartext: the
+ *   sniffer's first-bytes wait and the head share this one deadline; TLS: the handshake and the
+ *   head share it). A deadline, not an idle timer: trickling bytes does not extend it.
  * - body: the request body must be complete within `bodyTimeoutMs` of its head.
  * Between requests, Node's keep-alive idle timer (`keepAliveTimeoutMs`) applies.
  * At a deadline the client gets `408` with a coded JSON error (unless a response already

@@ -120,26 +120,44 @@ for (const secure of [false, true]) {
   });
 }
 
-// One deadline from accept on the cleartext port: the protocol sniffer's wait for the first bytes
-// and the request head share it, so a client that waits before its first byte and then trickles
-// gets `headersTimeoutMs` in all, not up to twice that (issue #10.4, found again by the attack run).
+// One deadline from accept: on the cleartext port the protocol sniffer's wait for the first bytes
+// and the request head share it, on the TLS port the handshake and the head; a client that waits
+// before its first byte and then trickles gets `headersTimeoutMs` in all, not up to twice that
+// (issue #10.4, found again by the attack run).
 const LONG_HEAD_MS = 2500;
 
-t.test('HTTP/1.1 (cleartext): the head deadline runs from accept, also across the protocol sniffer', async (t) => {
-  const g = await startGateway(t, { extraConfig: `limits: { headersTimeoutMs: ${LONG_HEAD_MS}, bodyTimeoutMs: ${LONG_HEAD_MS} }` });
-  const late = await raw(t, g, false);
-  // Silent for 70% of the limit (within the sniffer's first-bytes budget), then a head trickled
-  // slower than it could ever complete.
-  setTimeout(() => trickle(late.sock, `${HEAD}x-padding: ${'a'.repeat(400)}`), LONG_HEAD_MS * 0.7).unref();
-  const ms = await within('the connection to be closed', late.closed, 20_000);
-  t.match(late.text(), /^HTTP\/1\.1 408 [^]*"phase":"head","timeoutMs":2500\}/, '408 GW_ERR_REQ_TIMEOUT for the head');
+for (const secure of [false, true]) t.test(`HTTP/1.1 (${secure ? 'TLS' : 'cleartext'}): the head deadline runs from accept, also across the ${secure ? 'TLS handshake' : 'protocol sniffer'}`, async (t) => {
+  const g = await startGateway(t, {
+    files: { 'tls/key.pem': cert.key, 'tls/cert.pem': cert.cert },
+    listenYaml: 'listen: { host: 127.0.0.1, port: 0, tls: { host: 127.0.0.1, port: 0, key: { file: tls/key.pem }, cert: { file: tls/cert.pem } } }',
+    extraConfig: `limits: { headersTimeoutMs: ${LONG_HEAD_MS}, bodyTimeoutMs: ${LONG_HEAD_MS} }`,
+  });
+  // Silent for 70% of the limit after the TCP connect (within the sniffer's first-bytes budget;
+  // on TLS, before the handshake starts), then a head trickled slower than it could ever complete.
+  const start = Date.now();
+  const tcp = net.connect(g.gw.addresses![secure ? 'tlsPort' : 'port']!, '127.0.0.1');
+  t.teardown(() => tcp.destroy());
+  tcp.on('error', () => { /* reset by the gateway: fine */ });
+  await new Promise((r) => tcp.once('connect', r));
+  await new Promise((r) => setTimeout(r, LONG_HEAD_MS * 0.7));
+  const sock: net.Socket = secure ? tls.connect({ socket: tcp, ca: cert.cert, servername: 'localhost', ALPNProtocols: ['http/1.1'] }) : tcp;
+  sock.on('error', () => { /* reset by the gateway: fine */ });
+  if (secure) await new Promise((r) => sock.once('secureConnect', r));
+  let text = '';
+  sock.setEncoding('utf8');
+  sock.on('data', (d: string) => { text += d; });
+  const closed = new Promise<void>((r) => sock.once('close', () => r()));
+  trickle(sock, `${HEAD}x-padding: ${'a'.repeat(400)}`);
+  await within('the connection to be closed', closed, 20_000);
+  const ms = Date.now() - start;
+  t.match(text, /^HTTP\/1\.1 408 [^]*"phase":"head","timeoutMs":2500\}/, '408 GW_ERR_REQ_TIMEOUT for the head');
   t.ok(ms >= LONG_HEAD_MS - 50, `not before the deadline (${ms} ms after connect)`);
   // Before the fix the deadline restarted at the hand-over: 1.7 x the limit.
   t.ok(ms < LONG_HEAD_MS * 1.45, `at the deadline from accept, not from the first byte (${ms} ms after connect, limit ${LONG_HEAD_MS})`);
 
   // The next request on the same keep-alive connection gets the whole deadline again, from its
   // own first byte (the first one was shortened by the time spent before the hand-over).
-  const c = await raw(t, g, false);
+  const c = await raw(t, g, secure);
   const body = JSON.stringify({ model: 'ghost-small', prompt: 'x' });
   await new Promise((r) => setTimeout(r, LONG_HEAD_MS * 0.7));
   c.sock.write(`${HEAD}content-length: ${body.length}\r\n\r\n${body}`);
