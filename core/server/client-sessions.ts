@@ -8,7 +8,10 @@
  *   to two seconds exceed `http2.rapidResetLimit` (default 1000: 500–1000 resets/s; an editor makes
  *   1–5 requests/s and cancels ~45%, so that is hundreds of editors on one connection) *and* are
  *   more than half of the streams it opened in that time: an editor, or a load balancer
- *   multiplexing many, cancels under half of its requests.
+ *   multiplexing many, cancels under half of its requests. A reset counts in the window its
+ *   stream was opened in (not the one it arrived in), so a busy process that reads cancels late
+ *   cannot push an editor population's share over one half; a reset of a stream opened before
+ *   the previous window counts in neither (such a stream held its slot for over a second).
  * - Streams in flight upstream are counted per session, for `http2.maxInflightPerSession`, and per
  *   client IP across its connections (`ClientInflight`), for `limits.maxInflightPerClientIp`.
  * - A completion stream the client resets before any Call took it (during its body, or before the
@@ -37,6 +40,8 @@ interface Watch {
   readonly completion: boolean;
   /** A Call took this stream (it accounts for its own outcome). */
   owned: boolean;
+  /** The guard's counting window the stream was opened in. */
+  readonly win: number;
 }
 type WatchedStream = ServerHttp2Stream & { [STREAM]?: Watch };
 type GuardedSession = Http2Session & { [GUARD]?: SessionGuard };
@@ -56,6 +61,8 @@ export class SessionGuard {
   upstreamInflight = 0;
   #ctx: GuardContext;
   #winStart = 0;
+  /** The current counting window's number (the previous one is `#win - 1`). */
+  #win = 0;
   #opened = 0;
   #rapid = 0;
   #prevOpened = 0;
@@ -77,18 +84,23 @@ export class SessionGuard {
     this.#opened = 0;
     this.#rapid = 0;
     this.#winStart = now;
+    this.#win += adjacent ? 1 : 2;
   }
 
-  opened(now: number): void {
+  /** A stream opened; returns the window it counts in. */
+  opened(now: number): number {
     this.#roll(now);
     this.#opened++;
+    return this.#win;
   }
 
-  /** The client reset a stream before any response (however long after it opened). */
-  reset(now: number): void {
+  /** The client reset a stream opened in window `win` before any response (however long after). */
+  reset(now: number, win: number): void {
     if (this.#cut) return;
     this.#roll(now);
-    this.#rapid++;
+    if (win === this.#win) this.#rapid++;
+    else if (win === this.#win - 1) this.#prevRapid++;
+    else return;
     const rapid = this.#rapid + this.#prevRapid;
     if (rapid > this.#ctx.settings.rapidResetLimit && rapid * 2 > this.#opened + this.#prevOpened) this.#cutOff(rapid);
   }
@@ -161,8 +173,8 @@ export function guardOfStream(stream: ServerHttp2Stream | undefined): SessionGua
  */
 export function watchStream(session: Http2Session, stream: ServerHttp2Stream, ctx: GuardContext, completion: boolean): void {
   const guard = guardOf(session, ctx);
-  guard.opened(performance.now());
-  (stream as WatchedStream)[STREAM] = { guard, completion, owned: false };
+  const win = guard.opened(performance.now());
+  (stream as WatchedStream)[STREAM] = { guard, completion, owned: false, win };
   // Already reset (its RST_STREAM was in the same read as its HEADERS): 'close' may have fired.
   if (stream.destroyed) onStreamClose.call(stream);
   else stream.once('close', onStreamClose);
@@ -185,5 +197,5 @@ function onStreamClose(this: WatchedStream): void {
   // The session itself is going away (client disconnect, our shutdown or cut): not a client reset.
   if (w.completion && !w.owned) guard.cancelledBeforeForward();
   if (guard.session.destroyed || guard.session.closed) return;
-  guard.reset(performance.now());
+  guard.reset(performance.now(), w.win);
 }
