@@ -603,8 +603,12 @@ function noop(): void { /* the error is ours, already reported to the client */ 
 
 function cancelUpstream(body: UpstreamResponse['body']): void {
   const h2 = body as unknown as { close?: (code: number) => void; rstCode?: number };
+  // RST_STREAM(CANCEL), then destroy: a stream whose upstream already sent END_STREAM while we
+  // had paused it (a client that does not read) is kept open by Node until its readable side is
+  // consumed, so close() alone never ends it: it held its buffered response and its session's
+  // stream count (a GOAWAYed session stayed draining forever). test/core/upstream-stream-release.test.ts
   if (typeof h2.close === 'function' && 'rstCode' in h2) h2.close(NGHTTP2_CANCEL);
-  else body.destroy();
+  body.destroy();
 }
 
 function internal(e: unknown, log: Logger): GatewayError {

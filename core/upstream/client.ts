@@ -33,9 +33,10 @@ export interface ManagedUpstream extends UpstreamClient {
   release(): Promise<void>;
   /**
    * Connection state for `/-/upstreams`: `live` sessions take streams (h2: the peer's SETTINGS
-   * arrived), `connecting` are opened and not ready yet, `draining` finish their streams after a GOAWAY.
+   * arrived), `connecting` are opened and not ready yet, `draining` finish their streams after a GOAWAY;
+   * `streams`: requests open upstream (h2: streams not closed yet; HTTP/1.1: sockets in use).
    */
-  stats(): { sessionsOpened: number; live: number; connecting: number; draining: number };
+  stats(): { sessionsOpened: number; live: number; connecting: number; draining: number; streams: number };
 }
 
 export function createUpstream(name: string, config: UpstreamConfig, deps: UpstreamDeps, key: string): ManagedUpstream {
@@ -91,7 +92,7 @@ class H2Upstream extends BaseUpstream implements ManagedUpstream {
 
   warm(): Promise<void> { return this.#pool.warm(); }
   close(): Promise<void> { return this.#pool.close(); }
-  stats() { return { sessionsOpened: this.#pool.sessionsOpened, live: this.#pool.liveSessions, connecting: this.#pool.connectingSessions, draining: this.#pool.drainingSessions }; }
+  stats() { return { sessionsOpened: this.#pool.sessionsOpened, live: this.#pool.liveSessions, connecting: this.#pool.connectingSessions, draining: this.#pool.drainingSessions, streams: this.#pool.openStreams }; }
 
   async send(opts: UpstreamSendOptions): Promise<UpstreamResponse> {
     const headers: Record<string, string | number> = {
@@ -134,8 +135,12 @@ class H2Upstream extends BaseUpstream implements ManagedUpstream {
     return new Promise<UpstreamResponse>((resolve, reject) => {
       let settled = false;
       const onAbort = (): void => {
-        // The client is gone: reset the upstream stream now, whatever phase it is in.
+        // The client is gone: reset the upstream stream now, whatever phase it is in. Then destroy
+        // it: a stream the relay paused (its client did not read) whose upstream already sent
+        // END_STREAM is kept open by Node until its buffered data is read, so close() alone never
+        // closed it (its session stayed draining forever). test/core/upstream-stream-release.test.ts
         stream.close(NGHTTP2_CANCEL);
+        stream.destroy();
         if (!settled) { settled = true; reject(abortError()); }
       };
       const fail = (err: Error): void => {
@@ -201,7 +206,7 @@ class H1Upstream extends BaseUpstream implements ManagedUpstream {
 
   async warm(): Promise<void> { /* sockets open on first use; nothing to warm for h1 */ }
   async close(): Promise<void> { this.#agent.destroy(); }
-  stats() { return { sessionsOpened: this.#opened, live: Object.values(this.#agent.sockets).flat().length + Object.values(this.#agent.freeSockets).flat().length, connecting: 0, draining: 0 }; }
+  stats() { return { sessionsOpened: this.#opened, live: Object.values(this.#agent.sockets).flat().length + Object.values(this.#agent.freeSockets).flat().length, connecting: 0, draining: 0, streams: Object.values(this.#agent.sockets).flat().length }; }
 
   async send(opts: UpstreamSendOptions): Promise<UpstreamResponse> {
     for (let attempt = 0; ; attempt++) {

@@ -131,6 +131,8 @@ export class H2Pool {
   /** Sessions opened whose peer has not sent its SETTINGS yet. */
   get connectingSessions(): number { return this.#connecting; }
   get drainingSessions(): number { return this.#draining.size; }
+  /** Streams open on the pool's sessions (live and draining) that have not closed yet. */
+  get openStreams(): number { let n = 0; for (const s of this.#live) n += s.active; for (const s of this.#draining) n += s.active; return n; }
 
   /** Open `size` sessions and wait until they are ready (or failed). */
   async warm(): Promise<void> {
