@@ -8,8 +8,10 @@
  *                      [--no-hostile] [--no-faults] [--json FILE]
  *
  * It prints requests by outcome, failures of well-behaved requests that no injected fault touched
- * (target 0), clean-but-truncated responses (target 0), the gateway's RSS and fds at start (after
- * a warm-up) and end (target: within 10%), and what is left open at the end: client connections
+ * (target 0), clean-but-truncated responses (target 0), the gateway's RSS and fds after one full
+ * rotation of the attacks and faults (the baseline: RSS is a high-water mark) and at the end
+ * (target: within 10%; `--seconds` is the measured phase after that rotation), RSS every 10 s, the
+ * V8 heap and external memory, and what is left open at the end: client connections
  * on the gateway's port, upstream streams (at the fault proxy, the model server, the gateway's
  * in-flight gauge) (target 0). Exit 1 when a target is missed. Everything it starts (processes,
  * temp folder, sockets) is stopped and removed at the end, also on Ctrl-C.
@@ -18,6 +20,7 @@ import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { FaultProxy } from './fault-proxy.ts';
 import { GatewayProc, Proc, freePort, gatewayDir, modelArrivals, procUsage, promValue, removeDir, sleep, socketsOnPort, startModel, startModelOn } from './harness.ts';
+import { ATTACKS } from './hostile.ts';
 import type { HostileStats } from './hostile.ts';
 import { body, makePlan, newClient } from './loadgen.ts';
 import type { Client } from './loadgen.ts';
@@ -34,7 +37,7 @@ const { values: argv } = parseArgs({
 if (argv.help) {
   process.stdout.write(`Usage: npm run soak -- [options]
 
-  --seconds N         length of the soak (default 60; at least 20)
+  --seconds N         the measured phase, after a warm-up of one rotation of attacks and faults (~43 s) (default 60; at least 20)
   --users N           HTTP/2 typing users (default 8)
   --h1-users N        HTTP/1.1 keep-alive typing users (default 4)
   --fault-every N     seconds between upstream faults (default 6)
@@ -61,6 +64,14 @@ const OPT = {
   faults: argv['no-faults'] !== true,
 };
 const WARMUP_S = 6;
+const FAULT_KINDS = ['kill', 'hang', 'graceful-close', 'goaway', 'reset'] as const;
+/**
+ * Before the baseline, one full rotation of the attacks and of the faults: RSS is a high-water
+ * mark (the allocator keeps what it freed; Node's http2 and V8 size their buffers and heap to the
+ * worst load seen), so a baseline taken before the worst load would compare high-water marks,
+ * not detect leaks. The measured phase (`--seconds`) then runs the same mix again.
+ */
+const ROTATION_S = Math.max(OPT.hostile ? ATTACKS.length * (OPT.attackSeconds + 0.2) : 0, OPT.faults ? FAULT_KINDS.length * OPT.faultEvery + 2 : 0);
 const COOLDOWN_S = 4;
 /** A failure within this long after a fault window ended still counts as caused by it (reconnects). */
 const FAULT_MARGIN_MS = 1500;
@@ -143,7 +154,7 @@ async function main(): Promise<number> {
 
     // --- well-behaved users, for the whole run
     const records: Rec[] = [];
-    const deadline = t0 + (OPT.seconds - COOLDOWN_S) * 1000;
+    const deadline = t0 + (WARMUP_S + ROTATION_S + OPT.seconds - COOLDOWN_S) * 1000;
     const job: TypingJob = { cmd: 'typing', url: g.url, tag: 's', users: 0, seconds: 0, thinkMinMs: 20, thinkMaxMs: 200, cancelShare: 0.45, beforeFirstShare: 1 / 3, ttftMs: 30, tokenMs: 5, maxTokens: 12, requestTimeoutMs: 20_000, authTokens: [token] };
     const user = async (u: number, protocol: ClientProtocol): Promise<void> => {
       const c = newClient(protocol, g.url);
@@ -167,11 +178,14 @@ async function main(): Promise<number> {
       ...Array.from({ length: OPT.h1Users }, (_, u) => user(u, 'h1')),
     ];
 
-    // --- warm-up, then the gateway's baseline
+    // The gateway's RSS every 10 s through the run: a leak keeps climbing, a high-water mark levels off.
+    const rssSeries: Array<[number, number]> = [];
+    const rssTimer = setInterval(() => { if (g.proc.alive) rssSeries.push([Math.round((Date.now() - t0) / 1000), Math.round(procUsage(g.proc.pid).rssBytes / 2 ** 20)]); }, 10_000);
+    rssTimer.unref();
+
+    // --- users alone for a moment, then attacks and faults
     await sleep(WARMUP_S * 1000);
-    // fds without the client connections of the moment (the users' own: they are closed at the end).
-    const start = { ...withoutClients(procUsage(g.proc.pid), socketsOnPort(g.proc.pid, port)), heapUsedBytes: promValue(await g.metrics(), 'ghostgate_process_nodejs_heap_size_used_bytes'), at: Date.now() };
-    log(`  warm-up done: gateway RSS ${(start.rssBytes / 2 ** 20).toFixed(1)} MB, ${start.fds} fds besides client connections; ${records.length} requests so far`);
+    const users0 = { rssBytes: procUsage(g.proc.pid).rssBytes, at: Date.now() };
 
     // --- hostile client
     let hostileStats: HostileStats | undefined;
@@ -210,7 +224,7 @@ async function main(): Promise<number> {
       }
     };
     const faults = async (): Promise<void> => {
-      const kinds = ['kill', 'hang', 'graceful-close', 'goaway', 'reset'] as const;
+      const kinds = FAULT_KINDS;
       for (let k = 0; ; k++) {
         const next = Date.now() + OPT.faultEvery * 1000;
         if (next + 3000 >= deadline) return;
@@ -254,6 +268,13 @@ async function main(): Promise<number> {
     })();
     const faultsDone = OPT.faults ? faults().catch((e: unknown) => { log(`  fault injection failed: ${e instanceof Error ? e.message : String(e)}`); }) : Promise.resolve();
 
+    // --- the baseline: after one full rotation of attacks and faults (see ROTATION_S), taken
+    // when the hostile client starts its second rotation (its first attacks' connections closed).
+    const baselineAt = t0 + (WARMUP_S + ROTATION_S) * 1000;
+    while (Date.now() < baselineAt + 15_000 && !(attacks.length > ATTACKS.length) && !(Date.now() >= baselineAt && !OPT.hostile)) await sleep(100);
+    const start = { ...withoutClients(procUsage(g.proc.pid), socketsOnPort(g.proc.pid, port)), ...await memory(g), at: Date.now() };
+    log(`  [${((start.at - t0) / 1000).toFixed(1)} s] baseline after one rotation of attacks and faults: gateway RSS ${(start.rssBytes / 2 ** 20).toFixed(1)} MB (${(users0.rssBytes / 2 ** 20).toFixed(1)} MB before the first attack), ${start.fds} fds besides client connections; ${records.length} requests so far`);
+
     await Promise.all(users);
     await pinger;
     log(`  [${((Date.now() - t0) / 1000).toFixed(1)} s] users done`);
@@ -269,20 +290,21 @@ async function main(): Promise<number> {
 
     // --- settle, then what is left open
     const settleUntil = Date.now() + 10_000;
-    let left = { clientConns: NaN, clientConnsGauge: NaN, proxyStreams: NaN, modelInFlight: NaN, inflightGauge: NaN, upstreamDraining: NaN };
+    let left = { clientConns: NaN, clientConnsGauge: NaN, proxyStreams: NaN, modelInFlight: NaN, inflightGauge: NaN, upstreamDraining: NaN, upstreamStreams: NaN };
     for (;;) {
       const m = await g.metrics().catch(() => '');
       const ms = await fetch(`${model.url}/_stats`, { signal: AbortSignal.timeout(5000) }).then((r) => r.json() as Promise<{ inFlight: number }>).catch(() => ({ inFlight: NaN }));
       // ghostgate_client_connections (the gateway's own count of open client connections), if this build has it.
       const gauge = /^ghostgate_client_connections /m.test(m) ? promValue(m, 'ghostgate_client_connections') : NaN;
-      const ups = await g.json<Record<string, { draining?: number }>>('/-/upstreams').then((x) => x.body, () => ({} as Record<string, { draining?: number }>));
-      left = { clientConns: socketsOnPort(g.proc.pid, port), clientConnsGauge: gauge, proxyStreams: proxy.openStreams, modelInFlight: ms.inFlight, inflightGauge: promValue(m, 'ghostgate_inflight_requests'), upstreamDraining: ups.local?.draining ?? NaN };
-      if (!(left.upstreamDraining > 0) && (left.clientConns === 0 || Number.isNaN(left.clientConns)) && !(left.clientConnsGauge > 0) && left.proxyStreams === 0 && left.inflightGauge === 0 && !(left.modelInFlight > 0)) break;
+      const ups = await g.json<Record<string, { draining?: number; streams?: number }>>('/-/upstreams').then((x) => x.body, () => ({} as Record<string, { draining?: number; streams?: number }>));
+      left = { clientConns: socketsOnPort(g.proc.pid, port), clientConnsGauge: gauge, proxyStreams: proxy.openStreams, modelInFlight: ms.inFlight, inflightGauge: promValue(m, 'ghostgate_inflight_requests'), upstreamDraining: ups.local?.draining ?? NaN, upstreamStreams: ups.local?.streams ?? NaN };
+      if (!(left.upstreamDraining > 0) && !(left.upstreamStreams > 0) && (left.clientConns === 0 || Number.isNaN(left.clientConns)) && !(left.clientConnsGauge > 0) && left.proxyStreams === 0 && left.inflightGauge === 0 && !(left.modelInFlight > 0)) break;
       if (Date.now() > settleUntil) break;
       await sleep(200);
     }
     await sleep(1000);
-    const end = { ...withoutClients(procUsage(g.proc.pid), socketsOnPort(g.proc.pid, port)), heapUsedBytes: g.proc.alive ? promValue(await g.metrics(), 'ghostgate_process_nodejs_heap_size_used_bytes') : NaN, at: Date.now() };
+    const end = { ...withoutClients(procUsage(g.proc.pid), socketsOnPort(g.proc.pid, port)), ...(g.proc.alive ? await memory(g) : { heapUsedBytes: NaN, externalBytes: NaN }), at: Date.now() };
+    clearInterval(rssTimer);
     const upstreams = g.proc.alive ? (await g.json<Record<string, unknown>>('/-/upstreams')).body : {};
     const metrics = g.proc.alive ? await g.metrics() : '';
 
@@ -307,10 +329,11 @@ async function main(): Promise<number> {
       { name: 'gateway process alive at the end', pass: g.proc.alive, value: g.proc.alive ? 'yes' : `exited ${g.proc.exitCode}` },
       { name: 'well-behaved failures not hit by a fault', pass: sum('failed (no fault)') === 0, value: String(sum('failed (no fault)')) },
       { name: 'clean-but-truncated responses', pass: sum('clean-but-truncated') === 0, value: String(sum('clean-but-truncated')) },
-      { name: 'gateway RSS start → end within 10%', pass: within(start.rssBytes, end.rssBytes), value: `${(start.rssBytes / 2 ** 20).toFixed(1)} → ${(end.rssBytes / 2 ** 20).toFixed(1)} MB` },
+      { name: 'gateway RSS after one rotation of attacks and faults → end within 10%', pass: within(start.rssBytes, end.rssBytes), value: `${(start.rssBytes / 2 ** 20).toFixed(1)} → ${(end.rssBytes / 2 ** 20).toFixed(1)} MB` },
       { name: 'gateway fds (besides client connections) start → end within 10%', pass: within(start.fds, end.fds), value: `${start.fds} → ${end.fds}` },
       { name: 'client connections left open on the gateway (sockets / gauge)', pass: left.clientConns === 0 && !(left.clientConnsGauge > 0), value: `${left.clientConns} / ${Number.isNaN(left.clientConnsGauge) ? 'no gauge' : left.clientConnsGauge}` },
-      { name: 'upstream streams left open (at the upstream / in-flight gauge)', pass: left.proxyStreams === 0 && left.inflightGauge === 0 && !(left.modelInFlight > 0), value: `${left.proxyStreams} / ${left.inflightGauge} (model in flight ${left.modelInFlight})` },
+      { name: 'upstream streams left open (at the upstream / in-flight gauge / gateway upstream streams)', pass: left.proxyStreams === 0 && left.inflightGauge === 0 && !(left.modelInFlight > 0) && !(left.upstreamStreams > 0), value: `${left.proxyStreams} / ${left.inflightGauge} / ${left.upstreamStreams} (model in flight ${left.modelInFlight})` },
+      { name: 'upstream sessions left draining 10 s after the load', pass: !(left.upstreamDraining > 0), value: String(left.upstreamDraining) },
     ];
     const out: string[] = [];
     out.push(`ghostgate soak: ${((Date.now() - t0) / 1000).toFixed(0)} s, ${records.length} well-behaved requests (${OPT.users} HTTP/2 + ${OPT.h1Users} HTTP/1.1 typing users, 45% cancelled)`);
@@ -329,8 +352,10 @@ async function main(): Promise<number> {
       out.push(`  one-write (HEADERS+DATA+RST in one write): ${oneWriteReached} of ${hostileStats.oneWriteSent} reached the model (issue 10.2: 0)`);
     }
     out.push('');
-    out.push(`gateway RSS ${(start.rssBytes / 2 ** 20).toFixed(1)} MB → ${(end.rssBytes / 2 ** 20).toFixed(1)} MB (V8 heap used ${(start.heapUsedBytes / 2 ** 20).toFixed(1)} → ${(end.heapUsedBytes / 2 ** 20).toFixed(1)} MB, not collected on purpose); fds besides client connections ${start.fds} → ${end.fds} (with them: ${start.fdsAll} → ${end.fdsAll})`);
-    out.push(`left open at the end: client connections ${left.clientConns} (ghostgate_client_connections ${Number.isNaN(left.clientConnsGauge) ? '—' : left.clientConnsGauge}); upstream streams at the fault proxy ${left.proxyStreams}, in the model server ${left.modelInFlight}; ghostgate_inflight_requests ${left.inflightGauge}; upstream sessions at the fault proxy ${proxy.sessions}, draining in the gateway ${left.upstreamDraining} (10 s after the load)`);
+    const mb = (n: number): string => (n / 2 ** 20).toFixed(1);
+    out.push(`gateway RSS ${mb(users0.rssBytes)} MB (users only, before the first attack) → ${mb(start.rssBytes)} MB (baseline, after one rotation, at ${((start.at - t0) / 1000).toFixed(0)} s) → ${mb(end.rssBytes)} MB (end, at ${((end.at - t0) / 1000).toFixed(0)} s); V8 heap used ${mb(start.heapUsedBytes)} → ${mb(end.heapUsedBytes)} MB (not collected on purpose), external ${mb(start.externalBytes)} → ${mb(end.externalBytes)} MB; fds besides client connections ${start.fds} → ${end.fds} (with them: ${start.fdsAll} → ${end.fdsAll})`);
+    out.push(`  RSS every 10 s (s: MB): ${rssSeries.map(([at, v]) => `${at}: ${v}`).join(', ')}`);
+    out.push(`left open at the end: client connections ${left.clientConns} (ghostgate_client_connections ${Number.isNaN(left.clientConnsGauge) ? '—' : left.clientConnsGauge}); upstream streams at the fault proxy ${left.proxyStreams}, in the model server ${left.modelInFlight}; ghostgate_inflight_requests ${left.inflightGauge}; upstream sessions at the fault proxy ${proxy.sessions}, draining in the gateway ${left.upstreamDraining} with ${left.upstreamStreams} streams open (10 s after the load)`);
     out.push(`admin /_ping every 0.5 s: ${ping.probes} probes, ${ping.failed} unanswered within 5 s, slowest ${ping.maxMs.toFixed(0)} ms`);
     out.push(`/-/upstreams: ${JSON.stringify(upstreams)}`);
     out.push(`gateway: requests by outcome ${JSON.stringify(outcomesFromProm(metrics))}; cancelled before forward ${promValue(metrics, 'ghostgate_cancelled_before_forward_total')}; upstream retries ${promValue(metrics, 'ghostgate_upstream_retries_total')}; client connections ${promValue(metrics, 'ghostgate_client_connections_total')}`);
@@ -340,11 +365,17 @@ async function main(): Promise<number> {
     const failed = checks.filter((c) => !c.pass).length;
     out.push(`targets: ${checks.length - failed}/${checks.length} PASS`);
     process.stdout.write(out.join('\n') + '\n');
-    if (argv.json) writeFileSync(argv.json, JSON.stringify({ options: OPT, checks, outcomes, windows, proxy: proxy.counts, hostile: hostileStats, oneWriteReached, start, end, left, upstreams, adminPing: ping, failedNoFault: noFault, failedNoFaultByAttack: noFaultByAttack, truncated }, null, 2));
+    if (argv.json) writeFileSync(argv.json, JSON.stringify({ options: OPT, checks, outcomes, windows, proxy: proxy.counts, hostile: hostileStats, oneWriteReached, users0, start, end, rssSeries, left, upstreams, adminPing: ping, failedNoFault: noFault, failedNoFaultByAttack: noFaultByAttack, truncated }, null, 2));
     return failed === 0 ? 0 : 1;
   } finally {
     await cleanup();
   }
+}
+
+/** The gateway's V8 heap used and external memory (Buffers, ArrayBuffers) from its metrics. */
+async function memory(g: GatewayProc): Promise<{ heapUsedBytes: number; externalBytes: number }> {
+  const m = await g.metrics().catch(() => '');
+  return { heapUsedBytes: promValue(m, 'ghostgate_process_nodejs_heap_size_used_bytes'), externalBytes: promValue(m, 'ghostgate_process_nodejs_external_memory_bytes') };
 }
 
 function withoutClients(u: { rssBytes: number; fds: number }, clientConns: number): { rssBytes: number; fds: number; fdsAll: number } {
