@@ -332,7 +332,8 @@ async function main(): Promise<number> {
       { name: 'gateway process alive at the end', pass: g.proc.alive, value: g.proc.alive ? 'yes' : `exited ${g.proc.exitCode}` },
       { name: 'well-behaved failures not hit by a fault', pass: sum('failed (no fault)') === 0, value: String(sum('failed (no fault)')) },
       { name: 'clean-but-truncated responses', pass: sum('clean-but-truncated') === 0, value: String(sum('clean-but-truncated')) },
-      { name: 'gateway live memory after a full GC (V8 heap used + external), baseline → end within 10%', pass: within(start.liveBytes, end.liveBytes), value: `${(start.liveBytes / 2 ** 20).toFixed(1)} → ${(end.liveBytes / 2 ** 20).toFixed(1)} MB` },
+      // Grown by at most 10%: the baseline is taken under load (requests in flight hold memory), the end idle, so less is no leak.
+      { name: 'gateway live memory after a full GC (V8 heap used + external), baseline → end grown ≤ 10%', pass: Number.isFinite(start.liveBytes) && end.liveBytes <= 1.1 * start.liveBytes, value: `${(start.liveBytes / 2 ** 20).toFixed(1)} → ${(end.liveBytes / 2 ** 20).toFixed(1)} MB` },
       { name: 'gateway fds (besides client connections) start → end within 10%', pass: within(start.fds, end.fds), value: `${start.fds} → ${end.fds}` },
       { name: 'client connections left open on the gateway (sockets / gauge)', pass: left.clientConns === 0 && !(left.clientConnsGauge > 0), value: `${left.clientConns} / ${Number.isNaN(left.clientConnsGauge) ? 'no gauge' : left.clientConnsGauge}` },
       { name: 'upstream streams left open (at the upstream / in-flight gauge / gateway upstream streams)', pass: left.proxyStreams === 0 && left.inflightGauge === 0 && !(left.modelInFlight > 0) && !(left.upstreamStreams > 0), value: `${left.proxyStreams} / ${left.inflightGauge} / ${left.upstreamStreams} (model in flight ${left.modelInFlight})` },
