@@ -24,10 +24,14 @@ t.test('a client cancel closes the HTTP/1.1 upstream request at once', async (t)
   const st = open(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true }, { 'x-request-id': 'h1-cancel' });
   st.on('error', () => {});
   await until(async () => (await g.modelStats()).inFlight === 1);
+  const up = g.gw.runtime.upstreams.get('local')!;
+  t.equal(up.stats().streams, 1, '/-/upstreams counts the request open upstream');
   st.close(http2.constants.NGHTTP2_CANCEL);
   const a = await until(async () => (await g.modelStats()).aborts.find((x) => x.id === 'h1-cancel'));
   t.equal(a.protocol, 'h1');
   t.equal(a.phase, 'before-first-token');
+  await until(() => up.stats().streams === 0);
+  t.equal(up.stats().streams, 0, 'and no longer once it was cancelled');
 });
 
 t.test('an upstream that goes silent mid-response hits the idle timeout: coded error, abnormal end', async (t) => {
