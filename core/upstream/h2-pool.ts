@@ -283,12 +283,17 @@ export class H2Pool {
       o.metrics.upstreamGoaways.labels(this.name).inc();
       slot.goawayLastStreamId = lastStreamId;
       this.#retire(slot);
-      if (code !== 0) o.log.warn({ upstream: this.name, code }, 'upstream sent GOAWAY with an error code');
+      if (code !== 0) o.log.warn({ upstream: this.name, code, lastStreamId, activeStreams: slot.active }, 'upstream sent GOAWAY with an error code');
       this.#replenish();
     });
     session.on('error', (err: Error) => {
       if (!slot.ready) this.#lastConnectError = err;
-      o.log.warn({ upstream: this.name, err: err.message }, 'upstream session error');
+      // With the session's state: a session error that fails streams in flight is rare and hard
+      // to reproduce, and its message alone (e.g. 'Protocol error') does not say which frame did it.
+      o.log.warn({
+        upstream: this.name, err: err.message, code: (err as NodeJS.ErrnoException).code, ready: slot.ready, draining: slot.draining,
+        goawayLastStreamId: slot.goawayLastStreamId, streamsOpened: slot.streamsOpened, activeStreams: slot.active, pingOutstanding: slot.pingOutstanding,
+      }, 'upstream session error');
     });
     session.once('close', () => {
       clearTimeout(connectTimer);
