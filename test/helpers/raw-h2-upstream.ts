@@ -12,20 +12,13 @@
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 
-export const FRAME = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8 } as const;
+// One frame encoder for the raw-frame helpers: the client side (raw-h2.ts) owns it.
+import { FRAME, frame } from './raw-h2.ts';
+export { FRAME, frame };
 const END_STREAM = 0x1;
 const ACK = 0x1;
 const END_HEADERS = 0x4;
 const PREFACE_LEN = 24;
-
-export function frame(type: number, flags: number, streamId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(payload.length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(streamId & 0x7fffffff, 5);
-  return Buffer.concat([h, payload]);
-}
 
 function u32(n: number): Buffer { const b = Buffer.alloc(4); b.writeUInt32BE(n >>> 0, 0); return b; }
 
