@@ -10,9 +10,15 @@ import { parseArgs } from 'node:util';
 import type { Writable } from 'node:stream';
 import { GatewayError } from '../errors.ts';
 import { parseDuration } from './config.ts';
-import type { AuthService } from './index.ts';
 import { ApiKeyStore, generateApiKey, hashApiKey } from './api-keys.ts';
 import { RESERVED_CLAIMS } from './schema.ts';
+
+/** What the CLI needs from an auth service (the gateway's, or the running one's admin plane). */
+export interface TokenMinter {
+  /** Dev mode's in-memory key: a token it mints verifies only in that process. */
+  readonly ephemeral?: boolean;
+  mint(claims: { sub: string; [k: string]: unknown }, ttlSeconds?: number): Promise<{ token: string; expires_at: number }>;
+}
 
 export const TOKEN_CLI_USAGE = 'usage: ghostgate token --sub <subject> [--ttl <30m|3600>] [--claim key=value]... [--json]';
 
@@ -24,7 +30,7 @@ function usage(problem: string): GatewayError {
  * Parse argv (without `token`), mint, print. Throws GatewayError on bad arguments. With the
  * dev-mode ephemeral key, warns on `err`: such a token verifies only in the process that minted it.
  */
-export async function runTokenCli(argv: string[], service: AuthService, out: Pick<Writable, 'write'> = process.stdout, err: Pick<Writable, 'write'> = process.stderr): Promise<void> {
+export async function runTokenCli(argv: string[], service: TokenMinter, out: Pick<Writable, 'write'> = process.stdout, err: Pick<Writable, 'write'> = process.stderr): Promise<void> {
   let values: { sub?: string; ttl?: string; claim?: string[]; json?: boolean };
   try {
     ({ values } = parseArgs({

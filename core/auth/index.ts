@@ -34,7 +34,6 @@ export { authConfigSchema } from './schema.ts';
 export { generateApiKey, hashApiKey } from './api-keys.ts';
 export { bearerToken } from './bearer.ts';
 export { authMetrics } from './metrics.ts';
-export { runTokenCli } from './cli.ts';
 
 export interface AuthDeps {
   configDir: string;

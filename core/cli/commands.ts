@@ -118,7 +118,7 @@ export const commands: Record<string, Command> = {
             return adminBody<{ token: string; expires_at: number }>(res);
           },
         };
-        await runTokenCli(rest, viaAdmin as never);
+        await runTokenCli(rest, viaAdmin);
         return 0;
       }
       const rt = await buildRuntime(loaded, { log: silentLogger, metrics: new GatewayMetrics(undefined, { defaults: false }), plugins: builtinPlugins as ReadonlyArray<PluginDefinition<unknown>>, sharedStore: new Map(), warm: false });

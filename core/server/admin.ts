@@ -17,7 +17,26 @@ import { clientErrorReply, frameworkErrorReply } from './client-error.ts';
 import type { LoadedConfig } from '../config/load.ts';
 import { ConfigErrors, GatewayError } from '../errors.ts';
 import { redact, secretReader } from '../secrets.ts';
-import type { Gateway } from '../gateway.ts';
+import type { GatewayMetrics } from '../metrics.ts';
+import type { HealthMonitor } from '../health.ts';
+import type { Runtime } from '../runtime.ts';
+
+/**
+ * What the admin plane reads and drives: the narrow view of the gateway it is given (as the data
+ * plane is given its own), so this module does not depend on the Gateway class.
+ */
+export interface AdminState {
+  readonly runtime: Runtime;
+  readonly metrics: GatewayMetrics;
+  readonly health: HealthMonitor;
+  readonly log: FastifyBaseLogger;
+  /** SHA-256 of `admin.credential`, or undefined when none is set. */
+  readonly adminCredential: Buffer | undefined;
+  /** The last reload's result, shown by GET /-/config. */
+  readonly lastReload: unknown;
+  /** Load, validate and swap in the config; `ok: false` keeps the running one. */
+  reload(trigger: string): Promise<{ ok: boolean }>;
+}
 
 /** Admin request bodies are small JSON objects (`POST /-/token`). */
 const ADMIN_BODY_LIMIT = 64 * 1024;
@@ -56,7 +75,7 @@ function send(reply: FastifyReply, err: GatewayError): FastifyReply {
 }
 
 /** Fastify's own errors (body parsing, limits) onto the catalog. */
-function toGatewayError(err: unknown, gw: Gateway): GatewayError {
+function toGatewayError(err: unknown, gw: AdminState): GatewayError {
   if (err instanceof GatewayError) return err;
   const e = err as { code?: string; statusCode?: number; message?: string };
   switch (e.code) {
@@ -73,7 +92,7 @@ function toGatewayError(err: unknown, gw: Gateway): GatewayError {
   }
 }
 
-export function createAdminServer(gw: Gateway, logger: FastifyBaseLogger): FastifyInstance {
+export function createAdminServer(gw: AdminState, logger: FastifyBaseLogger): FastifyInstance {
   const app = Fastify({
     loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: ADMIN_BODY_LIMIT,
     frameworkErrors: frameworkErrorReply(), clientErrorHandler: clientErrorReply(),
