@@ -9,13 +9,13 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
-import Fastify from 'fastify';
 import { builtinPlugins } from '../plugins/index.ts';
 import { isLoopback, loadConfig } from './config/load.ts';
 import type { GatewayConfig } from './config/model.ts';
 import { ConfigWatcher } from './config/watch.ts';
 import { ConfigErrors, GatewayError } from './errors.ts';
 import { HealthMonitor } from './health.ts';
+import { createLogger } from './logger.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { buildRuntime, Runtime } from './runtime.ts';
 import { secretReader } from './secrets.ts';
@@ -358,16 +358,7 @@ export function listenError(e: unknown, what: string, host: string, port: number
 function fmtHost(h: string): string { return h.includes(':') ? `[${h}]` : h; }
 
 function makeLogger(config: GatewayConfig, opts: GatewayOptions): FastifyBaseLogger {
-  const level = opts.logger?.level ?? config.logging.level;
-  const app = Fastify({
-    logger: {
-      level,
-      ...(opts.logger?.stream ? { stream: opts.logger.stream } : {}),
-      // Belt and braces: nothing we log carries these, but if a future line does, they are hidden.
-      redact: { paths: ['authorization', '*.authorization', 'headers.authorization', 'req.headers.authorization', 'token', '*.token', 'key', '*.key', 'secret', '*.secret'], censor: '[redacted]' },
-    },
-  });
-  return app.log;
+  return createLogger({ level: opts.logger?.level ?? config.logging.level, ...(opts.logger?.stream ? { stream: opts.logger.stream } : {}) });
 }
 
 /** Read a file relative to the package (the embedded default config). */
