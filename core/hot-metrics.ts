@@ -1,13 +1,20 @@
 /**
- * Counters and histograms for the per-request path, readable by prom-client at scrape time.
+ * Counters and histograms for the per-request path, exposed through a prom-client registry.
  *
- * prom-client's labelled children still hash their label values on every `inc`/`observe`
- * (measured: ~1.7 KB allocated and several µs per proxied request for our four per-request
- * metrics). These keep a child per label set (found through nested maps, built once per label
- * combination) whose `inc`/`observe` only add to numbers. The registry asks for the values
- * (`get()`) when /metrics is scraped, in prom-client's own format.
+ * prom-client's labelled children hash their label values on every `inc`/`observe`, cached
+ * children included. These keep a child per label set (found through nested maps, built once per
+ * label combination) whose `inc`/`observe` only add to numbers. `bench/hot-metrics.ts` compares
+ * the four updates of one proxied request: about 15× less time than prom-client's children
+ * (0.14 vs 2.1–2.3 µs on the 2-core development machine) and a tenth of the garbage collections.
+ *
+ * They are not registered as prom-client metrics (its Registry reads a metric through methods it
+ * does not document). `HotRegistry` is a prom-client Registry that adds them to what its public
+ * methods return: `getMetricsAsJSON()` in prom-client's documented JSON shape (which its cluster
+ * aggregation also reads), and `metrics()` as text that prom-client itself renders from that JSON
+ * (`AggregatorRegistry.aggregate`).
  */
-import type { Registry } from 'prom-client';
+import { AggregatorRegistry, Registry } from 'prom-client';
+import type { MetricObjectWithValues, MetricValue as PromMetricValue } from 'prom-client';
 
 type LabelValues = readonly string[];
 
@@ -35,6 +42,37 @@ class Children<C> {
 }
 
 interface MetricValue { value: number; labels: Record<string, string | number>; metricName?: string }
+/**
+ * One metric in the shape `getMetricsAsJSON()` returns. (prom-client's typings declare `type` as
+ * a numeric enum, but the values it produces and reads are these strings.)
+ */
+interface MetricJSON { name: string; help: string; type: 'counter' | 'histogram'; aggregator: 'sum'; values: MetricValue[] }
+
+/** A prom-client Registry that also exposes the hot metrics created with it as their registry. */
+export class HotRegistry extends Registry {
+  readonly #hot = new Map<string, HotMetric<unknown>>();
+  add(m: HotMetric<unknown>): void {
+    if (this.#hot.has(m.name) || super.getSingleMetric(m.name)) throw new Error(`A metric with the name ${m.name} has already been registered.`);
+    this.#hot.set(m.name, m);
+  }
+  async #hotJSON(): Promise<MetricJSON[]> { return Promise.all([...this.#hot.values()].map((m) => m.get())); }
+  #text(json: MetricJSON[]): Promise<string> {
+    const r = AggregatorRegistry.aggregate([json]);
+    r.setContentType(this.contentType);
+    return r.metrics();
+  }
+  override async getMetricsAsJSON(): Promise<MetricObjectWithValues<PromMetricValue<string>>[]> {
+    return [...await super.getMetricsAsJSON(), ...await this.#hotJSON() as unknown as MetricObjectWithValues<PromMetricValue<string>>[]];
+  }
+  override async metrics(): Promise<string> {
+    const [own, hot] = await Promise.all([super.metrics(), this.#hotJSON()]);
+    return hot.length ? `${own}${own && !own.endsWith('\n\n') ? '\n' : ''}${await this.#text(hot)}` : own;
+  }
+  override async getSingleMetricAsString(name: string): Promise<string> {
+    const m = this.#hot.get(name);
+    return m ? (await this.#text([await m.get()])).trimEnd() : super.getSingleMetricAsString(name);
+  }
+}
 
 abstract class HotMetric<C> {
   readonly name: string;
@@ -43,12 +81,12 @@ abstract class HotMetric<C> {
   readonly aggregator = 'sum' as const;
   abstract readonly type: 'counter' | 'histogram';
   protected readonly children: Children<C>;
-  constructor(o: { name: string; help: string; labelNames: readonly string[]; registers: Registry[] }, make: () => C) {
+  constructor(o: { name: string; help: string; labelNames: readonly string[]; registers: HotRegistry[] }, make: () => C) {
     this.name = o.name;
     this.help = o.help;
     this.labelNames = o.labelNames;
     this.children = new Children(make);
-    for (const r of o.registers) r.registerMetric(this as never);
+    for (const r of o.registers) r.add(this as HotMetric<unknown>);
   }
   /** The child for these label values (in `labelNames` order). */
   labels(...values: string[]): C { return this.children.get(values); }
@@ -57,13 +95,13 @@ abstract class HotMetric<C> {
     this.labelNames.forEach((n, i) => { o[n] = values[i]!; });
     return o;
   }
-  abstract get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: MetricValue[] }>;
+  abstract get(): Promise<MetricJSON>;
   reset(): void { /* values are cumulative for the process's life, as Prometheus expects */ }
 }
 
 export class HotCounter extends HotMetric<{ value: number; inc(): void }> {
   readonly type = 'counter' as const;
-  constructor(o: { name: string; help: string; labelNames: readonly string[]; registers: Registry[] }) {
+  constructor(o: { name: string; help: string; labelNames: readonly string[]; registers: HotRegistry[] }) {
     super(o, () => ({ value: 0, inc() { this.value++; } }));
   }
   async get() {
@@ -79,7 +117,7 @@ export interface HotHistogramChild { observe(v: number): void }
 export class HotHistogram extends HotMetric<HotHistogramChild & { counts: Float64Array; sum: number; count: number }> {
   readonly type = 'histogram' as const;
   readonly buckets: readonly number[];
-  constructor(o: { name: string; help: string; labelNames: readonly string[]; buckets: readonly number[]; registers: Registry[] }) {
+  constructor(o: { name: string; help: string; labelNames: readonly string[]; buckets: readonly number[]; registers: HotRegistry[] }) {
     const b = [...o.buckets].sort((x, y) => x - y);
     super(o, () => ({
       counts: new Float64Array(b.length), sum: 0, count: 0,

@@ -10,7 +10,6 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import http2 from 'node:http2';
 import { finished } from 'node:stream/promises';
-import { Registry } from 'prom-client';
 import t from 'tap';
 import type { Test } from 'tap';
 import type { UpstreamConfig } from '../../core/config/model.ts';
@@ -143,7 +142,7 @@ t.test('the upstream client\'s complete() (what mirror reads for its shadow) is 
     url: up.url, protocol: 'h2c', pool: { size: 1, pingIntervalMs: 0, warm: false },
     timeouts: { connectMs: 2000, firstByteMs: 10_000, idleMs: 10_000 }, forwardHeaders: [], maxRetries: 1,
   };
-  const client = createUpstream('raw', config, { log: silentLogger, metrics: new GatewayMetrics(new Registry(), { defaults: false }), readSecret: () => '' }, 'raw');
+  const client = createUpstream('raw', config, { log: silentLogger, metrics: new GatewayMetrics(undefined, { defaults: false }), readSecret: () => '' }, 'raw');
   t.teardown(() => client.close());
   const read = async (): Promise<boolean> => {
     const res = await client.send({ path: '/v1/completions', headers: {}, body: Buffer.from('{}') });

@@ -22,7 +22,7 @@ import { makeExchange } from '../helpers/exchange.ts';
 import { loadStep } from '../helpers/plugin-step.ts';
 import { waitFor, within } from '../helpers/h2.ts';
 
-const clientMetrics = new GatewayMetrics(new Registry(), { defaults: false });
+const clientMetrics = new GatewayMetrics(undefined, { defaults: false });
 
 function upstreamClient(name: string, url: string, credential?: string): ManagedUpstream {
   const config: UpstreamConfig = {
