@@ -10,6 +10,7 @@
  * Beyond json-logic we add `semver<`, `semver<=`, `semver>`, `semver>=`, `semver==` (e.g.
  * `{"semver<": [{"var": "client.version"}, "1.200.0"]}`); an unparseable version compares false.
  */
+import { FORBIDDEN_KEYS } from './safe-object.ts';
 import { FACT_ROOTS } from './types.ts';
 
 export type Evaluator = (facts: object) => unknown;
@@ -22,7 +23,6 @@ export const ALLOWED_OPERATORS = [
   'semver<', 'semver<=', 'semver>', 'semver>=', 'semver==',
 ] as const;
 const ALLOWED = new Set<string>(ALLOWED_OPERATORS);
-const FORBIDDEN_SEGMENTS = new Set(['__proto__', 'prototype', 'constructor']);
 
 export class ConditionError extends Error {
   /** Path inside the rule, e.g. `and[1]`. */
@@ -69,7 +69,7 @@ function compileVar(raw: unknown, at: string, roots: ReadonlySet<string>): Evalu
   }
   const segments = pathRaw.split('.');
   for (const s of segments) {
-    if (s === '' || FORBIDDEN_SEGMENTS.has(s)) throw new ConditionError(`var path "${pathRaw}" has a forbidden segment "${s}"`, at);
+    if (s === '' || FORBIDDEN_KEYS.has(s)) throw new ConditionError(`var path "${pathRaw}" has a forbidden segment "${s}"`, at);
   }
   if (!roots.has(segments[0]!)) {
     throw new ConditionError(`var path "${pathRaw}" is outside the fact roots (${[...roots].join(', ')})`, at);

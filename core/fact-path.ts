@@ -4,12 +4,12 @@
  * Rules are those of `core/conditions.ts`: the first segment is a fact root, no empty segments,
  * no `__proto__`/`prototype`/`constructor`, own properties only.
  */
+import { FORBIDDEN_KEYS } from './safe-object.ts';
 import { FACT_ROOTS } from './types.ts';
 import type { Facts } from './types.ts';
 
 export type FactReader = (facts: Facts) => unknown;
 
-const FORBIDDEN_SEGMENTS = new Set(['__proto__', 'prototype', 'constructor']);
 const hasOwn = Object.prototype.hasOwnProperty;
 
 /**
@@ -23,7 +23,7 @@ const hasOwn = Object.prototype.hasOwnProperty;
 export function compileFactPath(path: string, roots: readonly string[] = FACT_ROOTS): FactReader {
   const segments = path.split('.');
   for (const s of segments) {
-    if (s === '' || FORBIDDEN_SEGMENTS.has(s)) throw new Error(`fact path "${path}" has a forbidden or empty segment "${s}"`);
+    if (s === '' || FORBIDDEN_KEYS.has(s)) throw new Error(`fact path "${path}" has a forbidden or empty segment "${s}"`);
   }
   if (!roots.includes(segments[0]!)) {
     throw new Error(`fact path "${path}" must start with one of ${roots.join(', ')}`);

@@ -3,17 +3,17 @@
  * the pointer's path are copied, so a large prompt string is never duplicated and the original
  * body stays intact (conditions and mirrors read it).
  */
+import { FORBIDDEN_KEYS } from './safe-object.ts';
 import type { JsonObject, JsonValue } from './types.ts';
 
 export type ParsedPointer = readonly string[];
-const FORBIDDEN = new Set(['__proto__', 'prototype', 'constructor']);
 
 /** Parse `/a/b~1c/0` into segments; throws on a malformed or unsafe pointer. */
 export function parsePointer(pointer: string): ParsedPointer {
   if (pointer === '') return [];
   if (!pointer.startsWith('/')) throw new Error(`JSON Pointer "${pointer}" must start with "/"`);
   const segs = pointer.slice(1).split('/').map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
-  for (const s of segs) if (FORBIDDEN.has(s)) throw new Error(`JSON Pointer "${pointer}" has a forbidden segment "${s}"`);
+  for (const s of segs) if (FORBIDDEN_KEYS.has(s)) throw new Error(`JSON Pointer "${pointer}" has a forbidden segment "${s}"`);
   return segs;
 }
 

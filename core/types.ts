@@ -84,6 +84,8 @@ export interface Exchange {
   readonly signal: AbortSignal;
   /** `performance.now()` when the request arrived. */
   readonly startedAt: number;
+  /** `performance.now()` when the first response body byte was relayed to the client; 0 until then. */
+  readonly firstByteAt: number;
   /**
    * The client's raw `Authorization` header, for the `auth` step only. Deliberately not a fact
    * (conditions cannot read it) and never forwarded upstream; steps must not copy it anywhere.
@@ -140,7 +142,7 @@ export interface Step {
 
 /** What `create` gets: load-time services. */
 export interface PluginContext {
-  /** `file#steps[i]`, for messages. */
+  /** `file:line` of the step, for messages. */
   readonly where: string;
   /** Folder of the policy file this step is in (relative paths in params resolve here). */
   readonly configDir: string;
@@ -225,6 +227,11 @@ export interface AuthRuntime {
   verify(token: string): Record<string, unknown> | Promise<Record<string, unknown>>;
   /** Whether a subject / token id is on the deny list. */
   isRevoked(sub: string | undefined, jti: string | undefined): boolean;
+  /**
+   * The error for a request with no usable token (counted in `ghostgate_auth_failures_total`,
+   * with the RFC 6750 challenge header). The `auth` step throws it.
+   */
+  reject(code: 'GW_ERR_AUTH_MISSING_TOKEN' | 'GW_ERR_AUTH_MALFORMED_TOKEN'): GatewayError;
 }
 
 export interface Logger {

@@ -2,7 +2,7 @@
  * The built-in plugins, by name. A plain array: no directory scanning, no codegen. A plugin's
  * name is its folder under plugins/ and its `use:` value in policy YAML.
  */
-import type { PluginDefinition } from '../core/types.ts';
+import type { PluginDefinition } from '../core/plugin-api.ts';
 import auth from './auth/index.ts';
 import setHeaders from './set-headers/index.ts';
 import stripParams from './strip-params/index.ts';

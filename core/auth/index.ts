@@ -18,7 +18,8 @@ import { bearerToken } from './bearer.ts';
 import { TokenCache } from './cache.ts';
 import { MAX_MINT_TTL, normalizeAuthConfig, refreshIn } from './config.ts';
 import type { AuthConfig, SecretRef } from './config.ts';
-import { deepFreeze, newJti, signJwt, TokenFailure, verifyJwt } from './jwt.ts';
+import { newJti, signJwt, TokenFailure, verifyJwt } from './jwt.ts';
+import { deepFreeze } from '../safe-object.ts';
 import type { VerifyRules } from './jwt.ts';
 import { loadKeys } from './keys.ts';
 import type { KeySet } from './keys.ts';
@@ -163,6 +164,11 @@ class GatewayAuthService implements AuthService {
 
   isRevoked(sub: string | undefined, jti: string | undefined): boolean {
     return this.#revocation.has(sub, jti);
+  }
+
+  reject(code: 'GW_ERR_AUTH_MISSING_TOKEN' | 'GW_ERR_AUTH_MALFORMED_TOKEN'): GatewayError {
+    this.#metrics.failures.inc({ code });
+    return authError(code);
   }
 
   jwks(): { keys: object[] } {

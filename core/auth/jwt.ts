@@ -105,11 +105,3 @@ export function verifyJwt(token: string, rules: VerifyRules, nowSec: number): Re
   return p;
 }
 
-/** Freeze a JSON value in depth (cached claims are shared between requests). */
-export function deepFreeze<T>(v: T): T {
-  if (typeof v === 'object' && v !== null && !Object.isFrozen(v)) {
-    Object.freeze(v);
-    for (const x of Object.values(v)) deepFreeze(x);
-  }
-  return v;
-}

@@ -16,6 +16,7 @@ import { bearerToken } from '../auth/bearer.ts';
 import { clientErrorReply, frameworkErrorReply } from './client-error.ts';
 import type { LoadedConfig } from '../config/load.ts';
 import { ConfigErrors, GatewayError } from '../errors.ts';
+import { FORBIDDEN_KEYS } from '../safe-object.ts';
 import { redact, secretReader } from '../secrets.ts';
 import type { GatewayMetrics } from '../metrics.ts';
 import type { HealthMonitor } from '../health.ts';
@@ -97,14 +98,14 @@ export function createAdminServer(gw: AdminState, logger: FastifyBaseLogger): Fa
     loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: ADMIN_BODY_LIMIT,
     frameworkErrors: frameworkErrorReply(), clientErrorHandler: clientErrorReply(),
   }) as unknown as FastifyInstance;
-  // JSON only; `__proto__`/`constructor` keys refused, like the data plane.
+  // JSON only; prototype keys (FORBIDDEN_KEYS: `__proto__`, `constructor`, `prototype`) refused.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
     const text = body as string;
     if (text.trim() === '') { done(null, undefined); return; }
     try {
       const v = JSON.parse(text, (k, val: unknown) => {
-        if (k === '__proto__' || k === 'constructor') throw new SyntaxError('forbidden key');
+        if (FORBIDDEN_KEYS.has(k)) throw new SyntaxError('forbidden key');
         return val;
       }) as unknown;
       done(null, v);

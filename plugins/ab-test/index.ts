@@ -9,12 +9,8 @@
  * `<header>: <experiment>=<arm>`. An arm may change the upstream, the upstream model, and the
  * body (`set`/`remove` by JSON Pointer).
  */
-import { compileFactPath, factKey } from '../../core/fact-path.ts';
-import { parsePointer } from '../../core/json-pointer.ts';
-import { compileWeightedPicker } from '../../core/sticky-hash.ts';
-import { definePlugin } from '../../core/types.ts';
-import type { FactReader } from '../../core/fact-path.ts';
-import type { JsonSchema, JsonValue } from '../../core/types.ts';
+import { compileFactPath, compileWeightedPicker, deepFreeze, definePlugin, factKey, isForbiddenKey, parsePointer } from '../../core/plugin-api.ts';
+import type { FactReader, JsonSchema, JsonValue } from '../../core/plugin-api.ts';
 
 export interface AbTestArm {
   /** Arm name: label value, header value, `route.arms` value. */
@@ -42,7 +38,6 @@ export interface AbTestParams {
 }
 
 const NAME = '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$';
-const FORBIDDEN_NAMES = new Set(['__proto__', 'prototype', 'constructor']);
 const RESERVED_HEADERS = new Set(['authorization', 'host', 'content-length', 'content-type', 'connection', 'transfer-encoding', 'te', 'upgrade', 'keep-alive', 'proxy-connection', 'set-cookie']);
 
 const paramsSchema: JsonSchema = {
@@ -84,21 +79,13 @@ interface Arm {
   readonly remove: readonly string[];
 }
 
-function deepFreeze<T>(v: T): T {
-  if (v !== null && typeof v === 'object' && !Object.isFrozen(v)) {
-    for (const x of Object.values(v)) deepFreeze(x);
-    Object.freeze(v);
-  }
-  return v;
-}
-
 export default definePlugin<AbTestParams>({
   name: 'ab-test',
   description: 'A named experiment: sticky weighted arms that may change upstream, model or body.',
   paramsSchema,
   create(params, ctx) {
     const { experiment } = params;
-    if (FORBIDDEN_NAMES.has(experiment)) throw ctx.error(`"${experiment}" cannot be an experiment name`, 'experiment');
+    if (isForbiddenKey(experiment)) throw ctx.error(`"${experiment}" cannot be an experiment name`, 'experiment');
     let read: FactReader;
     try { read = compileFactPath(params.stickyOn); } catch (e) { throw ctx.error((e as Error).message, 'stickyOn'); }
     const header = params.header.toLowerCase();
@@ -108,7 +95,7 @@ export default definePlugin<AbTestParams>({
     let total = 0;
     const items = params.arms.map((a, i) => {
       const at = `arms[${i}]`;
-      if (FORBIDDEN_NAMES.has(a.name)) throw ctx.error(`"${a.name}" cannot be an arm name`, `${at}.name`);
+      if (isForbiddenKey(a.name)) throw ctx.error(`"${a.name}" cannot be an arm name`, `${at}.name`);
       if (names.has(a.name)) throw ctx.error(`arm "${a.name}" is listed twice`, `${at}.name`);
       names.add(a.name);
       if (a.upstream !== undefined && !ctx.upstreamNames.has(a.upstream)) {

@@ -7,10 +7,8 @@
  * The token is read from the raw request header, never from `facts` (conditions must not see
  * credentials), and is not copied anywhere: the core never forwards the client's Authorization.
  */
-import { authError, authMetrics } from '../../core/auth/metrics.ts';
-import { bearerToken } from '../../core/auth/bearer.ts';
-import { definePlugin } from '../../core/types.ts';
-import type { Exchange, StepResult } from '../../core/types.ts';
+import { bearerToken, definePlugin } from '../../core/plugin-api.ts';
+import type { Exchange, StepResult } from '../../core/plugin-api.ts';
 
 export interface AuthParams {
   /**
@@ -42,19 +40,14 @@ export default definePlugin<AuthParams>({
   create(params, ctx) {
     const auth = ctx.auth;
     if (!auth) throw ctx.error('auth is not configured: add an `auth:` section to gateway.config.yaml (see docs/auth.md)');
-    const failures = authMetrics(ctx.metrics).failures;
     const optional = params.optional === true;
     return {
       request: function authenticate(ex: Exchange): StepResult | Promise<StepResult> {
         const token = bearerToken(authorizationHeader(ex));
-        if (token === null) {
-          failures.inc({ code: 'GW_ERR_AUTH_MALFORMED_TOKEN' });
-          throw authError('GW_ERR_AUTH_MALFORMED_TOKEN');
-        }
+        if (token === null) throw auth.reject('GW_ERR_AUTH_MALFORMED_TOKEN');
         if (token === undefined) {
           if (optional) return;
-          failures.inc({ code: 'GW_ERR_AUTH_MISSING_TOKEN' });
-          throw authError('GW_ERR_AUTH_MISSING_TOKEN');
+          throw auth.reject('GW_ERR_AUTH_MISSING_TOKEN');
         }
         const claims = auth.verify(token);
         if (claims instanceof Promise) return claims.then((c) => { ex.setClaims(c); });

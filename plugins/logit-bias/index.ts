@@ -7,8 +7,8 @@
  * is not a number) is replaced by the policy's bias: the policy's bias is there to keep the model
  * usable, and the upstream would reject the malformed value anyway.
  */
-import { definePlugin } from '../../core/types.ts';
-import type { JsonObject, JsonValue } from '../../core/types.ts';
+import { definePlugin } from '../../core/plugin-api.ts';
+import type { JsonObject, JsonValue } from '../../core/plugin-api.ts';
 
 /** How a token the client also biased is resolved. */
 export type MergeRule = 'policy-wins' | 'client-wins' | 'sum';

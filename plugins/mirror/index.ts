@@ -16,12 +16,8 @@
  */
 import { performance } from 'node:perf_hooks';
 import { finished } from 'node:stream/promises';
-import { Counter, Histogram } from 'prom-client';
-import type { Registry } from 'prom-client';
-import { GatewayExchange } from '../../core/exchange.ts';
-import { seedState, stickyUnit } from '../../core/sticky-hash.ts';
-import { definePlugin } from '../../core/types.ts';
-import type { Exchange, JsonSchema, Outcome, OutboundRequest, UpstreamClient } from '../../core/types.ts';
+import { Counter, definePlugin, Histogram, seedState, stickyUnit } from '../../core/plugin-api.ts';
+import type { Exchange, JsonSchema, OutboundRequest, Outcome, Registry, UpstreamClient } from '../../core/plugin-api.ts';
 
 export interface MirrorParams {
   /** Shadow upstream (a name from `gateway.config.yaml`). */
@@ -168,7 +164,7 @@ export default definePlugin<MirrorParams>({
         if (isCancel(outcome)) pair.controller.abort('primary-cancelled');
         const up = pair.primaryUpstream;
         // The core stamps the primary's first relayed body byte on its exchange.
-        const firstByteAt = ex instanceof GatewayExchange ? ex.firstByteAt : 0;
+        const firstByteAt = ex.firstByteAt;
         if (firstByteAt > pair.t0) m.ttfb.observe({ side: 'primary', upstream: up }, (firstByteAt - pair.t0) / 1000);
         if (outcome === 'ok') m.duration.observe({ side: 'primary', upstream: up }, (performance.now() - pair.t0) / 1000);
         m.requests.inc({ side: 'primary', upstream: up, outcome: primaryOutcome(outcome) });

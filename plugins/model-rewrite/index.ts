@@ -7,7 +7,7 @@
  * logical model it resolved to (`route.model`, aliases applied), so one entry can cover every
  * alias of a model. Every target is checked at load against the configured models/upstreams.
  */
-import { definePlugin } from '../../core/types.ts';
+import { definePlugin } from '../../core/plugin-api.ts';
 
 /** A deployment target: the upstream and the model name sent to it. */
 export interface DeploymentTarget {

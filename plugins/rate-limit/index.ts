@@ -10,11 +10,8 @@
  * at `maxKeys` the oldest bucket makes room for a new one.
  */
 import { performance } from 'node:perf_hooks';
-import { GatewayError } from '../../core/errors.ts';
-import { compileFactPath, factKey } from '../../core/fact-path.ts';
-import type { FactReader } from '../../core/fact-path.ts';
-import { definePlugin } from '../../core/types.ts';
-import type { LocalReply } from '../../core/types.ts';
+import { compileFactPath, definePlugin, factKey, GatewayError } from '../../core/plugin-api.ts';
+import type { FactReader, LocalReply } from '../../core/plugin-api.ts';
 
 export interface RateLimitParams {
   /** Fact path of the subject (`claims.sub`, `request.headers.x-team`); falls back to `request.ip`. */

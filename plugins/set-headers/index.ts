@@ -2,8 +2,8 @@
  * set-headers: add or remove headers on the upstream request and/or the client response.
  * Values are literal strings from config (never from the request), so they are safe as-is.
  */
-import { definePlugin } from '../../core/types.ts';
-import type { JsonSchema } from '../../core/types.ts';
+import { definePlugin } from '../../core/plugin-api.ts';
+import type { JsonSchema } from '../../core/plugin-api.ts';
 
 export interface SetHeadersParams {
   /** Headers added to the upstream request (lower-cased). */

@@ -6,10 +6,8 @@
  * Values come from config and are deep-frozen at load, so every request shares them safely: the
  * exchange's copy-on-write edits copy a container before changing it.
  */
-import { getAt, parsePointer } from '../../core/json-pointer.ts';
-import type { ParsedPointer } from '../../core/json-pointer.ts';
-import { definePlugin } from '../../core/types.ts';
-import type { JsonValue } from '../../core/types.ts';
+import { deepFreeze, definePlugin, getAt, parsePointer } from '../../core/plugin-api.ts';
+import type { JsonValue, ParsedPointer } from '../../core/plugin-api.ts';
 
 export interface SetParamsParams {
   /** JSON Pointer → value to set there (any JSON value). */
@@ -67,11 +65,3 @@ export default definePlugin<SetParamsParams>({
     };
   },
 });
-
-function deepFreeze<T extends JsonValue>(v: T): T {
-  if (v !== null && typeof v === 'object') {
-    for (const x of Object.values(v)) deepFreeze(x);
-    Object.freeze(v);
-  }
-  return v;
-}

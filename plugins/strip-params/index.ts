@@ -7,9 +7,8 @@
  * array index down, so `[/stop/0, /stop/1]` removes the first two entries of `stop`, not the
  * first and the third.
  */
-import { parsePointer } from '../../core/json-pointer.ts';
-import type { ParsedPointer } from '../../core/json-pointer.ts';
-import { definePlugin } from '../../core/types.ts';
+import { definePlugin, parsePointer } from '../../core/plugin-api.ts';
+import type { ParsedPointer } from '../../core/plugin-api.ts';
 
 export interface StripParamsParams {
   /** JSON Pointers of the body fields to remove (`/logprobs`, `/extra/debug`, `/stop/0`). */

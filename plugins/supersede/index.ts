@@ -12,12 +12,8 @@
  * points at that exchange. Memory is bounded by `maxEntries` (oldest entries are forgotten, not
  * cancelled).
  */
-import { Counter } from 'prom-client';
-import { compileFactPath, factKey } from '../../core/fact-path.ts';
-import { getAt, parsePointer } from '../../core/json-pointer.ts';
-import { definePlugin } from '../../core/types.ts';
-import type { FactReader } from '../../core/fact-path.ts';
-import type { Exchange, Facts, JsonSchema } from '../../core/types.ts';
+import { compileFactPath, Counter, definePlugin, factKey, getAt, parsePointer } from '../../core/plugin-api.ts';
+import type { Exchange, FactReader, Facts, JsonSchema } from '../../core/plugin-api.ts';
 
 export interface SupersedeParams {
   /** Where the document/cursor key comes from; the header wins when both are set and present. */

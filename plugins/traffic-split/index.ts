@@ -7,11 +7,8 @@
  * weights moves only the share that must move (90/10 → 80/20 moves ≈10% of users, all from the
  * first target to the second). Target order in YAML does not matter.
  */
-import { compileFactPath, factKey } from '../../core/fact-path.ts';
-import { compileWeightedPicker } from '../../core/sticky-hash.ts';
-import { definePlugin } from '../../core/types.ts';
-import type { FactReader } from '../../core/fact-path.ts';
-import type { JsonSchema } from '../../core/types.ts';
+import { compileFactPath, compileWeightedPicker, definePlugin, factKey } from '../../core/plugin-api.ts';
+import type { FactReader, JsonSchema } from '../../core/plugin-api.ts';
 
 export interface TrafficSplitTarget {
   /** Upstream name from `gateway.config.yaml`. */

@@ -8,10 +8,8 @@
  * Every minimum is parsed at load and every reply is built at load: a request costs a version
  * parse (cached by the core) and a comparison.
  */
-import { compareSemver, parseSemver } from '../../core/conditions.ts';
-import type { Semver } from '../../core/conditions.ts';
-import { definePlugin } from '../../core/types.ts';
-import type { Exchange, LocalReply } from '../../core/types.ts';
+import { compareSemver, deepFreeze, definePlugin, parseSemver } from '../../core/plugin-api.ts';
+import type { Exchange, LocalReply, Semver } from '../../core/plugin-api.ts';
 
 export interface VersionGateParams {
   /**
@@ -187,12 +185,4 @@ function nameOf(v: string | undefined): string | undefined {
 function versionOf(v: string | undefined): string | undefined {
   if (v === undefined || v.length > 256) return undefined;
   return v.slice(v.indexOf('/') + 1).trim() || undefined;
-}
-
-function deepFreeze<T>(v: T): T {
-  if (v !== null && typeof v === 'object') {
-    for (const x of Object.values(v)) deepFreeze(x);
-    Object.freeze(v);
-  }
-  return v;
 }

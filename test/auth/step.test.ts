@@ -49,7 +49,7 @@ t.test('bad requests', async (t) => {
   const h = harness();
   t.teardown(() => h.dir.remove());
   const auth = await h.compile({ dev: true });
-  const metrics = new Registry();
+  const metrics = h.metrics; // the gateway hands the auth service and the steps one registry
   const { step } = await loadStep(authPlugin, {}, { auth, metrics });
   const count = async (code: string) => (await metrics.getSingleMetric('ghostgate_auth_failures_total')?.get())?.values.find((v) => v.labels.code === code)?.value ?? 0;
 
