@@ -31,6 +31,10 @@ export type {
   UpstreamSendOptions,
 } from './types.ts';
 
+// Params types derived from the params JSON Schema (one source): `FromSchema<typeof schema>`,
+// with properties that have a `default` typed as present (ajv fills them in before `create`).
+export type { FromSchema } from 'json-schema-to-ts';
+
 // Errors: throw a GatewayError with a catalog code to answer with that error.
 export { GatewayError } from './errors.ts';
 export type { ErrorCode } from './errors.ts';

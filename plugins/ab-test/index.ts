@@ -10,37 +10,12 @@
  * body (`set`/`remove` by JSON Pointer).
  */
 import { compileFactPath, compileWeightedPicker, deepFreeze, definePlugin, factKey, isForbiddenKey, parsePointer } from '../../core/plugin-api.ts';
-import type { FactReader, JsonSchema, JsonValue } from '../../core/plugin-api.ts';
+import type { FactReader, FromSchema, JsonSchema, JsonValue } from '../../core/plugin-api.ts';
 
-export interface AbTestArm {
-  /** Arm name: label value, header value, `route.arms` value. */
-  name: string;
-  /** Relative weight (≥ 0). */
-  weight: number;
-  /** Send this arm's requests to this upstream. Default: unchanged. */
-  upstream?: string;
-  /** Model name sent upstream for this arm. Default: unchanged. */
-  model?: string;
-  /** Body fields to set, by JSON Pointer. */
-  set?: Record<string, JsonValue>;
-  /** Body fields to remove, by JSON Pointer. */
-  remove?: string[];
-}
-
-export interface AbTestParams {
-  /** Experiment name: the hash seed and the key in `route.arms`. */
-  experiment: string;
-  /** Fact path of the sticky key. Default `claims.sub`. Missing → the request id (not sticky). */
-  stickyOn: string;
-  arms: AbTestArm[];
-  /** Response header naming the arm (`<experiment>=<arm>`). Default `x-ghostgate-experiment`. */
-  header: string;
-}
-
-const NAME = '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$';
+const NAME = '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$' as const;
 const RESERVED_HEADERS = new Set(['authorization', 'host', 'content-length', 'content-type', 'connection', 'transfer-encoding', 'te', 'upgrade', 'keep-alive', 'proxy-connection', 'set-cookie']);
 
-const paramsSchema: JsonSchema = {
+const paramsSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['experiment', 'arms'],
@@ -67,7 +42,11 @@ const paramsSchema: JsonSchema = {
       },
     },
   },
-};
+} as const satisfies JsonSchema;
+
+/** The params after validation (defaults applied), derived from the schema. */
+export type AbTestParams = FromSchema<typeof paramsSchema>;
+export type AbTestArm = AbTestParams['arms'][number];
 
 /** One arm, compiled: everything the request path does is precomputed. */
 interface Arm {
@@ -103,7 +82,8 @@ export default definePlugin<AbTestParams>({
       }
       const set = Object.entries(a.set ?? {}).map(([p, v]) => {
         try { if (parsePointer(p).length === 0) throw new Error('cannot replace the whole body'); } catch (e) { throw ctx.error((e as Error).message, `${at}.set.${p}`); }
-        return [p, deepFreeze(v)] as const;
+        // Params come from YAML, so every value is JSON (the schema leaves it open: `unknown`).
+        return [p, deepFreeze(v as JsonValue)] as const;
       });
       const remove = (a.remove ?? []).map((p, j) => {
         try { if (parsePointer(p).length === 0) throw new Error('cannot remove the whole body'); } catch (e) { throw ctx.error((e as Error).message, `${at}.remove[${j}]`); }

@@ -8,16 +8,8 @@
  * credentials), and is not copied anywhere: the core never forwards the client's Authorization.
  */
 import { bearerToken, definePlugin } from '../../core/plugin-api.ts';
-import type { Exchange, StepResult } from '../../core/plugin-api.ts';
+import type { Exchange, FromSchema, JsonSchema, StepResult } from '../../core/plugin-api.ts';
 
-export interface AuthParams {
-  /**
-   * Let requests without any token through with empty claims (an anonymous tier selected by
-   * `when: {"!": {var: claims.sub}}`). A token that is present but invalid is still refused.
-   * Default false.
-   */
-  optional: boolean;
-}
 
 /**
  * The raw `authorization` request header. Contract with the core: the Exchange exposes it as
@@ -27,16 +19,21 @@ export function authorizationHeader(ex: Exchange): string | string[] | undefined
   return ex.authorization;
 }
 
+const paramsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    optional: { type: 'boolean', default: false, description: 'Requests with no token pass with empty claims; invalid tokens are still refused.' },
+  },
+} as const satisfies JsonSchema;
+
+/** The params after validation (defaults applied), derived from the schema. */
+export type AuthParams = FromSchema<typeof paramsSchema>;
+
 export default definePlugin<AuthParams>({
   name: 'auth',
   description: 'Verify the bearer token (signature, expiry, issuer, audience, revocation) and expose its claims to later steps.',
-  paramsSchema: {
-    type: 'object',
-    additionalProperties: false,
-    properties: {
-      optional: { type: 'boolean', default: false, description: 'Requests with no token pass with empty claims; invalid tokens are still refused.' },
-    },
-  },
+  paramsSchema,
   create(params, ctx) {
     const auth = ctx.auth;
     if (!auth) throw ctx.error('auth is not configured: add an `auth:` section to gateway.config.yaml (see docs/auth.md)');

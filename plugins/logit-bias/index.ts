@@ -8,40 +8,42 @@
  * usable, and the upstream would reject the malformed value anyway.
  */
 import { definePlugin } from '../../core/plugin-api.ts';
-import type { JsonObject, JsonValue } from '../../core/plugin-api.ts';
+import type { JsonObject, JsonValue, FromSchema, JsonSchema } from '../../core/plugin-api.ts';
 
 /** How a token the client also biased is resolved. */
-export type MergeRule = 'policy-wins' | 'client-wins' | 'sum';
 
-export interface LogitBiasParams {
-  /** Token id (decimal string) → bias in [-100, 100]. */
-  bias: Record<string, number>;
-  /** Default `policy-wins`. */
-  merge: MergeRule;
-}
 
-const MIN = -100;
-const MAX = 100;
+const MIN = -100 as const;
+const MAX = 100 as const;
 const clamp = (v: number): number => (v < MIN ? MIN : v > MAX ? MAX : v);
+
+/**
+ * `bias`: token id (decimal string) → bias in [-100, 100].
+ * `merge`: how a client's own `logit_bias` combines with it (default `policy-wins`).
+ */
+const paramsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['bias'],
+  properties: {
+    bias: {
+      type: 'object',
+      minProperties: 1,
+      maxProperties: 1024,
+      propertyNames: { pattern: '^(0|[1-9][0-9]{0,9})$' },
+      additionalProperties: { type: 'number', minimum: MIN, maximum: MAX },
+    },
+    merge: { enum: ['policy-wins', 'client-wins', 'sum'], default: 'policy-wins' },
+  },
+} as const satisfies JsonSchema;
+
+/** The params after validation (defaults applied), derived from the schema. */
+export type LogitBiasParams = FromSchema<typeof paramsSchema>;export type MergeRule = LogitBiasParams['merge'];
 
 export default definePlugin<LogitBiasParams>({
   name: 'logit-bias',
   description: 'Add token biases to logit_bias, merged with the client\'s (policy-wins | client-wins | sum), clamped to [-100, 100].',
-  paramsSchema: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['bias'],
-    properties: {
-      bias: {
-        type: 'object',
-        minProperties: 1,
-        maxProperties: 1024,
-        propertyNames: { pattern: '^(0|[1-9][0-9]{0,9})$' },
-        additionalProperties: { type: 'number', minimum: MIN, maximum: MAX },
-      },
-      merge: { enum: ['policy-wins', 'client-wins', 'sum'], default: 'policy-wins' },
-    },
-  },
+  paramsSchema,
   create(params) {
     const keys = Object.keys(params.bias);
     const vals = keys.map((k) => params.bias[k]!);

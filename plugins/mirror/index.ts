@@ -17,20 +17,16 @@
 import { performance } from 'node:perf_hooks';
 import { finished } from 'node:stream/promises';
 import { Counter, definePlugin, Histogram, seedState, stickyUnit } from '../../core/plugin-api.ts';
-import type { Exchange, JsonSchema, OutboundRequest, Outcome, Registry, UpstreamClient } from '../../core/plugin-api.ts';
+import type { Exchange, FromSchema, JsonSchema, OutboundRequest, Outcome, Registry, UpstreamClient } from '../../core/plugin-api.ts';
 
-export interface MirrorParams {
-  /** Shadow upstream (a name from `gateway.config.yaml`). */
-  upstream: string;
-  /** Share of requests copied, 0–100. Default 100. */
-  percent: number;
-  /** Most copies in flight to this shadow upstream at once; more are dropped. Default 16. */
-  maxConcurrent: number;
-  /** Whole-copy budget (send → last byte), ms; then the shadow stream is reset. Default 30 000. */
-  timeoutMs: number;
-}
 
-const paramsSchema: JsonSchema = {
+/**
+ * - `upstream`: the shadow upstream (a name from `gateway.config.yaml`).
+ * - `percent`: share of requests copied, 0–100 (100).
+ * - `maxConcurrent`: most copies in flight to this shadow upstream at once; more are dropped (16).
+ * - `timeoutMs`: whole-copy budget (send → last byte), ms; then the shadow stream is reset (30 000).
+ */
+const paramsSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['upstream'],
@@ -40,7 +36,10 @@ const paramsSchema: JsonSchema = {
     maxConcurrent: { type: 'integer', minimum: 1, maximum: 10_000, default: 16 },
     timeoutMs: { type: 'integer', minimum: 1, maximum: 600_000, default: 30_000 },
   },
-};
+} as const satisfies JsonSchema;
+
+/** The params after validation (defaults applied), derived from the schema. */
+export type MirrorParams = FromSchema<typeof paramsSchema>;
 
 /** Request headers never copied to the shadow (credentials of the primary, hop-by-hop). */
 const STRIPPED = new Set(['authorization', 'proxy-authorization', 'api-key', 'x-api-key', 'cookie', 'content-length', 'connection', 'keep-alive', 'transfer-encoding', 'te', 'upgrade', 'host']);

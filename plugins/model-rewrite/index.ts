@@ -8,17 +8,10 @@
  * alias of a model. Every target is checked at load against the configured models/upstreams.
  */
 import { definePlugin } from '../../core/plugin-api.ts';
+import type { FromSchema, JsonSchema } from '../../core/plugin-api.ts';
 
 /** A deployment target: the upstream and the model name sent to it. */
-export interface DeploymentTarget {
-  upstream: string;
-  model: string;
-}
 
-export interface ModelRewriteParams {
-  /** Requested model → logical model name, or a deployment `{ upstream, model }`. */
-  map: Record<string, string | DeploymentTarget>;
-}
 
 /** The precompiled route change for one map entry. `model` undefined: keep the logical model. */
 interface Target {
@@ -27,35 +20,44 @@ interface Target {
   readonly upstreamModel: string;
 }
 
-export default definePlugin<ModelRewriteParams>({
-  name: 'model-rewrite',
-  description: 'Map the requested model to a logical model or to a deployment (upstream + upstream model name).',
-  paramsSchema: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['map'],
-    properties: {
-      map: {
-        type: 'object',
-        minProperties: 1,
-        propertyNames: { minLength: 1, maxLength: 256 },
-        additionalProperties: {
-          oneOf: [
-            { type: 'string', minLength: 1, maxLength: 256 },
-            {
-              type: 'object',
-              additionalProperties: false,
-              required: ['upstream', 'model'],
-              properties: {
-                upstream: { type: 'string', minLength: 1 },
-                model: { type: 'string', minLength: 1, maxLength: 256 },
-              },
+/**
+ * `map`: requested model → logical model name, or a deployment `{ upstream, model }`.
+ */
+const paramsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['map'],
+  properties: {
+    map: {
+      type: 'object',
+      minProperties: 1,
+      propertyNames: { minLength: 1, maxLength: 256 },
+      additionalProperties: {
+        oneOf: [
+          { type: 'string', minLength: 1, maxLength: 256 },
+          {
+            type: 'object',
+            additionalProperties: false,
+            required: ['upstream', 'model'],
+            properties: {
+              upstream: { type: 'string', minLength: 1 },
+              model: { type: 'string', minLength: 1, maxLength: 256 },
             },
-          ],
-        },
+          },
+        ],
       },
     },
   },
+} as const satisfies JsonSchema;
+
+/** The params after validation (defaults applied), derived from the schema. */
+export type ModelRewriteParams = FromSchema<typeof paramsSchema>;
+export type DeploymentTarget = Exclude<ModelRewriteParams['map'][string], string>;
+
+export default definePlugin<ModelRewriteParams>({
+  name: 'model-rewrite',
+  description: 'Map the requested model to a logical model or to a deployment (upstream + upstream model name).',
+  paramsSchema,
   create(params, ctx) {
     const table = new Map<string, Target>();
     for (const [requested, to] of Object.entries(params.map)) {

@@ -11,25 +11,8 @@
  */
 import { performance } from 'node:perf_hooks';
 import { compileFactPath, definePlugin, factKey, GatewayError } from '../../core/plugin-api.ts';
-import type { FactReader, LocalReply } from '../../core/plugin-api.ts';
+import type { FactReader, LocalReply, FromSchema, JsonSchema } from '../../core/plugin-api.ts';
 
-export interface RateLimitParams {
-  /** Fact path of the subject (`claims.sub`, `request.headers.x-team`); falls back to `request.ip`. */
-  key: string;
-  /** Refill rate, tokens per second. */
-  ratePerSecond: number;
-  /** Bucket size: requests allowed at once after idling. */
-  burst: number;
-  /** Status of the reply. Default 429. */
-  status: number;
-  /** Most buckets kept per bucket set. Default 100000. */
-  maxKeys: number;
-  /**
-   * Name of the bucket set. Steps with the same name share buckets. Default: the limit itself
-   * (`key`, `ratePerSecond`, `burst`), so editing anything else keeps the buckets across a reload.
-   */
-  bucketSet?: string;
-}
 
 /** One subject's bucket: tokens left at time `t` (ms, performance.now()). */
 interface Bucket { tokens: number; t: number }
@@ -40,22 +23,34 @@ interface BucketSet { readonly bySubject: Buckets; readonly byIp: Buckets; users
 /** Cached replies for Retry-After 1..MAX_CACHED s (a limited client retries a lot: no allocation). */
 const MAX_CACHED = 3600;
 
+/**
+ * - `key`: fact path of the subject (`claims.sub`, `request.headers.x-team`); falls back to `request.ip`.
+ * - `ratePerSecond`: refill rate, tokens per second. `burst`: bucket size (requests allowed at once after idling).
+ * - `status`: status of the reply (429). `maxKeys`: most buckets kept per bucket set (100000).
+ * - `bucketSet`: name of the bucket set; steps with the same name share buckets. Default: the
+ *   limit itself (`key`, `ratePerSecond`, `burst`), so editing anything else keeps the buckets across a reload.
+ */
+const paramsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['ratePerSecond', 'burst'],
+  properties: {
+    key: { type: 'string', minLength: 1, maxLength: 256, default: 'claims.sub' },
+    ratePerSecond: { type: 'number', exclusiveMinimum: 0, maximum: 1e6 },
+    burst: { type: 'integer', minimum: 1, maximum: 1e6 },
+    status: { type: 'integer', minimum: 400, maximum: 599, default: 429 },
+    maxKeys: { type: 'integer', minimum: 1, maximum: 10_000_000, default: 100_000 },
+    bucketSet: { type: 'string', minLength: 1, maxLength: 256 },
+  },
+} as const satisfies JsonSchema;
+
+/** The params after validation (defaults applied), derived from the schema. */
+export type RateLimitParams = FromSchema<typeof paramsSchema>;
+
 export default definePlugin<RateLimitParams>({
   name: 'rate-limit',
   description: 'Token bucket per subject (a fact path, falling back to the client IP); 429 with Retry-After.',
-  paramsSchema: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['ratePerSecond', 'burst'],
-    properties: {
-      key: { type: 'string', minLength: 1, maxLength: 256, default: 'claims.sub' },
-      ratePerSecond: { type: 'number', exclusiveMinimum: 0, maximum: 1e6 },
-      burst: { type: 'integer', minimum: 1, maximum: 1e6 },
-      status: { type: 'integer', minimum: 400, maximum: 599, default: 429 },
-      maxKeys: { type: 'integer', minimum: 1, maximum: 10_000_000, default: 100_000 },
-      bucketSet: { type: 'string', minLength: 1, maxLength: 256 },
-    },
-  },
+  paramsSchema,
   create(params, ctx) {
     if (!params.key.includes('.')) throw ctx.error(`"${params.key}" names a whole fact root; name a field in it (e.g. claims.sub)`, 'key');
     let readKey: FactReader;

@@ -3,32 +3,32 @@
  * Values are literal strings from config (never from the request), so they are safe as-is.
  */
 import { definePlugin } from '../../core/plugin-api.ts';
-import type { JsonSchema } from '../../core/plugin-api.ts';
+import type { FromSchema, JsonSchema } from '../../core/plugin-api.ts';
 
-export interface SetHeadersParams {
-  /** Headers added to the upstream request (lower-cased). */
-  upstream: Record<string, string>;
-  /** Headers added to the client response (lower-cased). */
-  response: Record<string, string>;
-}
 
-const headerMap: JsonSchema = {
+/** Header name → value; `upstream` goes to the upstream request, `response` to the client response (names lower-cased). */
+const headerMap = {
   type: 'object',
   propertyNames: { pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$' },
   additionalProperties: { type: 'string', maxLength: 4096, pattern: '^[^\\r\\n]*$' },
   default: {},
-};
+} as const;
 
 const RESERVED = new Set(['authorization', 'host', 'content-length', 'connection', 'transfer-encoding', 'te', 'upgrade', 'keep-alive', 'proxy-connection']);
+
+const paramsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { upstream: headerMap, response: headerMap },
+} as const satisfies JsonSchema;
+
+/** The params after validation (defaults applied), derived from the schema. */
+export type SetHeadersParams = FromSchema<typeof paramsSchema>;
 
 export default definePlugin<SetHeadersParams>({
   name: 'set-headers',
   description: 'Add fixed headers to the upstream request and/or the client response.',
-  paramsSchema: {
-    type: 'object',
-    additionalProperties: false,
-    properties: { upstream: headerMap, response: headerMap },
-  },
+  paramsSchema,
   create(params, ctx) {
     const up = Object.entries(params.upstream).map(([k, v]) => [k.toLowerCase(), v] as const);
     const down = Object.entries(params.response).map(([k, v]) => [k.toLowerCase(), v] as const);

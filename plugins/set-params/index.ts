@@ -7,32 +7,35 @@
  * exchange's copy-on-write edits copy a container before changing it.
  */
 import { deepFreeze, definePlugin, getAt, parsePointer } from '../../core/plugin-api.ts';
-import type { JsonValue, ParsedPointer } from '../../core/plugin-api.ts';
+import type { JsonValue, ParsedPointer, FromSchema, JsonSchema } from '../../core/plugin-api.ts';
 
-export interface SetParamsParams {
-  /** JSON Pointer → value to set there (any JSON value). */
-  set: Record<string, JsonValue>;
-  /** Set a field only when the client sent none (absent or `null`). Default false. */
-  onlyIfAbsent: boolean;
-}
+
+/**
+ * `set`: JSON Pointer → value to set there (any JSON value).
+ * `onlyIfAbsent`: set a field only when the client sent none (absent or `null`). Default false.
+ */
+const paramsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['set'],
+  properties: {
+    set: {
+      type: 'object',
+      minProperties: 1,
+      maxProperties: 256,
+      propertyNames: { minLength: 2, maxLength: 1024, pattern: '^/' },
+    },
+    onlyIfAbsent: { type: 'boolean', default: false },
+  },
+} as const satisfies JsonSchema;
+
+/** The params after validation (defaults applied), derived from the schema. */
+export type SetParamsParams = FromSchema<typeof paramsSchema>;
 
 export default definePlugin<SetParamsParams>({
   name: 'set-params',
   description: 'Set fields in the request body by JSON Pointer (deep, arrays too), optionally only if absent.',
-  paramsSchema: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['set'],
-    properties: {
-      set: {
-        type: 'object',
-        minProperties: 1,
-        maxProperties: 256,
-        propertyNames: { minLength: 2, maxLength: 1024, pattern: '^/' },
-      },
-      onlyIfAbsent: { type: 'boolean', default: false },
-    },
-  },
+  paramsSchema,
   create(params, ctx) {
     const ptrs: string[] = [];
     const segs: ParsedPointer[] = [];
@@ -45,7 +48,7 @@ export default definePlugin<SetParamsParams>({
       }
       ptrs.push(ptr);
       segs.push(s);
-      values.push(deepFreeze(value));
+      values.push(deepFreeze(value as JsonValue)); // from YAML: a JSON value (`unknown` in the schema)
     }
     const n = ptrs.length;
     if (!params.onlyIfAbsent) {

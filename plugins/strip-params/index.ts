@@ -8,30 +8,34 @@
  * first and the third.
  */
 import { definePlugin, parsePointer } from '../../core/plugin-api.ts';
-import type { ParsedPointer } from '../../core/plugin-api.ts';
+import type { ParsedPointer, FromSchema, JsonSchema } from '../../core/plugin-api.ts';
 
-export interface StripParamsParams {
-  /** JSON Pointers of the body fields to remove (`/logprobs`, `/extra/debug`, `/stop/0`). */
-  remove: string[];
-}
+
+/**
+ * `remove`: JSON Pointers of the body fields to remove (`/logprobs`, `/extra/debug`, `/stop/0`).
+ */
+const paramsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['remove'],
+  properties: {
+    remove: {
+      type: 'array',
+      minItems: 1,
+      maxItems: 256,
+      uniqueItems: true,
+      items: { type: 'string', minLength: 2, maxLength: 1024, pattern: '^/' },
+    },
+  },
+} as const satisfies JsonSchema;
+
+/** The params after validation (defaults applied), derived from the schema. */
+export type StripParamsParams = FromSchema<typeof paramsSchema>;
 
 export default definePlugin<StripParamsParams>({
   name: 'strip-params',
   description: 'Remove fields from the request body by JSON Pointer (deep, arrays too).',
-  paramsSchema: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['remove'],
-    properties: {
-      remove: {
-        type: 'array',
-        minItems: 1,
-        maxItems: 256,
-        uniqueItems: true,
-        items: { type: 'string', minLength: 2, maxLength: 1024, pattern: '^/' },
-      },
-    },
-  },
+  paramsSchema,
   create(params, ctx) {
     const parsed: Array<{ ptr: string; segs: ParsedPointer }> = [];
     params.remove.forEach((ptr, i) => {

@@ -13,25 +13,18 @@
  * cancelled).
  */
 import { compileFactPath, Counter, definePlugin, factKey, getAt, parsePointer } from '../../core/plugin-api.ts';
-import type { Exchange, FactReader, Facts, JsonSchema } from '../../core/plugin-api.ts';
+import type { Exchange, FactReader, Facts, FromSchema, JsonSchema } from '../../core/plugin-api.ts';
 
-export interface SupersedeParams {
-  /** Where the document/cursor key comes from; the header wins when both are set and present. */
-  keyFrom: {
-    /** Request header (lower-cased; must be listed in `facts.headers` of the gateway config). */
-    header?: string;
-    /** JSON Pointer into the body as the client sent it, e.g. `/extra/document_uri`. */
-    bodyPointer?: string;
-  };
-  /** Fact path of the identity. Default `claims.sub`; missing → `request.ip`. */
-  identity: string;
-  /** Most in-flight requests tracked at once (all supersede steps together). Default 100 000. */
-  maxEntries: number;
-  /** Keys longer than this (characters) are ignored: the request is untouched. Default 2048. */
-  maxKeyLength: number;
-}
 
-const paramsSchema: JsonSchema = {
+/**
+ * - `keyFrom`: where the document/cursor key comes from (`header`: a request header, lower-cased,
+ *   listed in `facts.headers`; `bodyPointer`: a JSON Pointer into the body as the client sent it);
+ *   the header wins when both are set and present.
+ * - `identity`: fact path of the identity (`claims.sub`; missing → `request.ip`).
+ * - `maxEntries`: most in-flight requests tracked at once, all supersede steps together (100 000).
+ * - `maxKeyLength`: keys longer than this (characters) are ignored: the request is untouched (2048).
+ */
+const paramsSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['keyFrom'],
@@ -49,7 +42,10 @@ const paramsSchema: JsonSchema = {
     maxEntries: { type: 'integer', minimum: 1, maximum: 10_000_000, default: 100_000 },
     maxKeyLength: { type: 'integer', minimum: 1, maximum: 65_536, default: 2048 },
   },
-};
+} as const satisfies JsonSchema;
+
+/** The params after validation (defaults applied), derived from the schema. */
+export type SupersedeParams = FromSchema<typeof paramsSchema>;
 
 const METRIC = 'ghostgate_superseded_total';
 

@@ -8,31 +8,11 @@
  * first target to the second). Target order in YAML does not matter.
  */
 import { compileFactPath, compileWeightedPicker, definePlugin, factKey } from '../../core/plugin-api.ts';
-import type { FactReader, JsonSchema } from '../../core/plugin-api.ts';
-
-export interface TrafficSplitTarget {
-  /** Upstream name from `gateway.config.yaml`. */
-  upstream: string;
-  /** Model name sent to that upstream. Default: keep the route's current `upstreamModel`. */
-  model?: string;
-  /** Relative weight (≥ 0). 0 drains the target: nobody new lands on it. */
-  weight: number;
-}
-
-export interface TrafficSplitParams {
-  /** Fact path of the sticky key. Default `claims.sub`. Missing → the request id (not sticky). */
-  stickyOn: string;
-  /**
-   * Hash seed. Default `traffic-split`. Give each split its own seed (e.g. the logical model
-   * name) so that two splits are independent; changing it reassigns every user.
-   */
-  seed: string;
-  targets: TrafficSplitTarget[];
-}
+import type { FactReader, FromSchema, JsonSchema } from '../../core/plugin-api.ts';
 
 const FACT_PATH = '^[A-Za-z_][A-Za-z0-9_-]*(\\.[A-Za-z0-9_-]+)*$';
 
-const paramsSchema: JsonSchema = {
+const paramsSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['targets'],
@@ -55,7 +35,11 @@ const paramsSchema: JsonSchema = {
       },
     },
   },
-};
+} as const satisfies JsonSchema;
+
+/** The params after validation (defaults applied), derived from the schema. */
+export type TrafficSplitParams = FromSchema<typeof paramsSchema>;
+export type TrafficSplitTarget = TrafficSplitParams['targets'][number];
 
 interface Target { upstream: string; model: string | undefined }
 

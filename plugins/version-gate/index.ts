@@ -9,65 +9,57 @@
  * parse (cached by the core) and a comparison.
  */
 import { compareSemver, deepFreeze, definePlugin, parseSemver } from '../../core/plugin-api.ts';
-import type { Exchange, LocalReply, Semver } from '../../core/plugin-api.ts';
+import type { Exchange, LocalReply, Semver, FromSchema, JsonSchema } from '../../core/plugin-api.ts';
 
-export interface VersionGateParams {
-  /**
-   * A version the editor extension (`client.version`) must reach, or a minimum per extension or
-   * editor name (`{ copilot: "1.200.0", vscode: "1.90.0" }`; names match case-insensitively, as
-   * the core lower-cases the names it parses).
-   */
-  minimum: string | Record<string, string>;
-  /** Status of the reply. Default 426. */
-  status: number;
-  /** Shown to the user. */
-  message: string;
-  /** Where to upgrade; sent as `upgrade_url`. */
-  upgradeUrl?: string;
-  /** When set, only these editors (`client.editor`, case-insensitive) are served at all; others get 403. */
-  allowEditors?: string[];
-  /** What to do when the version to check is missing or unparseable. Default `allow`. */
-  onMissing: 'allow' | 'reject';
-  /**
-   * Read `name/version` from these request headers instead of the core's parsed client facts.
-   * They must be listed in `facts.headers` of the gateway config.
-   */
-  headers?: { editor?: string; plugin?: string };
-}
 
-const VERSION = { type: 'string', minLength: 1, maxLength: 64 };
-const HEADER = { type: 'string', minLength: 1, maxLength: 128, pattern: '^[a-z0-9!#$%&\'*+.^_`|~-]+$' };
+const VERSION = { type: 'string', minLength: 1, maxLength: 64 } as const;
+const HEADER = { type: 'string', minLength: 1, maxLength: 128, pattern: '^[a-z0-9!#$%&\'*+.^_`|~-]+$' } as const;
 
 /** The client's identity as this gate sees it. */
 interface ClientId { editor: string | undefined; editorVersion: string | undefined; plugin: string | undefined; version: string | undefined }
 
+/**
+ * - `minimum`: a version the editor extension (`client.version`) must reach, or a minimum per
+ *   extension or editor name (`{ copilot: "1.200.0", vscode: "1.90.0" }`; names match
+ *   case-insensitively, as the core lower-cases the names it parses).
+ * - `status` (426), `message`: the reply. `upgradeUrl`: sent as `upgrade_url`.
+ * - `allowEditors`: when set, only these editors (`client.editor`, case-insensitive) are served; others get 403.
+ * - `onMissing` (`allow`): what to do when the version to check is missing or unparseable.
+ * - `headers`: read `name/version` from these request headers instead of the core's parsed client
+ *   facts (they must be listed in `facts.headers` of the gateway config).
+ */
+const paramsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['minimum'],
+  properties: {
+    minimum: {
+      oneOf: [
+        VERSION,
+        { type: 'object', minProperties: 1, propertyNames: { minLength: 1, maxLength: 128 }, additionalProperties: VERSION },
+      ],
+    },
+    status: { type: 'integer', minimum: 400, maximum: 599, default: 426 },
+    message: { type: 'string', minLength: 1, maxLength: 1024, default: 'This version of your editor extension is no longer supported. Please upgrade.' },
+    upgradeUrl: { type: 'string', maxLength: 2048, pattern: '^https?://[^\\s]+$' },
+    allowEditors: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', minLength: 1, maxLength: 128 } },
+    onMissing: { enum: ['allow', 'reject'], default: 'allow' },
+    headers: {
+      type: 'object',
+      additionalProperties: false,
+      minProperties: 1,
+      properties: { editor: HEADER, plugin: HEADER },
+    },
+  },
+} as const satisfies JsonSchema;
+
+/** The params after validation (defaults applied), derived from the schema. */
+export type VersionGateParams = FromSchema<typeof paramsSchema>;
+
 export default definePlugin<VersionGateParams>({
   name: 'version-gate',
   description: 'Answer clients below a minimum editor/extension version with an upgrade reply (default 426).',
-  paramsSchema: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['minimum'],
-    properties: {
-      minimum: {
-        oneOf: [
-          VERSION,
-          { type: 'object', minProperties: 1, propertyNames: { minLength: 1, maxLength: 128 }, additionalProperties: VERSION },
-        ],
-      },
-      status: { type: 'integer', minimum: 400, maximum: 599, default: 426 },
-      message: { type: 'string', minLength: 1, maxLength: 1024, default: 'This version of your editor extension is no longer supported. Please upgrade.' },
-      upgradeUrl: { type: 'string', maxLength: 2048, pattern: '^https?://[^\\s]+$' },
-      allowEditors: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', minLength: 1, maxLength: 128 } },
-      onMissing: { enum: ['allow', 'reject'], default: 'allow' },
-      headers: {
-        type: 'object',
-        additionalProperties: false,
-        minProperties: 1,
-        properties: { editor: HEADER, plugin: HEADER },
-      },
-    },
-  },
+  paramsSchema,
   create(params, ctx) {
     const upgradeReply = (minimum: string | undefined): LocalReply => deepFreeze({
       status: params.status,
