@@ -83,7 +83,8 @@ export function routeHttp1OverTls(server: Http2SecureServer, front: Http1Front):
   server.removeAllListeners('secureConnection');
   server.on('secureConnection', (socket: TLSSocket) => {
     if (socket.alpnProtocol === 'h2') { for (const fn of original) fn.call(server, socket); return; }
-    // `_parent`: the TCP socket the TLS one wraps (Node internals; without it, the full deadline).
+    // `_parent`: the TCP socket the TLS one wraps (Node internal, test/core/node-internals.test.ts;
+    // without it, the full deadline).
     front.adopt(socket, (socket as unknown as { _parent?: Accepted })._parent?.[kAcceptedAt]);
   });
   server.once('close', () => front.destroyAll());

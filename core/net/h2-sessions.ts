@@ -80,7 +80,7 @@ function later(fn: (session: Http2Session, st: SessionState) => void, ms: number
   return t;
 }
 
-/** The client has sent the whole request (END_STREAM seen), whether or not it was read yet. */
+/** The client has sent the whole request (END_STREAM seen), whether or not it was read yet (`_readableState`: a Node internal, test/core/node-internals.test.ts). */
 function requestComplete(stream: ServerHttp2Stream): boolean {
   return stream.readableEnded || (stream as unknown as { _readableState?: { ended?: boolean } })._readableState?.ended === true;
 }

@@ -118,7 +118,7 @@ export class Http1Front {
     });
     // The HTTP/1.1 parser normally reads straight from the native handle, which would skip bytes
     // we unshifted (and the 'data' events the head deadline watches); marking the handle
-    // consumed makes it read through the socket instead.
+    // consumed makes it read through the socket instead (Node internal: test/core/node-internals.test.ts).
     const handle = (s as unknown as { _handle?: { _consumed?: boolean } })._handle;
     if (handle) handle._consumed = true;
     this.server.emit('connection', s);
