@@ -4,8 +4,10 @@
  * We accept the json-logic language (and test our results against json-logic-js, the reference
  * implementation), but we do not interpret rules per request: `compileCondition` walks the rule
  * once, rejects operators outside the allow-list and `var` paths outside the fact roots, and
- * returns a closure. Evaluating a compiled rule is a few property reads, with no string
- * splitting, no allocation and no `eval`.
+ * returns a closure. Evaluating a compiled rule is a few property reads and comparisons, with no
+ * parsing, no string splitting and no `eval`; it allocates nothing except `cat`'s result string
+ * (and the one-time parse of a version string not seen before). `bench/conditions.ts` measures
+ * time and bytes per evaluation against json-logic-js.
  *
  * Beyond json-logic we add `semver<`, `semver<=`, `semver>`, `semver>=`, `semver==` (e.g.
  * `{"semver<": [{"var": "client.version"}, "1.200.0"]}`); an unparseable version compares false.
@@ -137,14 +139,15 @@ function compileOp(op: string, a: Evaluator[], at: string): Evaluator {
       const hay = y(f);
       return (typeof hay === 'string' || Array.isArray(hay)) ? (hay as unknown[]).indexOf(x(f) as never) !== -1 : false;
     };
-    case 'cat': return (f) => a.map((e) => { const v = e(f); return v === null || v === undefined ? '' : String(v); }).join('');
-    case '+': return (f) => a.reduce((s, e) => s + Number(e(f)), 0);
-    case '*': arity(op, a, 1, 64, at); return (f) => a.reduce((s, e) => s * Number(e(f)), 1);
+    case 'cat': return (f) => { let s = ''; for (const e of a) { const v = e(f); if (v !== null && v !== undefined) s += String(v); } return s; };
+    case '+': return (f) => { let s = 0; for (const e of a) s += Number(e(f)); return s; };
+    case '*': arity(op, a, 1, 64, at); return (f) => { let s = 1; for (const e of a) s *= Number(e(f)); return s; };
     case '-': arity(op, a, 1, 2, at); return a.length === 1 ? (f) => -Number(x(f)) : (f) => Number(x(f)) - Number(y(f));
     case '/': arity(op, a, 2, 2, at); return (f) => Number(x(f)) / Number(y(f));
     case '%': arity(op, a, 2, 2, at); return (f) => Number(x(f)) % Number(y(f));
-    case 'min': return (f) => Math.min(...a.map((e) => Number(e(f))));
-    case 'max': return (f) => Math.max(...a.map((e) => Number(e(f))));
+    // Math.min()/max() semantics (Infinity when empty, NaN wins) without an array per call.
+    case 'min': return (f) => { let m = Infinity; for (const e of a) { const v = Number(e(f)); if (v < m || Number.isNaN(v)) m = v; if (Number.isNaN(m)) return m; } return m; };
+    case 'max': return (f) => { let m = -Infinity; for (const e of a) { const v = Number(e(f)); if (v > m || Number.isNaN(v)) m = v; if (Number.isNaN(m)) return m; } return m; };
     case 'semver<': case 'semver<=': case 'semver>': case 'semver>=': case 'semver==':
       return compileSemver(op, a, at);
     default: throw new ConditionError(`operator "${op}" is not implemented`, at);
