@@ -125,7 +125,7 @@ export function loadConfigStaged(file: string, env: NodeJS.ProcessEnv = process.
 }
 
 function defaultPolicies(): string[] {
-  return (gatewayConfigSchema.properties as { policies: { default: string[] } }).policies.default;
+  return [...gatewayConfigSchema.properties.policies.default];
 }
 
 /** The `policies:` list of a config file whose YAML has an error elsewhere, if that part reads. */

@@ -7,19 +7,19 @@ import { authConfigSchema } from '../auth/schema.ts';
 import { copilotConfigSchema } from '../copilot/config.ts';
 import type { JsonSchema, PluginDefinition } from '../types.ts';
 
-const secretRef: JsonSchema = {
+const secretRef = {
   description: 'Where a secret is read from: an environment variable or a file (never inline).',
   oneOf: [
     { type: 'object', required: ['env'], additionalProperties: false, properties: { env: { type: 'string', minLength: 1 } } },
     { type: 'object', required: ['file'], additionalProperties: false, properties: { file: { type: 'string', minLength: 1 } } },
   ],
-};
-const port = { type: 'integer', minimum: 0, maximum: 65535 };
-const host = { type: 'string', minLength: 1, default: '127.0.0.1' };
-const ms = (def: number, description: string): JsonSchema => ({ type: 'integer', minimum: 0, default: def, description });
-const headerName = { type: 'string', pattern: '^[a-z0-9!#$%&\'*+.^_`|~-]+$' };
+} as const;
+const port = { type: 'integer', minimum: 0, maximum: 65535 } as const;
+const host = { type: 'string', minLength: 1, default: '127.0.0.1' } as const;
+const ms = <D extends number>(def: D, description: string) => ({ type: 'integer', minimum: 0, default: def, description }) as const;
+const headerName = { type: 'string', pattern: '^[a-z0-9!#$%&\'*+.^_`|~-]+$' } as const;
 
-const upstream: JsonSchema = {
+const upstream = {
   type: 'object',
   required: ['url'],
   additionalProperties: false,
@@ -58,9 +58,14 @@ const upstream: JsonSchema = {
     },
     maxRetries: { type: 'integer', minimum: 0, maximum: 10, default: 3, description: 'Retries, each on another session, of streams the upstream did not process (refused, ENHANCE_YOUR_CALM, above GOAWAY, on a dead session)' },
   },
-};
+} as const;
 
-export const gatewayConfigSchema: JsonSchema = {
+/**
+ * The schema of gateway.config.yaml, and the one source of its type: `GatewayConfig`
+ * (core/config/model.ts) is derived from it with json-schema-to-ts's `FromSchema`. Keep it a
+ * literal (`as const`): a property with a `default` becomes a required field of the type.
+ */
+export const gatewayConfigSchema = {
   $schema: 'http://json-schema.org/draft-07/schema#',
   title: 'ghostgate gateway.config.yaml',
   type: 'object',
@@ -173,42 +178,49 @@ export const gatewayConfigSchema: JsonSchema = {
     auth: authConfigSchema,
     copilot: copilotConfigSchema,
   },
-};
+} as const satisfies JsonSchema;
+
+const stepBaseSchema = {
+  type: 'object', required: ['use'], additionalProperties: false,
+  properties: {
+    use: { type: 'string' },
+    name: { type: 'string' },
+    when: { description: 'json-logic condition over the facts (request, client, claims, body, route)' },
+    params: { type: 'object', default: {} },
+  },
+} as const;
+
+/** The policy file schema without plugins (`use:` any string); the source of `PolicyConfig`. */
+export const policyBaseSchema = {
+  $schema: 'http://json-schema.org/draft-07/schema#',
+  title: 'ghostgate policy file',
+  type: 'object', required: ['name', 'steps'], additionalProperties: false,
+  properties: {
+    $schema: { type: 'string' },
+    name: { type: 'string', pattern: '^[a-z0-9][a-z0-9_.-]*$' },
+    description: { type: 'string' },
+    enabled: { type: 'boolean', default: true },
+    match: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        paths: { type: 'array', items: { enum: ['/v1/completions', '/v1/chat/completions', '/v1/engines/:model/completions'] } },
+        models: { type: 'array', items: { type: 'string' } },
+      },
+    },
+    steps: { type: 'array', items: stepBaseSchema },
+  },
+} as const satisfies JsonSchema;
 
 /** The policy file schema; with `plugins`, each `use:` gets its params schema (for editors). */
 export function policySchema(plugins: ReadonlyArray<PluginDefinition<unknown>> = []): JsonSchema {
+  if (plugins.length === 0) return policyBaseSchema;
   const step: JsonSchema = {
-    type: 'object', required: ['use'], additionalProperties: false,
-    properties: {
-      use: plugins.length ? { enum: plugins.map((p) => p.name) } : { type: 'string' },
-      name: { type: 'string' },
-      when: { description: 'json-logic condition over the facts (request, client, claims, body, route)' },
-      params: { type: 'object', default: {} },
-    },
-  };
-  if (plugins.length) {
-    step.allOf = plugins.map((p) => ({
+    ...stepBaseSchema,
+    properties: { ...stepBaseSchema.properties, use: { enum: plugins.map((p) => p.name) } },
+    allOf: plugins.map((p) => ({
       if: { properties: { use: { const: p.name } } },
       then: { properties: { params: p.paramsSchema }, description: p.description },
-    }));
-  }
-  return {
-    $schema: 'http://json-schema.org/draft-07/schema#',
-    title: 'ghostgate policy file',
-    type: 'object', required: ['name', 'steps'], additionalProperties: false,
-    properties: {
-      $schema: { type: 'string' },
-      name: { type: 'string', pattern: '^[a-z0-9][a-z0-9_.-]*$' },
-      description: { type: 'string' },
-      enabled: { type: 'boolean', default: true },
-      match: {
-        type: 'object', additionalProperties: false, default: {},
-        properties: {
-          paths: { type: 'array', items: { enum: ['/v1/completions', '/v1/chat/completions', '/v1/engines/:model/completions'] } },
-          models: { type: 'array', items: { type: 'string' } },
-        },
-      },
-      steps: { type: 'array', items: step },
-    },
+    })),
   };
+  return { ...policyBaseSchema, properties: { ...policyBaseSchema.properties, steps: { type: 'array', items: step } } };
 }

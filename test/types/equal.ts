@@ -5,3 +5,5 @@
  */
 export type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false;
 export type Expect<T extends true> = T;
+/** `K` is an optional key of `T` (may be absent). */
+export type Optional<T, K extends keyof T> = {} extends Pick<T, K> ? true : false;
