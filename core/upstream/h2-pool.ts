@@ -7,7 +7,9 @@
  * - Every `pingIntervalMs`, each session taking streams is PINGed, busy or idle; a PING still unanswered
  *   at the next interval means the peer is dead: the session is destroyed (its streams fail or,
  *   before their response headers, are retried elsewhere) and replaced.
- * - New streams go to the least-loaded ready session, within the peer's SETTINGS_MAX_CONCURRENT_STREAMS.
+ * - New streams go to the least-loaded ready session with room under the peer's
+ *   SETTINGS_MAX_CONCURRENT_STREAMS. A stream is never queued on a full session: when all are full,
+ *   one more session opens (up to 4 × `size`) and the request waits for it, or for a stream to end.
  * - GOAWAY (nginx sends one after `keepalive_requests`, 100 by default): the session stops taking
  *   new streams at once, finishes the ones it has, and a fresh session replaces it. Streams the
  *   peer did not process (refused, or above GOAWAY's last stream id) are reported as retryable,
@@ -25,6 +27,8 @@ const { NGHTTP2_REFUSED_STREAM, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
 /** Back-off after a failed connect: 250 ms, doubling per consecutive failure, at most 5 s. */
 const BACKOFF_MIN_MS = 250;
 const BACKOFF_MAX_MS = 5_000;
+/** Sessions per upstream at most, as a multiple of `pool.size`, when every session is at the peer's stream limit. */
+const MAX_SESSIONS_FACTOR = 4;
 
 export interface H2PoolOptions {
   name: string;
@@ -146,16 +150,19 @@ export class H2Pool {
    * A ready session with room for a stream now (not `avoid`: the one that just refused this
    * request), or undefined (then use `wait`). Synchronous: the hot path.
    */
-  pick(avoid?: Slot): Slot | undefined {
+  pick(avoid?: Slot, promised?: Map<Slot, number>): Slot | undefined {
     let best: Slot | undefined;
+    let bestLoad = 0;
     for (const s of this.#live) {
       if (!s.ready || s.draining || s === avoid) continue;
-      if (best === undefined || s.active < best.active) best = s;
+      const load = promised === undefined ? s.active : s.active + (promised.get(s) ?? 0);
+      if (load >= s.maxStreams) continue;
+      if (best === undefined || load < bestLoad) { best = s; bestLoad = load; }
     }
-    if (best !== undefined && best.active >= best.maxStreams) {
-      // Every session is full: open one more (bounded) and let nghttp2 queue this stream meanwhile.
-      if (this.#live.length < this.#o.size * 4) this.#open();
-    }
+    // Every session is at the peer's stream limit: never queue a stream on a full session (nghttp2
+    // would hold it until a stream there ends, and a slow or stalled one may take the whole
+    // first-byte timeout). Open one more session (bounded); the caller waits for it.
+    if (best === undefined && this.#connecting === 0 && this.#live.length >= this.#o.size && this.#live.length < this.#o.size * MAX_SESSIONS_FACTOR) this.#open();
     // Replace lost sessions (not while backing off from failed connects).
     if (this.#live.length < this.#o.size && Date.now() >= this.#retryAt) this.#open();
     return best;
@@ -168,7 +175,7 @@ export class H2Pool {
     if (this.#connecting === 0 && this.#lastConnectError && Date.now() < this.#retryAt) {
       return Promise.reject(new GatewayError('GW_ERR_UPSTREAM_CONNECT', [this.name]));
     }
-    if (this.#connecting === 0 && this.#live.length < this.#o.size * 4) this.#open();
+    if (this.#connecting === 0 && this.#live.length < this.#o.size * MAX_SESSIONS_FACTOR) this.#open();
     return new Promise<Slot>((resolve, reject) => {
       const w: Waiter = {
         resolve, reject, avoid,
@@ -205,6 +212,8 @@ export class H2Pool {
     stream.once('close', () => {
       slot.active--;
       if (slot.draining && slot.active === 0) slot.session.close();
+      // A stream slot freed on a session that was full: a request waiting for room may take it.
+      else if (this.#waiters.length > 0 && slot.ready && !slot.draining) this.#serveWaiters();
     });
     return stream;
   }
@@ -333,10 +342,14 @@ export class H2Pool {
   }
 
   #serveWaiters(): void {
+    // Streams promised to waiters in this pass: each opens its stream a microtask later, so the
+    // sessions' `active` counts do not see them yet.
+    const promised = new Map<Slot, number>();
     for (let i = 0; i < this.#waiters.length;) {
       const w = this.#waiters[i]!;
-      const slot = this.pick(w.avoid);
+      const slot = this.pick(w.avoid, promised);
       if (slot === undefined) { i++; continue; }
+      promised.set(slot, (promised.get(slot) ?? 0) + 1);
       this.#waiters.splice(i, 1);
       clearTimeout(w.timer);
       w.resolve(slot);

@@ -57,6 +57,8 @@ export interface RawH2Options {
    * HTTP/2 on that connection. A function is asked for each new connection.
    */
   settings?: boolean | (() => boolean);
+  /** SETTINGS_MAX_CONCURRENT_STREAMS to advertise (default: none, i.e. unlimited). Advertised only: the fake does not enforce it. */
+  maxConcurrentStreams?: number;
   /** Whether to ACK a PING (default: always). */
   answerPing?: (conn: RawH2Conn) => boolean;
   /** A request stream arrived complete; `nth` counts requests on this connection from 1. */
@@ -84,7 +86,10 @@ export async function startRawH2(t: Teardown, o: RawH2Options = {}): Promise<Raw
     const c = new RawH2Conn(socket);
     conns.push(c);
     const speaks = typeof o.settings === 'function' ? o.settings() : o.settings !== false;
-    if (speaks) socket.write(frame(FRAME.SETTINGS, 0, 0));
+    if (speaks) {
+      const payload = o.maxConcurrentStreams === undefined ? Buffer.alloc(0) : Buffer.concat([Buffer.from([0, 3]), u32(o.maxConcurrentStreams)]);
+      socket.write(frame(FRAME.SETTINGS, 0, 0, payload));
+    }
     let buf = Buffer.alloc(0);
     let prefaceSeen = false;
     socket.on('data', (d: Buffer) => {
