@@ -13,12 +13,20 @@
  *
  * Every request id (`x-request-id`) a fault touched is remembered in `hit`, so the soak can tell
  * failures a fault caused from the others.
+ *
+ * Outside a fault it is transparent: each gateway session gets its own session to the model server
+ * (with the gateway's flow-control windows), so the model's per-session limits (128 streams, its
+ * session memory) apply per gateway session as they would without the proxy; and a stream the model
+ * refused unprocessed (REFUSED_STREAM, ENHANCE_YOUR_CALM) is refused to the gateway with that code,
+ * not turned into an error, so the gateway may retry it. (Funnelling every gateway session into one
+ * model session let the soak's `slow-reader` fill that one session's 128 streams and session memory,
+ * and well-behaved requests then waited in the proxy or were refused: a proxy artefact.)
  */
 import http2 from 'node:http2';
 import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 
-const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
+const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
 const HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'http2-settings']);
 
 interface Pair { id: string; down: ServerHttp2Stream; up: ClientHttp2Stream | null; hung: boolean }
@@ -42,13 +50,21 @@ export class FaultProxy {
   /** Streams relayed / refused / reset by faults. */
   counts = { streams: 0, refused: 0, resetByFault: 0, cutNoError: 0, goaways: 0 };
   readonly #target: string;
-  #up: ClientHttp2Session | null = null;
+  /** The model-server session of each gateway session. */
+  readonly #ups = new Map<ServerHttp2Session, ClientHttp2Session>();
   readonly #pairs = new Set<Pair>();
   readonly #sessions = new Set<ServerHttp2Session>();
   readonly #sockets = new Set<Socket>();
   #mode: 'normal' | 'hang' | 'down' = 'normal';
   #refuseNext = 0;
   readonly #held = new Set<Pair>();
+  /**
+   * Per request id, when (epoch ms) it arrived here, when the model answered its
+   * head, and how it ended here: the soak prints it for each failed well-behaved request, so a
+   * failure says where the time went (before the proxy, in the model, or after it).
+   */
+  readonly trace = new Map<string, { at: number; modelHead: number; end: number; how: string; upSession: number; queuedBehind: number }>();
+  #upSessions = 0;
 
   constructor(target: string) {
     this.#target = target;
@@ -56,7 +72,12 @@ export class FaultProxy {
     this.server.on('session', (s) => {
       this.#sessions.add(s);
       s.on('error', () => { /* closes */ });
-      s.once('close', () => this.#sessions.delete(s));
+      s.once('close', () => {
+        this.#sessions.delete(s);
+        const u = this.#ups.get(s);
+        this.#ups.delete(s);
+        u?.close();
+      });
     });
     this.server.on('stream', (down, headers) => this.#onStream(down, headers));
     this.server.on('connection', (sock: Socket) => { this.#sockets.add(sock); sock.once('close', () => this.#sockets.delete(sock)); });
@@ -77,13 +98,16 @@ export class FaultProxy {
     });
   }
 
-  #upstream(): ClientHttp2Session {
-    const u = this.#up;
+  #upstream(down: ServerHttp2Session): ClientHttp2Session {
+    const u = this.#ups.get(down);
     if (u && !u.closed && !u.destroyed) return u;
-    const s = http2.connect(this.#target, { peerMaxConcurrentStreams: 1000 });
+    // The gateway's windows (core/upstream/h2-pool.ts): the proxy adds no flow-control bottleneck.
+    const s = http2.connect(this.#target, { peerMaxConcurrentStreams: 1000, settings: { initialWindowSize: 1 << 20 } });
+    s.once('connect', () => { s.setLocalWindowSize(8 << 20); });
     s.on('error', () => { /* streams fail */ });
-    s.once('close', () => { if (this.#up === s) this.#up = null; });
-    this.#up = s;
+    s.once('close', () => { if (this.#ups.get(down) === s) this.#ups.delete(down); });
+    this.#ups.set(down, s);
+    this.#upSessions++;
     return s;
   }
 
@@ -91,6 +115,9 @@ export class FaultProxy {
     down.on('error', () => { /* reset */ });
     const id = String(headers['x-request-id'] ?? '');
     this.counts.streams++;
+    const tr = { at: (performance.timeOrigin + performance.now()), modelHead: -1, end: -1, how: '', upSession: this.#upSessions, queuedBehind: this.#pairs.size };
+    if (id) this.trace.set(id, tr);
+    down.once('close', () => { tr.end = (performance.timeOrigin + performance.now()); tr.how ||= down.rstCode ? `rst ${down.rstCode}` : 'closed'; });
     if (this.#refuseNext > 0) {
       this.#refuseNext--;
       this.counts.refused++;
@@ -115,10 +142,11 @@ export class FaultProxy {
     const out: http2.OutgoingHttpHeaders = {};
     for (const [k, v] of Object.entries(headers)) if (!HOP.has(k) && k !== ':authority' && k !== ':scheme') out[k] = v;
     let up: ClientHttp2Stream;
-    try { up = this.#upstream().request(out); } catch { this.hit.add(id); down.close(NGHTTP2_REFUSED_STREAM); return; }
+    try { up = this.#upstream(down.session as ServerHttp2Session).request(out); } catch { this.hit.add(id); down.close(NGHTTP2_REFUSED_STREAM); return; }
     pair.up = up;
     up.on('error', () => { /* below */ });
     up.on('response', (h) => {
+      tr.modelHead = (performance.timeOrigin + performance.now());
       if (down.closed || down.destroyed || pair.hung) return;
       const rh: http2.OutgoingHttpHeaders = {};
       for (const [k, v] of Object.entries(h)) if (!HOP.has(k) && (k === ':status' || !k.startsWith(':'))) rh[k] = v;
@@ -132,7 +160,11 @@ export class FaultProxy {
     up.on('close', () => {
       if (pair.hung || down.closed || down.destroyed) return;
       // Reset by the model (or its session died): pass the failure on as an error.
-      if (!down.writableEnded) rst(down, NGHTTP2_INTERNAL_ERROR);
+      tr.how = `model rst ${up.rstCode}`;
+      if (down.writableEnded) return;
+      // Refused by the model before it processed it: say so (the gateway may retry it elsewhere).
+      if (!down.headersSent && (up.rstCode === NGHTTP2_REFUSED_STREAM || up.rstCode === NGHTTP2_ENHANCE_YOUR_CALM)) { down.close(up.rstCode); return; }
+      rst(down, NGHTTP2_INTERNAL_ERROR);
     });
     down.on('data', (c: Buffer) => { if (!up.write(c)) { down.pause(); up.once('drain', () => down.resume()); } });
     down.on('end', () => up.end());
@@ -148,8 +180,8 @@ export class FaultProxy {
     this.server.close();
     for (const s of this.#sessions) s.destroy();
     for (const s of this.#sockets) s.destroy();
-    this.#up?.destroy();
-    this.#up = null;
+    for (const u of this.#ups.values()) u.destroy();
+    this.#ups.clear();
   }
 
   /** Listen again on the same port (the model server must be back). */
@@ -207,6 +239,6 @@ export class FaultProxy {
     this.server.close();
     for (const s of this.#sessions) s.destroy();
     for (const s of this.#sockets) s.destroy();
-    this.#up?.destroy();
+    for (const u of this.#ups.values()) u.destroy();
   }
 }

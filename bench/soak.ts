@@ -323,7 +323,12 @@ async function main(): Promise<number> {
       by[o]++;
       const what = `${r.id} status ${r.status}${r.error ? ` ${r.error}` : ''}${r.rstCode ? ` rst ${r.rstCode}` : ''}${r.errorEvent ? ' (error event)' : ''}, ${r.tokens} tokens, at ${((r.startEpoch - t0) / 1000).toFixed(1)} s for ${r.durationMs.toFixed(0)} ms, during attack ${attackAt(r.startEpoch)}`;
       if (o === 'failed (no fault)') bump(noFaultByAttack, attackAt(r.startEpoch));
-      if (o === 'failed (no fault)' && noFault.length < 20) noFault.push(what);
+      if (o === 'failed (no fault)' && noFault.length < 20) {
+        // Where its time went: arrival at the fault proxy, the model's head, its end there (ms after it was sent).
+        const tr = proxy.trace.get(r.id);
+        const rel = (x: number | undefined): string => (x === undefined || x < 0 ? '—' : (x - r.startEpoch).toFixed(0));
+        noFault.push(`${what}; at the upstream: ${tr ? `arrived +${rel(tr.at)} ms (${tr.queuedBehind} streams open there, upstream session #${tr.upSession}), model head +${rel(tr.modelHead)} ms, ended +${rel(tr.end)} ms (${tr.how})` : 'never arrived'}`);
+      }
       if (o === 'clean-but-truncated' && truncated.length < 20) truncated.push(what);
     }
     const sum = (o: Outcome): number => Object.values(outcomes).reduce((n, by) => n + by[o], 0);
