@@ -224,11 +224,13 @@ export class H2Pool {
    */
   unprocessed(slot: Slot, stream: ClientHttp2Stream): string | undefined {
     const code = stream.rstCode;
+    // Above GOAWAY's last stream id: nghttp2 closes these as REFUSED_STREAM itself, so this is
+    // checked first to say why (test/core/upstream-goaway.test.ts).
+    if (slot.goawayLastStreamId >= 0 && stream.id !== undefined && stream.id > slot.goawayLastStreamId) return 'goaway';
     if (code === NGHTTP2_REFUSED_STREAM) return 'refused_stream';
     // The upstream refused it for load ("calm down"): not processed.
     if (code === NGHTTP2_ENHANCE_YOUR_CALM) return 'enhance_your_calm';
     if (stream.id === undefined) return 'never_sent';
-    if (slot.goawayLastStreamId >= 0 && stream.id > slot.goawayLastStreamId) return 'goaway';
     // The peer stopped answering PING and no response came: the request waits on a dead session.
     if (slot.dead) return 'dead_session';
     return undefined;
