@@ -26,7 +26,7 @@ const body = (extra: JsonObject = {}): JsonObject => ({
 });
 const client = { editor: 'vscode', editorVersion: '1.95.0', plugin: 'copilot', version: '1.250.0' };
 const upstreams = new Map<string, UpstreamClient>([['local', { name: 'local', send: () => Promise.reject(new Error('unused')) }]]);
-const models = new Map([['ghost-small', { upstream: 'local', upstreamModel: 'ghost-small-v3' }], ['ghost-large', { upstream: 'local', upstreamModel: 'ghost-large-v1' }]]);
+const models = new Map([['ghost-small', { model: 'ghost-small', upstream: 'local', upstreamModel: 'ghost-small-v3' }], ['ghost-large', { model: 'ghost-large', upstream: 'local', upstreamModel: 'ghost-large-v1' }]]);
 
 interface Case { name: string; plugin: PluginDefinition<never>; params: unknown; init: (i: number) => TestExchangeInit }
 const cases: Case[] = [

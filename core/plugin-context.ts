@@ -16,7 +16,7 @@ export interface PluginContextOptions {
   log?: Logger;
   metrics?: Registry;
   upstreams?: ReadonlyMap<string, UpstreamClient>;
-  models?: ReadonlyMap<string, { upstream: string; upstreamModel: string }>;
+  models?: ReadonlyMap<string, { model: string; upstream: string; upstreamModel: string }>;
   auth?: AuthRuntime;
   /** Store that outlives reloads (the gateway passes one Map for its whole life). */
   sharedStore?: Map<string, unknown>;

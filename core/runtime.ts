@@ -179,7 +179,7 @@ export async function buildRuntime(loaded: LoadedConfig, deps: RuntimeDeps, prev
   const closers: Array<() => void | Promise<void>> = [];
   const byName = new Map(deps.plugins.map((p) => [p.name, p]));
   const clients: ReadonlyMap<string, UpstreamClient> = upstreams;
-  const modelDefaults = new Map([...models].map(([k, v]) => [k, { upstream: v.upstream, upstreamModel: v.upstreamModel }]));
+  const modelDefaults = new Map([...models].map(([k, v]) => [k, { model: v.model, upstream: v.upstream, upstreamModel: v.upstreamModel }]));
   type Built = { policy: PolicyConfig; file: string; steps: Array<Omit<CompiledStep, 'index'>> };
   const built: Built[] = [];
   for (const lp of loaded.policies) {
@@ -244,7 +244,7 @@ export async function checkPolicySteps(lp: LoadedPolicy, plugins: ReadonlyArray<
 
 async function buildStep(
   lp: LoadedPolicy, i: number, byName: Map<string, PluginDefinition<unknown>>, deps: RuntimeDeps,
-  shared: { clients: ReadonlyMap<string, UpstreamClient>; modelDefaults: Map<string, { upstream: string; upstreamModel: string }>; auth: AuthRuntime | undefined; closers: Array<() => void | Promise<void>> },
+  shared: { clients: ReadonlyMap<string, UpstreamClient>; modelDefaults: Map<string, { model: string; upstream: string; upstreamModel: string }>; auth: AuthRuntime | undefined; closers: Array<() => void | Promise<void>> },
   errors: GatewayError[], checkOnly = false,
 ): Promise<Omit<CompiledStep, 'index'> | undefined> {
   const sc = lp.policy.steps[i]!;

@@ -150,8 +150,8 @@ export interface PluginContext {
   readonly metrics: Registry;
   /** Names of configured upstreams. */
   readonly upstreamNames: ReadonlySet<string>;
-  /** Model names clients may use (logical names and their aliases) → default route. */
-  readonly models: ReadonlyMap<string, { upstream: string; upstreamModel: string }>;
+  /** Model names clients may use (logical names and their aliases) → the logical model (`model`) and its default route. */
+  readonly models: ReadonlyMap<string, { model: string; upstream: string; upstreamModel: string }>;
   /** A client for an upstream (for mirrors and shadows). Throws a config error if unknown. */
   upstream(name: string): UpstreamClient;
   /** The compiled auth runtime (token verification), or undefined when auth is not configured. */

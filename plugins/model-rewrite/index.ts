@@ -66,7 +66,8 @@ export default definePlugin<ModelRewriteParams>({
         if (!def) {
           throw ctx.error(`"${to}" is not a configured model (known: ${[...ctx.models.keys()].join(', ') || 'none'})`, `map.${requested}`);
         }
-        table.set(requested, Object.freeze({ model: to, upstream: def.upstream, upstreamModel: def.upstreamModel }));
+        // `to` may be an alias: the route names the logical model it stands for.
+        table.set(requested, Object.freeze({ model: def.model, upstream: def.upstream, upstreamModel: def.upstreamModel }));
       } else {
         if (!ctx.upstreamNames.has(to.upstream)) {
           throw ctx.error(`"${to.upstream}" is not a configured upstream (known: ${[...ctx.upstreamNames].join(', ') || 'none'})`, `map.${requested}.upstream`);

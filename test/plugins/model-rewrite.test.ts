@@ -4,10 +4,10 @@ import { loadStep } from '../helpers/plugin-step.ts';
 import { makeExchange } from '../helpers/exchange.ts';
 import type { UpstreamClient } from '../../core/types.ts';
 
-const models = new Map([
-  ['ghost-small', { upstream: 'local', upstreamModel: 'ghost-small-v3' }],
-  ['ghost-large', { upstream: 'east', upstreamModel: 'ghost-large-2025-01' }],
-]);
+const small = { model: 'ghost-small', upstream: 'local', upstreamModel: 'ghost-small-v3' };
+const large = { model: 'ghost-large', upstream: 'east', upstreamModel: 'ghost-large-2025-01' };
+// As the runtime builds it: logical names and their aliases (`large`) → the logical model's route.
+const models = new Map([['ghost-small', small], ['small', small], ['ghost-large', large], ['large', large]]);
 const fakeUpstream = (name: string): UpstreamClient => ({ name, send: () => Promise.reject(new Error('not used')) });
 const upstreams = new Map(['local', 'east', 'west'].map((n) => [n, fakeUpstream(n)] as const));
 const load = (params: unknown) => loadStep(modelRewrite, params, { models, upstreams });
@@ -18,6 +18,13 @@ t.test('maps a requested model to a logical model and its default route', async 
   await step.request!(ex);
   t.same(ex.route, { model: 'ghost-large', upstream: 'east', upstreamModel: 'ghost-large-2025-01', arms: { a: 'b' } });
   t.equal(ex.body.model, 'ghost-small', 'body untouched: the core sends route.upstreamModel');
+});
+
+t.test('a target that is an alias sets the logical model it stands for', async (t) => {
+  const { step } = await load({ map: { 'ghost-small': 'large' } });
+  const ex = makeExchange({ body: { model: 'ghost-small', prompt: 'x' } });
+  await step.request!(ex);
+  t.same(ex.route, { model: 'ghost-large', upstream: 'east', upstreamModel: 'ghost-large-2025-01', arms: {} }, 'route.model is the logical name (metrics, later steps), not the alias');
 });
 
 t.test('maps to a deployment: upstream + upstream model, logical model kept', async (t) => {
