@@ -19,6 +19,7 @@ import { createLogger } from './logger.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { buildRuntime, Runtime } from './runtime.ts';
 import { secretReader } from './secrets.ts';
+import { openStore, STORE_KEY } from './store/index.ts';
 import { createAdminServer, readAdminCredential } from './server/admin.ts';
 import { dataPlanePlugin } from './server/data-plane.ts';
 import { copilotPlugin } from './copilot/routes.ts';
@@ -77,6 +78,7 @@ export class Gateway implements GatewayState {
   #watcher: ConfigWatcher | undefined;
   #reloading: Promise<ReloadResult> | undefined;
   #tlsMaterial: { key: string; cert: string } | undefined;
+  #closeStore: () => Promise<void> = async () => {};
   #closed: Promise<void> | undefined;
   /** Runtimes swapped out by a reload whose requests have not all ended yet. */
   readonly #retiring = new Set<Promise<void>>();
@@ -109,7 +111,10 @@ export class Gateway implements GatewayState {
     const metrics = new GatewayMetrics();
     const sharedStore = new Map<string, unknown>();
     const plugins = [...builtinPlugins, ...(opts.plugins ?? [])] as ReadonlyArray<PluginDefinition<unknown>>;
-    const runtime = await buildRuntime(loaded, { log, metrics, plugins, sharedStore, env, warm: true });
+    // The shared store (store.redis) lives as long as the gateway; plugins find it in sharedStore.
+    const opened = await openStore(config.store, secretReader(loaded.dir, env), log, metrics.registry);
+    if (opened.store) sharedStore.set(STORE_KEY, opened.store);
+    const runtime = await buildRuntime(loaded, { log, metrics, plugins, sharedStore, env, warm: true }).catch(async (e: unknown) => { await opened.close(); throw e; });
     // From here on, anything that fails closes what already started: a gateway either runs
     // whole or not at all (no listener left bound, no warm upstream pool left open).
     let servers: DataPlaneServers | undefined;
@@ -123,6 +128,7 @@ export class Gateway implements GatewayState {
       servers = createDataPlaneServers(config, log, metrics, tls);
       gw = new Gateway(opts, runtime, metrics, log, servers, sharedStore, plugins);
       gw.#tlsMaterial = tls;
+      gw.#closeStore = opened.close;
       gw.adminCredential = adminCredential;
       await servers.cleartext.register(dataPlanePlugin, { gw });
       await servers.cleartext.register(copilotPlugin, { gw });
@@ -137,6 +143,7 @@ export class Gateway implements GatewayState {
       const apps = [servers?.cleartext, servers?.tls, gw ? gw.#admin : undefined].filter((a): a is FastifyInstance => a !== undefined);
       await Promise.allSettled(apps.map((a) => a.close()));
       await runtime.retire(undefined);
+      await opened.close();
       throw e;
     }
     gw.#startWatching();
@@ -325,12 +332,13 @@ export class Gateway implements GatewayState {
       Promise.all([this.runtime.retire(undefined), ...this.#retiring]),
       new Promise((r) => setTimeout(r, 10_000).unref()),
     ]);
+    await this.#closeStore();
   }
 }
 
 /** Settings read once at start (listeners, limits): changing them needs a restart. */
 function restartOnly(a: GatewayConfig, b: GatewayConfig): string[] {
-  const keys = ['admin', 'http2', 'limits', 'modelServer', 'logging'] as const;
+  const keys = ['admin', 'http2', 'limits', 'modelServer', 'logging', 'store'] as const;
   // The admin credential is re-read on every reload; the admin listener is not.
   const pick = (c: GatewayConfig, k: typeof keys[number]): string => JSON.stringify(k === 'admin' ? { ...c.admin, credential: undefined } : c[k]);
   const changed: string[] = keys.filter((k) => pick(a, k) !== pick(b, k));

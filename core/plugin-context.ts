@@ -6,6 +6,8 @@ import { Registry } from 'prom-client';
 import { GatewayError } from './errors.ts';
 import type { SourceLocation } from './errors.ts';
 import type { AuthRuntime, Logger, PluginContext, UpstreamClient } from './types.ts';
+import { STORE_KEY } from './store/types.ts';
+import type { SharedStore } from './store/types.ts';
 
 export interface PluginContextOptions {
   /** Plugin name (for `shared` keys). */
@@ -22,6 +24,8 @@ export interface PluginContextOptions {
   sharedStore?: Map<string, unknown>;
   /** Receives cleanup functions. */
   closers?: Array<() => void | Promise<void>>;
+  /** The shared store; default: the one the gateway keeps in `sharedStore` (none: in process). */
+  store?: SharedStore;
 }
 
 export const silentLogger: Logger = { info() {}, warn() {}, error() {}, debug() {} };
@@ -40,6 +44,7 @@ export function createPluginContext(o: PluginContextOptions): PluginContext {
     upstreamNames: new Set(upstreams.keys()),
     models: o.models ?? new Map(),
     auth: o.auth,
+    store: o.store ?? (store.get(STORE_KEY) as SharedStore | undefined),
     upstream(name) {
       const u = upstreams.get(name);
       if (!u) throw new GatewayError('GW_ERR_CONFIG_UNKNOWN_UPSTREAM', [name], { location });

@@ -32,7 +32,12 @@ export function redact(value: unknown): unknown {
   if (value === null || typeof value !== 'object') return value;
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) {
-    out[k] = SECRET_KEYS.test(k) && typeof v === 'string' ? '[redacted]' : redact(v);
+    out[k] = SECRET_KEYS.test(k) && typeof v === 'string' ? '[redacted]' : typeof v === 'string' ? redactUrl(v) : redact(v);
   }
   return out;
+}
+
+/** A URL's password (`scheme://user:password@host`) replaced by `[redacted]`; any other string as is. */
+export function redactUrl(s: string): string {
+  return s.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*:)[^/@]*@/i, '$1[redacted]@');
 }

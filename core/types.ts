@@ -8,6 +8,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Registry } from 'prom-client';
 import type { ErrorCode, GatewayError } from './errors.ts';
+import type { SharedStore } from './store/types.ts';
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [k: string]: JsonValue };
 export type JsonObject = { [k: string]: JsonValue };
@@ -156,6 +157,11 @@ export interface PluginContext {
   upstream(name: string): UpstreamClient;
   /** The compiled auth runtime (token verification), or undefined when auth is not configured. */
   readonly auth: AuthRuntime | undefined;
+  /**
+   * The store shared by every worker and instance (`store.redis`), or undefined when state is
+   * in process only. Its calls are bounded and may answer `undefined`: then decide in process.
+   */
+  readonly store: SharedStore | undefined;
   /**
    * State that survives reloads (e.g. rate-limit buckets), keyed by plugin name + `key`.
    * `init` runs once for the gateway's life.

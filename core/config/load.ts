@@ -195,6 +195,12 @@ function checkGateway(c: GatewayConfig, src: YamlSource, errors: GatewayError[])
       `admin.host ${c.admin.host} is not a loopback address and admin.credential is not set: anyone who reaches it could reload the config or mint tokens. Set admin.credential ({env: NAME} or {file: path}), or admin.insecureAllowNoCredential: true`,
     ], { location: src.locate(['admin', 'host']) }));
   }
+  const storeUrl = c.store.redis?.url;
+  if (typeof storeUrl === 'string' && src.envNames(['store', 'redis', 'url']).length === 0 && /^[^/]*\/\/[^/@]*:[^/@]*@/.test(storeUrl)) {
+    errors.push(new GatewayError('GW_ERR_CONFIG_INVALID', [
+      'store.redis.url carries a password written in the YAML: secrets come from the environment or a file (url: ${REDIS_URL}, {env: NAME} or {file: path})',
+    ], { location: src.locate(['store', 'redis', 'url']) }));
+  }
   if (c.health.recoverAt !== undefined && c.health.recoverAt < c.health.slo) {
     errors.push(new GatewayError('GW_ERR_CONFIG_INVALID', ['health.recoverAt must be at least health.slo'], { location: src.locate(['health', 'recoverAt']) }));
   }

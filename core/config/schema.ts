@@ -177,6 +177,24 @@ export const gatewayConfigSchema = {
     },
     auth: authConfigSchema,
     copilot: copilotConfigSchema,
+    store: {
+      type: 'object', additionalProperties: false, default: {},
+      description: 'Where rate-limit buckets and the supersede table live. Default: in each process. With `redis`: shared by every worker and instance using that Redis (docs/operations.md).',
+      properties: {
+        redis: {
+          type: 'object', required: ['url'], additionalProperties: false,
+          properties: {
+            url: {
+              description: 'redis://[user:password@]host:port[/db] or rediss:// (TLS). A secret: give it as ${REDIS_URL} or {env: NAME} / {file: path}; never printed. An inline password in the YAML is refused.',
+              oneOf: [{ type: 'string', pattern: '^rediss?://' }, secretRef],
+            },
+            timeoutMs: { type: 'integer', minimum: 1, maximum: 1000, default: 5, description: 'Longest a request waits on Redis; past it the step decides in process (fail open) and the store counts as down until a probe answers' },
+            retryMs: { type: 'integer', minimum: 10, maximum: 60_000, default: 500, description: 'While Redis is down or slow: how often to reconnect and probe it' },
+            keyPrefix: { type: 'string', maxLength: 64, pattern: '^[^\\s]*$', default: 'ghostgate:', description: 'Prefix of every Redis key and channel (fleets sharing one Redis use different prefixes)' },
+          },
+        },
+      },
+    },
   },
 } as const satisfies JsonSchema;
 

@@ -8,6 +8,12 @@
  * a bucket that has been idle long enough to be full again is the same as no bucket, so a
  * periodic sweep (an unref'd timer, stopped when a reload retires the step) deletes those, and
  * at `maxKeys` the oldest bucket makes room for a new one.
+ *
+ * With a shared store (`store.redis`), the bucket is the store's: one limit across every worker
+ * and instance. The step waits for the store at most `store.redis.timeoutMs`; when it cannot
+ * answer (down, slow), this process's bucket decides as above (fail open, counted by the
+ * store). A denial from the store is remembered until the bucket can hold a token again (other
+ * processes can only take tokens, never add them), so a client over its limit costs no store call.
  */
 import { performance } from 'node:perf_hooks';
 import { compileFactPath, definePlugin, factKey, GatewayError } from '../../core/plugin-api.ts';
@@ -17,8 +23,11 @@ import type { FactReader, LocalReply, FromSchema, JsonSchema } from '../../core/
 /** One subject's bucket: tokens left at time `t` (ms, performance.now()). */
 interface Bucket { tokens: number; t: number }
 type Buckets = Map<string, Bucket>;
-/** The buckets of one bucket set, and how many live steps use them (freed at zero). */
-interface BucketSet { readonly bySubject: Buckets; readonly byIp: Buckets; users: number }
+/**
+ * The buckets of one bucket set, and how many live steps use them (freed at zero). `deniedUntil`:
+ * shared-store key → performance.now() until which the shared bucket is known to be empty.
+ */
+interface BucketSet { readonly bySubject: Buckets; readonly byIp: Buckets; readonly deniedUntil: Map<string, number>; users: number }
 
 /** Cached replies for Retry-After 1..MAX_CACHED s (a limited client retries a lot: no allocation). */
 const MAX_CACHED = 3600;
@@ -62,9 +71,10 @@ export default definePlugin<RateLimitParams>({
     const sets = ctx.shared('bucket-sets', () => new Map<string, BucketSet>());
     const setName = params.bucketSet ?? `${params.key} ${rate}/s burst ${burst}`;
     let set = sets.get(setName);
-    if (set === undefined) sets.set(setName, (set = { bySubject: new Map(), byIp: new Map(), users: 0 }));
+    if (set === undefined) sets.set(setName, (set = { bySubject: new Map(), byIp: new Map(), deniedUntil: new Map(), users: 0 }));
     set.users++;
-    const { bySubject, byIp } = set;
+    const { bySubject, byIp, deniedUntil } = set;
+    const shared = ctx.store;
 
     const replies: LocalReply[] = [];
     const replyFor = (seconds: number): LocalReply => {
@@ -96,6 +106,7 @@ export default definePlugin<RateLimitParams>({
       const now = performance.now();
       sweep(bySubject, now);
       sweep(byIp, now);
+      for (const [k, until] of deniedUntil) if (until <= now) deniedUntil.delete(k);
     }, sweepMs);
     timer.unref();
     ctx.onClose(() => {
@@ -103,26 +114,58 @@ export default definePlugin<RateLimitParams>({
       if (--set.users === 0 && sets.get(setName) === set) sets.delete(setName);
     });
 
+    /** This process's bucket for `k` decides (no store, or the store could not answer). */
+    const local = (buckets: Buckets, k: string): LocalReply | undefined => {
+      const now = performance.now();
+      const b = buckets.get(k);
+      if (b === undefined) {
+        if (buckets.size >= maxKeys) makeRoom(buckets, now);
+        buckets.set(k, { tokens: burst - 1, t: now });
+        return undefined;
+      }
+      const tokens = b.tokens + (now - b.t) * perMs;
+      b.t = now;
+      if (tokens >= 1) {
+        b.tokens = (tokens > burst ? burst : tokens) - 1;
+        return undefined;
+      }
+      b.tokens = tokens;
+      return replyFor(Math.max(1, Math.ceil((1 - tokens) / rate)));
+    };
+
+    if (shared === undefined) {
+      return {
+        request: function rateLimit(ex) {
+          const subject = factKey(readKey(ex.facts));
+          return subject === undefined ? local(byIp, ex.facts.request.ip) : local(bySubject, subject);
+        },
+      };
+    }
+
+    const storePrefix = `${setName}\0`;
+    /** The store's answer: 0 = a token was taken; else ms until one is free; undefined = decide here. */
+    const settle = (wait: number | undefined, buckets: Buckets, k: string, sk: string): LocalReply | undefined => {
+      if (wait === undefined) return local(buckets, k);
+      if (wait <= 0) return undefined;
+      if (!deniedUntil.has(sk) && deniedUntil.size >= maxKeys) deniedUntil.delete(deniedUntil.keys().next().value!);
+      deniedUntil.set(sk, performance.now() + wait);
+      return replyFor(Math.max(1, Math.ceil(wait / 1000)));
+    };
     return {
-      request: function rateLimit(ex) {
+      request: function rateLimitShared(ex) {
         const subject = factKey(readKey(ex.facts));
         const buckets = subject === undefined ? byIp : bySubject;
         const k = subject === undefined ? ex.facts.request.ip : subject;
-        const now = performance.now();
-        let b = buckets.get(k);
-        if (b === undefined) {
-          if (buckets.size >= maxKeys) makeRoom(buckets, now);
-          buckets.set(k, { tokens: burst - 1, t: now });
-          return undefined;
+        const sk = (subject === undefined ? storePrefix + 'ip\0' : storePrefix + 'sub\0') + k;
+        const until = deniedUntil.get(sk);
+        if (until !== undefined) {
+          const left = until - performance.now();
+          if (left > 0) return replyFor(Math.max(1, Math.ceil(left / 1000)));
+          deniedUntil.delete(sk);
         }
-        const tokens = b.tokens + (now - b.t) * perMs;
-        b.t = now;
-        if (tokens >= 1) {
-          b.tokens = (tokens > burst ? burst : tokens) - 1;
-          return undefined;
-        }
-        b.tokens = tokens;
-        return replyFor(Math.max(1, Math.ceil((1 - tokens) / rate)));
+        const answer = shared.take(sk, perMs, burst);
+        if (answer === undefined) return local(buckets, k);
+        return answer.then((wait) => settle(wait, buckets, k, sk));
       },
     };
   },

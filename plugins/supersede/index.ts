@@ -11,9 +11,14 @@
  * (identity, request path, document key); the entry is removed in `done` only if it still
  * points at that exchange. Memory is bounded by `maxEntries` (oldest entries are forgotten, not
  * cancelled).
+ *
+ * With a shared store (`store.redis`), the request also claims the key in the store, without
+ * waiting: the store tells the process holding the previous claim (any worker, any instance),
+ * which cancels that request the same way. A request superseded in this process is cancelled at
+ * once, as without a store; the store only adds the other processes (fail open when it is down).
  */
 import { compileFactPath, Counter, definePlugin, factKey, getAt, parsePointer } from '../../core/plugin-api.ts';
-import type { Exchange, FactReader, Facts, FromSchema, JsonSchema } from '../../core/plugin-api.ts';
+import type { Exchange, FactReader, Facts, FromSchema, JsonSchema, Registry } from '../../core/plugin-api.ts';
 
 
 /**
@@ -54,6 +59,14 @@ export interface SupersedeTable {
   readonly byKey: Map<string, Exchange>;
   /** The key each tracked exchange was stored under (for `done`). */
   readonly keyOf: WeakMap<Exchange, string>;
+  /** With a shared store: this process's claimed exchanges by store token, and back. */
+  readonly byToken: Map<string, Exchange>;
+  readonly tokenOf: WeakMap<Exchange, string>;
+}
+
+function supersededCounter(metrics: Registry): Counter {
+  return (metrics.getSingleMetric(METRIC) as Counter | undefined)
+    ?? new Counter({ name: METRIC, help: 'In-flight requests cancelled by a newer request for the same document (supersede).', registers: [metrics] });
 }
 
 export default definePlugin<SupersedeParams>({
@@ -70,9 +83,19 @@ export default definePlugin<SupersedeParams>({
       if (segs.length === 0) throw ctx.error('must point inside the body, not at the whole body', 'keyFrom.bodyPointer');
     }
     const { maxEntries, maxKeyLength } = params;
-    const table = ctx.shared<SupersedeTable>('inflight', () => ({ byKey: new Map(), keyOf: new WeakMap() }));
-    const superseded = (ctx.metrics.getSingleMetric(METRIC) as Counter | undefined)
-      ?? new Counter({ name: METRIC, help: 'In-flight requests cancelled by a newer request for the same document (supersede).', registers: [ctx.metrics] });
+    const store = ctx.store;
+    const table = ctx.shared<SupersedeTable>('inflight', () => {
+      const t: SupersedeTable = { byKey: new Map(), keyOf: new WeakMap(), byToken: new Map(), tokenOf: new WeakMap() };
+      // Once per gateway (the table outlives reloads): a claim elsewhere superseded one of ours.
+      store?.onSuperseded((token) => {
+        const ex = t.byToken.get(token);
+        if (ex === undefined || ex.signal.aborted) return;
+        ex.cancel('GW_ERR_POLICY_SUPERSEDED');
+        supersededCounter(ctx.metrics).inc();
+      });
+      return t;
+    });
+    const superseded = supersededCounter(ctx.metrics);
 
     const docKey = (f: Facts): string | undefined => {
       let k: string | undefined;
@@ -100,12 +123,23 @@ export default definePlugin<SupersedeParams>({
         }
         byKey.set(key, ex);
         table.keyOf.set(ex, key);
+        if (store !== undefined && !table.tokenOf.has(ex)) {
+          const token = store.newToken();
+          table.byToken.set(token, ex);
+          table.tokenOf.set(ex, token);
+          store.claim(key, token);
+        }
       },
       done: function supersedeDone(ex) {
         const key = table.keyOf.get(ex);
         if (key === undefined) return;
         table.keyOf.delete(ex);
         if (table.byKey.get(key) === ex) table.byKey.delete(key);
+        const token = table.tokenOf.get(ex);
+        if (token === undefined || store === undefined) return;
+        table.tokenOf.delete(ex);
+        table.byToken.delete(token);
+        store.release(key, token);
       },
     };
   },

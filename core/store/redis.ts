@@ -1,0 +1,265 @@
+/**
+ * The shared store on Redis (ioredis). Design, per operation:
+ *
+ * - `take` (rate-limit): one EVALSHA of a token-bucket script (the same algorithm as the
+ *   in-process bucket, on Redis's clock, so every process sees one bucket). The step awaits it
+ *   for at most `timeoutMs`; autopipelining puts the commands of one loop turn in one write.
+ *   Cost: one loopback round trip plus ~10 µs of client CPU per allowed request. A denial is
+ *   remembered by the caller until the bucket can have a token again, so a client that is over
+ *   its limit costs no Redis call at all.
+ * - `claim`/`release` (supersede): one EVALSHA each, never awaited (0 wait on the hot path).
+ *   `claim` swaps the key's holder and PUBLISHes the previous holder's token on that holder's
+ *   own channel (`<prefix>sup:<instance id>`), so only the process holding the superseded
+ *   request hears of it; Redis orders the claims, so no clock is compared.
+ *
+ * Fail open: while the store is down (not connected, or a command overran `timeoutMs`), calls
+ * answer `undefined` at once without touching Redis, the caller uses its in-process state, and
+ * `ghostgate_store_fallback_total` counts it. A probe (PING within the same budget, every
+ * `retryMs`) brings it back up by itself. Each state change is logged once. The URL (it may carry
+ * a password) is never logged: messages name the host and port only.
+ */
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { Counter, Gauge } from 'prom-client';
+import type { Registry } from 'prom-client';
+import type { Logger } from '../types.ts';
+import type { SharedStore } from './types.ts';
+
+export interface RedisStoreOptions {
+  /** `redis://[user:password@]host:port[/db]` or `rediss://` (TLS). A secret: never printed. */
+  url: string;
+  /** Longest the hot path waits on Redis (ms). */
+  timeoutMs: number;
+  /** While down: how often to reconnect and probe (ms). */
+  retryMs: number;
+  /** Prefix of every key and channel (several fleets can share one Redis). */
+  keyPrefix: string;
+}
+
+/**
+ * Token bucket, as plugins/rate-limit does it in process: KEYS[1] holds {k: tokens, t: ms};
+ * ARGV = perMs, burst. Returns 0 when a token was taken, else the ms until one is free. A bucket
+ * that refilled completely is the same as none, so the key expires then.
+ */
+const TAKE = `
+local perMs = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
+local b = redis.call('HMGET', KEYS[1], 'k', 't')
+local tokens = burst
+if b[1] then
+  tokens = tonumber(b[1]) + (now - tonumber(b[2])) * perMs
+  if tokens > burst then tokens = burst end
+end
+if tokens < 1 then return math.ceil((1 - tokens) / perMs) end
+tokens = tokens - 1
+redis.call('HSET', KEYS[1], 'k', tokens, 't', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / perMs) + 1000)
+return 0
+`;
+
+/** KEYS[1] = the supersede key; ARGV = token ("<instance> <n>"), channel prefix, ttl ms. */
+const CLAIM = `
+local prev = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+if prev and prev ~= ARGV[1] then
+  local sp = string.find(prev, ' ', 1, true)
+  if sp then redis.call('PUBLISH', ARGV[2] .. string.sub(prev, 1, sp - 1), prev) end
+end
+return 0
+`;
+
+/** KEYS[1] = the supersede key; ARGV[1] = token: delete only if it still holds the key. */
+const RELEASE = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+/** A supersede entry outlives its request only if `release` never arrived (e.g. the process died). */
+const CLAIM_TTL_MS = 10 * 60_000;
+
+type Op = 'take' | 'claim' | 'release';
+type Reason = 'down' | 'timeout' | 'error';
+
+interface Scripted {
+  ggTake(key: string, perMs: number, burst: number): Promise<number>;
+  ggClaim(key: string, token: string, channelPrefix: string, ttlMs: number): Promise<number>;
+  ggRelease(key: string, token: string): Promise<number>;
+}
+
+const noop = (): void => {};
+
+export class RedisStore implements SharedStore {
+  readonly instanceId = randomBytes(8).toString('hex');
+  readonly #o: RedisStoreOptions;
+  readonly #log: Logger;
+  readonly #client: Redis & Scripted;
+  readonly #sub: Redis;
+  readonly #where: string;
+  readonly #fallbacks: Counter<'op' | 'reason'>;
+  readonly #upGauge: Gauge;
+  readonly #handlers: Array<(token: string) => void> = [];
+  #up = false;
+  /** Whether a down state was already logged (the first connect is not a recovery). */
+  #wasUp = false;
+  #probe: NodeJS.Timeout | undefined;
+  #probing = false;
+  #closed = false;
+  #seq = 0;
+  #firstUp: Array<() => void> = [];
+
+  constructor(o: RedisStoreOptions, log: Logger, registry: Registry) {
+    this.#o = o;
+    this.#log = log;
+    const u = new URL(o.url);
+    this.#where = `${u.protocol}//${u.hostname}:${u.port || 6379}`;
+    this.#fallbacks = (registry.getSingleMetric('ghostgate_store_fallback_total') as Counter<'op' | 'reason'> | undefined) ?? new Counter({
+      name: 'ghostgate_store_fallback_total',
+      help: 'Shared-store operations answered in process instead (fail open): op take (rate-limit), claim/release (supersede); reason down (not connected or overran timeoutMs earlier), timeout (this call overran store.redis.timeoutMs), error.',
+      labelNames: ['op', 'reason'], registers: [registry],
+    });
+    this.#upGauge = (registry.getSingleMetric('ghostgate_store_up') as Gauge | undefined)
+      ?? new Gauge({ name: 'ghostgate_store_up', help: '1 while the shared store (Redis) answers within its budget, else 0 (in-process fallback).', registers: [registry] });
+    this.#upGauge.set(0);
+    const common = {
+      enableAutoPipelining: true,
+      // Never queue while disconnected, never replay after a reconnect: the caller has moved on.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      connectTimeout: Math.max(1000, o.timeoutMs * 10),
+      retryStrategy: () => o.retryMs,
+      lazyConnect: false,
+    };
+    this.#client = new Redis(o.url, { ...common, connectionName: `ghostgate-${this.instanceId}` }) as Redis & Scripted;
+    this.#client.defineCommand('ggTake', { numberOfKeys: 1, lua: TAKE });
+    this.#client.defineCommand('ggClaim', { numberOfKeys: 1, lua: CLAIM });
+    this.#client.defineCommand('ggRelease', { numberOfKeys: 1, lua: RELEASE });
+    this.#client.on('ready', () => this.#probeNow());
+    this.#client.on('close', () => this.#down('connection closed'));
+    this.#client.on('error', (e: Error) => this.#down(e.message));
+    // Pub/sub needs its own connection; it resubscribes by itself after a reconnect.
+    this.#sub = new Redis(o.url, { ...common, enableOfflineQueue: true, connectionName: `ghostgate-${this.instanceId}-sub` });
+    this.#sub.on('error', noop);
+    this.#sub.on('message', (_channel: string, token: string) => {
+      for (const h of this.#handlers) { try { h(token); } catch { /* a handler must not break the others */ } }
+    });
+    this.#sub.subscribe(`${o.keyPrefix}sup:${this.instanceId}`).catch(noop);
+  }
+
+  /** Resolves once the store is up, or after `ms` (the gateway starts either way: fail open). */
+  whenUp(ms: number): Promise<boolean> {
+    if (this.#up) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      timer.unref();
+      this.#firstUp.push(() => { clearTimeout(timer); resolve(true); });
+    });
+  }
+
+  get up(): boolean { return this.#up; }
+
+  take(key: string, perMs: number, burst: number): Promise<number | undefined> | undefined {
+    if (!this.#up) { this.#fallbacks.labels('take', 'down').inc(); return undefined; }
+    return this.#budget(this.#client.ggTake(this.#o.keyPrefix + 'rl:' + key, perMs, burst), 'take');
+  }
+
+  claim(key: string, token: string): void {
+    if (!this.#up) { this.#fallbacks.labels('claim', 'down').inc(); return; }
+    void this.#budget(this.#client.ggClaim(this.#o.keyPrefix + 'sup:k:' + key, token, this.#o.keyPrefix + 'sup:', CLAIM_TTL_MS), 'claim');
+  }
+
+  release(key: string, token: string): void {
+    if (!this.#up) { this.#fallbacks.labels('release', 'down').inc(); return; }
+    void this.#budget(this.#client.ggRelease(this.#o.keyPrefix + 'sup:k:' + key, token), 'release');
+  }
+
+  newToken(): string { return `${this.instanceId} ${++this.#seq}`; }
+
+  onSuperseded(fn: (token: string) => void): void { this.#handlers.push(fn); }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#probe) clearTimeout(this.#probe);
+    this.#up = false;
+    this.#client.disconnect();
+    this.#sub.disconnect();
+  }
+
+  /** `p`'s answer if it comes within the budget, else undefined (and the store is down until a probe passes). */
+  #budget<T>(p: Promise<T>, op: Op): Promise<T | undefined> {
+    return new Promise<T | undefined>((resolve) => {
+      let settled = false;
+      // At the deadline, let this loop turn read what already arrived: an answer that waited
+      // behind our own busy event loop is not Redis being slow.
+      const timer = setTimeout(() => setImmediate(() => {
+        if (settled) return;
+        settled = true;
+        this.#fallbacks.labels(op, 'timeout').inc();
+        this.#down(`no answer within store.redis.timeoutMs (${this.#o.timeoutMs} ms)`);
+        resolve(undefined);
+      }), this.#o.timeoutMs);
+      p.then((v) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(v);
+      }, () => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.#fallbacks.labels(op, 'error').inc();
+        resolve(undefined);
+      });
+    });
+  }
+
+  #down(why: string): void {
+    if (this.#closed) return;
+    if (this.#up) {
+      this.#up = false;
+      this.#upGauge.set(0);
+      this.#log.warn({ store: this.#where, reason: why }, 'shared store (Redis) down: rate-limit and supersede use in-process state until it answers again');
+    } else if (!this.#wasUp && !this.#loggedInitialDown) {
+      this.#loggedInitialDown = true;
+      this.#log.warn({ store: this.#where, reason: why }, 'shared store (Redis) not reachable yet: rate-limit and supersede use in-process state until it answers');
+    }
+    this.#scheduleProbe();
+  }
+
+  #loggedInitialDown = false;
+
+  #scheduleProbe(): void {
+    if (this.#closed || this.#probe) return;
+    this.#probe = setTimeout(() => { this.#probe = undefined; this.#probeNow(); }, this.#o.retryMs);
+    this.#probe.unref();
+  }
+
+  /** PING within the budget: up if it answers, else try again in `retryMs`. */
+  #probeNow(): void {
+    if (this.#closed || this.#up || this.#probing) return;
+    if (this.#client.status !== 'ready') { this.#scheduleProbe(); return; }
+    this.#probing = true;
+    const timer = setTimeout(() => { done(false); }, this.#o.timeoutMs);
+    const done = (ok: boolean): void => {
+      if (!this.#probing) return;
+      this.#probing = false;
+      clearTimeout(timer);
+      if (ok) this.#setUp(); else this.#scheduleProbe();
+    };
+    this.#client.ping().then(() => done(true), () => done(false));
+  }
+
+  #setUp(): void {
+    if (this.#closed || this.#up) return;
+    this.#up = true;
+    this.#upGauge.set(1);
+    this.#log.info({ store: this.#where }, this.#wasUp ? 'shared store (Redis) up again: rate-limit and supersede are shared' : 'shared store (Redis) connected: rate-limit and supersede are shared');
+    this.#wasUp = true;
+    this.#loggedInitialDown = true;
+    const waiters = this.#firstUp;
+    this.#firstUp = [];
+    for (const w of waiters) w();
+  }
+}

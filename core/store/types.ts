@@ -1,0 +1,31 @@
+/**
+ * The shared store plugins see as `ctx.store`: undefined when state is in process only (no
+ * `store.redis` in the config), else a store shared by every worker and instance that points at
+ * the same Redis. Every call is bounded: it answers within `store.redis.timeoutMs` or says it
+ * could not (`undefined`), and the caller then decides in process (fail open). See
+ * core/store/redis.ts for the design and its cost.
+ */
+
+export interface SharedStore {
+  /**
+   * Take one token from the shared token bucket `key` (refill `perMs` tokens per ms, at most
+   * `burst`). Returns a promise of the wait in ms until a token is free (0: one was taken), or
+   * `undefined` when the store cannot answer now or within its budget: the caller falls back to
+   * its in-process bucket. The synchronous `undefined` (store down) costs no wait at all.
+   */
+  take(key: string, perMs: number, burst: number): Promise<number | undefined> | undefined;
+  /**
+   * Record that `token` (from `newToken`) now holds `key`. If another token held it, that token's
+   * process is told (its `onSuperseded` handlers run), wherever it runs. Fire and forget.
+   */
+  claim(key: string, token: string): void;
+  /** `key` is no longer held by `token` (if it still is). Fire and forget. */
+  release(key: string, token: string): void;
+  /** A token unique in the fleet (this process's id and a counter). */
+  newToken(): string;
+  /** Run `fn` with each token of this process that a claim anywhere superseded. */
+  onSuperseded(fn: (token: string) => void): void;
+}
+
+/** Where the gateway keeps its open store in the map that outlives reloads (`ctx.shared`'s map). */
+export const STORE_KEY = 'core:store';
