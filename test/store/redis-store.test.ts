@@ -1,0 +1,128 @@
+/**
+ * The Redis store itself (core/store/redis.ts) against a real redis-server: one token bucket for
+ * all its clients, claims that reach the holder's process, fail open while Redis is away, and
+ * recovery by itself.
+ */
+import t from 'tap';
+import type { Test } from 'tap';
+import { Registry } from 'prom-client';
+import { RedisStore } from '../../core/store/redis.ts';
+import type { Logger } from '../../core/types.ts';
+import { startRedis } from '../helpers/redis.ts';
+import { waitFor } from '../helpers/h2.ts';
+
+interface Line { level: string; msg: string; fields: Record<string, unknown> }
+function recordingLog(): Logger & { lines: Line[] } {
+  const lines: Line[] = [];
+  const at = (level: string) => (o: object | string, msg?: string): void => {
+    lines.push(typeof o === 'string' ? { level, msg: o, fields: {} } : { level, msg: msg ?? '', fields: o as Record<string, unknown> });
+  };
+  return { lines, info: at('info'), warn: at('warn'), error: at('error'), debug: at('debug') };
+}
+
+async function open(t: Test, url: string, o: { timeoutMs?: number; prefix?: string } = {}) {
+  const log = recordingLog();
+  const registry = new Registry();
+  const store = new RedisStore({ url, timeoutMs: o.timeoutMs ?? 2000, retryMs: 50, keyPrefix: o.prefix ?? 'gg-test:' }, log, registry);
+  t.teardown(() => store.close());
+  t.ok(await store.whenUp(15_000), 'the store connects');
+  const metric = async (name: string): Promise<string> => registry.getSingleMetricAsString(name);
+  return { store, log, metric };
+}
+
+/** `n` takes from `key`, alternating between the stores, one after another. */
+async function takes(stores: RedisStore[], key: string, n: number, perMs: number, burst: number): Promise<Array<number | undefined>> {
+  const out: Array<number | undefined> = [];
+  for (let i = 0; i < n; i++) out.push(await stores[i % stores.length]!.take(key, perMs, burst));
+  return out;
+}
+
+t.test('two clients share one token bucket: burst, then waits (no token created twice)', async (t) => {
+  const r = await startRedis(t);
+  if (!r) return;
+  const a = await open(t, r.url);
+  const b = await open(t, r.url);
+  const got = await takes([a.store, b.store], 'alice', 12, 1 / 60_000, 5); // 1 token a minute
+  t.same(got.slice(0, 5), [0, 0, 0, 0, 0], 'the burst of 5 is taken, across both clients');
+  for (const w of got.slice(5)) t.ok(w !== undefined && w > 50_000 && w <= 60_000, `then each waits about a minute (${w} ms)`);
+  t.same(await takes([a.store], 'bob', 1, 1 / 60_000, 5), [0], 'another key has its own bucket');
+  const ttl = Number(r.cli('PTTL', 'gg-test:rl:alice'));
+  t.ok(ttl > 0 && ttl <= 5 * 60_000 + 1000, `the bucket key expires once it would be full again (${ttl} ms)`);
+});
+
+t.test('a claim reaches the process holding the key, and only it', async (t) => {
+  const r = await startRedis(t);
+  if (!r) return;
+  const a = await open(t, r.url);
+  const b = await open(t, r.url);
+  const heard = { a: [] as string[], b: [] as string[] };
+  a.store.onSuperseded((tok) => heard.a.push(tok));
+  b.store.onSuperseded((tok) => heard.b.push(tok));
+  const t1 = a.store.newToken();
+  a.store.claim('alice|/v1/completions|doc', t1);
+  await waitFor('the first claim to be stored', () => r.cli('GET', 'gg-test:sup:k:alice|/v1/completions|doc').trim() === t1);
+  const t2 = b.store.newToken();
+  t.not(t1, t2, 'tokens are unique across processes');
+  b.store.claim('alice|/v1/completions|doc', t2);
+  await waitFor('A to hear that its request was superseded', () => heard.a.length === 1);
+  t.same(heard.a, [t1], 'A is told which of its requests');
+  a.store.release('alice|/v1/completions|doc', t1); // late: B holds the key now
+  const t3 = a.store.newToken();
+  a.store.claim('alice|/v1/completions|doc', t3);
+  await waitFor('B to hear of the newer claim', () => heard.b.length === 1);
+  t.same(heard.b, [t2], 'a stale release did not drop B\'s claim; the newer claim superseded it');
+  a.store.release('alice|/v1/completions|doc', t3);
+  await waitFor('the release to delete the key', () => r.cli('EXISTS', 'gg-test:sup:k:alice|/v1/completions|doc').trim() === '0');
+  t.same(heard.a, [t1], 'a process is never told about its own newest claim');
+});
+
+t.test('Redis killed: calls answer undefined at once (fail open), counted and logged once; restarted: back by itself', async (t) => {
+  const r = await startRedis(t);
+  if (!r) return;
+  const { store, log, metric } = await open(t, r.url, { timeoutMs: 200 });
+  t.equal(await store.take('k1', 1 / 60_000, 2), 0);
+  t.match(await metric('ghostgate_store_up'), /ghostgate_store_up 1/);
+  r.kill();
+  await waitFor('the store to notice', () => !store.up);
+  const started = performance.now();
+  const answers: Array<number | undefined> = [];
+  for (let i = 0; i < 20; i++) {
+    const p = store.take('k1', 1 / 60_000, 2);
+    answers.push(p === undefined ? undefined : await p);
+  }
+  t.same(answers, new Array(20).fill(undefined), 'every call says "decide in process"');
+  t.ok(performance.now() - started < 1000, 'without waiting on Redis');
+  store.claim('x', store.newToken());
+  t.match(await metric('ghostgate_store_fallback_total'), /op="take",reason="down"} 20/, 'each fallback is counted');
+  t.match(await metric('ghostgate_store_fallback_total'), /op="claim",reason="down"} 1/);
+  t.match(await metric('ghostgate_store_up'), /ghostgate_store_up 0/);
+  const downs = log.lines.filter((l) => /down/.test(l.msg));
+  t.equal(downs.length, 1, 'one log line for the state change, not one per call');
+  t.equal(downs[0]!.level, 'warn');
+  await r.restart();
+  await waitFor('the store to come back by itself', () => store.up, 20_000);
+  t.equal(log.lines.filter((l) => /up again/.test(l.msg)).length, 1, 'one log line for the recovery');
+  const again = await takes([store], 'k1', 3, 1 / 60_000, 2);
+  t.same(again.slice(0, 2), [0, 0], 'Redis decides again (the restarted one started empty: a full bucket)');
+  t.ok(again[2]! > 50_000, 'and its bucket runs out');
+});
+
+t.test('Redis slow (SIGSTOP): a call waits at most timeoutMs, then the store is down and calls do not wait; SIGCONT: back', async (t) => {
+  const r = await startRedis(t);
+  if (!r) return;
+  const { store, log, metric } = await open(t, r.url, { timeoutMs: 100 });
+  t.equal(await store.take('k2', 1 / 60_000, 5), 0);
+  r.pause();
+  const started = performance.now();
+  t.equal(await store.take('k2', 1 / 60_000, 5), undefined, 'no answer within the budget: decide in process');
+  const waited = performance.now() - started;
+  t.ok(waited >= 90 && waited < 5000, `waited about timeoutMs, loosely bounded (${waited.toFixed(0)} ms)`);
+  t.match(await metric('ghostgate_store_fallback_total'), /op="take",reason="timeout"} 1/, 'counted as a timeout');
+  t.notOk(store.up, 'the store is down now');
+  t.equal(store.take('k2', 1 / 60_000, 5), undefined, 'so the next call answers at once, without a promise');
+  t.equal(log.lines.filter((l) => /down/.test(l.msg)).length, 1, 'logged once');
+  t.match(log.lines.find((l) => /down/.test(l.msg))!.fields, { reason: /timeoutMs \(100 ms\)/ });
+  r.resume();
+  await waitFor('the probe to bring it back', () => store.up, 20_000);
+  t.equal(await store.take('k2', 1 / 60_000, 5), 0, 'answers again');
+});
