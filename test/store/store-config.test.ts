@@ -61,6 +61,8 @@ t.test('a password-protected Redis from ${REDIS_URL}: shared, and the password i
   for (let i = 0; i < 2; i++) t.equal((await post(s, '/v1/completions', body, { 'x-user': 'u' })).status, 200);
   t.equal((await post(s, '/v1/completions', body, { 'x-user': 'u' })).status, 429);
   t.ok(r.cli('--scan', '--pattern', 'ghostgate:rl:*').includes('u'), 'the bucket is in Redis');
+  const conns = r.cli('CLIENT', 'LIST').split('\n').filter((l) => /name=ghostgate-/.test(l));
+  t.equal(conns.length, 2, 'one process, two connections (commands, and the supersede channel)');
   const cfg = await (await fetch(`${g.adminUrl}/-/config`)).text();
   t.match(cfg, /redis:\/\/:\[redacted\]@127\.0\.0\.1/, '/-/config shows where, not the password');
   t.notMatch(cfg, PASSWORD);
