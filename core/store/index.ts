@@ -1,18 +1,17 @@
 /**
  * Opens the shared store the config asks for: none (state in process, the default) or Redis
  * (`store.redis`). The gateway opens it once at start and keeps it for its life (a change of
- * `store` needs a restart); each worker process opens its own connections.
+ * `store` needs a restart); each worker process opens its own connections. The Redis client is
+ * loaded only when `store.redis` is set: a gateway without it never loads ioredis.
  */
 import type { Registry } from 'prom-client';
 import { GatewayError } from '../errors.ts';
 import type { SecretRef } from '../config/model.ts';
 import type { Logger } from '../types.ts';
-import { RedisStore } from './redis.ts';
 import type { SharedStore } from './types.ts';
 
 export type { SharedStore } from './types.ts';
 export { STORE_KEY } from './types.ts';
-export { RedisStore } from './redis.ts';
 
 export interface StoreConfig {
   redis?: {
@@ -40,6 +39,7 @@ export async function openStore(cfg: StoreConfig | undefined, readSecret: (ref: 
   let ok = false;
   try { ok = /^rediss?:$/.test(new URL(url).protocol); } catch { ok = false; }
   if (!ok) throw new GatewayError('GW_ERR_CONFIG_INVALID', ['store.redis.url is not a redis:// or rediss:// URL (its value is not shown: it may hold a password)']);
+  const { RedisStore } = await import('./redis.ts');
   const store = new RedisStore({ url, timeoutMs: r.timeoutMs, retryMs: r.retryMs, keyPrefix: r.keyPrefix }, log, registry);
   await store.whenUp(STORE_START_WAIT_MS);
   return { store, close: () => store.close() };
