@@ -55,3 +55,6 @@ export { bearerToken } from './auth/bearer.ts';
 // prom-client for the registry and its metrics, whatever copy a plugin's folder has installed).
 export { Counter, Gauge, Histogram } from 'prom-client';
 export type { Registry } from 'prom-client';
+
+// `ctx.store`: state shared by every worker and instance (store.redis), or undefined.
+export type { SharedStore } from './store/types.ts';

@@ -20,7 +20,6 @@
 import { compileFactPath, Counter, definePlugin, factKey, getAt, parsePointer } from '../../core/plugin-api.ts';
 import type { Exchange, FactReader, Facts, FromSchema, JsonSchema, Registry } from '../../core/plugin-api.ts';
 
-
 /**
  * - `keyFrom`: where the document/cursor key comes from (`header`: a request header, lower-cased,
  *   listed in `facts.headers`; `bodyPointer`: a JSON Pointer into the body as the client sent it);
