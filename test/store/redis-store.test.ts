@@ -125,4 +125,11 @@ t.test('Redis slow (SIGSTOP): a call waits at most timeoutMs, then the store is 
   r.resume();
   await waitFor('the probe to bring it back', () => store.up, 20_000);
   t.equal(await store.take('k2', 1 / 60_000, 5), 0, 'answers again');
+  // Fire-and-forget calls (supersede) notice a slow Redis too: a call that finds an earlier one
+  // unanswered past timeoutMs marks the store down (no timer per call).
+  r.pause();
+  await waitFor('claims alone to notice the stall', () => { store.claim('doc', store.newToken()); return !store.up; });
+  t.match(await metric('ghostgate_store_fallback_total'), /op="claim",reason="timeout"} 1/, 'counted as a timeout');
+  r.resume();
+  await waitFor('back again', () => store.up, 20_000);
 });
