@@ -15,6 +15,8 @@
  *   3. goaway     model server GOAWAYs every 100 streams per session; typing users via the gateway
  *   4. h1-latency    as 1 with HTTP/1.1 keep-alive clients (a cancel closes the socket)
  *   5. h1-throughput as 2 with HTTP/1.1 keep-alive sockets
+ *   6. store      typing users through two gateways with rate-limit + supersede, one keeping their
+ *                 state in process, one on a real redis-server (store.redis), alternating rounds
  * (`--only` picks some of them.)
  *
  * Prints a table (medians across rounds) and writes everything to bench/results/<timestamp>.json.
@@ -23,7 +25,7 @@ import { spawn } from 'node:child_process';
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -69,13 +71,13 @@ if (argv.help) {
   --goaway-every N    model server GOAWAY period in streams (default 100)
   --quick             small numbers for a smoke run (< 60 s)
   --only LIST         run only these sections (comma-separated): latency, throughput, goaway,
-                      h1-latency, h1-throughput; h2 = latency,throughput; h1 = h1-latency,h1-throughput
+                      h1-latency, h1-throughput, store; h2 = latency,throughput; h1 = h1-latency,h1-throughput
   --gateway-cpu-prof  run the gateway with --cpu-prof; profiles go to bench/results/prof-<time>/
 `);
   process.exit(0);
 }
 const quick = argv.quick === true;
-const SECTIONS = ['latency', 'throughput', 'goaway', 'h1-latency', 'h1-throughput'] as const;
+const SECTIONS = ['latency', 'throughput', 'goaway', 'h1-latency', 'h1-throughput', 'store'] as const;
 type Section = typeof SECTIONS[number];
 const ALIASES: Record<string, Section[]> = { h2: ['latency', 'throughput'], h1: ['h1-latency', 'h1-throughput'], all: [...SECTIONS] };
 const ONLY = new Set<Section>();
@@ -250,10 +252,10 @@ class GatewayProc {
     this.url = `http://127.0.0.1:${ports.gateway}`;
     this.admin = `http://127.0.0.1:${ports.admin}`;
   }
-  static async start(ports: Ports): Promise<GatewayProc> {
-    const env = { ...BENCH_ENV, BENCH_GATEWAY_PORT: String(ports.gateway), BENCH_ADMIN_PORT: String(ports.admin), BENCH_MODEL_PORT: String(ports.model) };
+  static async start(ports: Ports, config = 'bench/gateway.bench.yaml', extraEnv: NodeJS.ProcessEnv = {}): Promise<GatewayProc> {
+    const env = { ...BENCH_ENV, ...extraEnv, BENCH_GATEWAY_PORT: String(ports.gateway), BENCH_ADMIN_PORT: String(ports.admin), BENCH_MODEL_PORT: String(ports.model) };
     const prof = OPT.gatewayCpuProf ? ['--cpu-prof', '--cpu-prof-dir', path.join(RESULTS_DIR, `prof-${STAMP}`)] : [];
-    const child = new Child('gateway', [...prof, 'bin/ghostgate.ts', 'start', '--config', 'bench/gateway.bench.yaml'], env);
+    const child = new Child('gateway', [...prof, 'bin/ghostgate.ts', 'start', '--config', config], env);
     const g = new GatewayProc(child, ports);
     const until = Date.now() + 20_000;
     while (Date.now() < until && child.exitCode === undefined) {
@@ -774,6 +776,92 @@ async function goawaySection(env: Env): Promise<{ phase: TypingStats; sessions: 
   };
 }
 
+type StoreRounds = Array<{ local: TypingStats; redis: TypingStats }>;
+interface StoreRun { rounds: StoreRounds; redisFallbacks: number; redisUp: number; skipped?: string }
+
+/** bench/gateway.bench.yaml with the store policy (rate-limit + supersede) and, for `redis`, store.redis. */
+function storeConfig(dir: string, redis: boolean): string {
+  const base = readFileSync(path.join(ROOT, 'bench/gateway.bench.yaml'), 'utf8');
+  const withPolicy = base.replace(/^policies:\n(  - .*\n)+/m, 'policies:\n  - store-policy.yaml\n');
+  if (withPolicy === base) throw new Error('bench/gateway.bench.yaml: no policies: list to replace');
+  const file = path.join(dir, redis ? 'gateway.store-redis.yaml' : 'gateway.store-local.yaml');
+  writeFileSync(file, withPolicy
+    + (redis ? '\nstore:\n  redis:\n    url: ${BENCH_REDIS_URL}\n' : ''));
+  return file;
+}
+
+/** Start a throwaway redis-server (no persistence) on `port`, or say why not. */
+async function startRedisServer(port: number, dir: string): Promise<ChildProcess | string> {
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], { stdio: 'ignore' });
+  process.on('exit', () => proc.kill('SIGKILL'));
+  const failed = new Promise<string>((r) => proc.once('error', (e) => r(`redis-server could not start (${e.message}); apt-get install redis-server`)));
+  for (let i = 0; i < 150; i++) {
+    const up = await Promise.race([failed, new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => { s.destroy(); resolve(true); });
+      s.once('error', () => resolve(false));
+    })]);
+    if (typeof up === 'string') return up;
+    if (up) return proc;
+    await sleep(100);
+  }
+  proc.kill('SIGKILL');
+  return 'redis-server did not listen within 15 s';
+}
+
+/**
+ * Typing users (auth, then rate-limit per subject and supersede per subject and document, as
+ * editors would run them) through two gateways at once: one keeps that state in process, one on
+ * a real redis-server. Alternating rounds; the limit is never reached, so both answer the same.
+ */
+async function storeSection(env: Env, protocol: ClientProtocol = 'h2'): Promise<StoreRun> {
+  const { lg } = env;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-bench-store-'));
+  writeFileSync(path.join(dir, 'store-policy.yaml'), [
+    'name: store-bench',
+    'match: { paths: [/v1/completions, /v1/chat/completions] }',
+    'steps:',
+    '  - use: auth',
+    '  - use: rate-limit',
+    '    params: { key: claims.sub, ratePerSecond: 1000, burst: 1000 }',
+    '  - use: supersede',
+    '    params: { keyFrom: { bodyPointer: /model }, identity: claims.sub }',
+  ].join('\n') + '\n');
+  const redisPort = await freePort();
+  const redis = await startRedisServer(redisPort, dir);
+  if (typeof redis === 'string') { log(`  skipped: ${redis}`); return { rounds: [], redisFallbacks: NaN, redisUp: NaN, skipped: redis }; }
+  try {
+    const model = await ModelProc.start(env.ports.model, LATENCY_MODEL);
+    env.servers.model = model;
+    const local = await GatewayProc.start(env.ports, storeConfig(dir, false));
+    env.servers.gw = local;
+    const rPorts: Ports = { model: env.ports.model, gateway: await freePort(), admin: await freePort() };
+    const shared = await GatewayProc.start(rPorts, storeConfig(dir, true), { BENCH_REDIS_URL: `redis://127.0.0.1:${redisPort}` });
+    try {
+      await preflight(local, AUTH_TOKENS[0]);
+      await preflight(shared, AUTH_TOKENS[0]);
+      await lg.run(typingJob(local.url, 'Wl', OPT.users, OPT.warmupSeconds, protocol));
+      await lg.run(typingJob(shared.url, 'Wr', OPT.users, OPT.warmupSeconds, protocol));
+      await model.arrivals('W');
+      const rounds: StoreRounds = [];
+      for (let r = 1; r <= OPT.rounds; r++) {
+        log('  in process:');
+        const l = await typingPhase(lg, model, local, 'gateway', r, `S${r}l`, OPT.seconds, protocol);
+        log('  on redis:');
+        const rd = await typingPhase(lg, model, shared, 'gateway', r, `S${r}r`, OPT.seconds, protocol);
+        rounds.push({ local: l, redis: rd });
+      }
+      const m = await shared.metrics();
+      return { rounds, redisFallbacks: promSum(m, 'ghostgate_store_fallback_total'), redisUp: promSum(m, 'ghostgate_store_up') };
+    } finally {
+      await shared.child.stop();
+      await stopServers(env);
+    }
+  } finally {
+    redis.kill('SIGKILL');
+  }
+}
+
 type CancelKind = 'beforeFirstToken' | 'midStream' | 'all';
 interface PooledShare { share: number; reached: number; sent: number; n: number; neverSent: number; finishedBeforeCancel: number; notReset: number }
 
@@ -952,6 +1040,8 @@ async function main(): Promise<void> {
     if (runs('goaway')) { head(`GOAWAY: model --goaway-every ${OPT.goawayEvery} (latency settings), typing users via the gateway for ${OPT.goawaySeconds} s`); goaway = await goawaySection(env); }
     if (runs('h1-latency')) { head(`latency, HTTP/1.1 keep-alive clients (a cancel closes the socket): ${latencyModel}`); h1Latency = await latencySection(env, 'h1', 'H'); }
     if (runs('h1-throughput')) { head(`throughput, HTTP/1.1 keep-alive clients: ${tputModel}; ${OPT.concurrency} sockets`); h1Tput = await throughputSection(env, 'h1', 'U'); }
+    let store: StoreRun | undefined;
+    if (runs('store')) { head(`shared store: rate-limit + supersede in process vs on redis-server (store.redis), HTTP/2 typing users: ${latencyModel}`); store = await storeSection(env); }
 
     // --- summary and table
     const summary: Record<string, unknown> = {};
@@ -1000,6 +1090,23 @@ async function main(): Promise<void> {
       tputRows(R, T, 'HTTP/1.1 ', 'h1');
       noiseValues.push(T.othersCores.direct, T.othersCores.gateway);
     }
+    if (store) {
+      R.sep();
+      R.row('Shared store (auth + rate-limit + supersede; HTTP/2 typing users)', 'in process', 'on redis', 'redis − in process', 'target', '');
+      if (store.skipped) R.row(`  skipped: ${store.skipped}`);
+      else {
+        const S = store.rounds;
+        const p50 = { local: med(S, (r) => r.local.ttfbP50Ms), redis: med(S, (r) => r.redis.ttfbP50Ms) };
+        const p99 = { local: med(S, (r) => r.local.ttfbP99Ms), redis: med(S, (r) => r.redis.ttfbP99Ms) };
+        const failed = sumOf(S, (r) => r.local.failed + r.redis.failed + r.local.truncated + r.redis.truncated);
+        summary.store = { ttfbP50Ms: p50, ttfbP99Ms: p99, failedOrTruncated: failed, redisFallbacks: store.redisFallbacks, redisUp: store.redisUp };
+        R.row('  TTFB p50', `${f(p50.local)} ms`, `${f(p50.redis)} ms`, signMs(p50.redis - p50.local), '≤ +0.20 ms',
+          R.check('store: redis TTFB p50 overhead', signMs(p50.redis - p50.local), '≤ +0.20 ms', p50.redis - p50.local <= 0.2));
+        R.row('  TTFB p99', `${f(p99.local)} ms`, `${f(p99.redis)} ms`, signMs(p99.redis - p99.local), '', '');
+        R.row('  failed + truncated / store fallbacks (redis side)', `${failed}`, `${store.redisFallbacks}`, '', '0 / 0',
+          R.check('store: no failures, no fallbacks', `${failed} / ${store.redisFallbacks}`, '0 / 0', failed === 0 && store.redisFallbacks === 0));
+      }
+    }
     const { rows, checks } = R;
     const widths = [0, 1, 2, 3, 4, 5].map((i) => Math.max(...rows.filter((r) => r.length > 1).map((r) => (r[i] ?? '').length)));
     const line = (r: string[]): string => (r.length === 0 ? '' : r.length === 1 ? r[0] : r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(Math.max(widths[i], 8)))).join('  ').trimEnd());
@@ -1022,7 +1129,7 @@ async function main(): Promise<void> {
     writeFileSync(file, JSON.stringify({
       startedAt: startedAt.toISOString(), elapsedSeconds: elapsed, node: process.version, cpus: os.cpus().length, quick, loadavg: os.loadavg(),
       options: OPT, models: { latency: LATENCY_MODEL, throughput: TPUT_MODEL }, targets: TARGETS, checks, summary,
-      rounds: { latency: latency?.rounds, throughput: tput && { rounds: [...tput], sequential: tput.sequential }, goaway: goaway?.phase, h1Latency: h1Latency?.rounds, h1Throughput: h1Tput && { rounds: [...h1Tput], sequential: h1Tput.sequential } }, table: out.join('\n'),
+      rounds: { latency: latency?.rounds, throughput: tput && { rounds: [...tput], sequential: tput.sequential }, goaway: goaway?.phase, h1Latency: h1Latency?.rounds, h1Throughput: h1Tput && { rounds: [...h1Tput], sequential: h1Tput.sequential }, store: store?.rounds }, table: out.join('\n'),
     }, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2));
     process.stdout.write(`\nresults: ${path.relative(process.cwd(), file)}\n`);
   } finally {

@@ -1,0 +1,72 @@
+/**
+ * What one shared-store call costs the gateway, against a throwaway redis-server:
+ *
+ *   npx node bench/store-cost.ts [--n 20000]
+ *
+ * - `take` (rate-limit) one at a time: the wait a request sees (a loopback round trip + script);
+ * - `take` 64 at a time (autopipelined): the gateway's CPU per call;
+ * - `claim` + `release` (supersede, not awaited by requests): CPU per pair.
+ * CPU is this process's user+system time divided by the calls; on a busy machine it is higher.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { Registry } from 'prom-client';
+import { RedisStore } from '../core/store/redis.ts';
+import { silentLogger } from '../core/plugin-context.ts';
+
+const { values } = parseArgs({ options: { n: { type: 'string', default: '20000' } } });
+const N = Number(values.n);
+
+const port = await new Promise<number>((resolve) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => resolve(p)); }); });
+const dir = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-store-cost-'));
+const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+process.on('exit', () => redis.kill('SIGKILL'));
+redis.once('error', (e) => { process.stderr.write(`redis-server could not start: ${e.message} (apt-get install redis-server)\n`); process.exit(2); });
+
+const store = new RedisStore({ url: `redis://127.0.0.1:${port}`, timeoutMs: 1000, retryMs: 50, keyPrefix: 'cost:' }, silentLogger, new Registry());
+if (!(await store.whenUp(15_000))) { process.stderr.write('redis-server did not come up\n'); process.exit(2); }
+
+const perMs = 1e6 / 1000; // never limited: measure the call, not denials
+const pct = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!; };
+const cpuUs = (): number => { const c = process.cpuUsage(); return c.user + c.system; };
+
+for (let i = 0; i < 2000; i++) await store.take(`warm${i % 50}`, perMs, 1e6);
+
+const lat: number[] = [];
+for (let i = 0; i < N; i++) {
+  const t0 = performance.now();
+  await store.take(`u${i % 500}`, perMs, 1e6);
+  lat.push(performance.now() - t0);
+}
+
+const c0 = cpuUs();
+for (let i = 0; i < N; i += 64) {
+  const batch: Array<Promise<number | undefined> | undefined> = [];
+  for (let j = 0; j < 64; j++) batch.push(store.take(`u${(i + j) % 500}`, perMs, 1e6));
+  await Promise.all(batch);
+}
+const takeCpu = (cpuUs() - c0) / N;
+
+const c1 = cpuUs();
+for (let i = 0; i < N; i++) {
+  const tok = store.newToken();
+  store.claim(`doc${i % 500}`, tok);
+  store.release(`doc${i % 500}`, tok);
+  if (i % 64 === 63) await new Promise((r) => setImmediate(r));
+}
+await store.take('flush', perMs, 1e6); // one more round trip: the claims before it are answered
+const claimCpu = (cpuUs() - c1) / N;
+
+process.stdout.write([
+  `shared store (ioredis, redis-server on loopback), ${N} calls each, node ${process.version}, load ${os.loadavg()[0]!.toFixed(1)}`,
+  `  take, one at a time: p50 ${pct(lat, 50).toFixed(3)} ms, p99 ${pct(lat, 99).toFixed(3)} ms (the wait a rate-limited request sees)`,
+  `  take, 64 in flight:  ${takeCpu.toFixed(1)} us CPU per call in the gateway process`,
+  `  claim + release:     ${claimCpu.toFixed(1)} us CPU per pair (not awaited by the request)`,
+].join('\n') + '\n');
+await store.close();
+process.exit(0);
