@@ -3,11 +3,15 @@
  * Run: node bench/auth-verify.ts [tokens=5000] [runs=7]   (Node 24: node_modules/.bin/node)
  * Prints the median per-verification time over `runs` runs for: uncached (first sight of a
  * token: parse, signature, claims, cache insert), cached (repeat of the same tokens), and the
- * whole `auth` step on an Exchange (header parse + cached verify + setClaims).
+ * whole `auth` step on an Exchange (header parse + cached verify + setClaims); and, for the same
+ * tokens, jose's `jwtVerify` (the library our verifier stands in for on the request path) with
+ * the key set as a local JWKS and as an imported key, awaited one after another.
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Registry } from 'prom-client';
+import { createLocalJWKSet, importJWK, jwtVerify } from 'jose';
+import type { JWK } from 'jose';
 import { compileAuth } from '../core/auth/index.ts';
 import type { AuthService } from '../core/auth/index.ts';
 import { GatewayExchange } from '../core/exchange.ts';
@@ -42,6 +46,24 @@ async function bench(alg: 'EdDSA' | 'ES256'): Promise<void> {
     cached.push((performance.now() - t0) / (N * 20));
   }
   console.log(`${alg.padEnd(6)} uncached ${us(median(uncached))}   cached ${us(median(cached))}   (median of ${RUNS} runs × ${N} tokens)`);
+  // jose on the same tokens, same rules (algorithm allow-list, exp/nbf checked).
+  const auth = await service(alg);
+  const tokens = await Promise.all(Array.from({ length: N }, (_, i) => auth.mint({ sub: `user-${i}`, org: 'acme', plan: 'pro', features: ['fim'] })));
+  const jwks = auth.jwks() as { keys: JWK[] };
+  const set = createLocalJWKSet(jwks);
+  const key = await importJWK(jwks.keys[0]!, alg);
+  const viaSet: number[] = [];
+  const viaKey: number[] = [];
+  for (let r = 0; r < RUNS; r++) {
+    let t0 = performance.now();
+    for (const t of tokens) await jwtVerify(t.token, set, { algorithms: [alg] });
+    viaSet.push((performance.now() - t0) / N);
+    t0 = performance.now();
+    for (const t of tokens) await jwtVerify(t.token, key, { algorithms: [alg] });
+    viaKey.push((performance.now() - t0) / N);
+  }
+  const ours = median(uncached);
+  console.log(`${alg.padEnd(6)} jose jwtVerify: local JWKS ${us(median(viaSet))} (${(median(viaSet) / ours).toFixed(2)}× ours uncached)   imported key ${us(median(viaKey))} (${(median(viaKey) / ours).toFixed(2)}×)`);
 }
 
 async function benchStep(): Promise<void> {
