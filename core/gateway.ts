@@ -23,6 +23,7 @@ import { openStore, STORE_KEY } from './store/index.ts';
 import { createAdminServer, readAdminCredential } from './server/admin.ts';
 import { dataPlanePlugin } from './server/data-plane.ts';
 import { copilotPlugin } from './copilot/routes.ts';
+import { passthroughPlugin } from './server/passthrough.ts';
 import { ClientInflight } from './server/client-sessions.ts';
 import type { GatewayState } from './server/data-plane.ts';
 import { createDataPlaneServers } from './server/listeners.ts';
@@ -132,10 +133,12 @@ export class Gateway implements GatewayState {
       gw.adminCredential = adminCredential;
       await servers.cleartext.register(dataPlanePlugin, { gw });
       await servers.cleartext.register(copilotPlugin, { gw });
+      await servers.cleartext.register(passthroughPlugin, { gw });
       installFastLane(servers.cleartext.server as unknown as Http2Server, gw);
       if (servers.tls) {
         await servers.tls.register(dataPlanePlugin, { gw });
         await servers.tls.register(copilotPlugin, { gw });
+        await servers.tls.register(passthroughPlugin, { gw });
         installFastLane(servers.tls.server as unknown as Http2SecureServer, gw);
       }
       await gw.#listen();
@@ -345,6 +348,9 @@ function restartOnly(a: GatewayConfig, b: GatewayConfig): string[] {
   // The TLS certificate and key reload in place; addresses need a restart.
   const where = (c: GatewayConfig): string => JSON.stringify([c.listen.host, c.listen.port, c.listen.tls?.host, c.listen.tls?.port]);
   if (where(a) !== where(b)) changed.unshift('listen');
+  // Passthrough routes are registered at start; an upstream's host and key apply at once.
+  const routes = (c: GatewayConfig): string => JSON.stringify(c.passthrough.map((p) => [p.path, new URL(c.upstreams[p.upstream]?.url ?? 'http://x').pathname]));
+  if (routes(a) !== routes(b)) changed.push('passthrough');
   return changed;
 }
 

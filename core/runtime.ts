@@ -21,6 +21,8 @@ import type { AuthRuntime, Logger, PluginDefinition, Step, UpstreamClient } from
 import { createUpstream } from './upstream/client.ts';
 import type { ManagedUpstream } from './upstream/client.ts';
 import { compileCopilot } from './copilot/config.ts';
+import { compilePassthrough } from './server/passthrough-table.ts';
+import type { PassthroughTarget } from './server/passthrough-table.ts';
 import type { CompiledCopilot } from './copilot/config.ts';
 
 /** Data-plane routes (registered once; never change at runtime). */
@@ -59,6 +61,8 @@ export class Runtime {
   readonly auth: AuthServiceLike | undefined;
   /** The Copilot front door (core/copilot), when `copilot.enabled`. */
   readonly copilot: CompiledCopilot | undefined;
+  /** `passthrough:` entries by path, with their upstream's address and credential (core/server/passthrough.ts). */
+  readonly passthrough: ReadonlyMap<string, PassthroughTarget>;
   readonly metricsRegistry: Registry;
   /** Requests currently running on this runtime (shutdown cuts them at its deadline). */
   readonly live = new Set<Cancellable>();
@@ -69,7 +73,7 @@ export class Runtime {
   constructor(init: {
     loaded: LoadedConfig; upstreams: Map<string, ManagedUpstream>; models: Map<string, ModelRoute>;
     pipelines: Map<string, CompiledPipeline>; closers: Array<() => void | Promise<void>>; auth: AuthServiceLike | undefined; registry: Registry;
-    copilot?: CompiledCopilot;
+    copilot?: CompiledCopilot; passthrough?: ReadonlyMap<string, PassthroughTarget>;
   }) {
     this.version = nextVersion++;
     this.loaded = init.loaded;
@@ -80,6 +84,7 @@ export class Runtime {
     this.#closers = init.closers;
     this.auth = init.auth;
     this.copilot = init.copilot;
+    this.passthrough = init.passthrough ?? new Map();
     this.metricsRegistry = init.registry;
     // Pools are shared between runtimes whose settings for them are the same; each runtime holds
     // a reference until its own requests have ended.
@@ -227,7 +232,8 @@ export async function buildRuntime(loaded: LoadedConfig, deps: RuntimeDeps, prev
     for (const c of closers) void Promise.resolve().then(c).catch(() => {});
     throw new ConfigErrors(errors);
   }
-  const rt = new Runtime({ loaded, upstreams, models, pipelines, closers, auth, registry: deps.metrics.registry, copilot });
+  const passthrough = compilePassthrough(config, readSecret);
+  const rt = new Runtime({ loaded, upstreams, models, pipelines, closers, auth, registry: deps.metrics.registry, copilot, passthrough });
   if (deps.warm) await Promise.all([...upstreams.values()].filter((u) => u.config.pool.warm && previous?.upstreams.get(u.name) !== u).map((u) => u.warm()));
   return rt;
 }

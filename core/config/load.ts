@@ -161,6 +161,26 @@ export function isLoopback(host: string): boolean {
   return h === 'localhost' || h === '::1' || /^(::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
+/** Paths the gateway answers itself: a passthrough entry may not take them (or a path under them). */
+const OWN_PATHS = ['/v1/completions', '/v1/chat/completions', '/v1/engines', '/v1/token', '/v1/models', '/.well-known', '/copilot_internal', '/models', '/telemetry'];
+
+/** `passthrough:` entries: a known upstream, a path of their own, auth unless said otherwise. */
+function checkPassthrough(c: GatewayConfig, src: YamlSource, errors: GatewayError[]): void {
+  const seen = new Set<string>();
+  c.passthrough.forEach((p, i) => {
+    const at = (k: string) => src.locate(['passthrough', String(i), k]);
+    if (!(p.upstream in c.upstreams)) errors.push(new GatewayError('GW_ERR_CONFIG_UNKNOWN_UPSTREAM', [p.upstream], { location: at('upstream') }));
+    const own = OWN_PATHS.find((o) => p.path === o || p.path.startsWith(o + '/') || o.startsWith(p.path + '/'));
+    if (own) errors.push(new GatewayError('GW_ERR_CONFIG_INVALID', [`passthrough path ${p.path} overlaps ${own}, which the gateway answers itself`], { location: at('path') }));
+    const dup = [...seen].find((o) => p.path === o || p.path.startsWith(o + '/') || o.startsWith(p.path + '/'));
+    if (dup) errors.push(new GatewayError('GW_ERR_CONFIG_INVALID', [`passthrough path ${p.path} overlaps another entry's ${dup}`], { location: at('path') }));
+    seen.add(p.path);
+    if (p.auth && c.auth === undefined) {
+      errors.push(new GatewayError('GW_ERR_CONFIG_INVALID', [`passthrough ${p.path} requires a gateway token but there is no auth: section; configure auth (docs/auth.md), or set auth: false on this entry to forward unauthenticated requests with the upstream's credential`], { location: at('path') }));
+    }
+  });
+}
+
 /** Checks the schema cannot express: references between sections, derived defaults. */
 function checkGateway(c: GatewayConfig, src: YamlSource, errors: GatewayError[]): void {
   for (const [name, u] of Object.entries(c.upstreams)) {
@@ -201,6 +221,7 @@ function checkGateway(c: GatewayConfig, src: YamlSource, errors: GatewayError[])
       'store.redis.url carries a password written in the YAML: secrets come from the environment or a file (url: ${REDIS_URL}, {env: NAME} or {file: path})',
     ], { location: src.locate(['store', 'redis', 'url']) }));
   }
+  checkPassthrough(c, src, errors);
   if (c.health.recoverAt !== undefined && c.health.recoverAt < c.health.slo) {
     errors.push(new GatewayError('GW_ERR_CONFIG_INVALID', ['health.recoverAt must be at least health.slo'], { location: src.locate(['health', 'recoverAt']) }));
   }

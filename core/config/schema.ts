@@ -175,6 +175,19 @@ export const gatewayConfigSchema = {
       type: 'object', additionalProperties: false, default: {},
       properties: { level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } },
     },
+    passthrough: {
+      type: 'array', default: [],
+      description: 'OpenAI routes off the completion path (e.g. /v1/embeddings, /v1/moderations) forwarded as they are to a named upstream with its credential, behind auth (docs/configuration.md#passthrough). The list of paths applies at start.',
+      items: {
+        type: 'object', required: ['path', 'upstream'], additionalProperties: false,
+        properties: {
+          path: { type: 'string', pattern: '^/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$', maxLength: 256, description: 'Request path forwarded, with everything under it (e.g. /v1/embeddings)' },
+          upstream: { type: 'string', minLength: 1, description: 'Name of an upstream under `upstreams:`; its credential replaces the client\'s' },
+          methods: { type: 'array', items: { enum: ['GET', 'POST', 'DELETE'] }, minItems: 1, uniqueItems: true, default: ['POST'], description: 'Methods forwarded; others get 404' },
+          auth: { type: 'boolean', default: true, description: 'Require a valid gateway token (as the `auth` step does). Needs an `auth:` section; false forwards unauthenticated requests with the upstream\'s credential (an open relay: say so on purpose).' },
+        },
+      },
+    },
     auth: authConfigSchema,
     copilot: copilotConfigSchema,
     store: {

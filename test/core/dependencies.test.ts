@@ -41,11 +41,8 @@ t.test('every package the shipped code imports is a declared dependency', async 
   for (const [p, file] of used) t.ok(pkg.dependencies[p], `${p} (imported by ${file}) is in dependencies`);
 });
 
-/** Declared ahead of the code that imports it, with the reason; this list should be empty. */
-const PENDING: Record<string, string> = { '@fastify/http-proxy': 'core/server/passthrough.ts (#8.5) is being built on the signals branch' };
-
 t.test('every runtime dependency is imported by the shipped code', async (t) => {
-  for (const p of Object.keys(pkg.dependencies)) if (!PENDING[p]) t.ok(used.has(p), `${p} is imported somewhere under ${SHIPPED.join('/, ')}/ (else remove it, or make it a devDependency)`);
+  for (const p of Object.keys(pkg.dependencies)) t.ok(used.has(p), `${p} is imported somewhere under ${SHIPPED.join('/, ')}/ (else remove it, or make it a devDependency)`);
 });
 
 t.test('the logger writes JSON lines and hides credentials', async (t) => {

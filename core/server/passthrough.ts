@@ -1,0 +1,172 @@
+/**
+ * OpenAI routes off the completion path, and `GET /v1/models`.
+ *
+ * Passthrough (`passthrough:` in the config): `/v1/embeddings`, `/v1/moderations` and whatever
+ * else an operator lists are forwarded as they are (body streamed, never parsed) to a named
+ * upstream by @fastify/http-proxy, with the same rules for credentials as completions: the
+ * client's bearer is verified (as the `auth` step does) and never forwarded; the upstream's own
+ * credential is put in its place; only the upstream's `forwardHeaders` and the body's headers go
+ * upstream. The policies' other steps (which read a completion body) do not run on these paths.
+ *
+ * The upstream is reached over HTTP/1.1 (https for an https:// upstream, with its `tls` settings),
+ * on an undici pool of its own, not the HTTP/2 session pool: there is no upstream GOAWAY on this
+ * path, and a request is not retried (a POST may have been processed). Cancellation and
+ * shutdown: docs/operations.md#passthrough.
+ *
+ * `GET /v1/models` (and `/v1/models/{id}`) is answered by the gateway from its logical models, in
+ * OpenAI's shape, behind a gateway token when `auth:` is configured.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import proxy from '@fastify/http-proxy';
+import { Counter } from 'prom-client';
+import { bearerToken } from '../auth/bearer.ts';
+import { GatewayError } from '../errors.ts';
+import type { ErrorCode } from '../errors.ts';
+import type { GatewayMetrics } from '../metrics.ts';
+import type { Runtime } from '../runtime.ts';
+import type { Logger } from '../types.ts';
+import type { PassthroughTarget } from './passthrough-table.ts';
+
+/** What these routes read of the gateway. */
+export interface PassthroughState {
+  readonly runtime: Runtime;
+  readonly metrics: GatewayMetrics;
+  readonly log: Logger;
+  readonly closing: boolean;
+}
+
+/** Request headers that describe the body; passed upstream besides the upstream's `forwardHeaders`. */
+const BODY_HEADERS = ['content-type', 'content-length', 'content-encoding', 'accept', 'accept-encoding', 'x-request-id'];
+
+function send(reply: FastifyReply, err: GatewayError, metrics: GatewayMetrics): FastifyReply {
+  metrics.errors.labels(err.code).inc();
+  if (err.headers) reply.headers(err.headers);
+  return reply.code(err.status).header('content-type', 'application/json').header('cache-control', 'no-store').send(JSON.stringify(err.toJSON()));
+}
+
+/**
+ * The client's bearer, verified like the `auth` step does (same codes, same challenge header).
+ * Throws a GatewayError; returns when the request may pass.
+ */
+function authenticate(req: FastifyRequest, rt: Runtime): void {
+  const auth = rt.auth;
+  if (!auth) throw new GatewayError('GW_ERR_AUTH_NOT_CONFIGURED');
+  const token = bearerToken(req.headers.authorization);
+  if (token === null) throw auth.reject('GW_ERR_AUTH_MALFORMED_TOKEN');
+  if (token === undefined) throw auth.reject('GW_ERR_AUTH_MISSING_TOKEN');
+  auth.verify(token);
+}
+
+/** The upstream failure reply-from reports, onto the catalog. */
+function upstreamError(error: { code?: string; statusCode?: number } | undefined, t: PassthroughTarget | undefined, timeoutMs: number): GatewayError {
+  const name = t?.upstream ?? 'passthrough';
+  const code = error?.code ?? '';
+  let c: ErrorCode = 'GW_ERR_UPSTREAM_RESET';
+  let args: Array<string | number> = [name];
+  if (code === 'FST_REPLY_FROM_GATEWAY_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT') { c = 'GW_ERR_UPSTREAM_TIMEOUT'; args = [name, timeoutMs]; }
+  else if (code === 'FST_REPLY_FROM_CONNECT_TIMEOUT' || code === 'FST_REPLY_FROM_SERVICE_UNAVAILABLE' || code === 'FST_REPLY_FROM_INTERNAL_SERVER_ERROR') c = 'GW_ERR_UPSTREAM_CONNECT';
+  return new GatewayError(c, args);
+}
+
+/** Registers `GET /v1/models` and one proxied route (with everything under it) per `passthrough:` entry. */
+export const passthroughPlugin = fp<{ gw: PassthroughState }>(async (app, { gw }) => {
+  registerModels(app, gw);
+  const rt = gw.runtime;
+  const counter = (rt.metricsRegistry.getSingleMetric('ghostgate_passthrough_requests_total') as Counter<'path' | 'upstream' | 'status'> | undefined)
+    ?? new Counter({ name: 'ghostgate_passthrough_requests_total', help: 'Requests forwarded by passthrough routes, by path, upstream and response status', labelNames: ['path', 'upstream', 'status'], registers: [rt.metricsRegistry] });
+  for (const entry of rt.config.passthrough) {
+    const u = rt.config.upstreams[entry.upstream]!;
+    const initial = rt.passthrough.get(entry.path)!;
+    const firstByteMs = u.timeouts.firstByteMs;
+    // Its own context: reply-from's content-type parsers (the body as a stream) stay in here.
+    await app.register(async (child: FastifyInstance) => {
+      child.removeAllContentTypeParsers();
+      /** The entry as the running config has it (a reload may change its upstream's host or key). */
+      const current = (req: FastifyRequest): PassthroughTarget | undefined => (req as FastifyRequest & { passthrough?: PassthroughTarget }).passthrough;
+      await child.register(proxy, {
+        upstream: '',
+        rewritePrefix: initial.basePath + entry.path,
+        httpMethods: ['GET', 'POST', 'DELETE', 'PUT', 'PATCH', 'HEAD', 'OPTIONS'],
+        undici: {
+          connections: u.pool.size,
+          headersTimeout: firstByteMs,
+          bodyTimeout: u.timeouts.idleMs,
+          // The upstream's TLS settings; verification on unless it says otherwise (tested).
+          connect: {
+            timeout: u.timeouts.connectMs,
+            rejectUnauthorized: u.tls?.rejectUnauthorized ?? true,
+            ...(u.tls?.servername ? { servername: u.tls.servername } : {}),
+            ...(initial.ca ? { ca: initial.ca } : {}),
+          },
+        },
+        preHandler: async (req: FastifyRequest, reply: FastifyReply) => {
+          if (gw.closing) return send(reply, new GatewayError('GW_ERR_SERVER_SHUTTING_DOWN'), gw.metrics);
+          const r = gw.runtime;
+          const t = r.passthrough.get(entry.path);
+          if (t === undefined || !t.methods.has(req.method)) return send(reply, new GatewayError('GW_ERR_REQ_NOT_FOUND', [req.method, req.url.split('?')[0]!]), gw.metrics);
+          if (t.auth) {
+            try { authenticate(req, r); } catch (e) {
+              return send(reply, e instanceof GatewayError ? e : new GatewayError('GW_ERR_SERVER_INTERNAL'), gw.metrics);
+            }
+          }
+          (req as FastifyRequest & { passthrough?: PassthroughTarget }).passthrough = t;
+          return undefined;
+        },
+        replyOptions: {
+          getUpstream: (req: FastifyRequest) => current(req)?.origin ?? initial.origin,
+          rewriteRequestHeaders: (req: FastifyRequest, headers: Record<string, string | string[] | undefined>) => {
+            const t = current(req) ?? initial;
+            const out: Record<string, string | string[] | undefined> = { host: headers.host };
+            for (const h of BODY_HEADERS) if (headers[h] !== undefined) out[h] = headers[h];
+            for (const h of t.forwardHeaders) if (headers[h] !== undefined) out[h] = headers[h];
+            // The client's Authorization never goes upstream; the upstream's own credential does.
+            delete out.authorization;
+            if (t.credential) out[t.credential.header] = t.credential.value;
+            return out;
+          },
+          onResponse: (req: FastifyRequest, reply: FastifyReply, res: { statusCode: number; stream: NodeJS.ReadableStream }) => {
+            counter.labels(entry.path, current(req)?.upstream ?? entry.upstream, String(res.statusCode)).inc();
+            reply.send(res.stream);
+          },
+          onError: (reply: FastifyReply, { error }: { error: { code?: string; statusCode?: number } }) => {
+            const t = current(reply.request);
+            counter.labels(entry.path, t?.upstream ?? entry.upstream, 'error').inc();
+            gw.log.warn({ path: entry.path, upstream: t?.upstream, err: error.code }, 'passthrough: upstream request failed');
+            send(reply, upstreamError(error, t, firstByteMs), gw.metrics);
+          },
+        },
+      } as never);
+    }, { prefix: entry.path });
+  }
+}, { name: 'ghostgate-passthrough', fastify: '5.x' });
+
+/** One model in OpenAI's list shape. */
+interface ModelObject { id: string; object: 'model'; created: number; owned_by: string }
+
+/** `GET /v1/models` and `GET /v1/models/{id}`: the gateway's logical models, as OpenAI lists them. */
+function registerModels(app: FastifyInstance, gw: PassthroughState): void {
+  const guard = (req: FastifyRequest, reply: FastifyReply): boolean => {
+    const rt = gw.runtime;
+    if (!rt.auth) return true;
+    try { authenticate(req, rt); return true; } catch (e) {
+      send(reply, e instanceof GatewayError ? e : new GatewayError('GW_ERR_SERVER_INTERNAL'), gw.metrics);
+      return false;
+    }
+  };
+  const model = (rt: Runtime, id: string): ModelObject => ({ id, object: 'model', created: Math.floor(rt.loadedAt.getTime() / 1000), owned_by: 'ghostgate' });
+  app.get('/v1/models', (req, reply) => {
+    if (!guard(req, reply)) return;
+    const rt = gw.runtime;
+    reply.header('cache-control', 'no-store').send({ object: 'list', data: Object.keys(rt.config.models).map((id) => model(rt, id)) });
+  });
+  app.get('/v1/models/:id', (req, reply) => {
+    if (!guard(req, reply)) return;
+    const rt = gw.runtime;
+    const id = (req.params as { id: string }).id;
+    // An alias names its logical model (as completions resolve it).
+    const logical = rt.models.get(id)?.model;
+    if (logical === undefined) return void send(reply, new GatewayError('GW_ERR_ROUTE_UNKNOWN_MODEL', [id]), gw.metrics);
+    reply.header('cache-control', 'no-store').send(model(rt, logical));
+  });
+}
