@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { Registry } from 'prom-client';
 import { compileAuth } from './auth/index.ts';
+import { loadExternalPlugins } from './plugin-loader.ts';
 import type { AuthService } from './auth/index.ts';
 import { compileCondition, ConditionError } from './conditions.ts';
 import type { GatewayConfig, PolicyConfig, SecretRef } from './config/model.ts';
@@ -182,7 +183,9 @@ export async function buildRuntime(loaded: LoadedConfig, deps: RuntimeDeps, prev
 
   // Steps: one Step per policy step, shared by every pipeline it appears in.
   const closers: Array<() => void | Promise<void>> = [];
-  const byName = new Map(deps.plugins.map((p) => [p.name, p]));
+  // Plugins named in the config's `plugins:` list (outside plugins/) come after the built-ins.
+  const external = await loadExternalPlugins(loaded, new Set(deps.plugins.map((p) => p.name)), errors);
+  const byName = new Map([...deps.plugins, ...external].map((p) => [p.name, p]));
   const clients: ReadonlyMap<string, UpstreamClient> = upstreams;
   const modelDefaults = new Map([...models].map(([k, v]) => [k, { model: v.model, upstream: v.upstream, upstreamModel: v.upstreamModel }]));
   type Built = { policy: PolicyConfig; file: string; steps: Array<Omit<CompiledStep, 'index'>> };

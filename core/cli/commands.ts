@@ -156,9 +156,20 @@ export const commands: Record<string, Command> = {
   },
 
   plugins: {
-    summary: 'List the built-in plugins (the values of `use:` in policies)',
-    async run() {
-      for (const p of builtinPlugins) console.log(`${p.name.padEnd(15)} ${p.description}`);
+    summary: 'List the plugins (the values of `use:` in policies): built-in, and with --config those its plugins: list names',
+    async run(argv) {
+      const { values } = parseArgs({ args: argv, options: configOpt });
+      if (values.help) { console.log('Usage: ghostgate plugins [--config gateway.config.yaml]'); return 0; }
+      const { pluginsOfConfig } = await import('../plugin-loader.ts');
+      const file = values.config;
+      let all: ReadonlyArray<PluginDefinition<unknown>>;
+      try {
+        all = file ? await pluginsOfConfig(file) : builtinPlugins as ReadonlyArray<PluginDefinition<unknown>>;
+      } catch (e) {
+        if (e instanceof ConfigErrors && file) { printConfigErrors(file, e); return 1; }
+        throw e;
+      }
+      for (const p of all) console.log(`${p.name.padEnd(15)} ${p.description}`);
       console.log('\nParams and examples: plugins/<name>/README.md; JSON Schema: docs/schema/policy.schema.json');
       return 0;
     },

@@ -141,6 +141,7 @@ export const gatewayConfigSchema = {
     },
     defaultModel: { type: 'string' },
     policies: { type: 'array', items: { type: 'string' }, default: ['policies/*.yaml'] },
+    plugins: { type: 'array', items: { type: 'string', minLength: 1 }, default: [], description: 'Plugins outside plugins/: a folder or file relative to this file (./my-plugins/header-gate), or an installed package name. Each default-exports a definePlugin({...}) from ghostgate/plugin' },
     modelServer: {
       type: 'object', additionalProperties: false, default: {},
       properties: {

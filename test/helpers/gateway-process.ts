@@ -27,10 +27,15 @@ export interface GatewayProcessOptions {
   files?: Record<string, string>;
   /** Run the gateway with this open-file limit (`ulimit -n`). */
   openFileLimit?: number;
+  /** Prepare the config's folder before the gateway starts (e.g. symlinks); gets its path. */
+  setup?: (dir: string) => void;
 }
 
 export interface GatewayProcess {
   child: ChildProcess;
+  /** The temp folder holding gateway.config.yaml. */
+  dir: string;
+  configFile: string;
   model: SpawnedModelServer;
   url: string;
   tlsUrl: string | undefined;
@@ -52,6 +57,7 @@ export async function startGatewayProcess(t: Teardown, o: GatewayProcessOptions 
     mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
     writeFileSync(path.join(dir, rel), text);
   }
+  o.setup?.(dir);
   const configFile = path.join(dir, 'gateway.config.yaml');
   writeFileSync(configFile, [
     o.listenYaml ?? 'listen: { host: 127.0.0.1, port: 0 }',
@@ -86,7 +92,7 @@ export async function startGatewayProcess(t: Teardown, o: GatewayProcessOptions 
   });
   const find = (re: RegExp): string | undefined => re.exec(banner)?.[1];
   return {
-    child, model, exited,
+    child, model, exited, dir, configFile,
     url: find(/data plane\s+(http:\/\/\S+)/)!,
     tlsUrl: find(/data plane\s+(https:\/\/\S+)/),
     adminUrl: find(/admin\s+(http:\/\/\S+)/)!,
