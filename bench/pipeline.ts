@@ -16,7 +16,8 @@ import { GatewayMetrics } from '../core/metrics.ts';
 import { silentLogger } from '../core/plugin-context.ts';
 import { buildRuntime } from '../core/runtime.ts';
 import type { Runtime } from '../core/runtime.ts';
-import { createExchange, outboundRequest } from '../core/server/data-plane.ts';
+import { createExchange } from '../core/request/exchange-input.ts';
+import { outboundRequest } from '../core/request/outbound.ts';
 import type { GatewayExchange } from '../core/exchange.ts';
 import type { PluginDefinition } from '../core/types.ts';
 

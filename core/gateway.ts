@@ -24,7 +24,7 @@ import { createAdminServer, readAdminCredential } from './server/admin.ts';
 import { dataPlanePlugin } from './server/data-plane.ts';
 import { copilotPlugin } from './copilot/routes.ts';
 import { passthroughPlugin } from './server/passthrough.ts';
-import { ClientInflight } from './server/client-sessions.ts';
+import { ClientInflight, installStreamGuards } from './server/client-sessions.ts';
 import type { GatewayState } from './server/data-plane.ts';
 import { createDataPlaneServers } from './server/listeners.ts';
 import { installFastLane } from './server/fast-lane.ts';
@@ -67,6 +67,7 @@ export class Gateway implements GatewayState {
   readonly log: FastifyBaseLogger;
   closing = false;
   readonly clientInflight = new ClientInflight();
+  readonly lanes = { fast: 0, fastify: 0 };
   lastReload: ReloadResult | undefined;
   addresses: Addresses | undefined;
   /** SHA-256 of `admin.credential` (re-read on every reload), or undefined when none is set. */
@@ -134,11 +135,13 @@ export class Gateway implements GatewayState {
       await servers.cleartext.register(dataPlanePlugin, { gw });
       await servers.cleartext.register(copilotPlugin, { gw });
       await servers.cleartext.register(passthroughPlugin, { gw });
+      installStreamGuards(servers.cleartext.server as unknown as Http2Server, gw);
       installFastLane(servers.cleartext.server as unknown as Http2Server, gw);
       if (servers.tls) {
         await servers.tls.register(dataPlanePlugin, { gw });
         await servers.tls.register(copilotPlugin, { gw });
         await servers.tls.register(passthroughPlugin, { gw });
+        installStreamGuards(servers.tls.server as unknown as Http2SecureServer, gw);
         installFastLane(servers.tls.server as unknown as Http2SecureServer, gw);
       }
       await gw.#listen();

@@ -27,6 +27,20 @@ export interface CompiledStep {
 
 export const MAX_STEPS = 31;
 
+/**
+ * A watcher of the request phase (`explain`'s dry run): given to `run`, the production loop
+ * reports each step to it. Absent (production), the loop pays one `undefined` check per step.
+ */
+export interface PipelineTrace {
+  /**
+   * Step `s` is reached; `held` is its `when` (null: it has none). Return false to skip its
+   * request phase: the tracer stood in for it (`explain --claims` does this for `auth`).
+   */
+  step(s: CompiledStep, ex: GatewayExchange, held: boolean | null): boolean;
+  /** The step's request phase returned (a local reply, or undefined to continue), or threw (`failed`). */
+  result(s: CompiledStep, reply: LocalReply | undefined, failed: boolean): void;
+}
+
 export class CompiledPipeline {
   readonly steps: readonly CompiledStep[];
   readonly forwarding: readonly CompiledStep[];
@@ -52,31 +66,46 @@ export class CompiledPipeline {
    * Run the request phases in order. Synchronous unless a step returns a promise (then the rest
    * continues asynchronously). Returns a LocalReply if a step answered locally.
    */
-  run(ex: GatewayExchange): LocalReply | undefined | Promise<LocalReply | undefined> {
-    return this.#runFrom(ex, 0);
+  run(ex: GatewayExchange, trace?: PipelineTrace): LocalReply | undefined | Promise<LocalReply | undefined> {
+    return this.#runFrom(ex, 0, trace);
   }
 
-  #runFrom(ex: GatewayExchange, from: number): LocalReply | undefined | Promise<LocalReply | undefined> {
+  #runFrom(ex: GatewayExchange, from: number, trace: PipelineTrace | undefined): LocalReply | undefined | Promise<LocalReply | undefined> {
     const steps = this.steps;
     for (let i = from; i < steps.length; i++) {
       const s = steps[i]!;
-      if (s.when !== undefined && !s.when(ex.facts)) continue;
+      if (s.when !== undefined && !s.when(ex.facts)) {
+        if (trace !== undefined) trace.step(s, ex, false);
+        continue;
+      }
       ex.activeSteps |= 1 << i;
+      if (trace !== undefined && !trace.step(s, ex, s.when === undefined ? null : true)) continue;
       const fn = s.step.request;
       if (fn === undefined) continue;
       let r: StepResult | Promise<StepResult>;
       try {
         r = fn.call(s.step, ex);
       } catch (e) {
+        if (trace !== undefined) trace.result(s, undefined, true);
         throw this.#stepError(s, e);
       }
-      if (r === undefined) continue;
+      if (r === undefined) {
+        if (trace !== undefined) trace.result(s, undefined, false);
+        continue;
+      }
       if (isPromise(r)) {
         return r.then(
-          (v) => (v === undefined ? this.#runFrom(ex, i + 1) : v),
-          (e: unknown) => { throw this.#stepError(s, e); },
+          (v) => {
+            if (trace !== undefined) trace.result(s, v as LocalReply | undefined, false);
+            return v === undefined ? this.#runFrom(ex, i + 1, trace) : v;
+          },
+          (e: unknown) => {
+            if (trace !== undefined) trace.result(s, undefined, true);
+            throw this.#stepError(s, e);
+          },
         );
       }
+      if (trace !== undefined) trace.result(s, r, false);
       return r;
     }
     return undefined;

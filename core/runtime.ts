@@ -25,10 +25,13 @@ import { compileCopilot } from './copilot/config.ts';
 import { compilePassthrough } from './server/passthrough-table.ts';
 import type { PassthroughTarget } from './server/passthrough-table.ts';
 import type { CompiledCopilot } from './copilot/config.ts';
+import { ROUTES } from './request/routes.ts';
+import type { RoutePath } from './request/routes.ts';
 
-/** Data-plane routes (registered once; never change at runtime). */
-export const ROUTES = ['/v1/completions', '/v1/chat/completions', '/v1/engines/:model/completions'] as const;
-export type RoutePath = typeof ROUTES[number];
+
+// The route table lives with the request path (core/request/routes.ts).
+export { ROUTES } from './request/routes.ts';
+export type { RoutePath } from './request/routes.ts';
 
 /** The auth service as the runtime holds it (core/auth). */
 export type AuthServiceLike = AuthService;

@@ -12,9 +12,12 @@ import { GatewayError } from '../errors.ts';
 import type { GatewayExchange } from '../exchange.ts';
 import { GatewayMetrics } from '../metrics.ts';
 import { silentLogger } from '../plugin-context.ts';
-import { buildRuntime, ROUTES } from '../runtime.ts';
-import type { RoutePath } from '../runtime.ts';
-import { createExchange, outboundRequest } from '../server/data-plane.ts';
+import type { PipelineTrace } from '../pipeline.ts';
+import { createExchange } from '../request/exchange-input.ts';
+import { outboundRequest } from '../request/outbound.ts';
+import { ROUTES } from '../request/routes.ts';
+import type { RoutePath } from '../request/routes.ts';
+import { buildRuntime } from '../runtime.ts';
 import type { JsonValue, LocalReply, PluginDefinition } from '../types.ts';
 
 export interface StepTrace {
@@ -34,8 +37,9 @@ export interface Explanation {
 }
 
 /**
- * Dry-run the pipeline. `claims`, when given, stand in for a verified token: the `auth` step
- * records them instead of checking the Authorization header.
+ * Dry-run the pipeline: the production loop (`CompiledPipeline.run`) with a trace hook that
+ * records each step. `claims`, when given, stand in for a verified token: the hook records them
+ * in place of the `auth` step's check of the Authorization header.
  */
 export async function explain(configFile: string, path: RoutePath, body: unknown, headers: Record<string, string>, claims?: Record<string, unknown>): Promise<Explanation> {
   const loaded = loadConfig(configFile);
@@ -49,32 +53,33 @@ export async function explain(configFile: string, path: RoutePath, body: unknown
     const { ex, asked } = made;
     const p = rt.pipeline(path, asked);
     const out: Explanation = { request: { path, model: asked }, steps: [] };
-    let stopped = false;
-    for (const s of p.steps) {
-      const trace: StepTrace = { step: s.name, policy: s.policy, where: s.where, when: s.whenSource ?? null, whenResult: null, reads: {}, result: 'ran' };
-      out.steps.push(trace);
-      if (stopped) { trace.result = 'not reached'; continue; }
-      if (s.when) {
-        trace.whenResult = s.when(ex.facts);
-        trace.reads = varsRead(s.whenSource, ex.facts);
-        if (!trace.whenResult) { trace.result = 'skipped'; continue; }
-      }
-      ex.activeSteps |= 1 << s.index;
-      if (s.use === 'auth' && claims) { ex.setClaims(claims); trace.result = 'ran'; trace.reads = { claims }; continue; }
-      if (!s.step.request) { trace.result = s.step.forwarding ? 'would run at forwarding' : 'ran'; continue; }
-      try {
-        const r = await s.step.request(ex);
-        if (r) { trace.result = 'replied'; trace.reply = r; out.reply = { status: r.status, body: r.body }; stopped = true; }
-      } catch (e) {
-        const err = e instanceof GatewayError ? e : new GatewayError('GW_ERR_POLICY_STEP_FAILED', [s.name]);
-        trace.result = 'failed';
-        trace.reply = { status: err.status, body: err.toJSON() };
-        out.reply = trace.reply;
-        stopped = true;
-      }
+    for (const s of p.steps) out.steps.push({ step: s.name, policy: s.policy, where: s.where, when: s.whenSource ?? null, whenResult: null, reads: {}, result: 'not reached' });
+    let failedAt: StepTrace | undefined;
+    const trace: PipelineTrace = {
+      step(s, x, held) {
+        const st = out.steps[s.index]!;
+        if (held !== null) { st.whenResult = held; st.reads = varsRead(s.whenSource, x.facts); }
+        if (held === false) { st.result = 'skipped'; return false; }
+        if (s.use === 'auth' && claims) { x.setClaims(claims); st.result = 'ran'; st.reads = { claims }; return false; }
+        st.result = !s.step.request && s.step.forwarding ? 'would run at forwarding' : 'ran';
+        return true;
+      },
+      result(s, reply, failed) {
+        const st = out.steps[s.index]!;
+        if (failed) { st.result = 'failed'; failedAt = st; }
+        else if (reply) { st.result = 'replied'; st.reply = reply; out.reply = { status: reply.status, body: reply.body }; }
+      },
+    };
+    try {
+      await p.run(ex, trace);
+    } catch (e) {
+      // The production loop turns a step's throw into a catalogued error (GW_ERR_POLICY_STEP_FAILED).
+      const err = e instanceof GatewayError ? e : new GatewayError('GW_ERR_POLICY_STEP_FAILED', [failedAt?.step ?? '']);
+      out.reply = { status: err.status, body: err.toJSON() };
+      if (failedAt) failedAt.reply = out.reply;
     }
     out.route = { ...ex.route };
-    if (!stopped) {
+    if (!out.reply) {
       const upstream = rt.upstreams.get(ex.route.upstream);
       if (!upstream) {
         const e = new GatewayError('GW_ERR_ROUTE_UNKNOWN_MODEL', [asked]);

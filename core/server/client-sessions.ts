@@ -21,10 +21,12 @@
  * Cost per stream: a window check, two counter updates and one 'close' listener; no timer.
  */
 import http2 from 'node:http2';
-import type { Http2Session, ServerHttp2Stream } from 'node:http2';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Http2SecureServer, Http2Server, Http2Session, ServerHttp2Stream } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import type { Http2Settings } from '../config/model.ts';
 import type { GatewayMetrics } from '../metrics.ts';
+import { matchRoute } from '../request/routes.ts';
 import type { Logger } from '../types.ts';
 
 const { NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
@@ -40,6 +42,8 @@ interface Watch {
   readonly completion: boolean;
   /** A Call took this stream (it accounts for its own outcome). */
   owned: boolean;
+  /** Its 'close' was handled here (before any Call took it, if `owned` is false). */
+  closed: boolean;
   /** The guard's counting window the stream was opened in. */
   readonly win: number;
 }
@@ -155,6 +159,20 @@ function destroyCut(s: Http2Session): void {
   if (!s.destroyed) s.destroy(new Error('rapid reset'), NGHTTP2_ENHANCE_YOUR_CALM);
 }
 
+/**
+ * Watch every stream of every client session of `server`, first (before the fast lane or
+ * Fastify see it): per-session reset accounting (rapid reset) and in-flight counting. Installed
+ * whether or not the fast lane is on.
+ */
+export function installStreamGuards(server: Http2Server | Http2SecureServer, gw: { readonly metrics: GatewayMetrics; readonly log: Logger; readonly runtime: { readonly config: { readonly http2: Http2Settings } } }): void {
+  const ctx: GuardContext = { metrics: gw.metrics, log: gw.log, get settings() { return gw.runtime.config.http2; } };
+  server.on('session', (session: Http2Session) => {
+    session.prependListener('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+      watchStream(session, stream, ctx, headers[':method'] === 'POST' && matchRoute(headers[':path'] as string) !== undefined);
+    });
+  });
+}
+
 /** The guard of a client session, created on its first stream. */
 export function guardOf(session: Http2Session, ctx: GuardContext): SessionGuard {
   const s = session as GuardedSession;
@@ -174,20 +192,29 @@ export function guardOfStream(stream: ServerHttp2Stream | undefined): SessionGua
 export function watchStream(session: Http2Session, stream: ServerHttp2Stream, ctx: GuardContext, completion: boolean): void {
   const guard = guardOf(session, ctx);
   const win = guard.opened(performance.now());
-  (stream as WatchedStream)[STREAM] = { guard, completion, owned: false, win };
+  (stream as WatchedStream)[STREAM] = { guard, completion, owned: false, closed: false, win };
   // Already reset (its RST_STREAM was in the same read as its HEADERS): 'close' may have fired.
   if (stream.destroyed) onStreamClose.call(stream);
   else stream.once('close', onStreamClose);
 }
 
-/** A Call took this stream: its outcome (and any cancel before forward) is counted by the Call. */
-export function markOwned(stream: ServerHttp2Stream | undefined): void {
+/**
+ * A Call takes this stream: its outcome (and any cancel before forward) is counted by the Call.
+ * Returns false if the stream already closed and was counted here as cancelled before forward
+ * (a reset during the body, seen before the request reached the Call): then there is nobody to
+ * answer and nothing left to count, and no Call must start.
+ */
+export function markOwned(stream: ServerHttp2Stream | undefined): boolean {
   const w = stream === undefined ? undefined : (stream as WatchedStream)[STREAM];
-  if (w !== undefined) w.owned = true;
+  if (w === undefined) return true;
+  if (w.closed) return false;
+  w.owned = true;
+  return true;
 }
 
 function onStreamClose(this: WatchedStream): void {
   const w = this[STREAM];
+  if (w !== undefined) w.closed = true;
   const code = this.rstCode;
   // Answered before the reset (then the reset is not a cancel of the request); a stream that ended
   // normally was answered too. A reset before any response counts whatever its code: an attacker

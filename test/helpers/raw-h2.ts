@@ -8,6 +8,7 @@
  *   c.socket.write(Buffer.concat([request(1, '/v1/completions', body), rst(1)]));
  */
 import net from 'node:net';
+import tls from 'node:tls';
 
 export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 export const FRAME = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8 } as const;
@@ -85,10 +86,13 @@ export interface RawConnection {
  * Open a TCP connection, send the preface and `initial` SETTINGS, and parse what comes back.
  * `localAddress` (e.g. '127.0.0.2', a loopback alias) makes it another client IP.
  */
-export function rawConnect(url: string, initial: Buffer = settings(), localAddress?: string): Promise<RawConnection> {
+export function rawConnect(url: string, initial: Buffer = settings(), localAddress?: string, secure?: { ca: string }): Promise<RawConnection> {
   const u = new URL(url);
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ port: Number(u.port), host: u.hostname, localAddress });
+    // TLS (h2 by ALPN) when `secure` gives the CA; cleartext (h2c prior knowledge) otherwise.
+    const socket: net.Socket = secure
+      ? tls.connect({ port: Number(u.port), host: u.hostname, ca: secure.ca, servername: 'localhost', ALPNProtocols: ['h2'] })
+      : net.connect({ port: Number(u.port), host: u.hostname, localAddress });
     const frames: RawFrame[] = [];
     let buf: Buffer = Buffer.alloc(0);
     let onGoaway!: (code: number) => void;
@@ -107,7 +111,7 @@ export function rawConnect(url: string, initial: Buffer = settings(), localAddre
         if (f.type === FRAME.GOAWAY) onGoaway(f.payload.readUInt32BE(4));
       }
     });
-    socket.once('connect', () => {
+    socket.once(secure ? 'secureConnect' : 'connect', () => {
       socket.setNoDelay(true);
       socket.write(Buffer.concat([PREFACE, initial]));
       resolve({ socket, frames, goaway, closed });

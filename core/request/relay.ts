@@ -1,0 +1,122 @@
+/**
+ * Relay an upstream response to the client: headers (hop-by-hop dropped, the gateway's added),
+ * then bytes as they arrive with back-pressure, SSE events to the steps that asked for them, and
+ * a clean end only when the upstream's response was complete. A client that stops reading for
+ * `limits.clientStallMs` is cut (the stall timer).
+ */
+import http2 from 'node:http2';
+import type { OutgoingHttpHeaders } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { GatewayError } from '../errors.ts';
+import { SseSplitter } from '../server/sse.ts';
+import type { UpstreamResponse } from '../types.ts';
+import type { Call } from './call.ts';
+import { internal } from './error-reply.ts';
+import { resetClient } from './response.ts';
+
+const { NGHTTP2_CANCEL } = http2.constants;
+
+/** Upstream response headers we never relay (hop-by-hop, or the gateway's to set). */
+const DROP_RESPONSE_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer', 'http2-settings', 'content-length', 'set-cookie', 'server', 'date', 'x-request-id']);
+
+/** Relay `r` to the call's client; any throw (e.g. a header Node refuses) ends the call, never the process. */
+export function relay(call: Call, r: UpstreamResponse): void {
+  try {
+    relayUnsafe(call, r);
+  } catch (e) {
+    cancelUpstream(r.body);
+    if (!call.headersSent) call.failBeforeHeaders(e);
+    else call.endWithError(internal(e, call.gw.log), 'error');
+  }
+}
+
+function relayUnsafe(call: Call, r: UpstreamResponse): void {
+  const ex = call.ex;
+  const res = call.res;
+  const p = call.p;
+  const body = r.body;
+  call.upstreamBody = body;
+  if (call.finished || ex.cancellation.aborted) { cancelUpstream(body); return; }
+  if (p.responseHeaders.length) p.runResponseHeaders(ex, r.status, r.headers);
+  const out: OutgoingHttpHeaders = {};
+  for (const k in r.headers) {
+    if (k.charCodeAt(0) === 58 /* ':' */ || DROP_RESPONSE_HEADERS.has(k)) continue;
+    out[k] = r.headers[k];
+  }
+  out['x-request-id'] = ex.id;
+  Object.assign(out, ex.responseHeaders);
+  call.status = r.status;
+  call.headersSent = true;
+  res.writeHead(r.status, out);
+  const sse = p.wantsEvents ? new SseSplitter((data) => p.runResponseEvent(ex, data)) : undefined;
+  let first = true;
+  body.on('data', (chunk: Buffer) => {
+    if (first) { first = false; ex.firstByteAt = performance.now(); }
+    if (sse) sse.push(chunk);
+    if (!res.write(chunk)) {
+      // Back-pressure: stop reading upstream (its flow-control window then stops the upstream)
+      // until the client has taken what is buffered, and watch for a client that never does.
+      body.pause();
+      res.once('drain', () => { clearStall(call); body.resume(); });
+      armStall(call);
+    }
+  });
+  body.once('end', () => {
+    if (call.finished || ex.cancellation.aborted) return;
+    if (!r.complete()) return call.endWithError(new GatewayError('GW_ERR_UPSTREAM_ABORTED', [call.upstreamName]), 'upstream_aborted');
+    res.end();
+    call.finish('ok');
+  });
+  let failure: GatewayError | undefined;
+  body.once('close', () => {
+    // Closed without 'end': the upstream failed mid-response (or we cancelled it).
+    if (call.finished || ex.cancellation.aborted) return;
+    if (!body.readableEnded) call.endWithError(failure ?? new GatewayError('GW_ERR_UPSTREAM_ABORTED', [call.upstreamName]), 'upstream_aborted');
+  });
+  body.on('error', (e) => { if (e instanceof GatewayError) failure = e; /* reported on 'close' */ });
+}
+
+/**
+ * The client stopped taking bytes: if it takes none for `limits.clientStallMs`, the request is
+ * cancelled upstream and the client's stream reset (HAProxy's `timeout client`), so a reader
+ * that never reads does not hold an upstream stream, and the bytes buffered for it, forever.
+ */
+function armStall(call: Call): void {
+  const ms = call.rt.config.limits.clientStallMs;
+  if (ms === 0 || call.stallTimer !== undefined || call.finished) return;
+  call.stallLength = call.res.writableLength;
+  call.stallTimer = setTimeout(stallCheck, ms, call, ms);
+}
+
+export function clearStall(call: Call): void {
+  if (call.stallTimer === undefined) return;
+  clearTimeout(call.stallTimer);
+  call.stallTimer = undefined;
+}
+
+/** The stall timer fired: a client that took some bytes meanwhile gets another period. */
+function stallCheck(call: Call, ms: number): void {
+  call.stallTimer = undefined;
+  if (call.finished) return;
+  const len = call.res.writableLength;
+  if (len < call.stallLength) {
+    call.stallLength = len;
+    call.stallTimer = setTimeout(stallCheck, ms, call, ms);
+    return;
+  }
+  // No byte taken for `clientStallMs`: cancel upstream, reset the client.
+  if (call.upstreamBody && !call.upstreamBody.destroyed) cancelUpstream(call.upstreamBody);
+  call.finish('client_stalled');
+  resetClient(call.res, 'client stalled');
+}
+
+/** Stop an upstream response: RST_STREAM(CANCEL) on h2 (a plain destroy would send NO_ERROR), socket close on h1. */
+export function cancelUpstream(body: UpstreamResponse['body']): void {
+  const h2 = body as unknown as { close?: (code: number) => void; rstCode?: number };
+  // RST_STREAM(CANCEL), then destroy: a stream whose upstream already sent END_STREAM while we
+  // had paused it (a client that does not read) is kept open by Node until its readable side is
+  // consumed, so close() alone never ends it: it held its buffered response and its session's
+  // stream count (a GOAWAYed session stayed draining forever). test/core/upstream-stream-release.test.ts
+  if (typeof h2.close === 'function' && 'rstCode' in h2) h2.close(NGHTTP2_CANCEL);
+  body.destroy();
+}
