@@ -34,6 +34,7 @@ export class Cancellation implements CancelSignal {
   aborted = false;
   reason: unknown = undefined;
   #fns: Array<() => void> | undefined = undefined;
+  #final: (() => void) | undefined = undefined;
   addEventListener(_type: 'abort', fn: () => void): void {
     if (this.aborted) return;
     (this.#fns ??= []).push(fn);
@@ -44,6 +45,14 @@ export class Cancellation implements CancelSignal {
     const i = fns.indexOf(fn);
     if (i !== -1) fns.splice(i, 1);
   }
+  /**
+   * The core's own listener (the request's Call), run once after every other: by then the
+   * upstream client's listener has reset the upstream stream, so the Call can time the cancel
+   * from the client's reset to the upstream's.
+   */
+  setFinal(fn: () => void): void {
+    if (!this.aborted) this.#final = fn;
+  }
   fire(reason: unknown): void {
     if (this.aborted) return;
     this.aborted = true;
@@ -51,6 +60,9 @@ export class Cancellation implements CancelSignal {
     const fns = this.#fns;
     this.#fns = undefined;
     if (fns) for (const fn of fns) fn();
+    const last = this.#final;
+    this.#final = undefined;
+    if (last !== undefined) last();
   }
 }
 
