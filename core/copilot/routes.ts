@@ -19,7 +19,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { Counter } from 'prom-client';
 import { GatewayError } from '../errors.ts';
-import type { GatewayState } from '../server/data-plane.ts';
+import type { GatewayState } from '../request/state.ts';
 import { ENDPOINT_NAMES } from './config.ts';
 import type { CompiledCopilot, EndpointName } from './config.ts';
 

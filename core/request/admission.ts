@@ -6,11 +6,24 @@
  * and set.
  */
 import { GatewayError } from '../errors.ts';
+import type { Runtime } from '../runtime.ts';
 import { guardOfStream } from '../server/client-sessions.ts';
-import type { Call } from './call.ts';
+import type { SessionGuard } from '../server/client-sessions.ts';
+import type { ClientResponse } from './response.ts';
+import type { GatewayState } from './state.ts';
+
+/** What admission reads and sets of its Call (call.ts; declared here so this file need not import it). */
+export interface AdmittedCall {
+  readonly gw: GatewayState;
+  readonly rt: Runtime;
+  readonly res: ClientResponse;
+  guard: SessionGuard | undefined;
+  countedIp: string | undefined;
+  failBeforeHeaders(e: unknown): void;
+}
 
 /** Count `call` against its caps; false (the call already answered 429) if one is full. */
-export function admit(call: Call): boolean {
+export function admit(call: AdmittedCall): boolean {
   const rt = call.rt;
   const guard = guardOfStream(call.res.stream);
   if (guard !== undefined && guard.upstreamInflight >= rt.config.http2.maxInflightPerSession) {

@@ -8,13 +8,37 @@ import http2 from 'node:http2';
 import type { OutgoingHttpHeaders } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { GatewayError } from '../errors.ts';
+import type { GatewayExchange } from '../exchange.ts';
+import type { CompiledPipeline } from '../pipeline.ts';
+import type { Runtime } from '../runtime.ts';
 import { SseSplitter } from '../server/sse.ts';
-import type { UpstreamResponse } from '../types.ts';
-import type { Call } from './call.ts';
+import type { Outcome, UpstreamResponse } from '../types.ts';
 import { internal } from './error-reply.ts';
+import type { ClientResponse } from './response.ts';
 import { resetClient } from './response.ts';
+import type { GatewayState } from './state.ts';
 
 const { NGHTTP2_CANCEL } = http2.constants;
+
+/** What the relay reads and writes of its Call (call.ts; declared here so this file need not import it). */
+export interface RelayCall {
+  readonly gw: GatewayState;
+  readonly rt: Runtime;
+  readonly p: CompiledPipeline;
+  readonly ex: GatewayExchange;
+  readonly res: ClientResponse;
+  readonly upstreamName: string;
+  readonly finished: boolean;
+  status: number;
+  headersSent: boolean;
+  upstreamBody: UpstreamResponse['body'] | undefined;
+  stallTimer: NodeJS.Timeout | undefined;
+  stallLength: number;
+  failBeforeHeaders(e: unknown): void;
+  endWithError(err: GatewayError, outcome: Outcome): void;
+  finish(outcome: Outcome): void;
+}
+type Call = RelayCall;
 
 /** Upstream response headers we never relay (hop-by-hop, or the gateway's to set). */
 const DROP_RESPONSE_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer', 'http2-settings', 'content-length', 'set-cookie', 'server', 'date', 'x-request-id']);
