@@ -110,8 +110,9 @@ export class Call {
       if (code) this.gw.metrics.errors.labels(code).inc();
       this.status = r.status;
       this.headersSent = true;
-      this.res.writeHead(r.status, { 'content-type': JSON_TYPE, 'cache-control': 'no-store', 'x-request-id': this.ex.id, ...this.ex.responseHeaders, ...r.headers });
-      this.res.end(JSON.stringify(r.body));
+      const body = JSON.stringify(r.body);
+      this.res.writeHead(r.status, { 'content-type': JSON_TYPE, 'cache-control': 'no-store', 'x-request-id': this.ex.id, ...this.ex.responseHeaders, ...r.headers, 'content-length': Buffer.byteLength(body) });
+      this.res.end(body);
       this.finish('local');
     } catch (e) {
       if (!this.headersSent) this.failBeforeHeaders(e);

@@ -38,8 +38,12 @@ export function writeError(res: ClientResponse, err: GatewayError, gw: GatewaySt
   // before it is destroyed; respond() on it throws.
   const st = res.stream;
   if (res.destroyed || (st !== undefined && (st.destroyed || st.closed || st.headersSent))) return;
-  res.writeHead(err.status, errorHeaders(err, gw, req, ids));
-  res.end(JSON.stringify(err.toJSON()));
+  const body = JSON.stringify(err.toJSON());
+  const h = errorHeaders(err, gw, req, ids);
+  // A length, as Fastify's replies have: an HTTP/1.1 client reads a whole body, not chunks.
+  h['content-length'] = Buffer.byteLength(body);
+  res.writeHead(err.status, h);
+  res.end(body);
 }
 
 /**

@@ -112,6 +112,7 @@ for (const fastLane of [true, false]) {
           t.equal((JSON.parse(r.text) as { error: { code: string } }).error.code, code, `${name}: ${code}`);
           t.equal(r.headers['content-type'], 'application/json; charset=utf-8', `${name}: content-type`);
           t.equal(r.headers['cache-control'], 'no-store', `${name}: cache-control`);
+          t.equal(Number(r.headers['content-length']), Buffer.byteLength(r.text), `${name}: content-length`);
         }
       });
 
