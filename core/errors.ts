@@ -63,6 +63,9 @@ export const catalog = {
   GW_ERR_SERVER_OVERLOADED: { status: 503, message: 'Gateway is overloaded' },
   GW_ERR_SERVER_INTERNAL: { status: 500, message: 'Internal gateway error' },
   GW_ERR_SERVER_LISTEN: { status: 0, message: 'Cannot listen on %s (%s): %s; it is set by %s' },
+  // Cluster (ghostgate start --workers N): the primary's admin plane
+  GW_ERR_CLUSTER_NO_WORKER: { status: 503, message: 'No worker process is ready to answer %s' },
+  GW_ERR_CLUSTER_WORKER: { status: 503, message: 'Worker %s did not answer: %s' },
   // Configuration (validate, start, reload); status is what POST /-/reload answers with
   GW_ERR_CONFIG_READ: { status: 400, message: 'Cannot read %s: %s' },
   GW_ERR_CONFIG_YAML: { status: 400, message: 'YAML syntax error: %s' },

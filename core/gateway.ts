@@ -38,9 +38,21 @@ export interface GatewayOptions {
   /** Extra plugins (besides the built-ins), e.g. an operator's own. */
   plugins?: ReadonlyArray<PluginDefinition<unknown>>;
   /** Override listener ports (tests use 0). */
-  listen?: { port?: number; tlsPort?: number; adminPort?: number; host?: string };
+  listen?: {
+    port?: number; tlsPort?: number; adminPort?: number; host?: string;
+    /**
+     * Bind the data-plane ports with SO_REUSEPORT (cluster workers: each binds its own socket on
+     * the same port and the kernel spreads new connections; see core/cluster/primary.ts).
+     */
+    reusePort?: boolean;
+  };
   /** Override `reload.watch`. */
   watch?: boolean;
+  /**
+   * Bind the admin plane's port (default true). A cluster worker builds its admin app without a
+   * listener: the primary serves the admin port and runs requests on it through `adminInject`.
+   */
+  adminListen?: boolean;
   /** Pino logger options override, e.g. `{ level: 'silent' }` in tests; or a stream to write JSON lines to. */
   logger?: { level?: string; stream?: NodeJS.WritableStream };
 }
@@ -160,14 +172,15 @@ export class Gateway implements GatewayState {
     const c = this.runtime.config;
     const o = this.#opts.listen ?? {};
     const host = o.host ?? c.listen.host;
-    const port = await this.#bind(this.#servers.cleartext, 'data plane', host, o.port, c.listen.port, ['listen', 'port'], o.host ? undefined : ['listen', 'host']);
+    const reusePort = o.reusePort === true;
+    const port = await this.#bind(this.#servers.cleartext, 'data plane', host, o.port, c.listen.port, ['listen', 'port'], o.host ? undefined : ['listen', 'host'], reusePort);
     const a: Addresses = { cleartext: `http://${fmtHost(host)}:${port}`, port };
     if (this.#servers.tls && c.listen.tls) {
       const th = o.host ?? c.listen.tls.host;
-      a.tlsPort = await this.#bind(this.#servers.tls, 'TLS data plane', th, o.tlsPort, c.listen.tls.port, ['listen', 'tls', 'port'], o.host ? undefined : ['listen', 'tls', 'host']);
+      a.tlsPort = await this.#bind(this.#servers.tls, 'TLS data plane', th, o.tlsPort, c.listen.tls.port, ['listen', 'tls', 'port'], o.host ? undefined : ['listen', 'tls', 'host'], reusePort);
       a.tls = `https://${fmtHost(th)}:${a.tlsPort}`;
     }
-    if (this.#admin) {
+    if (this.#admin && this.#opts.adminListen !== false) {
       a.adminPort = await this.#bind(this.#admin, 'admin plane', c.admin.host, o.adminPort, c.admin.port, ['admin', 'port'], ['admin', 'host']);
       a.admin = `http://${fmtHost(c.admin.host)}:${a.adminPort}`;
     }
@@ -175,10 +188,10 @@ export class Gateway implements GatewayState {
   }
 
   /** Listen, or throw GW_ERR_SERVER_LISTEN naming the config key (and env var) that chose the address. */
-  async #bind(app: FastifyInstance, what: string, host: string, override: number | undefined, port: number, portKey: string[], hostKey: string[] | undefined): Promise<number> {
+  async #bind(app: FastifyInstance, what: string, host: string, override: number | undefined, port: number, portKey: string[], hostKey: string[] | undefined, reusePort = false): Promise<number> {
     const p = override ?? port;
     try {
-      await app.listen({ host, port: p });
+      await app.listen({ host, port: p, ...(reusePort ? { reusePort } : {}) });
     } catch (e) {
       const src = this.runtime.loaded.source;
       const from = (key: string[] | undefined, isOverride: boolean): string => {
@@ -189,6 +202,13 @@ export class Gateway implements GatewayState {
       throw listenError(e, what, host, p, (code) => (code === 'EADDRNOTAVAIL' ? from(hostKey, false) : from(portKey, override !== undefined)));
     }
     return (app.server.address() as AddressInfo).port;
+  }
+
+  /** Run one admin-plane request without a listener (cluster workers; see core/cluster). */
+  async adminInject(req: { method: string; url: string; headers: Record<string, string | string[] | undefined>; payload?: string }): Promise<{ statusCode: number; headers: Record<string, string | string[] | number | undefined>; body: string }> {
+    if (!this.#admin) throw new GatewayError('GW_ERR_REQ_NOT_FOUND', [req.method, req.url]);
+    const r = await this.#admin.inject({ method: req.method as 'GET', url: req.url, headers: req.headers, ...(req.payload !== undefined ? { payload: req.payload } : {}) });
+    return { statusCode: r.statusCode, headers: r.headers as Record<string, string | string[] | number | undefined>, body: r.body };
   }
 
   #startWatching(): void {
@@ -348,6 +368,8 @@ function restartOnly(a: GatewayConfig, b: GatewayConfig): string[] {
   // The admin credential is re-read on every reload; the admin listener is not.
   const pick = (c: GatewayConfig, k: typeof keys[number]): string => JSON.stringify(k === 'admin' ? { ...c.admin, credential: undefined } : c[k]);
   const changed: string[] = keys.filter((k) => pick(a, k) !== pick(b, k));
+  // server.fastLane is hot; the number of worker processes is fixed at start.
+  if (a.server.workers !== b.server.workers) changed.push('server.workers');
   // The TLS certificate and key reload in place; addresses need a restart.
   const where = (c: GatewayConfig): string => JSON.stringify([c.listen.host, c.listen.port, c.listen.tls?.host, c.listen.tls?.port]);
   if (where(a) !== where(b)) changed.unshift('listen');
@@ -374,7 +396,7 @@ export function listenError(e: unknown, what: string, host: string, port: number
 
 function fmtHost(h: string): string { return h.includes(':') ? `[${h}]` : h; }
 
-function makeLogger(config: GatewayConfig, opts: GatewayOptions): FastifyBaseLogger {
+export function makeLogger(config: GatewayConfig, opts: Pick<GatewayOptions, 'logger'>): FastifyBaseLogger {
   return createLogger({ level: opts.logger?.level ?? config.logging.level, ...(opts.logger?.stream ? { stream: opts.logger.stream } : {}) });
 }
 

@@ -21,7 +21,7 @@ import type { AuthConfig, SecretRef } from './config.ts';
 import { newJti, signJwt, TokenFailure, verifyJwt } from './jwt.ts';
 import { deepFreeze } from '../safe-object.ts';
 import type { VerifyRules } from './jwt.ts';
-import { loadKeys } from './keys.ts';
+import { loadKeys, sharedDevApiKey } from './keys.ts';
 import type { KeySet } from './keys.ts';
 import { authError, authMetrics } from './metrics.ts';
 import type { AuthMetrics } from './metrics.ts';
@@ -281,7 +281,7 @@ export async function compileAuth(config: Record<string, unknown>, deps: AuthDep
   const apiRef = cfg.credentials.apiKeys;
   let apiKeys = apiRef ? ApiKeyStore.parse(readSecret(apiRef), refDescription(apiRef)) : undefined;
   // Dev mode with no credential configured: a generated API key, so the exchange works out of the box.
-  const devApiKey = cfg.dev && !apiRef && !cfg.credentials.oidc ? prev?.devApiKey ?? generateApiKey() : undefined;
+  const devApiKey = cfg.dev && !apiRef && !cfg.credentials.oidc ? prev?.devApiKey ?? sharedDevApiKey() ?? generateApiKey() : undefined;
   if (devApiKey) apiKeys = ApiKeyStore.single(devApiKey, { sub: 'dev', claims: {} });
   const oidc = cfg.credentials.oidc ? new OidcVerifier(cfg.credentials.oidc, cfg.clockSkewSeconds, prev?.oidc) : undefined;
   // Cached verdicts stay valid while the same keys, issuer, audience and algorithms apply.

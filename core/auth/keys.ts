@@ -84,8 +84,23 @@ function publicJwk(kid: string, alg: TokenAlg, pub: KeyObject): object {
   return { ...pub.export({ format: 'jwk' }), kid, alg, use: 'sig' };
 }
 
-/** An ephemeral Ed25519 key for dev mode. */
+/** Dev credentials handed in from outside (cluster workers share the primary's: core/cluster). */
+let sharedDev: { key: SignKey; apiKey: string } | undefined;
+
+/**
+ * Make every dev key and dev API key this process generates from now on these ones, so tokens
+ * minted by one cluster worker verify on every other (`ghostgate start --workers N`).
+ */
+export function useSharedDevCredentials(c: { kid: string; pem: string; apiKey: string }): void {
+  sharedDev = { key: { kid: c.kid, alg: 'EdDSA', key: createPrivateKey(c.pem) }, apiKey: c.apiKey };
+}
+
+/** The shared dev API key, if one was handed in (see useSharedDevCredentials). */
+export function sharedDevApiKey(): string | undefined { return sharedDev?.apiKey; }
+
+/** An ephemeral Ed25519 key for dev mode (the shared one in a cluster worker). */
 export function generateDevKey(): SignKey {
+  if (sharedDev) return sharedDev.key;
   const { privateKey } = generateKeyPairSync('ed25519');
   return { kid: `dev-${randomBytes(4).toString('hex')}`, alg: 'EdDSA', key: privateKey };
 }

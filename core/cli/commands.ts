@@ -1,4 +1,5 @@
 /** The CLI's commands, each a small function over the core's public API. */
+import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { builtinPlugins } from '../../plugins/index.ts';
 import { startBundledModel } from '../bundled-model.ts';
@@ -10,6 +11,9 @@ import { GatewayMetrics } from '../metrics.ts';
 import { silentLogger } from '../plugin-context.ts';
 import { secretReader } from '../secrets.ts';
 import { buildRuntime, checkPolicySteps } from '../runtime.ts';
+import type { BannerInfo } from '../cluster/ipc.ts';
+import { Primary } from '../cluster/primary.ts';
+import { bannerInfo } from '../cluster/worker.ts';
 import type { PluginDefinition } from '../types.ts';
 
 export interface Command { summary: string; run(argv: string[]): Promise<number | void> }
@@ -19,15 +23,20 @@ export const DEFAULT_CONFIG = packageFile('gateway.config.yaml');
 
 export const commands: Record<string, Command> = {
   start: {
-    summary: 'Run the gateway (default config: the bundled gateway.config.yaml)',
+    summary: 'Run the gateway (default config: the bundled gateway.config.yaml); --workers N for N processes',
     async run(argv) {
-      const { values } = parseArgs({ args: argv, options: configOpt });
-      if (values.help) { console.log('Usage: ghostgate start [--config gateway.config.yaml]\nSIGHUP reloads the config; SIGTERM/SIGINT shut down gracefully.'); return 0; }
+      const { values } = parseArgs({ args: argv, options: { ...configOpt, workers: { type: 'string' as const, short: 'w' } } });
+      if (values.help) {
+        console.log('Usage: ghostgate start [--config gateway.config.yaml] [--workers N|auto]\n--workers: processes sharing the listeners (default server.workers, 1; auto = one per core).\nSIGHUP reloads the config; SIGTERM/SIGINT shut down gracefully.');
+        return 0;
+      }
       const file = values.config ?? DEFAULT_CONFIG;
       let model: BundledModel | undefined;
-      let gw: Gateway;
+      let gw: Gateway | undefined;
+      let primary: Primary | undefined;
       try {
         const pre = loadConfig(file);
+        const workers = resolveWorkers(values.workers ?? pre.config.server.workers);
         const ms = pre.config.modelServer;
         if (ms.enabled) {
           model = await startBundledModel(ms).catch((e: unknown) => {
@@ -35,20 +44,27 @@ export const commands: Record<string, Command> = {
             throw listenError(e, 'bundled model server', ms.host, ms.port, () => `modelServer.port${envs.length ? ` (env ${envs.join(', ')})` : ''} in ${pre.file}`);
           });
         }
-        gw = await Gateway.start({ configFile: file });
+        if (workers > 1) primary = await Primary.start({ configFile: file, workers });
+        else gw = await Gateway.start({ configFile: file });
       } catch (e) {
         await model?.stop();
         if (e instanceof ConfigErrors) { printConfigErrors(file, e); return 1; }
         // One line, naming the port and what sets it; everything that started is closed.
-        if (e instanceof GatewayError && e.code === 'GW_ERR_SERVER_LISTEN') { process.stderr.write(`ghostgate start: ${e.code} ${e.message}\n`); return 1; }
+        if (e instanceof GatewayError && (e.code === 'GW_ERR_SERVER_LISTEN' || e.code.startsWith('GW_ERR_CLUSTER') || e.code.startsWith('GW_ERR_CONFIG'))) { process.stderr.write(`ghostgate start: ${e.code} ${e.message}\n`); return 1; }
         throw e;
       }
-      await printBanner(gw, file, model);
-      process.on('SIGHUP', () => { void gw.reload('SIGHUP'); });
+      const log = primary?.log ?? gw!.log;
+      if (primary) {
+        const { addresses, banner } = primary.started;
+        printBanner(file, { ...addresses, admin: primary.adminUrl }, banner, model, primary.ready().map((s) => s.worker.process.pid!));
+      } else {
+        printBanner(file, gw!.addresses!, await bannerInfo(gw!), model);
+      }
+      process.on('SIGHUP', () => { void (primary ? primary.reload('SIGHUP') : gw!.reload('SIGHUP')); });
       await new Promise<void>((resolve) => {
         const stop = (sig: string): void => {
-          gw.log.info({ signal: sig }, 'shutting down: finishing in-flight requests');
-          void gw.close().then(() => model?.stop()).then(() => resolve());
+          log.info({ signal: sig }, 'shutting down: finishing in-flight requests');
+          void (primary ? primary.close() : gw!.close()).then(() => model?.stop()).then(() => resolve());
         };
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));
@@ -200,36 +216,30 @@ export function printConfigErrors(file: string, e: ConfigErrors): void {
   for (const err of e.errors) process.stderr.write(`  ${err.describe()}\n`);
 }
 
-async function printBanner(gw: Gateway, file: string, model: BundledModel | undefined): Promise<void> {
-  const a = gw.addresses!;
-  const rt = gw.runtime;
-  const model0 = rt.config.defaultModel ?? Object.keys(rt.config.models)[0]!;
-  let auth = '';
-  const dev: string[] = [];
-  // A token and an API key are printed in dev mode only (auth.dev: true): the log stream of a
-  // real deployment must never carry a credential.
-  if (rt.auth && (rt.config.auth as { dev?: boolean }).dev === true) {
-    try {
-      const t = await rt.auth.mint({ sub: 'dev' }, 3600);
-      auth = ` \\\n  -H 'authorization: Bearer ${t.token}'`;
-    } catch { /* no signing key for dev tokens: show the curl without one */ }
-    if (rt.auth.devApiKey) {
-      dev.push(`  dev API key ${rt.auth.devApiKey}  (auth.dev: exchange it at POST /v1/token; see client/README.md)`);
-    }
-  }
+/** `--workers` / `server.workers`: a count, or `auto` (one per core). */
+export function resolveWorkers(v: string | number): number {
+  if (v === 'auto') return os.availableParallelism();
+  const n = typeof v === 'number' ? v : /^\d+$/.test(v) ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > 256) throw new Error(`--workers must be a whole number from 1 to 256, or auto (got "${v}")`);
+  return n;
+}
+
+function printBanner(file: string, a: { cleartext: string; tls?: string; admin?: string }, b: BannerInfo, model: BundledModel | undefined, workerPids?: number[]): void {
+  const auth = b.devToken ? ` \\\n  -H 'authorization: Bearer ${b.devToken}'` : '';
   const lines = [
-    `ghostgate is running (config ${file}, version ${rt.version})`,
+    `ghostgate is running (config ${file}, version ${b.version})`,
+    ...(workerPids ? [`  workers     ${workerPids.length} (pids ${workerPids.join(' ')}; they share the data-plane ports, the primary ${process.pid} serves the admin plane)`] : []),
     `  data plane  ${a.cleartext}  (h2c prior knowledge + HTTP/1.1)`,
     ...(a.tls ? [`  data plane  ${a.tls}  (TLS: h2 via ALPN, HTTP/1.1 fallback)`] : []),
     ...(a.admin ? [`  admin       ${a.admin}  (/_ping  /-/config  POST /-/reload  /metrics)`] : []),
     ...(model ? [`  model       ${model.url}  (bundled local model server)`] : []),
-    `  upstreams   ${[...rt.upstreams.values()].map((u) => `${u.name}=${u.config.url} (${u.config.protocol})`).join(', ')}`,
-    ...dev,
+    `  upstreams   ${b.upstreams}`,
+    ...(b.devApiKey ? [`  dev API key ${b.devApiKey}  (auth.dev: exchange it at POST /v1/token; see client/README.md)`] : []),
     '',
     'Try a streamed completion:',
     `  curl --http2-prior-knowledge -N ${a.cleartext}/v1/completions \\`,
     `  -H 'content-type: application/json'${auth} \\`,
-    `  -d '{"model":"${model0}","prompt":"def fib(","stream":true}'`,
+    `  -d '{"model":"${b.model0}","prompt":"def fib(","stream":true}'`,
     '',
   ];
   process.stdout.write(lines.join('\n') + '\n');

@@ -64,7 +64,7 @@ export function readAdminCredential(loaded: LoadedConfig, env: NodeJS.ProcessEnv
 }
 
 /** True if the request carries the admin credential. */
-function presented(req: FastifyRequest, digest: Buffer): boolean {
+export function presented(req: FastifyRequest, digest: Buffer): boolean {
   const b = bearerToken(req.headers.authorization);
   const got = createHash('sha256').update(typeof b === 'string' ? b : '').digest();
   return timingSafeEqual(got, digest) && typeof b === 'string';

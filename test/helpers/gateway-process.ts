@@ -29,6 +29,12 @@ export interface GatewayProcessOptions {
   openFileLimit?: number;
   /** Prepare the config's folder before the gateway starts (e.g. symlinks); gets its path. */
   setup?: (dir: string) => void;
+  /** More `ghostgate start` arguments, e.g. `['--workers', '2']`. */
+  args?: string[];
+  /** Extra environment for the gateway process. */
+  env?: NodeJS.ProcessEnv;
+  /** Skip the default `reload: { watch: false }` line (the test sets its own). */
+  noReloadLine?: boolean;
 }
 
 export interface GatewayProcess {
@@ -68,13 +74,15 @@ export async function startGatewayProcess(t: Teardown, o: GatewayProcessOptions 
     '  ghost-small: { upstream: local }',
     'defaultModel: ghost-small',
     'policies: [policies/*.yaml]',
-    'reload: { watch: false }',
+    o.noReloadLine ? '' : 'reload: { watch: false }',
     'logging: { level: info }',
     o.extraConfig ?? '',
   ].join('\n') + '\n');
+  const spawnOpts = { stdio: ['ignore', 'pipe', 'pipe'] as ('ignore' | 'pipe')[], ...(o.env ? { env: { ...process.env, ...o.env } } : {}) };
+  const args = [CLI, 'start', '--config', configFile, ...(o.args ?? [])];
   const child = o.openFileLimit === undefined
-    ? spawnTracked(NODE_BIN, [CLI, 'start', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] })
-    : spawnTracked('/bin/sh', ['-c', `ulimit -n ${o.openFileLimit} && exec "$0" "$@"`, NODE_BIN, CLI, 'start', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    ? spawnTracked(NODE_BIN, args, spawnOpts)
+    : spawnTracked('/bin/sh', ['-c', `ulimit -n ${o.openFileLimit} && exec "$0" "$@"`, NODE_BIN, ...args], spawnOpts);
   const exited = new Promise<number | string | null>((resolve) => child.once('exit', (code, sig) => resolve(code ?? sig)));
   t.teardown(() => stopTracked(child, 0, 'SIGKILL'));
   let out = '';

@@ -1,0 +1,114 @@
+/**
+ * The primary ↔ worker channel (Node's cluster IPC): requests with ids and their answers, plus a
+ * few one-way events. Small JSON messages only; nothing here is on the request path.
+ *
+ *   const rpc = new Rpc((m) => worker.send(m));
+ *   worker.on('message', (m) => rpc.receive(m));
+ *   const v = await rpc.call('health', undefined, 5000);
+ */
+import type { ReloadResult } from '../gateway.ts';
+import type { HealthStatus } from '../health.ts';
+
+/** What the primary asks a worker; `args` and the answer of each. */
+export interface WorkerOps {
+  /** Run one admin-plane request on the worker's admin app (Fastify `inject`, no listener). */
+  inject: { args: InjectRequest; result: InjectResponse };
+  /** Reload from the config file (the primary validated it first). */
+  reload: { args: { trigger: string }; result: ReloadResult };
+  /** prom-client `getMetricsAsJSON()` of the worker's registry. */
+  metrics: { args: undefined; result: unknown[] };
+  /** The worker's own health verdict and running config version. */
+  health: { args: undefined; result: WorkerHealth };
+  /** Version, fingerprint and last reload of the running config. */
+  info: { args: undefined; result: WorkerInfo };
+}
+
+export type OpName = keyof WorkerOps;
+
+export interface InjectRequest { method: string; url: string; headers: Record<string, string | string[] | undefined>; payload?: string }
+export interface InjectResponse { statusCode: number; headers: Record<string, string | string[] | number | undefined>; body: string }
+
+export interface WorkerHealth extends HealthStatus { configVersion: number }
+
+export interface WorkerInfo { version: number; fingerprint: string; loadedAt: string; lastReload: ReloadResult | undefined }
+
+/** Sent by the primary once the worker is online: what every worker must share. */
+export interface InitMessage {
+  t: 'init';
+  /** The worker's slot, 1..N (a replacement takes the slot of the worker it replaces). */
+  slot: number;
+  configFile: string;
+  /** Data-plane ports to bind (with SO_REUSEPORT): those the first worker got. */
+  listen?: { port: number; tlsPort?: number };
+  /** The dev-mode signing key (PKCS#8 PEM) and API key, the same for every worker. */
+  dev: { kid: string; pem: string; apiKey: string };
+}
+
+/** Worker → primary, once: listening (with the addresses) or not (with the error). */
+export type StartedMessage =
+  | { t: 'ready'; addresses: { cleartext: string; tls?: string; port: number; tlsPort?: number }; banner: BannerInfo }
+  | { t: 'failed'; code: string; message: string; exitCode: number };
+
+/** What the primary's start-up banner needs from a worker's runtime. */
+export interface BannerInfo { version: number; model0: string; upstreams: string; devToken?: string; devApiKey?: string }
+
+interface CallMessage { t: 'call'; id: number; op: OpName; args: unknown }
+interface ReplyMessage { t: 'reply'; id: number; ok: boolean; value?: unknown; error?: string }
+
+export type ClusterMessage = InitMessage | StartedMessage | CallMessage | ReplyMessage;
+
+export function isClusterMessage(m: unknown): m is ClusterMessage {
+  return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
+}
+
+/** The calling side (primary): one per worker. */
+export class Rpc {
+  #next = 1;
+  readonly #pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
+  readonly #send: (m: ClusterMessage) => void;
+  constructor(send: (m: ClusterMessage) => void) { this.#send = send; }
+
+  /** Ask the worker; rejects after `timeoutMs` or when the worker goes away. */
+  call<K extends OpName>(op: K, args: WorkerOps[K]['args'], timeoutMs: number): Promise<WorkerOps[K]['result']> {
+    const id = this.#next++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { this.#pending.delete(id); reject(new Error(`no answer to "${op}" within ${timeoutMs} ms`)); }, timeoutMs);
+      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
+      try { this.#send({ t: 'call', id, op, args }); } catch (e) {
+        clearTimeout(timer);
+        this.#pending.delete(id);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      }
+    });
+  }
+
+  /** Feed a message from the worker; returns false if it was not an answer. */
+  receive(m: ClusterMessage): boolean {
+    if (m.t !== 'reply') return false;
+    const p = this.#pending.get(m.id);
+    if (!p) return true;
+    this.#pending.delete(m.id);
+    clearTimeout(p.timer);
+    if (m.ok) p.resolve(m.value); else p.reject(new Error(m.error ?? 'worker error'));
+    return true;
+  }
+
+  /** The worker is gone: fail every call still waiting. */
+  close(why: string): void {
+    for (const [id, p] of this.#pending) { clearTimeout(p.timer); p.reject(new Error(why)); this.#pending.delete(id); }
+  }
+}
+
+/** The answering side (worker): serve the primary's calls with `handlers`. */
+export function serveCalls(handlers: { [K in OpName]: (args: WorkerOps[K]['args']) => Promise<WorkerOps[K]['result']> }, send: (m: ClusterMessage) => void): (m: unknown) => void {
+  return (m: unknown) => {
+    if (!isClusterMessage(m) || m.t !== 'call') return;
+    const h = handlers[m.op] as ((a: unknown) => Promise<unknown>) | undefined;
+    const reply = (r: ReplyMessage): void => { try { send(r); } catch { /* primary gone */ } };
+    if (!h) { reply({ t: 'reply', id: m.id, ok: false, error: `unknown op ${m.op}` }); return; }
+    h(m.args).then(
+      (value) => reply({ t: 'reply', id: m.id, ok: true, value }),
+      (e: unknown) => reply({ t: 'reply', id: m.id, ok: false, error: e instanceof Error ? e.message : String(e) }),
+    );
+  };
+}

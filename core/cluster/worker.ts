@@ -1,0 +1,97 @@
+/**
+ * A cluster worker: one whole gateway (data plane, runtime, upstream pools) that binds the
+ * data-plane ports with SO_REUSEPORT beside its siblings, whose admin plane has no listener of its own
+ * (the primary serves the admin port and asks each worker over IPC), and which never watches the
+ * config itself (the primary validates once, then tells every worker to reload).
+ *
+ * Life: wait for the primary's `init` (slot, config file, the shared dev credentials), start,
+ * report `ready` or `failed`, serve the primary's calls. SIGTERM drains like a single process
+ * (shutdown.drainDelayMs, then shutdown.graceMs). If the primary goes away, the worker drains and
+ * exits too: no orphan keeps serving.
+ */
+import { useSharedDevCredentials } from '../auth/keys.ts';
+import { ConfigErrors, GatewayError } from '../errors.ts';
+import { Gateway } from '../gateway.ts';
+import type { BannerInfo, ClusterMessage, InitMessage, WorkerHealth } from './ipc.ts';
+import { isClusterMessage, serveCalls } from './ipc.ts';
+
+const send = (m: ClusterMessage): void => { process.send?.(m); };
+
+export async function runWorker(): Promise<void> {
+  const init = await new Promise<InitMessage>((resolve) => {
+    const on = (m: unknown): void => {
+      if (isClusterMessage(m) && m.t === 'init') { process.off('message', on); resolve(m); }
+    };
+    process.on('message', on);
+  });
+  useSharedDevCredentials(init.dev);
+  applyTestEnv(init.slot);
+  // The primary reloads every worker; a SIGHUP sent to the whole process group must not make
+  // this worker reload on its own (unvalidated, out of step with the others).
+  process.on('SIGHUP', () => { /* the primary handles it */ });
+  let gw: Gateway;
+  try {
+    gw = await Gateway.start({ configFile: init.configFile, watch: false, adminListen: false, listen: { ...init.listen, reusePort: true } });
+  } catch (e) {
+    const err = e instanceof ConfigErrors ? e.errors[0]! : e instanceof GatewayError ? e : undefined;
+    const message = e instanceof ConfigErrors ? e.errors.map((x) => x.describe()).join('; ') : e instanceof Error ? e.message : String(e);
+    send({ t: 'failed', code: err?.code ?? 'GW_ERR_SERVER_INTERNAL', message, exitCode: 1 });
+    process.exitCode = 1;
+    process.disconnect?.();
+    return;
+  }
+  const health = (): WorkerHealth => {
+    const s = gw.health.status();
+    gw.metrics.healthy.set(s.healthy ? 1 : 0);
+    return { ...s, configVersion: gw.runtime.version };
+  };
+  process.on('message', serveCalls({
+    inject: (req) => gw.adminInject(req),
+    reload: ({ trigger }) => gw.reload(trigger),
+    metrics: async () => { health(); return gw.metrics.registry.getMetricsAsJSON() as Promise<unknown[]>; },
+    health: async () => health(),
+    info: async () => ({ version: gw.runtime.version, fingerprint: gw.runtime.loaded.fingerprint, loadedAt: gw.runtime.loadedAt.toISOString(), lastReload: gw.lastReload }),
+  }, send));
+  let closing: Promise<void> | undefined;
+  const stop = (why: string): void => {
+    closing ??= (async () => {
+      gw.log.info({ slot: init.slot, why }, 'worker shutting down: finishing in-flight requests');
+      await gw.close();
+      process.disconnect?.();
+    })();
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('disconnect', () => stop('primary gone'));
+  const a = gw.addresses!;
+  send({ t: 'ready', addresses: { cleartext: a.cleartext, tls: a.tls, port: a.port, tlsPort: a.tlsPort }, banner: await bannerInfo(gw) });
+}
+
+/** What the start-up banner shows about a running gateway (a dev token only in dev mode). */
+export async function bannerInfo(gw: Gateway): Promise<BannerInfo> {
+  const rt = gw.runtime;
+  const info: BannerInfo = {
+    version: rt.version,
+    model0: rt.config.defaultModel ?? Object.keys(rt.config.models)[0]!,
+    upstreams: [...rt.upstreams.values()].map((u) => `${u.name}=${u.config.url} (${u.config.protocol})`).join(', '),
+  };
+  // A token and an API key are printed in dev mode only (auth.dev: true): the log stream of a
+  // real deployment must never carry a credential.
+  if (rt.auth && (rt.config.auth as { dev?: boolean }).dev === true) {
+    try { info.devToken = (await rt.auth.mint({ sub: 'dev' }, 3600)).token; } catch { /* no signing key for dev tokens */ }
+    if (rt.auth.devApiKey) info.devApiKey = rt.auth.devApiKey;
+  }
+  return info;
+}
+
+/**
+ * Test-only fault injection: `GHOSTGATE_TEST_WORKER_ENV='{"2":{"X":null}}'` removes X from
+ * worker 2's environment (a string sets it), so a test can make one worker fail a reload the
+ * primary validated (a config that reads `${X}`). Honoured only in a test run (`GHOSTGATE_TEST_RUN`).
+ */
+function applyTestEnv(slot: number): void {
+  const spec = process.env.GHOSTGATE_TEST_WORKER_ENV;
+  if (!spec || !process.env.GHOSTGATE_TEST_RUN) return;
+  const forSlot = (JSON.parse(spec) as Record<string, Record<string, string | null>>)[String(slot)] ?? {};
+  for (const [k, v] of Object.entries(forSlot)) { if (v === null) delete process.env[k]; else process.env[k] = v; }
+}
