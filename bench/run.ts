@@ -17,6 +17,8 @@
  *   5. h1-throughput as 2 with HTTP/1.1 keep-alive sockets
  *   6. store      typing users through two gateways with rate-limit + supersede, one keeping their
  *                 state in process, one on a real redis-server (store.redis), alternating rounds
+ *   7. fastlane-off  as 2 with `server.fastLane: false` (HTTP/2 completions through Fastify's route);
+ *                 compare with 2 (`--only throughput,fastlane-off`)
  * (`--only` picks some of them.)
  *
  * Prints a table (medians across rounds) and writes everything to bench/results/<timestamp>.json.
@@ -71,13 +73,14 @@ if (argv.help) {
   --goaway-every N    model server GOAWAY period in streams (default 100)
   --quick             small numbers for a smoke run (< 60 s)
   --only LIST         run only these sections (comma-separated): latency, throughput, goaway,
-                      h1-latency, h1-throughput, store; h2 = latency,throughput; h1 = h1-latency,h1-throughput
+                      h1-latency, h1-throughput, store, fastlane-off; h2 = latency,throughput;
+                      h1 = h1-latency,h1-throughput
   --gateway-cpu-prof  run the gateway with --cpu-prof; profiles go to bench/results/prof-<time>/
 `);
   process.exit(0);
 }
 const quick = argv.quick === true;
-const SECTIONS = ['latency', 'throughput', 'goaway', 'h1-latency', 'h1-throughput', 'store'] as const;
+const SECTIONS = ['latency', 'throughput', 'goaway', 'h1-latency', 'h1-throughput', 'store', 'fastlane-off'] as const;
 type Section = typeof SECTIONS[number];
 const ALIASES: Record<string, Section[]> = { h2: ['latency', 'throughput'], h1: ['h1-latency', 'h1-throughput'], all: [...SECTIONS] };
 const ONLY = new Set<Section>();
@@ -689,10 +692,10 @@ async function stopServers(env: Env): Promise<void> {
   env.servers = {};
 }
 
-async function startServers(env: Env, m: { ttftMs: number; tokenMs: number; tokens: number }, goawayEvery = 0, trackArrivals = true): Promise<{ model: ModelProc; gw: GatewayProc }> {
+async function startServers(env: Env, m: { ttftMs: number; tokenMs: number; tokens: number }, goawayEvery = 0, trackArrivals = true, config?: string): Promise<{ model: ModelProc; gw: GatewayProc }> {
   const model = await ModelProc.start(env.ports.model, m, goawayEvery, trackArrivals);
   env.servers.model = model;
-  const gw = await GatewayProc.start(env.ports);
+  const gw = await GatewayProc.start(env.ports, config);
   env.servers.gw = gw;
   return { model, gw };
 }
@@ -723,9 +726,9 @@ async function latencySection(env: Env, protocol: ClientProtocol, tagPrefix: str
 type TputRounds = Array<{ direct: TputStats; gateway: TputStats }> & { sequential?: { direct: ClosedResult; gateway: ClosedResult } };
 
 /** Closed loop, alternating rounds, over one protocol; then one client sending sequential requests on one connection. */
-async function throughputSection(env: Env, protocol: ClientProtocol, tagPrefix: string): Promise<TputRounds> {
+async function throughputSection(env: Env, protocol: ClientProtocol, tagPrefix: string, config?: string): Promise<TputRounds> {
   const { lg } = env;
-  const { model, gw } = await startServers(env, TPUT_MODEL, 0, false);
+  const { model, gw } = await startServers(env, TPUT_MODEL, 0, false, config);
   const warmJob = (url: string, tag: string): ClosedJob => ({ cmd: 'closed', url, protocol, tag, sessions: OPT.sessions, concurrency: OPT.concurrency, seconds: OPT.warmupSeconds, maxTokens: TPUT_MODEL.tokens, requestTimeoutMs: 10_000, authTokens: AUTH_TOKENS });
   await lg.run(warmJob(model.url, 'Wtd'));
   await lg.run(warmJob(gw.url, 'Wtg'));
@@ -778,6 +781,16 @@ async function goawaySection(env: Env): Promise<{ phase: TypingStats; sessions: 
 
 type StoreRounds = Array<{ local: TypingStats; redis: TypingStats }>;
 interface StoreRun { rounds: StoreRounds; redisFallbacks: number; redisUp: number; skipped?: string }
+
+/** bench/gateway.bench.yaml with `server.fastLane: false`, written to a temp folder (policies by absolute path). */
+function fastLaneOffConfig(): string {
+  const base = readFileSync(path.join(ROOT, 'bench/gateway.bench.yaml'), 'utf8');
+  const abs = base.replace('  - ../policies/*.yaml', `  - ${path.join(ROOT, 'policies')}/*.yaml`);
+  if (abs === base) throw new Error('bench/gateway.bench.yaml: no ../policies/*.yaml entry to make absolute');
+  const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'ghostgate-bench-fastlane-')), 'gateway.fastlane-off.yaml');
+  writeFileSync(file, `${abs}\nserver:\n  fastLane: false\n`);
+  return file;
+}
 
 /** bench/gateway.bench.yaml with the store policy (rate-limit + supersede) and, for `redis`, store.redis. */
 function storeConfig(dir: string, redis: boolean): string {
@@ -1003,9 +1016,11 @@ function latencyRows(R: Report, S: LatencySummary, p: string, protocol: ClientPr
   R.row('Event-loop stall max: loadgen / gateway (ms)', f(S.noise.loadgenLoopDelayMaxMs.direct, 1), `${f(S.noise.loadgenLoopDelayMaxMs.gateway, 1)} / ${f(S.noise.gatewayLoopLagMaxMs, 1)}`, '', '', '');
 }
 
-function tputRows(R: Report, T: TputSummary, p: string, protocol: ClientProtocol): void {
-  R.row('Max throughput (req/s)', f(T.directRps, 0), f(T.gatewayRps, 0), `${f(T.ratio)}×`, `≥ ${TARGETS.throughputRatio}×`,
-    R.check(`${p}Throughput ratio`, `${f(T.ratio)}×`, `≥ ${TARGETS.throughputRatio}×`, T.ratio >= TARGETS.throughputRatio));
+function tputRows(R: Report, T: TputSummary, p: string, protocol: ClientProtocol, target = true): void {
+  if (target) {
+    R.row('Max throughput (req/s)', f(T.directRps, 0), f(T.gatewayRps, 0), `${f(T.ratio)}×`, `≥ ${TARGETS.throughputRatio}×`,
+      R.check(`${p}Throughput ratio`, `${f(T.ratio)}×`, `≥ ${TARGETS.throughputRatio}×`, T.ratio >= TARGETS.throughputRatio));
+  } else R.row('Max throughput (req/s)', f(T.directRps, 0), f(T.gatewayRps, 0), `${f(T.ratio)}×`, '', '');
   R.row('  closed-loop latency p50 (ms)', f(T.directLatencyP50Ms), f(T.gatewayLatencyP50Ms), '', '', '');
   R.row(`  one client, sequential on one ${protocol === 'h1' ? 'socket' : 'session'}: p50 (ms)`, f(T.sequentialP50Ms.direct), f(T.sequentialP50Ms.gateway), signMs(T.sequentialP50Ms.gateway - T.sequentialP50Ms.direct), '', '');
   R.row('  CPU ms per 1000 req: gateway process', '', f(T.gatewayCpuMsPer1000, 0), `${f(T.gatewayCores)} cores busy`, '', '');
@@ -1040,6 +1055,8 @@ async function main(): Promise<void> {
     if (runs('goaway')) { head(`GOAWAY: model --goaway-every ${OPT.goawayEvery} (latency settings), typing users via the gateway for ${OPT.goawaySeconds} s`); goaway = await goawaySection(env); }
     if (runs('h1-latency')) { head(`latency, HTTP/1.1 keep-alive clients (a cancel closes the socket): ${latencyModel}`); h1Latency = await latencySection(env, 'h1', 'H'); }
     if (runs('h1-throughput')) { head(`throughput, HTTP/1.1 keep-alive clients: ${tputModel}; ${OPT.concurrency} sockets`); h1Tput = await throughputSection(env, 'h1', 'U'); }
+    let fastLaneOff: TputRounds | undefined;
+    if (runs('fastlane-off')) { head(`throughput, HTTP/2 clients, server.fastLane: false (Fastify's route): ${tputModel}; ${OPT.concurrency} streams over ${OPT.sessions} sessions`); fastLaneOff = await throughputSection(env, 'h2', 'F', fastLaneOffConfig()); }
     let store: StoreRun | undefined;
     if (runs('store')) { head(`shared store: rate-limit + supersede in process vs on redis-server (store.redis), HTTP/2 typing users: ${latencyModel}`); store = await storeSection(env); }
 
@@ -1060,6 +1077,14 @@ async function main(): Promise<void> {
       summary.throughput = T;
       R.sep();
       tputRows(R, T, '', 'h2');
+      noiseValues.push(T.othersCores.direct, T.othersCores.gateway);
+    }
+    if (fastLaneOff) {
+      const T = summarizeTput(fastLaneOff);
+      summary.fastLaneOff = T;
+      R.sep();
+      R.row('HTTP/2 clients, server.fastLane: false (compare with the throughput rows above)');
+      tputRows(R, T, 'fast lane off: ', 'h2', false);
       noiseValues.push(T.othersCores.direct, T.othersCores.gateway);
     }
     if (goaway) {
