@@ -780,7 +780,7 @@ async function goawaySection(env: Env): Promise<{ phase: TypingStats; sessions: 
 }
 
 type StoreRounds = Array<{ local: TypingStats; redis: TypingStats }>;
-interface StoreRun { rounds: StoreRounds; redisFallbacks: number; redisUp: number; skipped?: string }
+interface StoreRun { rounds: StoreRounds; redisFallbacks: number; redisFallbackTimeouts: number; redisUp: number; skipped?: string }
 
 /** bench/gateway.bench.yaml with `server.fastLane: false`, written to a temp folder (policies by absolute path). */
 function fastLaneOffConfig(): string {
@@ -842,7 +842,7 @@ async function storeSection(env: Env, protocol: ClientProtocol = 'h2'): Promise<
   ].join('\n') + '\n');
   const redisPort = await freePort();
   const redis = await startRedisServer(redisPort, dir);
-  if (typeof redis === 'string') { log(`  skipped: ${redis}`); return { rounds: [], redisFallbacks: NaN, redisUp: NaN, skipped: redis }; }
+  if (typeof redis === 'string') { log(`  skipped: ${redis}`); return { rounds: [], redisFallbacks: NaN, redisFallbackTimeouts: NaN, redisUp: NaN, skipped: redis }; }
   try {
     const model = await ModelProc.start(env.ports.model, LATENCY_MODEL);
     env.servers.model = model;
@@ -865,7 +865,7 @@ async function storeSection(env: Env, protocol: ClientProtocol = 'h2'): Promise<
         rounds.push({ local: l, redis: rd });
       }
       const m = await shared.metrics();
-      return { rounds, redisFallbacks: promSum(m, 'ghostgate_store_fallback_total'), redisUp: promSum(m, 'ghostgate_store_up') };
+      return { rounds, redisFallbacks: promSum(m, 'ghostgate_store_fallback_total'), redisFallbackTimeouts: promSum(m, 'ghostgate_store_fallback_total', { reason: 'timeout' }), redisUp: promSum(m, 'ghostgate_store_up') };
     } finally {
       await shared.child.stop();
       await stopServers(env);
@@ -1128,7 +1128,7 @@ async function main(): Promise<void> {
         R.row('  TTFB p50', `${f(p50.local)} ms`, `${f(p50.redis)} ms`, signMs(p50.redis - p50.local), '≤ +0.20 ms',
           R.check('store: redis TTFB p50 overhead', signMs(p50.redis - p50.local), '≤ +0.20 ms', p50.redis - p50.local <= 0.2));
         R.row('  TTFB p99', `${f(p99.local)} ms`, `${f(p99.redis)} ms`, signMs(p99.redis - p99.local), '', '');
-        R.row('  failed + truncated / store fallbacks (redis side)', `${failed}`, `${store.redisFallbacks}`, '', '0 / 0',
+        R.row('  failed + truncated / store fallbacks (redis side)', `${failed}`, `${store.redisFallbacks} (${store.redisFallbackTimeouts} past timeoutMs)`, '', '0 / 0',
           R.check('store: no failures, no fallbacks', `${failed} / ${store.redisFallbacks}`, '0 / 0', failed === 0 && store.redisFallbacks === 0));
       }
     }

@@ -3,7 +3,7 @@
  *
  * - `take` (rate-limit): one EVALSHA of a token-bucket script (the same algorithm as the
  *   in-process bucket, on Redis's clock, so every process sees one bucket). The step awaits it
- *   for at most `timeoutMs`; autopipelining puts the commands of one loop turn in one write.
+ *   for at most `timeoutMs`; the command is written at once (no autopipelining: see below).
  *   Cost: one round trip to Redis per allowed request (`npm run bench -- --only store` compares
  *   TTFB with the in-process store; bench/store-cost.ts times the call alone). A denial is
  *   remembered by the caller until the bucket can have a token again, so a client that is over
@@ -128,7 +128,10 @@ export class RedisStore implements SharedStore {
       ?? new Gauge({ name: 'ghostgate_store_up', help: '1 while the shared store (Redis) answers within its budget, else 0 (in-process fallback).', registers: [registry] });
     this.#upGauge.set(0);
     const common = {
-      enableAutoPipelining: true,
+      // No autopipelining: it holds each command until setImmediate (one more event-loop turn
+      // before the write, milliseconds under load) to batch it; a request waiting on `take`
+      // would wait for that turn too. Each command is written at once instead.
+      enableAutoPipelining: false,
       // Never queue while disconnected, never replay after a reconnect: the caller has moved on.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
