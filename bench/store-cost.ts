@@ -46,7 +46,7 @@ for (let i = 0; i < N; i++) {
 
 const c0 = cpuUs();
 for (let i = 0; i < N; i += 64) {
-  const batch: Array<Promise<number | undefined> | undefined> = [];
+  const batch: Array<Promise<unknown> | undefined> = [];
   for (let j = 0; j < 64; j++) batch.push(store.take(`u${(i + j) % 500}`, perMs, 1e6));
   await Promise.all(batch);
 }

@@ -2,12 +2,12 @@
  * The shared store on Redis (ioredis). Design, per operation:
  *
  * - `take` (rate-limit): one EVALSHA of a token-bucket script (the same algorithm as the
- *   in-process bucket, on Redis's clock, so every process sees one bucket). The step awaits it
- *   for at most `timeoutMs`; the command is written at once (no autopipelining: see below).
- *   Cost: one round trip to Redis per allowed request (`npm run bench -- --only store` compares
- *   TTFB with the in-process store; bench/store-cost.ts times the call alone). A denial is
- *   remembered by the caller until the bucket can have a token again, so a client that is over
- *   its limit costs no Redis call at all.
+ *   in-process bucket, on Redis's clock, so every process sees one bucket), answering the tokens
+ *   left. A caller that awaits it waits at most `timeoutMs`; the command is written at once (no
+ *   autopipelining: see below). plugins/rate-limit awaits it only near the limit: with headroom
+ *   it allows at once and takes the token with `force` (counted even if the bucket emptied
+ *   meanwhile); below one token it denies without a call. `npm run bench -- --only store`
+ *   compares TTFB with the in-process store; bench/store-cost.ts times the calls alone.
  * - `claim`/`release` (supersede): one EVALSHA each, never awaited (0 wait on the hot path).
  *   `claim` swaps the key's holder and PUBLISHes the previous holder's token on that holder's
  *   own channel (`<prefix>sup:<instance id>`), so only the process holding the superseded
@@ -25,7 +25,7 @@ import { Redis } from 'ioredis';
 import { Counter, Gauge } from 'prom-client';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../types.ts';
-import type { SharedStore } from './types.ts';
+import type { SharedStore, TakeResult } from './types.ts';
 
 export interface RedisStoreOptions {
   /** `redis://[user:password@]host:port[/db]` or `rediss://` (TLS). A secret: never printed. */
@@ -40,8 +40,9 @@ export interface RedisStoreOptions {
 
 /**
  * Token bucket, as plugins/rate-limit does it in process: KEYS[1] holds {k: tokens, t: ms};
- * ARGV = perMs, burst. Returns 0 when a token was taken, else the ms until one is free. A bucket
- * that refilled completely is the same as none, so the key expires then.
+ * ARGV = perMs, burst, force ('1': take even from an empty bucket, down to -burst). Returns
+ * {1 if taken else 0, tokens left × 1000}. A bucket that refilled completely is the same as none,
+ * so the key expires then.
  */
 const TAKE = `
 local perMs = tonumber(ARGV[1])
@@ -54,11 +55,12 @@ if b[1] then
   tokens = tonumber(b[1]) + (now - tonumber(b[2])) * perMs
   if tokens > burst then tokens = burst end
 end
-if tokens < 1 then return math.ceil((1 - tokens) / perMs) end
+if tokens < 1 and ARGV[3] ~= '1' then return {0, math.floor(tokens * 1000)} end
 tokens = tokens - 1
+if tokens < -burst then tokens = -burst end
 redis.call('HSET', KEYS[1], 'k', tokens, 't', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / perMs) + 1000)
-return 0
+return {1, math.floor(tokens * 1000)}
 `;
 
 /** KEYS[1] = the supersede key; ARGV = token ("<instance> <n>"), channel prefix, ttl ms. */
@@ -85,12 +87,13 @@ type Op = 'take' | 'claim' | 'release';
 type Reason = 'down' | 'timeout' | 'error';
 
 interface Scripted {
-  ggTake(key: string, perMs: number, burst: number): Promise<number>;
+  ggTake(key: string, perMs: number, burst: number, force: '0' | '1'): Promise<[number, number]>;
   ggClaim(key: string, token: string, channelPrefix: string, ttlMs: number): Promise<number>;
   ggRelease(key: string, token: string): Promise<number>;
 }
 
 const noop = (): void => {};
+const toTakeResult = (a: [number, number]): TakeResult => ({ taken: a[0] === 1, tokens: a[1] / 1000 });
 
 export class RedisStore implements SharedStore {
   readonly instanceId = randomBytes(8).toString('hex');
@@ -168,9 +171,9 @@ export class RedisStore implements SharedStore {
 
   get up(): boolean { return this.#up; }
 
-  take(key: string, perMs: number, burst: number): Promise<number | undefined> | undefined {
+  take(key: string, perMs: number, burst: number, force = false): Promise<TakeResult | undefined> | undefined {
     if (!this.#up) { this.#fallbacks.labels('take', 'down').inc(); return undefined; }
-    return this.#budget(this.#client.ggTake(this.#o.keyPrefix + 'rl:' + key, perMs, burst), 'take');
+    return this.#budget(this.#client.ggTake(this.#o.keyPrefix + 'rl:' + key, perMs, burst, force ? '1' : '0'), 'take', toTakeResult);
   }
 
   claim(key: string, token: string): void {
@@ -224,8 +227,8 @@ export class RedisStore implements SharedStore {
   }
 
   /** `p`'s answer if it comes within the budget, else undefined (and the store is down until a probe passes). */
-  #budget<T>(p: Promise<T>, op: Op): Promise<T | undefined> {
-    return new Promise<T | undefined>((resolve) => {
+  #budget<T, U>(p: Promise<T>, op: Op, map: (v: T) => U): Promise<U | undefined> {
+    return new Promise<U | undefined>((resolve) => {
       let settled = false;
       // At the deadline, let this loop turn read what already arrived: an answer that waited
       // behind our own busy event loop is not Redis being slow.
@@ -240,7 +243,7 @@ export class RedisStore implements SharedStore {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        resolve(v);
+        resolve(map(v));
       }, () => {
         if (settled) return;
         settled = true;

@@ -6,14 +6,19 @@
  * core/store/redis.ts for the design and its cost.
  */
 
+/** What a shared bucket answered: whether a token was taken, and the tokens left after it (may be < 0 after forced takes). */
+export interface TakeResult { readonly taken: boolean; readonly tokens: number }
+
 export interface SharedStore {
   /**
    * Take one token from the shared token bucket `key` (refill `perMs` tokens per ms, at most
-   * `burst`). Returns a promise of the wait in ms until a token is free (0: one was taken), or
-   * `undefined` when the store cannot answer now or within its budget: the caller falls back to
-   * its in-process bucket. The synchronous `undefined` (store down) costs no wait at all.
+   * `burst`). With `force`, the token is taken even from an empty bucket (it goes into debt, at
+   * most `-burst`): for a request already allowed on an estimate, so the shared count still holds
+   * it. Returns a promise of the outcome, or `undefined` when the store cannot answer now or
+   * within its budget: the caller falls back to its in-process bucket. The synchronous
+   * `undefined` (store down) costs no wait at all.
    */
-  take(key: string, perMs: number, burst: number): Promise<number | undefined> | undefined;
+  take(key: string, perMs: number, burst: number, force?: boolean): Promise<TakeResult | undefined> | undefined;
   /**
    * Record that `token` (from `newToken`) now holds `key`. If another token held it, that token's
    * process is told (its `onSuperseded` handlers run), wherever it runs. Fire and forget.

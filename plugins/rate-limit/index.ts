@@ -10,24 +10,35 @@
  * at `maxKeys` the oldest bucket makes room for a new one.
  *
  * With a shared store (`store.redis`), the bucket is the store's: one limit across every worker
- * and instance. The step waits for the store at most `store.redis.timeoutMs`; when it cannot
- * answer (down, slow), this process's bucket decides as above (fail open, counted by the
- * store). A denial from the store is remembered until the bucket can hold a token again (other
- * processes can only take tokens, never add them), so a client over its limit costs no store call.
+ * and instance. Each answer from the store tells this process how many tokens were left; other
+ * processes can only take tokens, so that (refilled) is an upper bound of what is left now:
+ * - below 1 → 429 at once, no store call (a client over its limit costs nothing);
+ * - more than 1 + `headroom` (a quarter of `burst`) → allowed at once, the token taken in the
+ *   store without waiting (forced: the store counts it even if others emptied the bucket
+ *   meanwhile, so the debt is paid by later denials and the long-run rate stays exact);
+ * - otherwise, and for a subject this process has not seen, the step waits for the store (at
+ *   most `store.redis.timeoutMs`), so the last quarter of a bucket is counted exactly.
+ * When the store cannot answer (down, slow), this process's bucket decides as without a store
+ * (fail open, counted by the store).
  */
 import { performance } from 'node:perf_hooks';
 import { compileFactPath, definePlugin, factKey, GatewayError } from '../../core/plugin-api.ts';
-import type { FactReader, LocalReply, FromSchema, JsonSchema } from '../../core/plugin-api.ts';
+import type { FactReader, LocalReply, FromSchema, JsonSchema, TakeResult } from '../../core/plugin-api.ts';
 
 
 /** One subject's bucket: tokens left at time `t` (ms, performance.now()). */
 interface Bucket { tokens: number; t: number }
 type Buckets = Map<string, Bucket>;
 /**
- * The buckets of one bucket set, and how many live steps use them (freed at zero). `deniedUntil`:
- * shared-store key → performance.now() until which the shared bucket is known to be empty.
+ * What this process knows of a shared bucket: `tokens` left at `t` (performance.now()) per the
+ * store's last answer (NaN before the first), and takes sent since that are not answered yet.
  */
-interface BucketSet { readonly bySubject: Buckets; readonly byIp: Buckets; readonly deniedUntil: Map<string, number>; users: number }
+interface Known { tokens: number; t: number; inflight: number }
+/**
+ * The buckets of one bucket set, and how many live steps use them (freed at zero). `known`:
+ * shared-store key → what the store last said about that bucket.
+ */
+interface BucketSet { readonly bySubject: Buckets; readonly byIp: Buckets; readonly known: Map<string, Known>; users: number }
 
 /** Cached replies for Retry-After 1..MAX_CACHED s (a limited client retries a lot: no allocation). */
 const MAX_CACHED = 3600;
@@ -71,9 +82,9 @@ export default definePlugin<RateLimitParams>({
     const sets = ctx.shared('bucket-sets', () => new Map<string, BucketSet>());
     const setName = params.bucketSet ?? `${params.key} ${rate}/s burst ${burst}`;
     let set = sets.get(setName);
-    if (set === undefined) sets.set(setName, (set = { bySubject: new Map(), byIp: new Map(), deniedUntil: new Map(), users: 0 }));
+    if (set === undefined) sets.set(setName, (set = { bySubject: new Map(), byIp: new Map(), known: new Map(), users: 0 }));
     set.users++;
-    const { bySubject, byIp, deniedUntil } = set;
+    const { bySubject, byIp, known } = set;
     const shared = ctx.store;
 
     const replies: LocalReply[] = [];
@@ -106,7 +117,7 @@ export default definePlugin<RateLimitParams>({
       const now = performance.now();
       sweep(bySubject, now);
       sweep(byIp, now);
-      for (const [k, until] of deniedUntil) if (until <= now) deniedUntil.delete(k);
+      for (const [k, kn] of known) if (kn.inflight === 0 && !(kn.tokens + (now - kn.t) * perMs < burst)) known.delete(k);
     }, sweepMs);
     timer.unref();
     ctx.onClose(() => {
@@ -143,13 +154,25 @@ export default definePlugin<RateLimitParams>({
     }
 
     const storePrefix = `${setName}\0`;
-    /** The store's answer: 0 = a token was taken; else ms until one is free; undefined = decide here. */
-    const settle = (wait: number | undefined, buckets: Buckets, k: string, sk: string): LocalReply | undefined => {
-      if (wait === undefined) return local(buckets, k);
-      if (wait <= 0) return undefined;
-      if (!deniedUntil.has(sk) && deniedUntil.size >= maxKeys) deniedUntil.delete(deniedUntil.keys().next().value!);
-      deniedUntil.set(sk, performance.now() + wait);
-      return replyFor(Math.max(1, Math.ceil(wait / 1000)));
+    const headroom = Math.max(1, Math.ceil(burst / 4));
+    /** Tokens in the shared bucket now, at most: the last answer, refilled, less our takes in flight. */
+    const estimate = (kn: Known, now: number): number => {
+      const v = kn.tokens + (now - kn.t) * perMs;
+      return (v > burst ? burst : v) - kn.inflight;
+    };
+    const sent = (sk: string): void => {
+      let kn = known.get(sk);
+      if (kn === undefined) {
+        if (known.size >= maxKeys) known.delete(known.keys().next().value!);
+        known.set(sk, (kn = { tokens: NaN, t: 0, inflight: 0 }));
+      }
+      kn.inflight++;
+    };
+    const answered = (sk: string, r: TakeResult | undefined): void => {
+      const kn = known.get(sk);
+      if (kn === undefined) return;
+      if (kn.inflight > 0) kn.inflight--;
+      if (r !== undefined) { kn.tokens = r.tokens; kn.t = performance.now(); }
     };
     return {
       request: function rateLimitShared(ex) {
@@ -157,15 +180,26 @@ export default definePlugin<RateLimitParams>({
         const buckets = subject === undefined ? byIp : bySubject;
         const k = subject === undefined ? ex.facts.request.ip : subject;
         const sk = (subject === undefined ? storePrefix + 'ip\0' : storePrefix + 'sub\0') + k;
-        const until = deniedUntil.get(sk);
-        if (until !== undefined) {
-          const left = until - performance.now();
-          if (left > 0) return replyFor(Math.max(1, Math.ceil(left / 1000)));
-          deniedUntil.delete(sk);
+        const kn = known.get(sk);
+        if (kn !== undefined) {
+          const est = estimate(kn, performance.now());
+          if (est < 1) return replyFor(Math.max(1, Math.ceil((1 - est) / rate)));
+          if (est - 1 >= headroom) {
+            const p = shared.take(sk, perMs, burst, true);
+            if (p === undefined) return local(buckets, k);
+            kn.inflight++;
+            p.then((r) => answered(sk, r), () => answered(sk, undefined));
+            return undefined;
+          }
         }
-        const answer = shared.take(sk, perMs, burst);
-        if (answer === undefined) return local(buckets, k);
-        return answer.then((wait) => settle(wait, buckets, k, sk));
+        const p = shared.take(sk, perMs, burst);
+        if (p === undefined) return local(buckets, k);
+        sent(sk);
+        return p.then((r) => {
+          answered(sk, r);
+          if (r === undefined) return local(buckets, k);
+          return r.taken ? undefined : replyFor(Math.max(1, Math.ceil((1 - r.tokens) / rate)));
+        });
       },
     };
   },

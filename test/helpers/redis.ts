@@ -60,7 +60,7 @@ export async function startRedis(t: Skipper, o: { password?: string } = {}): Pro
   const bin = redisServerPath();
   if (bin === undefined) { void t.skip(SKIP, () => {}); return undefined; }
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-redis-'));
-  const port = await freePort();
+  let port = await freePort();
   let child: ChildProcess | undefined;
   const start = async (): Promise<void> => {
     const c = spawnTracked(NODE_BIN, ['-e', WRAPPER, bin, '--port', String(port), '--bind', '127.0.0.1', '--dir', dir,
@@ -70,7 +70,7 @@ export async function startRedis(t: Skipper, o: { password?: string } = {}): Pro
     child = c;
     let err = '';
     c.stderr!.on('data', (d: Buffer) => { err += String(d); });
-    c.stdout!.on('data', () => {});
+    c.stdout!.on('data', (d: Buffer) => { err += String(d); });
     // Ready when it answers PING (redis-cli ships with redis-server), bounded.
     const deadline = Date.now() + 15_000;
     for (;;) {
@@ -87,7 +87,14 @@ export async function startRedis(t: Skipper, o: { password?: string } = {}): Pro
       await new Promise((r) => setTimeout(r, 20));
     }
   };
-  await start();
+  // The free port may be taken between finding it and redis-server binding it (tests run in
+  // parallel): then try another one.
+  for (let attempt = 1; ; attempt++) {
+    try { await start(); break; } catch (e) {
+      if (attempt >= 3 || child?.exitCode === null) throw e;
+      port = await freePort();
+    }
+  }
   t.teardown(() => { if (child) { killGroup(child, 'SIGCONT'); killGroup(child); } });
   return {
     url: o.password ? `redis://:${o.password}@127.0.0.1:${port}` : `redis://127.0.0.1:${port}`,

@@ -6,23 +6,23 @@ import t from 'tap';
 import { Registry } from 'prom-client';
 import rateLimit from '../../plugins/rate-limit/index.ts';
 import supersede from '../../plugins/supersede/index.ts';
-import type { SharedStore } from '../../core/store/types.ts';
+import type { SharedStore, TakeResult } from '../../core/store/types.ts';
 import type { LocalReply, OutboundRequest } from '../../core/types.ts';
 import { loadStep } from '../helpers/plugin-step.ts';
 import { makeExchange } from '../helpers/exchange.ts';
 
-/** A store whose `take` answers from a queue: a number (ms to wait), 'down' (sync undefined) or 'timeout' (async undefined). */
+/** A store whose `take` answers from a queue: a result, 'down' (sync undefined) or 'timeout' (async undefined). */
 function scripted() {
-  const answers: Array<number | 'down' | 'timeout'> = [];
-  const takes: string[] = [];
+  const answers: Array<TakeResult | 'down' | 'timeout'> = [];
+  const takes: Array<{ key: string; force: boolean }> = [];
   const claims: Array<[string, string]> = [];
   const releases: Array<[string, string]> = [];
   const handlers: Array<(tok: string) => void> = [];
   let n = 0;
   const store: SharedStore = {
-    take(key) {
-      takes.push(key);
-      const a = answers.shift() ?? 0;
+    take(key, _perMs, _burst, force = false) {
+      takes.push({ key, force });
+      const a = answers.shift() ?? { taken: true, tokens: 0 };
       if (a === 'down') return undefined;
       return Promise.resolve(a === 'timeout' ? undefined : a);
     },
@@ -36,24 +36,46 @@ function scripted() {
 
 const hit = async (step: { request?: (ex: never) => unknown }, sub: string) =>
   (await step.request!(makeExchange({ claims: { sub } }) as never)) as LocalReply | undefined;
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
-t.test('rate-limit: the store decides; a denial is remembered (no store call) until a token can be free', async (t) => {
+t.test('rate-limit with a store: wait for it near the limit, not with headroom; deny from what it said', async (t) => {
   const s = scripted();
-  const { step } = await loadStep(rateLimit, { ratePerSecond: 1, burst: 1 }, { store: s.store });
-  s.answers.push(0, 30_000);
-  t.equal(await hit(step, 'alice'), undefined, 'store says taken: allowed');
-  const denied = await hit(step, 'alice');
-  t.equal(denied?.status, 429, 'store says wait 30 s: 429');
-  t.equal(denied?.headers?.['retry-after'], '30', 'Retry-After from the store\'s wait');
-  t.equal(s.takes.length, 2);
-  const again = await hit(step, 'alice');
-  t.equal(again?.status, 429, 'still denied');
-  t.ok(Number(again?.headers?.['retry-after']) >= 29, 'with what is left of the wait');
-  t.equal(s.takes.length, 2, 'without asking the store');
-  t.equal(await hit(step, 'bob'), undefined, 'another subject is asked about');
-  t.equal(s.takes.length, 3);
-  t.match(s.takes[0], /alice$/, 'the store key names the subject');
-  t.not(s.takes[0], s.takes[2]);
+  // 1 token per 1000 s: no refill during the test. burst 8 → headroom 2.
+  const { step } = await loadStep(rateLimit, { ratePerSecond: 0.001, burst: 8 }, { store: s.store });
+  s.answers.push({ taken: true, tokens: 7 });
+  const first = step.request!(makeExchange({ claims: { sub: 'alice' } }));
+  t.ok(first instanceof Promise, 'a subject not seen yet: the step waits for the store');
+  t.equal(await first, undefined, 'which took a token');
+  t.same(s.takes.at(-1), { key: s.takes[0]!.key, force: false });
+  s.answers.push({ taken: true, tokens: 2 }); // meanwhile, other processes took 4
+  const fast = step.request!(makeExchange({ claims: { sub: 'alice' } }));
+  t.equal(fast, undefined, '7 left, more than 1 + headroom: allowed at once, no promise');
+  t.same(s.takes.at(-1)?.force, true, 'and the token is taken in the store without waiting (forced)');
+  await tick();
+  s.answers.push({ taken: false, tokens: 0.5 });
+  const near = step.request!(makeExchange({ claims: { sub: 'alice' } }));
+  t.ok(near instanceof Promise, 'the store said 2 left: near the limit, the step waits for the store');
+  const denied = (await near) as LocalReply | undefined;
+  t.equal(denied?.status, 429, 'the store said no');
+  t.equal(denied?.headers?.['retry-after'], '500', 'Retry-After from what is left: (1 - 0.5) tokens at 0.001/s');
+  const calls = s.takes.length;
+  const again = step.request!(makeExchange({ claims: { sub: 'alice' } })) as LocalReply | undefined;
+  t.equal(again?.status, 429, 'below one token left: denied at once');
+  t.equal(s.takes.length, calls, 'without asking the store (others can only take tokens)');
+  t.ok((await hit(step, 'bob')) === undefined && s.takes.length === calls + 1, 'another subject is asked about');
+  t.not(s.takes.at(-1)!.key, s.takes[0]!.key, 'in its own bucket');
+});
+
+t.test('rate-limit with burst 1: every allowed request is counted by the store first (no headroom)', async (t) => {
+  const s = scripted();
+  const { step } = await loadStep(rateLimit, { ratePerSecond: 1000, burst: 1 }, { store: s.store });
+  for (let i = 0; i < 3; i++) {
+    s.answers.push({ taken: true, tokens: 1 });
+    const r = step.request!(makeExchange({ claims: { sub: 'carl' } }));
+    t.ok(r instanceof Promise, `request ${i}: waits for the store`);
+    await r;
+  }
+  t.same(s.takes.map((x) => x.force), [false, false, false]);
 });
 
 t.test('rate-limit: store down or over budget → this process\'s bucket decides (fail open, as without a store)', async (t) => {
