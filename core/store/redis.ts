@@ -196,7 +196,7 @@ export class RedisStore implements SharedStore {
     const sentAt = this.#pending[this.#pendingHead];
     if (sentAt !== undefined && performance.now() - sentAt > this.#o.timeoutMs) {
       this.#fallbacks.labels(op, 'timeout').inc();
-      this.#down(`no answer within store.redis.timeoutMs (${this.#o.timeoutMs} ms)`);
+      this.#down(`no answer within store.redis.timeoutMs (${this.#o.timeoutMs} ms)`, true);
       return false;
     }
     return true;
@@ -236,7 +236,7 @@ export class RedisStore implements SharedStore {
         if (settled) return;
         settled = true;
         this.#fallbacks.labels(op, 'timeout').inc();
-        this.#down(`no answer within store.redis.timeoutMs (${this.#o.timeoutMs} ms)`);
+        this.#down(`no answer within store.redis.timeoutMs (${this.#o.timeoutMs} ms)`, true);
         resolve(undefined);
       }), this.#o.timeoutMs);
       p.then((v) => {
@@ -254,7 +254,8 @@ export class RedisStore implements SharedStore {
     });
   }
 
-  #down(why: string): void {
+  /** `slow`: a call overran its budget (the connection is fine): probe again soon, not after retryMs. */
+  #down(why: string, slow = false): void {
     if (this.#closed) return;
     if (this.#up) {
       this.#up = false;
@@ -264,14 +265,14 @@ export class RedisStore implements SharedStore {
       this.#loggedInitialDown = true;
       this.#log.warn({ store: this.#where, reason: why }, 'shared store (Redis) not reachable yet: rate-limit and supersede use in-process state until it answers');
     }
-    this.#scheduleProbe();
+    this.#scheduleProbe(slow ? this.#o.timeoutMs : this.#o.retryMs);
   }
 
   #loggedInitialDown = false;
 
-  #scheduleProbe(): void {
+  #scheduleProbe(ms = this.#o.retryMs): void {
     if (this.#closed || this.#probe) return;
-    this.#probe = setTimeout(() => { this.#probe = undefined; this.#probeNow(); }, this.#o.retryMs);
+    this.#probe = setTimeout(() => { this.#probe = undefined; this.#probeNow(); }, ms);
     this.#probe.unref();
   }
 
@@ -280,7 +281,7 @@ export class RedisStore implements SharedStore {
     if (this.#closed || this.#up || this.#probing) return;
     if (this.#client.status !== 'ready') { this.#scheduleProbe(); return; }
     this.#probing = true;
-    const timer = setTimeout(() => { done(false); }, this.#o.timeoutMs);
+    const timer = setTimeout(() => setImmediate(() => done(false)), this.#o.timeoutMs); // as in #budget
     const done = (ok: boolean): void => {
       if (!this.#probing) return;
       this.#probing = false;
