@@ -73,14 +73,14 @@ if (argv.help) {
   --goaway-every N    model server GOAWAY period in streams (default 100)
   --quick             small numbers for a smoke run (< 60 s)
   --only LIST         run only these sections (comma-separated): latency, throughput, goaway,
-                      h1-latency, h1-throughput, store, fastlane-off; h2 = latency,throughput;
+                      h1-latency, h1-throughput, store, fastlane-off, workers; h2 = latency,throughput;
                       h1 = h1-latency,h1-throughput
   --gateway-cpu-prof  run the gateway with --cpu-prof; profiles go to bench/results/prof-<time>/
 `);
   process.exit(0);
 }
 const quick = argv.quick === true;
-const SECTIONS = ['latency', 'throughput', 'goaway', 'h1-latency', 'h1-throughput', 'store', 'fastlane-off'] as const;
+const SECTIONS = ['latency', 'throughput', 'goaway', 'h1-latency', 'h1-throughput', 'store', 'fastlane-off', 'workers'] as const;
 type Section = typeof SECTIONS[number];
 const ALIASES: Record<string, Section[]> = { h2: ['latency', 'throughput'], h1: ['h1-latency', 'h1-throughput'], all: [...SECTIONS] };
 const ONLY = new Set<Section>();
@@ -255,10 +255,10 @@ class GatewayProc {
     this.url = `http://127.0.0.1:${ports.gateway}`;
     this.admin = `http://127.0.0.1:${ports.admin}`;
   }
-  static async start(ports: Ports, config = 'bench/gateway.bench.yaml', extraEnv: NodeJS.ProcessEnv = {}): Promise<GatewayProc> {
+  static async start(ports: Ports, config = 'bench/gateway.bench.yaml', extraEnv: NodeJS.ProcessEnv = {}, args: string[] = []): Promise<GatewayProc> {
     const env = { ...BENCH_ENV, ...extraEnv, BENCH_GATEWAY_PORT: String(ports.gateway), BENCH_ADMIN_PORT: String(ports.admin), BENCH_MODEL_PORT: String(ports.model) };
     const prof = OPT.gatewayCpuProf ? ['--cpu-prof', '--cpu-prof-dir', path.join(RESULTS_DIR, `prof-${STAMP}`)] : [];
-    const child = new Child('gateway', [...prof, 'bin/ghostgate.ts', 'start', '--config', config], env);
+    const child = new Child('gateway', [...prof, 'bin/ghostgate.ts', 'start', '--config', config, ...args], env);
     const g = new GatewayProc(child, ports);
     const until = Date.now() + 20_000;
     while (Date.now() < until && child.exitCode === undefined) {
@@ -266,8 +266,10 @@ class GatewayProc {
         const r = await fetch(`${g.admin}/_ping`, { signal: AbortSignal.timeout(1000) });
         if (r.ok) {
           // Wait for the upstream pool to be connected.
-          const up = await getJson<Record<string, { live: number }>>(`${g.admin}/-/upstreams`);
-          if ((up.local?.live ?? 0) >= 1) return g;
+          // (With --workers N: every worker's pool, listed under `workers`.)
+          const up = await getJson<Record<string, { live: number }> & { workers?: Array<{ upstreams: Record<string, { live: number }> }> }>(`${g.admin}/-/upstreams`);
+          const pools = up.workers ? up.workers.map((w) => w.upstreams) : [up];
+          if (pools.every((u) => (u.local?.live ?? 0) >= 1)) return g;
         }
       } catch { /* not listening yet */ }
       await sleep(100);
@@ -660,8 +662,8 @@ interface TputStats {
   cpuMsPer1000: { gateway: number; model: number; loadgen: number };
 }
 
-async function tputPhase(lg: LoadGen, model: ModelProc, gw: GatewayProc, side: 'direct' | 'gateway', round: number, tag: string, seconds: number, protocol: ClientProtocol = 'h2'): Promise<TputStats> {
-  const job: ClosedJob = { cmd: 'closed', url: side === 'direct' ? model.url : gw.url, protocol, tag, sessions: OPT.sessions, concurrency: OPT.concurrency, seconds, maxTokens: TPUT_MODEL.tokens, requestTimeoutMs: 10_000, authTokens: AUTH_TOKENS };
+async function tputPhase(lg: LoadGen, model: ModelProc, gw: GatewayProc, side: 'direct' | 'gateway', round: number, tag: string, seconds: number, protocol: ClientProtocol = 'h2', sessions = OPT.sessions): Promise<TputStats> {
+  const job: ClosedJob = { cmd: 'closed', url: side === 'direct' ? model.url : gw.url, protocol, tag, sessions, concurrency: OPT.concurrency, seconds, maxTokens: TPUT_MODEL.tokens, requestTimeoutMs: 10_000, authTokens: AUTH_TOKENS };
   const m0 = await model.stats();
   const c0 = cpuSample(pidsOf(lg, model, gw));
   const result = await lg.run<ClosedResult>(job);
@@ -692,10 +694,10 @@ async function stopServers(env: Env): Promise<void> {
   env.servers = {};
 }
 
-async function startServers(env: Env, m: { ttftMs: number; tokenMs: number; tokens: number }, goawayEvery = 0, trackArrivals = true, config?: string): Promise<{ model: ModelProc; gw: GatewayProc }> {
+async function startServers(env: Env, m: { ttftMs: number; tokenMs: number; tokens: number }, goawayEvery = 0, trackArrivals = true, config?: string, gwArgs: string[] = []): Promise<{ model: ModelProc; gw: GatewayProc }> {
   const model = await ModelProc.start(env.ports.model, m, goawayEvery, trackArrivals);
   env.servers.model = model;
-  const gw = await GatewayProc.start(env.ports, config);
+  const gw = await GatewayProc.start(env.ports, config, {}, gwArgs);
   env.servers.gw = gw;
   return { model, gw };
 }
@@ -704,9 +706,9 @@ type LatencyRounds = Array<{ direct: TypingStats; gateway: TypingStats }>;
 interface LatencyRun { rounds: LatencyRounds; upstreamSessionsOpened: number; modelSessionsOpened: number }
 
 /** Typing users, alternating direct / gateway phases, over one protocol. */
-async function latencySection(env: Env, protocol: ClientProtocol, tagPrefix: string): Promise<LatencyRun> {
+async function latencySection(env: Env, protocol: ClientProtocol, tagPrefix: string, gwArgs: string[] = []): Promise<LatencyRun> {
   const { lg } = env;
-  const { model, gw } = await startServers(env, LATENCY_MODEL);
+  const { model, gw } = await startServers(env, LATENCY_MODEL, 0, true, undefined, gwArgs);
   await preflight(gw, AUTH_TOKENS[0]);
   await lg.run(typingJob(model.url, 'Wd', OPT.users, OPT.warmupSeconds, protocol));
   await lg.run(typingJob(gw.url, 'Wg', OPT.users, OPT.warmupSeconds, protocol));
@@ -726,16 +728,16 @@ async function latencySection(env: Env, protocol: ClientProtocol, tagPrefix: str
 type TputRounds = Array<{ direct: TputStats; gateway: TputStats }> & { sequential?: { direct: ClosedResult; gateway: ClosedResult } };
 
 /** Closed loop, alternating rounds, over one protocol; then one client sending sequential requests on one connection. */
-async function throughputSection(env: Env, protocol: ClientProtocol, tagPrefix: string, config?: string): Promise<TputRounds> {
+async function throughputSection(env: Env, protocol: ClientProtocol, tagPrefix: string, config?: string, gwArgs: string[] = [], sessions = OPT.sessions): Promise<TputRounds> {
   const { lg } = env;
-  const { model, gw } = await startServers(env, TPUT_MODEL, 0, false, config);
-  const warmJob = (url: string, tag: string): ClosedJob => ({ cmd: 'closed', url, protocol, tag, sessions: OPT.sessions, concurrency: OPT.concurrency, seconds: OPT.warmupSeconds, maxTokens: TPUT_MODEL.tokens, requestTimeoutMs: 10_000, authTokens: AUTH_TOKENS });
+  const { model, gw } = await startServers(env, TPUT_MODEL, 0, false, config, gwArgs);
+  const warmJob = (url: string, tag: string): ClosedJob => ({ cmd: 'closed', url, protocol, tag, sessions, concurrency: OPT.concurrency, seconds: OPT.warmupSeconds, maxTokens: TPUT_MODEL.tokens, requestTimeoutMs: 10_000, authTokens: AUTH_TOKENS });
   await lg.run(warmJob(model.url, 'Wtd'));
   await lg.run(warmJob(gw.url, 'Wtg'));
   const rounds: TputRounds = [];
   for (let r = 1; r <= OPT.rounds; r++) {
-    const direct = await tputPhase(lg, model, gw, 'direct', r, `${tagPrefix}${r}d`, OPT.tputSeconds, protocol);
-    const gateway = await tputPhase(lg, model, gw, 'gateway', r, `${tagPrefix}${r}g`, OPT.tputSeconds, protocol);
+    const direct = await tputPhase(lg, model, gw, 'direct', r, `${tagPrefix}${r}d`, OPT.tputSeconds, protocol, sessions);
+    const gateway = await tputPhase(lg, model, gw, 'gateway', r, `${tagPrefix}${r}g`, OPT.tputSeconds, protocol, sessions);
     rounds.push({ direct, gateway });
   }
   // One client, one connection, one request at a time (the shape of `openai` SDK calls in a loop):
@@ -747,6 +749,54 @@ async function throughputSection(env: Env, protocol: ClientProtocol, tagPrefix: 
   log(`  sequential, one connection: direct p50 ${f(seqD.latencyP50Ms)} ms (${seqD.completed} req), gateway p50 ${f(seqG.latencyP50Ms)} ms (${seqG.completed} req)`);
   await stopServers(env);
   return rounds;
+}
+
+/**
+ * Connections for the workers section's throughput phases. The workers bind with SO_REUSEPORT and
+ * the kernel spreads connections by hash, so with the other sections' 4 the split between two
+ * workers can be 4-0; 16 makes an even share likely, as many editors' connections would.
+ */
+const WORKERS_SESSIONS = 16;
+
+interface WorkersRun { byWorkers: Array<{ n: number; tput: TputRounds; latency: LatencyRun }> }
+
+/** `--workers 1` then `--workers 2`: throughput and typing latency, each against direct in the same run. */
+async function workersSection(env: Env): Promise<WorkersRun> {
+  const byWorkers: WorkersRun['byWorkers'] = [];
+  for (const n of [1, 2]) {
+    log(`  --workers ${n}: throughput`);
+    const tput = await throughputSection(env, 'h2', `K${n}`, undefined, ['--workers', String(n)], WORKERS_SESSIONS);
+    log(`  --workers ${n}: latency`);
+    const latency = await latencySection(env, 'h2', `M${n}`, ['--workers', String(n)]);
+    byWorkers.push({ n, tput, latency });
+  }
+  return { byWorkers };
+}
+
+/** Rows of the workers section: ratios to direct, 2 workers to 1, and TTFB overhead p99 with 2 vs 1. */
+function workersRows(R: Report, W: WorkersRun): Record<string, unknown> {
+  const by = W.byWorkers.map((w) => ({ n: w.n, T: summarizeTput(w.tput), S: summarizeLatency(w.latency) }));
+  R.sep();
+  R.row(`Every core: ghostgate start --workers N (HTTP/2; throughput over ${WORKERS_SESSIONS} sessions)`);
+  for (const { n, T } of by) R.row(`  --workers ${n}: max throughput (req/s)`, f(T.directRps, 0), f(T.gatewayRps, 0), `${f(T.ratio)}×`, '', '');
+  const one = by.find((b) => b.n === 1)!;
+  const two = by.find((b) => b.n === 2)!;
+  const scale = two.T.gatewayRps / one.T.gatewayRps;
+  R.row('  throughput, 2 workers / 1 worker', '', '', `${f(scale)}×`, '', '');
+  for (const { n, S } of by) {
+    R.row(`  --workers ${n}: TTFB p50 (ms)`, f(S.ttfb.directP50Ms), f(S.ttfb.gatewayP50Ms), signMs(S.ttfb.overheadP50Ms), '', '');
+    R.row(`  --workers ${n}: TTFB p99 (ms)`, f(S.ttfb.directP99Ms), f(S.ttfb.gatewayP99Ms), signMs(S.ttfb.overheadP99Ms), '', '');
+  }
+  R.row('  TTFB overhead p99, 2 workers − 1 worker', '', '', signMs(two.S.ttfb.overheadP99Ms - one.S.ttfb.overheadP99Ms), '', '');
+  const failed = by.reduce((n, b) => n + b.T.failed + b.T.truncated + b.S.failures.gateway.failed + b.S.failures.gateway.truncated, 0);
+  R.row('  failed + truncated via the gateway', '', String(failed), '', '0',
+    R.check('workers: failed + truncated', String(failed), '0', failed === 0));
+  R.row('  noise: other processes\' CPU (cores; workers count here)', '', by.map((b) => f(b.T.othersCores.gateway)).join(' / '), '', '', '');
+  return {
+    throughputRatioToDirect: Object.fromEntries(by.map((b) => [b.n, b.T.ratio])), throughputTwoToOne: scale,
+    ttfbOverheadP50Ms: Object.fromEntries(by.map((b) => [b.n, b.S.ttfb.overheadP50Ms])),
+    ttfbOverheadP99Ms: Object.fromEntries(by.map((b) => [b.n, b.S.ttfb.overheadP99Ms])), failedOrTruncated: failed,
+  };
 }
 
 /** Typing users via the gateway while the model server GOAWAYs every N streams per session. */
@@ -1057,6 +1107,8 @@ async function main(): Promise<void> {
     if (runs('h1-throughput')) { head(`throughput, HTTP/1.1 keep-alive clients: ${tputModel}; ${OPT.concurrency} sockets`); h1Tput = await throughputSection(env, 'h1', 'U'); }
     let fastLaneOff: TputRounds | undefined;
     if (runs('fastlane-off')) { head(`throughput, HTTP/2 clients, server.fastLane: false (Fastify's route): ${tputModel}; ${OPT.concurrency} streams over ${OPT.sessions} sessions`); fastLaneOff = await throughputSection(env, 'h2', 'F', fastLaneOffConfig()); }
+    let workers: WorkersRun | undefined;
+    if (runs('workers')) { head(`every core: --workers 1 and --workers 2, HTTP/2 clients; throughput (${tputModel}; ${OPT.concurrency} streams over ${WORKERS_SESSIONS} sessions) and latency (${latencyModel})`); workers = await workersSection(env); }
     let store: StoreRun | undefined;
     if (runs('store')) { head(`shared store: rate-limit + supersede in process vs on redis-server (store.redis), HTTP/2 typing users: ${latencyModel}`); store = await storeSection(env); }
 
@@ -1086,6 +1138,9 @@ async function main(): Promise<void> {
       R.row('HTTP/2 clients, server.fastLane: false (compare with the throughput rows above)');
       tputRows(R, T, 'fast lane off: ', 'h2', false);
       noiseValues.push(T.othersCores.direct, T.othersCores.gateway);
+    }
+    if (workers) {
+      summary.workers = workersRows(R, workers);
     }
     if (goaway) {
       const G = goaway.phase;
