@@ -12,13 +12,32 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import tls from 'node:tls';
-import { rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { within } from '../helpers/h2.ts';
 import { makeCert } from '../helpers/tls.ts';
 
 const NODE = `Node ${process.version}`;
+
+/** The internals this file checks. A new one used in core/ must be added here, with its test. */
+const NAMED = ['_handle', '_consumed', '_httpMessage', '_readableState', '_parent'];
+
+t.test('every underscore property core/ reads on Node objects is one this file names', async (t) => {
+  const files = (dir: string): string[] => readdirSync(dir).flatMap((e) => {
+    const p = path.join(dir, e);
+    return statSync(p).isDirectory() ? files(p) : p.endsWith('.ts') ? [p] : [];
+  });
+  const used = new Map<string, string>();
+  for (const f of files(path.join(import.meta.dirname, '../../core'))) {
+    const src = readFileSync(f, 'utf8').replace(/\/\*[\s\S]*?\*\//g, '').replace(/(^|[^:'"`])\/\/.*$/gm, '$1');
+    // `x._name` and `{ _name?: … }` (the casts that reach internals); not `_param` arguments.
+    for (const m of src.matchAll(/\.(_[a-z][A-Za-z]*)\b|[{;]\s*(_[a-z][A-Za-z]*)\??:/g)) used.set(m[1] ?? m[2]!, path.basename(f));
+  }
+  t.ok(used.size >= NAMED.length, `found ${[...used.keys()].join(', ')}`);
+  for (const [name, file] of used) t.ok(NAMED.includes(name), `${name} (used in ${file}) is named and tested here`);
+});
 
 function listen(server: net.Server): Promise<number> {
   return new Promise((r) => server.listen(0, '127.0.0.1', () => r((server.address() as AddressInfo).port)));
