@@ -105,6 +105,9 @@ export const passthroughPlugin = fp<{ gw: PassthroughState }>(async (app, { gw }
           const r = gw.runtime;
           const t = r.passthrough.get(entry.path);
           if (t === undefined || !t.methods.has(req.method)) return send(reply, new GatewayError('GW_ERR_REQ_NOT_FOUND', [req.method, req.url.split('?')[0]!]), gw.metrics);
+          // limits.bodyBytes, by the declared length (the body is streamed, not read here).
+          const limit = r.config.limits.bodyBytes;
+          if (Number(req.headers['content-length'] ?? 0) > limit) return send(reply, new GatewayError('GW_ERR_REQ_BODY_TOO_LARGE', [limit]), gw.metrics);
           if (t.auth) {
             try { authenticate(req, r); } catch (e) {
               return send(reply, e instanceof GatewayError ? e : new GatewayError('GW_ERR_SERVER_INTERNAL'), gw.metrics);

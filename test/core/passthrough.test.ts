@@ -111,6 +111,9 @@ t.test('passthrough: no token, a bad one, a method not listed, shutdown: coded r
   const bad = await post(s, '/v1/embeddings', EMBED, { authorization: `Bearer ${token.slice(0, -4)}AAAA` });
   t.equal(bad.status, 401);
   t.match(JSON.parse(bad.text).error.code, /^GW_ERR_AUTH_/);
+  const big = await post(s, '/v1/embeddings', { input: 'x'.repeat(1_048_576) }, { authorization: `Bearer ${token}`, 'content-length': String(1_048_576 + 12) });
+  t.equal(big.status, 413, 'a body over limits.bodyBytes (by its Content-Length)');
+  t.equal(JSON.parse(big.text).error.code, 'GW_ERR_REQ_BODY_TOO_LARGE');
   const get = await collect(s.request({ ':method': 'GET', ':path': '/v1/embeddings', authorization: `Bearer ${token}` }));
   t.equal(get.status, 404);
   t.equal(JSON.parse(get.text).error.code, 'GW_ERR_REQ_NOT_FOUND');
