@@ -21,14 +21,14 @@ import { buildRuntime, Runtime } from './runtime.ts';
 import { secretReader } from './secrets.ts';
 import { openStore, STORE_KEY } from './store/index.ts';
 import { createAdminServer, readAdminCredential } from './server/admin.ts';
-import { dataPlanePlugin } from './server/data-plane.ts';
+import { dataPlanePlugin, registerDataPlane } from './server/data-plane.ts';
 import { copilotPlugin } from './copilot/routes.ts';
 import { passthroughPlugin } from './server/passthrough.ts';
 import { ClientInflight, installStreamGuards } from './server/client-sessions.ts';
 import type { GatewayState } from './server/data-plane.ts';
 import { createDataPlaneServers } from './server/listeners.ts';
 import { installFastLane } from './server/fast-lane.ts';
-import type { Http2SecureServer, Http2Server } from 'node:http2';
+import type { Http2SecureServer, Http2Server, Http2Session } from 'node:http2';
 import type { DataPlaneServers } from './server/listeners.ts';
 import type { PluginDefinition } from './types.ts';
 
@@ -85,7 +85,8 @@ export class Gateway implements GatewayState {
   /** SHA-256 of `admin.credential` (re-read on every reload), or undefined when none is set. */
   adminCredential: Buffer | undefined;
   readonly #opts: GatewayOptions;
-  readonly #servers: DataPlaneServers;
+  /** The listeners this gateway owns; undefined when embedded in someone else's Fastify app. */
+  readonly #servers: DataPlaneServers | undefined;
   readonly #admin: FastifyInstance | undefined;
   readonly #sharedStore: Map<string, unknown>;
   readonly #plugins: ReadonlyArray<PluginDefinition<unknown>>;
@@ -99,7 +100,7 @@ export class Gateway implements GatewayState {
   readonly #draining = new Set<Runtime>();
   #again: string | undefined;
 
-  private constructor(opts: GatewayOptions, runtime: Runtime, metrics: GatewayMetrics, log: FastifyBaseLogger, servers: DataPlaneServers, sharedStore: Map<string, unknown>, plugins: ReadonlyArray<PluginDefinition<unknown>>) {
+  private constructor(opts: GatewayOptions, runtime: Runtime, metrics: GatewayMetrics, log: FastifyBaseLogger, servers: DataPlaneServers | undefined, sharedStore: Map<string, unknown>, plugins: ReadonlyArray<PluginDefinition<unknown>>) {
     this.#opts = opts;
     this.runtime = runtime;
     this.metrics = metrics;
@@ -108,7 +109,7 @@ export class Gateway implements GatewayState {
     this.#servers = servers;
     this.#sharedStore = sharedStore;
     this.#plugins = plugins;
-    this.#admin = runtime.config.admin.enabled ? createAdminServer(this, log) : undefined;
+    this.#admin = servers && runtime.config.admin.enabled ? createAdminServer(this, log) : undefined;
     metrics.configVersion.set(runtime.version);
   }
 
@@ -168,7 +169,31 @@ export class Gateway implements GatewayState {
     return gw;
   }
 
+  /**
+   * Serve inside an existing Fastify application instead of listening (core/fastify.ts is the
+   * Fastify plugin around this): the completion and token routes go into an encapsulated child of
+   * `app`, so its content-type parser and error handler apply to ghostgate's routes only. No
+   * listener, fast lane, TLS port, admin plane or connection guard of its own: those belong to the
+   * server, which is the application's. Reload through `reload()` or the file watcher.
+   */
+  static async embed(app: FastifyInstance, opts: GatewayOptions): Promise<Gateway> {
+    const env = opts.env ?? process.env;
+    const loaded = loadConfig(opts.configFile, env);
+    const metrics = new GatewayMetrics();
+    const sharedStore = new Map<string, unknown>();
+    const plugins = [...builtinPlugins, ...(opts.plugins ?? [])] as ReadonlyArray<PluginDefinition<unknown>>;
+    const opened = await openStore(loaded.config.store, secretReader(loaded.dir, env), app.log, metrics.registry);
+    if (opened.store) sharedStore.set(STORE_KEY, opened.store);
+    const runtime = await buildRuntime(loaded, { log: app.log, metrics, plugins, sharedStore, env, warm: true }).catch(async (e: unknown) => { await opened.close(); throw e; });
+    const gw = new Gateway(opts, runtime, metrics, app.log, undefined, sharedStore, plugins);
+    gw.#closeStore = opened.close;
+    await app.register(async (child) => { registerDataPlane(child, gw, { notFound: false }); });
+    gw.#startWatching();
+    return gw;
+  }
+
   async #listen(): Promise<void> {
+    if (!this.#servers) return;
     const c = this.runtime.config;
     const o = this.#opts.listen ?? {};
     const host = o.host ?? c.listen.host;
@@ -259,7 +284,7 @@ export class Gateway implements GatewayState {
       // A new certificate (rotation) applies to new TLS connections without a restart.
       let tls: { key: string; cert: string } | undefined;
       const t = loaded.config.listen.tls;
-      if (t && this.#servers.tls && !restartRequired.includes('listen')) {
+      if (t && this.#servers?.tls && !restartRequired.includes('listen')) {
         const read = secretReader(loaded.dir, this.#opts.env ?? process.env);
         tls = { key: read(t.key), cert: read(t.cert) };
       }
@@ -268,7 +293,7 @@ export class Gateway implements GatewayState {
         log: this.log, metrics: this.metrics, plugins: this.#plugins, sharedStore: this.#sharedStore, env: this.#opts.env, warm: true,
       }, prev);
       if (tls && (tls.key !== this.#tlsMaterial?.key || tls.cert !== this.#tlsMaterial?.cert)) {
-        (this.#servers.tls!.server as unknown as { setSecureContext(o: object): void }).setSecureContext({ key: tls.key, cert: tls.cert });
+        (this.#servers!.tls!.server as unknown as { setSecureContext(o: object): void }).setSecureContext({ key: tls.key, cert: tls.cert });
         this.#tlsMaterial = tls;
         this.log.info('TLS certificate reloaded');
       }
@@ -321,14 +346,17 @@ export class Gateway implements GatewayState {
     await this.#reloading?.catch(() => undefined);
     const deadline = Date.now() + graceMs;
     const closeApp = (app: FastifyInstance | undefined): Promise<void> => (app ? app.close() : Promise.resolve());
-    const { sessions, http1 } = this.#servers;
+    // Embedded (no servers of its own): the application closes its server; only requests wait.
+    const servers = this.#servers;
+    const sessions = servers?.sessions ?? new Set<Http2Session>();
+    const http1 = servers?.http1 ?? [];
     // Stop new connections. HTTP/2: GOAWAY, streams in flight finish. HTTP/1.1: every response
     // from now on says `Connection: close`; a keep-alive connection (idle, or whose response went
     // out before the drain) is kept ~1 s to answer a request already on its way, then closed.
     const goaway = (): void => { for (const s of sessions) if (!s.closed) s.close(); };
     goaway();
     for (const f of http1) f.drain();
-    const closing = Promise.all([closeApp(this.#servers.cleartext), closeApp(this.#servers.tls)]);
+    const closing = Promise.all([closeApp(servers?.cleartext), closeApp(servers?.tls)]);
     // Requests in flight on every runtime: the current one and any a reload swapped out.
     const runtimes = (): Runtime[] => [this.runtime, ...this.#draining];
     const inflight = (): number => runtimes().reduce((n, r) => n + r.inflight, 0);
@@ -350,7 +378,7 @@ export class Gateway implements GatewayState {
     for (const s of sessions) s.destroy();
     for (const f of http1) f.destroyAll();
     // What is still connected now (a client that stopped reading) is cut at the socket.
-    this.#servers.gate.destroyAll();
+    servers?.gate.destroyAll();
     await closing;
     await closeApp(this.#admin);
     // Pools close once their runtimes are done; bounded, so shutdown always ends.

@@ -31,8 +31,12 @@ export const dataPlanePlugin = fp<{ gw: GatewayState }>(async (app, opts) => { r
   fastify: '5.x',
 });
 
-/** Register the completion routes, the token exchange routes and the error mapping on `app`. */
-export function registerDataPlane(app: FastifyInstance, gw: GatewayState): void {
+/**
+ * Register the completion routes, the token exchange routes and the error mapping on `app`.
+ * `notFound: false` leaves unknown paths to the application (ghostgate embedded in someone else's
+ * Fastify app: a not-found handler set in a child context would answer for the whole app).
+ */
+export function registerDataPlane(app: FastifyInstance, gw: GatewayState, opts: { notFound?: boolean } = {}): void {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', (req, payload, done) => {
     const limits = gw.runtime.config.limits;
@@ -54,7 +58,7 @@ export function registerDataPlane(app: FastifyInstance, gw: GatewayState): void 
       handler: (req, reply) => { sendError(reply, new GatewayError('GW_ERR_REQ_METHOD_NOT_ALLOWED', [req.method, path]), gw); },
     });
   }
-  app.setNotFoundHandler((req, reply) => sendError(reply, new GatewayError('GW_ERR_REQ_NOT_FOUND', [req.method, req.url.split('?')[0]!]), gw));
+  if (opts.notFound !== false) app.setNotFoundHandler((req, reply) => sendError(reply, new GatewayError('GW_ERR_REQ_NOT_FOUND', [req.method, req.url.split('?')[0]!]), gw));
   app.setErrorHandler((err, _req, reply) => sendError(reply, toGatewayError(err, gw), gw));
 }
 
