@@ -9,7 +9,7 @@ import http2 from 'node:http2';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import OpenAI from 'openai';
 import t from 'tap';
@@ -137,6 +137,30 @@ t.test('passthrough: a client cancel before the upstream answers does not cancel
   up.held[0]!.res.writeHead(200, { 'content-type': 'application/json' }).end('{"late":true}');
   await finished;
   t.pass('the upstream answered; the answer is discarded');
+});
+
+t.test('passthrough: a reload that changes the upstream\'s key applies to the next request; a changed path list says restart', async (t) => {
+  const up = await fakeOpenAI(t);
+  const g = await startGateway(t, {
+    files: { 'secrets/openai.key': 'sk-first' },
+    upstreamsYaml: (m) => ['upstreams:', `  local: { url: ${m.url}, protocol: h2c }`, `  openai: { url: ${up.url}, protocol: http1, credential: { secret: { file: secrets/openai.key } } }`, 'models:', '  ghost-small: { upstream: local }'].join('\n'),
+    extraConfig: 'passthrough: [{ path: /v1/embeddings, upstream: openai, auth: false }]',
+  });
+  t.equal((await post1(`${g.url}/v1/embeddings`, EMBED)).status, 200);
+  t.equal(up.seen.at(-1)!.headers.authorization, 'Bearer sk-first');
+  g.write('secrets/openai.key', 'sk-second');
+  const r1 = await (await fetch(`${g.adminUrl}/-/reload`, { method: 'POST' })).json() as { ok: boolean; restartRequired?: string[] };
+  t.equal(r1.ok, true);
+  t.notOk(r1.restartRequired, 'a new key needs no restart');
+  t.equal((await post1(`${g.url}/v1/embeddings`, EMBED)).status, 200);
+  t.equal(up.seen.at(-1)!.headers.authorization, 'Bearer sk-second', 'the next request carries the new key');
+  g.write('gateway.config.yaml', readFileSync(g.configFile, 'utf8').replace('path: /v1/embeddings', 'path: /v1/moderations'));
+  const r2 = await (await fetch(`${g.adminUrl}/-/reload`, { method: 'POST' })).json() as { ok: boolean; restartRequired?: string[] };
+  t.equal(r2.ok, true);
+  t.same(r2.restartRequired, ['passthrough'], 'a new path list needs a restart');
+  const gone = await post1(`${g.url}/v1/embeddings`, EMBED);
+  t.equal(gone.status, 404, 'a path the running config no longer lists is refused');
+  t.equal(JSON.parse(gone.text).error.code, 'GW_ERR_REQ_NOT_FOUND');
 });
 
 t.test('passthrough: the upstream down gives a coded 502', async (t) => {
