@@ -31,6 +31,7 @@ export const catalog = {
   // Upstream
   GW_ERR_UPSTREAM_CONNECT: { status: 502, message: 'Could not connect to upstream "%s"' },
   GW_ERR_UPSTREAM_UNAVAILABLE: { status: 503, message: 'Upstream "%s" is unavailable' },
+  GW_ERR_UPSTREAM_NO_DEPLOYMENT: { status: 503, message: 'No deployment of model "%s" can take the request now (%s)' },
   GW_ERR_UPSTREAM_TIMEOUT: { status: 504, message: 'Upstream "%s" sent no response within %s ms' },
   GW_ERR_UPSTREAM_RESET: { status: 502, message: 'Upstream "%s" reset the request before responding' },
   GW_ERR_UPSTREAM_ABORTED: { status: 502, message: 'Upstream "%s" failed mid-response; the completion is incomplete' },

@@ -31,6 +31,9 @@ Options:
   --goaway-every N             h2: GOAWAY when a session's N-th stream arrives; 0 = off (default 0)
   --max-concurrent-streams N   h2 SETTINGS_MAX_CONCURRENT_STREAMS (default ${MODEL_SERVER_DEFAULTS.maxConcurrentStreams})
   --key SECRET                 require "authorization: Bearer SECRET"
+  --fail-status N              answer every model request with status N (e.g. 503, 429), no token;
+                               POST /_fail?status=N&retryAfter=S changes it at run time (0 = stop)
+  --retry-after S              with --fail-status: a Retry-After: S header (seconds)
   --drain-ms N                 on SIGTERM/SIGINT, let in-flight requests finish for up to N ms,
                                then cut them; a second signal cuts at once (default ${DRAIN_MS_DEFAULT})
   -h, --help                   show this help
@@ -51,6 +54,8 @@ export function parseModelServerArgs(argv: string[]): ModelServerOptions & { hel
       'goaway-every': { type: 'string' },
       'max-concurrent-streams': { type: 'string' },
       key: { type: 'string' },
+      'fail-status': { type: 'string' },
+      'retry-after': { type: 'string' },
       'drain-ms': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -71,6 +76,10 @@ export function parseModelServerArgs(argv: string[]): ModelServerOptions & { hel
   const n = int('tokens'); if (n !== undefined) opts.tokens = n;
   const g = int('goaway-every'); if (g !== undefined) opts.goawayEvery = g;
   const m = int('max-concurrent-streams'); if (m !== undefined) opts.maxConcurrentStreams = m;
+  const fs = int('fail-status');
+  if (fs !== undefined && fs !== 0 && (fs < 400 || fs > 599)) throw new TypeError(`--fail-status must be 400-599 (or 0), got ${fs}`);
+  if (fs !== undefined) opts.failStatus = fs;
+  const ra = int('retry-after'); if (ra !== undefined) opts.retryAfter = ra;
   if (values.key !== undefined) {
     if (values.key === '') throw new TypeError('--key must not be empty');
     opts.key = values.key;

@@ -48,6 +48,13 @@ export interface ModelServerOptions {
   maxConcurrentStreams?: number;
   /** If set, model routes require `authorization: Bearer <key>`. */
   key?: string;
+  /**
+   * Answer every model request with this status (a JSON error, before any token), e.g. 503 or 429
+   * for failover tests; 0 = off. `POST /_fail {"status": N, "retryAfter": S}` changes it at run time.
+   */
+  failStatus?: number;
+  /** With `failStatus`: a `Retry-After: S` header (seconds) on those answers. 0 = none. */
+  retryAfter?: number;
 }
 
 export const MODEL_SERVER_DEFAULTS = {
@@ -58,6 +65,8 @@ export const MODEL_SERVER_DEFAULTS = {
   tokens: 64,
   goawayEvery: 0,
   maxConcurrentStreams: 128,
+  failStatus: 0,
+  retryAfter: 0,
 } as const;
 
 export type AbortPhase = 'before-first-token' | 'streaming';
@@ -227,6 +236,7 @@ type Kind = 'completions' | 'chat';
 
 interface Config {
   ttftMs: number; tokenMs: number; tokens: number; goawayEvery: number; key: Buffer | null;
+  failStatus: number; retryAfter: number;
 }
 
 class Server {
@@ -300,11 +310,12 @@ class Exchange {
     return this.h2 !== null ? (this.h2.destroyed || this.h2.closed) : (this.res as http.ServerResponse).destroyed;
   }
 
-  sendHeaders(status: number, contentType: string, length: number): void {
+  sendHeaders(status: number, contentType: string, length: number, retryAfter = 0): void {
     if (this.headersSent) return;
     this.headersSent = true;
     if (this.h2 !== null) {
       const h: http2.OutgoingHttpHeaders = { ':status': status, 'content-type': contentType, 'x-request-id': this.id };
+      if (retryAfter > 0) h['retry-after'] = String(retryAfter);
       if (length >= 0) h['content-length'] = length;
       else h['cache-control'] = 'no-cache';
       this.h2.respond(h);
@@ -315,6 +326,7 @@ class Exchange {
         res.setHeader('content-type', contentType);
         res.setHeader('content-length', length);
         res.setHeader('x-request-id', this.id);
+        if (retryAfter > 0) res.setHeader('retry-after', String(retryAfter));
       } else {
         res.writeHead(status, ['content-type', 'text/event-stream', 'cache-control', 'no-cache', 'x-request-id', this.id]);
         res.flushHeaders();
@@ -338,21 +350,21 @@ class Exchange {
   }
 
   /** Answer a JSON body and mark the exchange done. */
-  json(status: number, body: unknown): void {
+  json(status: number, body: unknown, retryAfter = 0): void {
     if (this.done) return;
     this.done = true;
     this.stopTimers();
     if (this.gone()) return;
     const text = JSON.stringify(body);
-    this.sendHeaders(status, 'application/json', Buffer.byteLength(text));
+    this.sendHeaders(status, 'application/json', Buffer.byteLength(text), retryAfter);
     this.end(text);
   }
 
-  error(status: number, message: string, type: string, injected = false): void {
+  error(status: number, message: string, type: string, injected = false, retryAfter = 0): void {
     if (this.done) return;
     if (injected) this.srv.c.failedInjected++;
     else this.srv.c.errors++;
-    this.json(status, { error: { message, type, code: null } });
+    this.json(status, { error: { message, type, code: null } }, retryAfter);
   }
 
   /** Abrupt failure: RST_STREAM INTERNAL_ERROR on h2, a destroyed socket on HTTP/1.1. */
@@ -546,7 +558,7 @@ function estimatePromptTokens(kind: Kind, body: Record<string, unknown>): number
 // ---------------------------------------------------------------------------------------------
 // Routing
 
-type Route = { kind: Kind; model: string | null } | 'stats' | 'reset' | 'requests' | 'models' | 'health' | null;
+type Route = { kind: Kind; model: string | null } | 'stats' | 'reset' | 'requests' | 'models' | 'health' | 'fail' | null;
 
 function route(method: string, path: string): Route | 405 {
   const q = path.indexOf('?');
@@ -556,6 +568,7 @@ function route(method: string, path: string): Route | 405 {
     case '/v1/chat/completions': return method === 'POST' ? { kind: 'chat', model: null } : 405;
     case '/_stats': return method === 'GET' ? 'stats' : 405;
     case '/_reset': return method === 'POST' ? 'reset' : 405;
+    case '/_fail': return method === 'POST' ? 'fail' : 405;
     case '/_requests': return method === 'GET' ? 'requests' : 405;
     case '/v1/models': return method === 'GET' ? 'models' : 405;
     case '/health': return method === 'GET' ? 'health' : 405;
@@ -595,6 +608,10 @@ function handleModel(srv: Server, x: Exchange, r: { kind: Kind; model: string | 
   if (srv.events.listenerCount('request') > 0) srv.events.emit('request', rec);
 
   if (!checkKey(srv, hdr('authorization'))) { x.error(401, 'invalid API key', 'invalid_request_error'); return; }
+  if (srv.cfg.failStatus > 0) {
+    x.error(srv.cfg.failStatus, `failing on purpose (--fail-status ${srv.cfg.failStatus})`, srv.cfg.failStatus === 429 ? 'rate_limit_error' : 'server_error', true, srv.cfg.retryAfter);
+    return;
+  }
   const status = hdr('x-status');
   if (status !== undefined) {
     const code = Number(status);
@@ -612,8 +629,20 @@ function handleModel(srv: Server, x: Exchange, r: { kind: Kind; model: string | 
   x.begin(r.kind, b, model, hdr);
 }
 
-function controlJson(srv: Server, r: 'stats' | 'reset' | 'requests' | 'models' | 'health'): unknown {
+function controlJson(srv: Server, r: 'stats' | 'reset' | 'requests' | 'models' | 'health' | 'fail', query = ''): unknown {
   switch (r) {
+    case 'fail': {
+      // POST /_fail?status=N&retryAfter=S: fail every model request from now on (status 0: stop).
+      const q = new URLSearchParams(query);
+      const status = Number(q.get('status') ?? 0);
+      const retryAfter = Number(q.get('retryAfter') ?? 0);
+      if (!Number.isInteger(status) || !(status === 0 || (status >= 400 && status <= 599)) || !Number.isInteger(retryAfter) || retryAfter < 0) {
+        return { error: { message: 'status must be 0 or 400-599, retryAfter a non-negative integer', type: 'invalid_request_error', code: null } };
+      }
+      srv.cfg.failStatus = status;
+      srv.cfg.retryAfter = retryAfter;
+      return { ok: true, failStatus: status, retryAfter };
+    }
     case 'stats': return srv.stats();
     case 'reset': srv.reset(); return { ok: true };
     case 'requests': return srv.recent.list();
@@ -677,8 +706,9 @@ function nonModelReply(srv: Server, r: null | 405 | string, method: string, path
   const status = r === null ? 404 : r === 405 ? 405 : 200;
   const body = r === null ? { error: { message: `no route for ${method} ${path.split('?')[0]}`, type: 'invalid_request_error', code: null } }
     : r === 405 ? { error: { message: `method ${method} not allowed`, type: 'invalid_request_error', code: null } }
-    : controlJson(srv, r as never);
-  return { status, text: JSON.stringify(body) };
+    : controlJson(srv, r as never, path.includes('?') ? path.slice(path.indexOf('?') + 1) : '');
+  const bad = status === 200 && typeof body === 'object' && body !== null && 'error' in body;
+  return { status: bad ? 400 : status, text: JSON.stringify(body) };
 }
 
 // --- HTTP/1.1 ---
@@ -743,6 +773,8 @@ export async function startModelServer(opts: ModelServerOptions = {}): Promise<M
     tokens: nonNegInt('tokens', opts.tokens, d.tokens),
     goawayEvery: nonNegInt('goawayEvery', opts.goawayEvery, d.goawayEvery),
     key: opts.key ? Buffer.from(opts.key) : null,
+    failStatus: nonNegInt('failStatus', opts.failStatus, d.failStatus),
+    retryAfter: nonNegInt('retryAfter', opts.retryAfter, d.retryAfter),
   });
 
   const server = http2.createServer({

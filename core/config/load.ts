@@ -198,7 +198,27 @@ function checkGateway(c: GatewayConfig, src: YamlSource, errors: GatewayError[])
   }
   const names = new Map<string, string>();
   for (const [name, m] of Object.entries(c.models)) {
-    if (!(m.upstream in c.upstreams)) {
+    if ((m.deployments === undefined) === (m.upstream === undefined)) {
+      errors.push(new GatewayError('GW_ERR_CONFIG_INVALID', [`model "${name}": give either upstream or deployments (exactly one)`], { location: src.locate(['models', name]) }));
+      continue;
+    }
+    if (m.deployments !== undefined) {
+      const seen = new Set<string>();
+      for (const [i, d] of m.deployments.entries()) {
+        d.model ??= m.upstreamModel ?? name;
+        if (!(d.upstream in c.upstreams)) {
+          errors.push(new GatewayError('GW_ERR_CONFIG_UNKNOWN_UPSTREAM', [d.upstream], { location: src.locate(['models', name, 'deployments', i, 'upstream']) }));
+        }
+        const id = `${d.upstream}\0${d.model}`;
+        if (seen.has(id)) errors.push(new GatewayError('GW_ERR_CONFIG_INVALID', [`model "${name}": deployment ${d.upstream}/${d.model} is listed twice`], { location: src.locate(['models', name, 'deployments', i]) }));
+        seen.add(id);
+      }
+      // What a request's route names until a deployment is picked: the preferred one.
+      m.upstream = [...m.deployments].sort((a, b) => a.priority - b.priority)[0]!.upstream;
+      if (m.failover.ejection.maxMs < m.failover.ejection.baseMs) {
+        errors.push(new GatewayError('GW_ERR_CONFIG_INVALID', [`model "${name}": failover.ejection.maxMs must be at least baseMs`], { location: src.locate(['models', name, 'failover', 'ejection', 'maxMs']) }));
+      }
+    } else if (!(m.upstream in c.upstreams)) {
       errors.push(new GatewayError('GW_ERR_CONFIG_UNKNOWN_UPSTREAM', [m.upstream], { location: src.locate(['models', name, 'upstream']) }));
     }
     for (const n of [name, ...m.aliases]) {

@@ -28,7 +28,16 @@ export type SecretRef = { env: string } | { file: string };
 export type ListenConfig = SchemaConfig['listen'];
 export type Http2Settings = SchemaConfig['http2'];
 export type LimitsConfig = SchemaConfig['limits'];
-export type ModelConfig = SchemaConfig['models'][string];
+type SchemaModel = SchemaConfig['models'][string];
+/** A deployment of a model; the loader fills `model` (default: the model's upstreamModel, else its name). */
+export type DeploymentConfig = Flat<Omit<NonNullable<SchemaModel['deployments']>[number], 'model'> & { model: string }>;
+export type FailoverConfig = SchemaModel['failover'];
+/**
+ * A logical model: `upstream` (one deployment) or `deployments` (exactly one of them, checked by
+ * the loader). With `deployments`, the loader sets `upstream` to the preferred deployment's
+ * upstream: what a request's route names until a deployment is picked.
+ */
+export type ModelConfig = Flat<Omit<SchemaModel, 'upstream' | 'deployments'> & { upstream: string; deployments?: DeploymentConfig[] }>;
 export type HealthConfig = SchemaConfig['health'];
 export type ModelServerConfig = SchemaConfig['modelServer'];
 
@@ -41,8 +50,9 @@ export type UpstreamConfig = Flat<Omit<SchemaUpstream, 'protocol' | 'pool'> & {
   pool: Flat<Omit<SchemaUpstream['pool'], 'size'> & { size: number }>;
 }>;
 
-export type GatewayConfig = Flat<Omit<SchemaConfig, '$schema' | 'upstreams' | 'auth' | 'copilot'> & {
+export type GatewayConfig = Flat<Omit<SchemaConfig, '$schema' | 'upstreams' | 'models' | 'auth' | 'copilot'> & {
   upstreams: Record<string, UpstreamConfig>;
+  models: Record<string, ModelConfig>;
   /** Token exchange and verification (core/auth validates and types it). Absent: no `auth` step may be used. */
   auth?: JsonObject;
   /** The Copilot-compatible front door (core/copilot, docs/copilot.md). Default disabled. */

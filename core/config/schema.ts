@@ -131,11 +131,47 @@ export const gatewayConfigSchema = {
     models: {
       type: 'object', minProperties: 1,
       additionalProperties: {
-        type: 'object', required: ['upstream'], additionalProperties: false,
+        type: 'object', additionalProperties: false,
+        description: 'A logical model: one upstream (`upstream`), or several deployments with failover (`deployments`).',
         properties: {
           upstream: { type: 'string' },
           upstreamModel: { type: 'string' },
           aliases: { type: 'array', items: { type: 'string' }, default: [] },
+          deployments: {
+            type: 'array', minItems: 1, maxItems: 32,
+            description: 'Units of capacity serving this model. Requests go to the highest-priority available deployments by weight; one that fails before the first byte reached the client is retried on the next.',
+            items: {
+              type: 'object', required: ['upstream'], additionalProperties: false,
+              properties: {
+                upstream: { type: 'string' },
+                model: { type: 'string', minLength: 1, description: 'Model name this upstream expects. Default: upstreamModel, else the logical name' },
+                region: { type: 'string', default: '' },
+                weight: { type: 'number', exclusiveMinimum: 0, default: 1, description: 'Share of traffic within its priority' },
+                priority: { type: 'integer', minimum: 0, default: 0, description: 'Lower is preferred; a priority is used only while none of a lower number is available' },
+                maxConcurrent: { type: 'integer', minimum: 0, default: 0, description: 'Requests in flight on it at most (its capacity); at the cap the next deployment is used. 0 = no cap' },
+              },
+            },
+          },
+          failover: {
+            type: 'object', additionalProperties: false, default: {},
+            description: 'Failover across deployments (before the first byte reached the client) and passive outlier ejection',
+            properties: {
+              attempts: { type: 'integer', minimum: 1, maximum: 10, default: 3, description: 'Attempts per request, each on another deployment' },
+              budgetMs: ms(30_000, 'Time for all attempts before the first byte; an attempt\'s first-byte timeout is cut to what is left'),
+              ejection: {
+                type: 'object', additionalProperties: false, default: {},
+                description: 'With two deployments or more: eject a failing deployment for a back-off that doubles (baseMs..maxMs), then let one probe request through',
+                properties: {
+                  consecutiveFailures: { type: 'integer', minimum: 0, default: 5, description: 'Failures in a row that eject; 0 = off' },
+                  errorRate: { type: 'number', minimum: 0, maximum: 1, default: 0.5, description: 'Failed share within windowMs (with at least minRequests) that ejects; 0 = off' },
+                  minRequests: { type: 'integer', minimum: 1, default: 20 },
+                  windowMs: ms(10_000, 'Window for errorRate'),
+                  baseMs: ms(5_000, 'First ejection'),
+                  maxMs: ms(60_000, 'Longest ejection'),
+                },
+              },
+            },
+          },
         },
       },
     },

@@ -4,7 +4,7 @@
  * `npx tsc -p .`: defaulted keys are present, keys without a default are optional, enums stay
  * literal unions, secrets are `{env} | {file}`, the loader's derived fields are required.
  */
-import type { GatewayConfig, HealthConfig, Http2Settings, LimitsConfig, ListenConfig, ModelConfig, ModelServerConfig, PolicyConfig, SecretRef, StepConfig, UpstreamConfig } from '../../core/config/model.ts';
+import type { DeploymentConfig, FailoverConfig, GatewayConfig, HealthConfig, Http2Settings, LimitsConfig, ListenConfig, ModelConfig, ModelServerConfig, PolicyConfig, SecretRef, StepConfig, UpstreamConfig } from '../../core/config/model.ts';
 import type { JsonObject } from '../../core/types.ts';
 import type { Equal, Expect, Optional } from './equal.ts';
 
@@ -28,7 +28,10 @@ export type Checks = [
   Expect<Equal<UpstreamConfig['forwardHeaders'], string[]>>,
   Expect<Equal<UpstreamConfig['maxRetries'], number>>,
   Expect<Equal<UpstreamConfig['url'], string>>,
-  Expect<Equal<ModelConfig, { upstream: string; upstreamModel?: string; aliases: string[] }>>,
+  Expect<Equal<Omit<ModelConfig, 'deployments' | 'failover'>, { upstream: string; upstreamModel?: string; aliases: string[] }>>,
+  Expect<Equal<NonNullable<ModelConfig['deployments']>[number], DeploymentConfig>>,
+  Expect<Equal<DeploymentConfig, { upstream: string; model: string; region: string; weight: number; priority: number; maxConcurrent: number }>>,
+  Expect<Equal<FailoverConfig, { attempts: number; budgetMs: number; ejection: { consecutiveFailures: number; errorRate: number; minRequests: number; windowMs: number; baseMs: number; maxMs: number } }>>,
   Expect<Equal<HealthConfig, { slo: number; recoverAt?: number; windowSeconds: number; minRequests: number }>>,
   Expect<Equal<ModelServerConfig, { enabled: boolean; host: string; port: number; ttftMs: number; tokenMs: number; tokens: number }>>,
   Expect<Equal<GatewayConfig['admin'], { host: string; port: number; enabled: boolean; credential?: SecretRef; insecureAllowNoCredential: boolean }>>,
