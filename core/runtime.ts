@@ -20,6 +20,7 @@ import { createPluginContext } from './plugin-context.ts';
 import { secretReader } from './secrets.ts';
 import type { AuthRuntime, Logger, PluginDefinition, Step, UpstreamClient } from './types.ts';
 import { createUpstream } from './upstream/client.ts';
+import { DeploymentSet } from './upstream/deployments.ts';
 import type { ManagedUpstream } from './upstream/client.ts';
 import { compileCopilot } from './copilot/config.ts';
 import { compilePassthrough } from './server/passthrough-table.ts';
@@ -50,7 +51,14 @@ export interface RuntimeDeps {
 /** What the runtime needs of a running request: a way to end it with a code (e.g. shutdown). */
 export interface Cancellable { cancel(code: 'GW_ERR_SERVER_SHUTTING_DOWN'): void }
 
-export interface ModelRoute { readonly model: string; readonly upstream: string; readonly upstreamModel: string }
+export interface ModelRoute {
+  readonly model: string;
+  /** With deployments: the preferred deployment's (a request's route until one is picked). */
+  readonly upstream: string;
+  readonly upstreamModel: string;
+  /** The model's deployments with failover (core/upstream/deployments.ts); absent for a single `upstream`. */
+  readonly deployments?: DeploymentSet;
+}
 
 let nextVersion = 1;
 
@@ -159,7 +167,11 @@ export async function buildRuntime(loaded: LoadedConfig, deps: RuntimeDeps, prev
 
   const models = new Map<string, ModelRoute>();
   for (const [name, m] of Object.entries(config.models)) {
-    const route: ModelRoute = { model: name, upstream: m.upstream, upstreamModel: m.upstreamModel ?? name };
+    // Deployments keep their state (in flight, ejection, counters) across a reload.
+    const deployments = m.deployments ? new DeploymentSet(name, m.deployments, m.failover, previous?.models.get(name)?.deployments) : undefined;
+    const route: ModelRoute = deployments
+      ? { model: name, upstream: deployments.list[0]!.config.upstream, upstreamModel: deployments.list[0]!.config.model, deployments }
+      : { model: name, upstream: m.upstream, upstreamModel: m.upstreamModel ?? name };
     models.set(name, route);
     for (const a of m.aliases) models.set(a, route);
   }

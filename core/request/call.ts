@@ -13,6 +13,7 @@ import type { Runtime } from '../runtime.ts';
 import type { SessionGuard } from '../server/client-sessions.ts';
 import type { LocalReply, Outcome, UpstreamResponse } from '../types.ts';
 import { UpstreamAbortError } from '../upstream/client.ts';
+import { Failover } from '../upstream/failover.ts';
 import type { ManagedUpstream } from '../upstream/client.ts';
 import { failStarted, internal, JSON_TYPE, writeError } from './error-reply.ts';
 import { admit } from './admission.ts';
@@ -39,6 +40,8 @@ export class Call {
   finished = false;
   /** Attempts made upstream (0 until the first is sent). */
   attempts = 0;
+  /** A model with deployments: the attempt loop's state (core/upstream/failover.ts). */
+  failover: Failover | undefined = undefined;
   upstreamBody: UpstreamResponse['body'] | undefined = undefined;
   /** The client session's guard while this request counts against its in-flight cap. */
   guard: SessionGuard | undefined = undefined;
@@ -142,8 +145,15 @@ export class Call {
     } catch (e) {
       return this.failBeforeHeaders(e);
     }
-    // #9: the target is chosen here today (the route's one upstream); with deployments, a picker
-    // chooses per attempt and a failed attempt picks again (see `attempt`).
+    // A model with deployments: a deployment is picked per attempt, and a failed attempt picks
+    // again (`nextAttempt`). A step that routed the request elsewhere (traffic-split,
+    // model-rewrite to a deployment) pins it to that upstream: one target, as below.
+    const model = this.rt.models.get(ex.route.model);
+    if (model?.deployments !== undefined && ex.route.upstream === model.upstream && ex.route.upstreamModel === model.upstreamModel) {
+      if (!admit(this)) return;
+      this.failover = new Failover(model.deployments);
+      return this.nextAttempt(undefined);
+    }
     const upstream = this.rt.upstreams.get(ex.route.upstream);
     if (upstream === undefined) return this.failBeforeHeaders(new GatewayError('GW_ERR_ROUTE_UNKNOWN_MODEL', [this.asked]));
     if (!admit(this)) return;
@@ -165,8 +175,10 @@ export class Call {
       // Forwarding-phase steps (e.g. mirror) see the request once, on its first attempt.
       if (this.attempts++ === 0 && this.p.forwarding.length) this.p.runForwarding(ex, out);
       ex.forwardedAt = performance.now();
-      upstream.send({ path: out.path, headers: out.headers as Record<string, string>, body: out.body, signal: ex.cancellation }).then(
-        (r) => relay(this, r),
+      const f = this.failover;
+      upstream.send({ path: out.path, headers: out.headers as Record<string, string>, body: out.body, signal: ex.cancellation, firstByteTimeoutMs: f?.firstByteTimeoutMs(upstream) }).then(
+        // A 5xx or 429 from a deployment, with another to try: dropped unrelayed, next attempt.
+        (r) => (f !== undefined && f.retryOnResponse(r, ex.cancellation.aborted || this.finished) ? this.nextAttempt(undefined) : relay(this, r)),
         (e) => this.attemptFailed(e, upstream),
       );
     } catch (e) {
@@ -181,7 +193,26 @@ export class Call {
    * call `this.attempt(next)`. Today there is one target: answer the error.
    */
   attemptFailed(e: unknown, _target: ManagedUpstream): void {
+    if (this.failover !== undefined && this.failover.retryOnError(e, this.ex.cancellation.aborted || this.finished)) return this.nextAttempt(e);
     this.failBeforeHeaders(e);
+  }
+
+  /**
+   * The next attempt of a model with deployments: pick one (the client may have gone meanwhile:
+   * then nothing is sent), route the request to it (its upstream, the model name it expects),
+   * and make the attempt. No deployment left: the last error, or a coded 503 with Retry-After.
+   */
+  nextAttempt(last: unknown): void {
+    if (this.finished) return;
+    const ex = this.ex;
+    if (ex.cancellation.aborted) return this.failBeforeHeaders(new UpstreamAbortError());
+    const d = this.failover!.next(last);
+    if (d instanceof GatewayError) return this.failBeforeHeaders(d);
+    const upstream = this.rt.upstreams.get(d.config.upstream);
+    if (upstream === undefined) return this.failBeforeHeaders(new GatewayError('GW_ERR_ROUTE_UNKNOWN_MODEL', [this.asked]));
+    ex.route.upstream = d.config.upstream;
+    ex.route.upstreamModel = d.config.model;
+    this.attempt(upstream);
   }
 
   /** Failure before any response byte: a coded JSON error (unless the client is gone). */
@@ -227,6 +258,7 @@ export class Call {
     if (this.stallTimer !== undefined) clearStall(this);
     if (this.guard !== undefined) { this.guard.upstreamInflight--; this.guard = undefined; }
     if (this.countedIp !== undefined) { this.gw.clientInflight.release(this.countedIp); this.countedIp = undefined; }
+    if (this.failover !== undefined) this.failover.done(outcome, this.status);
     if (outcome === 'cancelled_before_forward') m.cancelledBeforeForward.inc();
     const model = ex.route.model;
     const up = ex.route.upstream || 'none';

@@ -21,6 +21,7 @@ import { redact, secretReader } from '../secrets.ts';
 import type { GatewayMetrics } from '../metrics.ts';
 import type { HealthMonitor } from '../health.ts';
 import type { Runtime } from '../runtime.ts';
+import { deploymentSets, registerDeploymentMetrics } from '../upstream/deployment-metrics.ts';
 
 /**
  * What the admin plane reads and drives: the narrow view of the gateway it is given (as the data
@@ -162,9 +163,15 @@ export function createAdminServer(gw: AdminState, logger: FastifyBaseLogger): Fa
     return auth.mint({ ...(claims as Record<string, unknown> | undefined), sub }, ttlSeconds);
   });
 
+  registerDeploymentMetrics(gw.metrics.registry, () => deploymentSets(gw.runtime.models));
   app.get('/-/upstreams', async () => {
-    const out: Record<string, unknown> = {};
+    const out: Record<string, Record<string, unknown>> = {};
     for (const [name, u] of gw.runtime.upstreams) out[name] = { url: u.config.url, protocol: u.config.protocol, ...u.stats() };
+    // Each deployment (of a model with `deployments`) under the upstream it runs on.
+    const now = Date.now();
+    for (const set of deploymentSets(gw.runtime.models)) {
+      for (const d of set.list) ((out[d.config.upstream]!.deployments ??= []) as unknown[]).push({ logicalModel: set.model, ...d.state(now) });
+    }
     return out;
   });
 

@@ -38,12 +38,13 @@ export const MAX_DEPLOYMENTS = 32;
 /** A Retry-After longer than this is cut to it. */
 const MAX_RETRY_AFTER_MS = 300_000;
 
-export class Deployment {
-  readonly model: string;
-  readonly config: DeploymentConfig;
-  /** `upstream` or, when one upstream serves several deployments of a model, `upstream/model`. */
-  readonly name: string;
-  readonly bit: number;
+/**
+ * What a deployment has learned and holds: shared by the Deployment objects of successive
+ * runtimes while the deployment stays (same upstream and model name), so a reload keeps its
+ * requests in flight, its ejection and its counters (and a runtime built and then discarded for
+ * an invalid config changes nothing).
+ */
+export class DeploymentHealth {
   inflight = 0;
   consecutiveFailures = 0;
   windowStart = 0;
@@ -57,35 +58,42 @@ export class Deployment {
   lastEjectedAt = 0;
   /** Epoch ms until which the model asked not to be sent more (Retry-After). */
   retryAfterUntil = 0;
-  /** Counters (kept across reloads while the deployment stays). */
   requests = 0;
   failures = 0;
   ejectionsTotal = 0;
   /** Requests that came here after failing elsewhere / that left here for another deployment. */
   failoversIn = 0;
   failoversOut = 0;
-  /** Set when a reload replaced this object (same deployment): it carries the state from then on. */
-  successor: Deployment | undefined = undefined;
+}
 
-  constructor(model: string, config: DeploymentConfig, name: string, bit: number) {
+export class Deployment {
+  readonly model: string;
+  readonly config: DeploymentConfig;
+  /** `upstream` or, when one upstream serves several deployments of a model, `upstream/model`. */
+  readonly name: string;
+  readonly bit: number;
+  readonly h: DeploymentHealth;
+
+  constructor(model: string, config: DeploymentConfig, name: string, bit: number, h = new DeploymentHealth()) {
     this.model = model;
     this.config = config;
     this.name = name;
     this.bit = bit;
+    this.h = h;
   }
 
   /** For `/-/upstreams`. */
   state(now = Date.now()): DeploymentState {
-    const ejected = this.ejectedUntil > 0;
+    const ejected = this.h.ejectedUntil > 0;
     return {
       name: this.name, upstream: this.config.upstream, model: this.config.model, region: this.config.region,
       weight: this.config.weight, priority: this.config.priority,
-      state: !ejected ? (this.retryAfterUntil > now ? 'retry-after' : 'healthy') : this.probing ? 'probing' : now < this.ejectedUntil ? 'ejected' : 'probe-ready',
-      ejectedUntil: ejected ? new Date(this.ejectedUntil).toISOString() : null,
-      retryAfterUntil: this.retryAfterUntil > now ? new Date(this.retryAfterUntil).toISOString() : null,
-      inflight: this.inflight, cap: this.config.maxConcurrent,
-      requests: this.requests, failures: this.failures, consecutiveFailures: this.consecutiveFailures,
-      ejections: this.ejectionsTotal, failoversIn: this.failoversIn, failoversOut: this.failoversOut,
+      state: !ejected ? (this.h.retryAfterUntil > now ? 'retry-after' : 'healthy') : this.h.probing ? 'probing' : now < this.h.ejectedUntil ? 'ejected' : 'probe-ready',
+      ejectedUntil: ejected ? new Date(this.h.ejectedUntil).toISOString() : null,
+      retryAfterUntil: this.h.retryAfterUntil > now ? new Date(this.h.retryAfterUntil).toISOString() : null,
+      inflight: this.h.inflight, cap: this.config.maxConcurrent,
+      requests: this.h.requests, failures: this.h.failures, consecutiveFailures: this.h.consecutiveFailures,
+      ejections: this.h.ejectionsTotal, failoversIn: this.h.failoversIn, failoversOut: this.h.failoversOut,
     };
   }
 }
@@ -120,16 +128,7 @@ export class DeploymentSet {
     const list = configs.map((c, i) => {
       const name = perUpstream.get(c.upstream)! > 1 ? `${c.upstream}/${c.model}` : c.upstream;
       const old = previous?.list.find((d) => d.config.upstream === c.upstream && d.config.model === c.model);
-      const d = new Deployment(model, c, name, 1 << i);
-      if (old) {
-        d.inflight = old.inflight;
-        for (const k of ['consecutiveFailures', 'windowStart', 'windowRequests', 'windowFailures', 'ejectedUntil', 'probing', 'ejections', 'lastEjectedAt', 'retryAfterUntil', 'requests', 'failures', 'ejectionsTotal', 'failoversIn', 'failoversOut'] as const) {
-          (d as unknown as Record<string, unknown>)[k] = old[k];
-        }
-        // Requests in flight on the old object release it; point them here from now on.
-        old.successor = d;
-      }
-      return d;
+      return new Deployment(model, c, name, 1 << i, old?.h);
     });
     this.list = list.sort((a, b) => a.config.priority - b.config.priority || a.bit - b.bit);
     this.ejection = list.length > 1;
@@ -168,11 +167,11 @@ export class DeploymentSet {
 
   /** The attempt starts on `d` (it counts against its cap until `release`). */
   acquire(d: Deployment, failover: boolean): void {
-    current(d).inflight++;
-    const c = current(d);
-    c.requests++;
-    if (failover) c.failoversIn++;
-    if (c.ejectedUntil > 0) c.probing = true;
+    const c = d;
+    c.h.inflight++;
+    c.h.requests++;
+    if (failover) c.h.failoversIn++;
+    if (c.h.ejectedUntil > 0) c.h.probing = true;
   }
 
   /**
@@ -181,60 +180,60 @@ export class DeploymentSet {
    * `failedOver`: the request goes on to another deployment.
    */
   release(d0: Deployment, result: AttemptResult, opts: { retryAfterMs?: number; failedOver?: boolean } = {}, now = Date.now()): void {
-    const d = current(d0);
-    d.inflight--;
-    if (opts.failedOver) d.failoversOut++;
-    if (opts.retryAfterMs !== undefined && opts.retryAfterMs > 0) d.retryAfterUntil = Math.max(d.retryAfterUntil, now + Math.min(opts.retryAfterMs, MAX_RETRY_AFTER_MS));
-    const wasProbe = d.probing;
+    const d = d0;
+    d.h.inflight--;
+    if (opts.failedOver) d.h.failoversOut++;
+    if (opts.retryAfterMs !== undefined && opts.retryAfterMs > 0) d.h.retryAfterUntil = Math.max(d.h.retryAfterUntil, now + Math.min(opts.retryAfterMs, MAX_RETRY_AFTER_MS));
+    const wasProbe = d.h.probing;
     if (result === 'neutral' || result === 'throttled') {
-      if (wasProbe) d.probing = false;
+      if (wasProbe) d.h.probing = false;
       return;
     }
     const e = this.policy.ejection;
-    if (now - d.windowStart >= e.windowMs) { d.windowStart = now; d.windowRequests = 0; d.windowFailures = 0; }
-    d.windowRequests++;
+    if (now - d.h.windowStart >= e.windowMs) { d.h.windowStart = now; d.h.windowRequests = 0; d.h.windowFailures = 0; }
+    d.h.windowRequests++;
     if (result === 'ok') {
-      d.consecutiveFailures = 0;
-      if (d.ejectedUntil > 0) {
+      d.h.consecutiveFailures = 0;
+      if (d.h.ejectedUntil > 0) {
         // The probe came back well (or a request from before the ejection did): back in.
-        d.ejectedUntil = 0;
-        d.probing = false;
-        d.windowStart = now; d.windowRequests = 0; d.windowFailures = 0;
-      } else if (d.ejections > 0 && now - d.lastEjectedAt >= e.maxMs) {
-        d.ejections = 0;
+        d.h.ejectedUntil = 0;
+        d.h.probing = false;
+        d.h.windowStart = now; d.h.windowRequests = 0; d.h.windowFailures = 0;
+      } else if (d.h.ejections > 0 && now - d.h.lastEjectedAt >= e.maxMs) {
+        d.h.ejections = 0;
       }
       return;
     }
-    d.failures++;
-    d.consecutiveFailures++;
-    d.windowFailures++;
+    d.h.failures++;
+    d.h.consecutiveFailures++;
+    d.h.windowFailures++;
     if (!this.ejection) return;
-    if (d.ejectedUntil > 0) {
+    if (d.h.ejectedUntil > 0) {
       // A failed probe: out again, for longer. (A late failure of a request sent before the
       // ejection changes nothing.)
       if (wasProbe) this.#eject(d, now);
       return;
     }
-    const byCount = e.consecutiveFailures > 0 && d.consecutiveFailures >= e.consecutiveFailures;
-    const byRate = e.errorRate > 0 && d.windowRequests >= e.minRequests && d.windowFailures >= e.errorRate * d.windowRequests;
+    const byCount = e.consecutiveFailures > 0 && d.h.consecutiveFailures >= e.consecutiveFailures;
+    const byRate = e.errorRate > 0 && d.h.windowRequests >= e.minRequests && d.h.windowFailures >= e.errorRate * d.h.windowRequests;
     if (byCount || byRate) this.#eject(d, now);
   }
 
   /** The model asked for a pause (its answer was relayed, not failed over): keep it out until then. */
   noteRetryAfter(d0: Deployment, retryAfterMs: number, now = Date.now()): void {
-    const d = current(d0);
-    if (retryAfterMs > 0) d.retryAfterUntil = Math.max(d.retryAfterUntil, now + Math.min(retryAfterMs, MAX_RETRY_AFTER_MS));
+    const d = d0;
+    if (retryAfterMs > 0) d.h.retryAfterUntil = Math.max(d.h.retryAfterUntil, now + Math.min(retryAfterMs, MAX_RETRY_AFTER_MS));
   }
 
   #eject(d: Deployment, now: number): void {
     const e = this.policy.ejection;
-    d.ejections++;
-    d.ejectionsTotal++;
-    d.lastEjectedAt = now;
-    d.ejectedUntil = now + Math.min(e.baseMs * 2 ** (d.ejections - 1), e.maxMs);
-    d.probing = false;
-    d.consecutiveFailures = 0;
-    d.windowStart = now; d.windowRequests = 0; d.windowFailures = 0;
+    d.h.ejections++;
+    d.h.ejectionsTotal++;
+    d.h.lastEjectedAt = now;
+    d.h.ejectedUntil = now + Math.min(e.baseMs * 2 ** (d.h.ejections - 1), e.maxMs);
+    d.h.probing = false;
+    d.h.consecutiveFailures = 0;
+    d.h.windowStart = now; d.h.windowRequests = 0; d.h.windowFailures = 0;
   }
 
   /**
@@ -246,8 +245,8 @@ export class DeploymentSet {
     for (const d of this.list) {
       if ((tried & d.bit) !== 0) continue;
       let wait = 1000;
-      if (d.ejectedUntil > now) wait = d.ejectedUntil - now;
-      if (d.retryAfterUntil > now) wait = Math.max(wait, d.retryAfterUntil - now);
+      if (d.h.ejectedUntil > now) wait = d.h.ejectedUntil - now;
+      if (d.h.retryAfterUntil > now) wait = Math.max(wait, d.h.retryAfterUntil - now);
       if (wait < min) min = wait;
     }
     return Number.isFinite(min) ? min : 1000;
@@ -257,9 +256,9 @@ export class DeploymentSet {
   why(now = Date.now()): string {
     let ejected = 0, full = 0, paused = 0;
     for (const d of this.list) {
-      if (d.ejectedUntil > 0 && (now < d.ejectedUntil || d.probing)) ejected++;
-      else if (d.retryAfterUntil > now) paused++;
-      else if (d.config.maxConcurrent > 0 && d.inflight >= d.config.maxConcurrent) full++;
+      if (d.h.ejectedUntil > 0 && (now < d.h.ejectedUntil || d.h.probing)) ejected++;
+      else if (d.h.retryAfterUntil > now) paused++;
+      else if (d.config.maxConcurrent > 0 && d.h.inflight >= d.config.maxConcurrent) full++;
     }
     const parts: string[] = [];
     if (ejected) parts.push(`${ejected} ejected`);
@@ -272,18 +271,11 @@ export class DeploymentSet {
 function available(d: Deployment, tried: number, now: number): boolean {
   if ((tried & d.bit) !== 0) return false;
   const c = d.config.maxConcurrent;
-  if (c > 0 && d.inflight >= c) return false;
-  if (d.retryAfterUntil > now) return false;
+  if (c > 0 && d.h.inflight >= c) return false;
+  if (d.h.retryAfterUntil > now) return false;
   // Ejected: only once its time is up, and one probe at a time.
-  if (d.ejectedUntil > 0 && (now < d.ejectedUntil || d.probing)) return false;
+  if (d.h.ejectedUntil > 0 && (now < d.h.ejectedUntil || d.h.probing)) return false;
   return true;
-}
-
-/** After a reload, the object that carries this deployment's state now. */
-function current(d: Deployment): Deployment {
-  let c = d;
-  while (c.successor !== undefined) c = c.successor;
-  return c;
 }
 
 /**

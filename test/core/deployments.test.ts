@@ -53,8 +53,8 @@ t.test('Retry-After keeps a deployment out until then; a 429 is not a failure', 
   set.release(a, 'throttled', { retryAfterMs: 5000, failedOver: true }, now);
   t.equal(set.pick(0, now + 4999)!.name, 'b', 'inside Retry-After → b');
   t.equal(set.pick(0, now + 5000)!.name, 'a', 'after it → a again');
-  t.equal(a.failures, 0, 'not counted as a failure');
-  t.equal(a.failoversOut, 1);
+  t.equal(a.h.failures, 0, 'not counted as a failure');
+  t.equal(a.h.failoversOut, 1);
   t.equal(set.unavailableMs(set.list[1]!.bit, now + 1000), 4000, 'b tried, a waits 4 s more');
 });
 
@@ -64,9 +64,9 @@ t.test('consecutive failures eject for a back-off that doubles; one probe at a t
   let now = 1_000_000;
   const fail = (): void => { set.acquire(a, false); set.release(a, 'fail', {}, now); };
   fail(); fail();
-  t.equal(a.ejectedUntil, 0, '2 failures: still in');
+  t.equal(a.h.ejectedUntil, 0, '2 failures: still in');
   fail();
-  t.equal(a.ejectedUntil, now + 1000, '3 in a row: ejected for baseMs');
+  t.equal(a.h.ejectedUntil, now + 1000, '3 in a row: ejected for baseMs');
   t.equal(set.pick(0, now + 999)!.name, 'b', 'ejected → b');
   t.equal(a.state(now).state, 'ejected');
   now += 1000;
@@ -75,26 +75,26 @@ t.test('consecutive failures eject for a back-off that doubles; one probe at a t
   t.equal(a.state(now).state, 'probing');
   t.equal(set.pick(0, now)!.name, 'b', 'one probe at a time');
   set.release(a, 'fail', {}, now);
-  t.equal(a.ejectedUntil, now + 2000, 'failed probe: out again for twice as long');
+  t.equal(a.h.ejectedUntil, now + 2000, 'failed probe: out again for twice as long');
   now += 2000;
   set.acquire(a, false); set.release(a, 'fail', {}, now);
-  t.equal(a.ejectedUntil, now + 4000, 'and again: 4 s');
+  t.equal(a.h.ejectedUntil, now + 4000, 'and again: 4 s');
   now += 4000;
   set.acquire(a, false); set.release(a, 'fail', {}, now);
   now += 8000;
   set.acquire(a, false); set.release(a, 'fail', {}, now);
-  t.equal(a.ejectedUntil, now + 8000, 'capped at maxMs');
+  t.equal(a.h.ejectedUntil, now + 8000, 'capped at maxMs');
   now += 8000;
   set.acquire(a, false); set.release(a, 'ok', {}, now);
-  t.equal(a.ejectedUntil, 0, 'a good probe: back in');
+  t.equal(a.h.ejectedUntil, 0, 'a good probe: back in');
   t.equal(a.state(now).state, 'healthy');
-  t.equal(a.ejectionsTotal, 5);
+  t.equal(a.h.ejectionsTotal, 5);
   t.equal(set.pick(0, now)!.name, 'a');
   // Healthy for maxMs: the back-off starts again from baseMs.
   now += 8000;
   set.acquire(a, false); set.release(a, 'ok', {}, now);
   fail(); fail(); fail();
-  t.equal(a.ejectedUntil, now + 1000, 'after a healthy spell, the next ejection is baseMs again');
+  t.equal(a.h.ejectedUntil, now + 1000, 'after a healthy spell, the next ejection is baseMs again');
 });
 
 t.test('a probe cancelled by its client lets another probe go', async (t) => {
@@ -113,17 +113,17 @@ t.test('an error rate over the threshold ejects, even without failures in a row'
   const a = set.list[0]!;
   const now = 1_000_000;
   for (let i = 0; i < 9; i++) { set.acquire(a, false); set.release(a, i % 2 === 0 ? 'fail' : 'ok', {}, now); }
-  t.equal(a.ejectedUntil, 0, '5 of 9: under minRequests');
+  t.equal(a.h.ejectedUntil, 0, '5 of 9: under minRequests');
   set.acquire(a, false); set.release(a, 'ok', {}, now);
   set.acquire(a, false); set.release(a, 'fail', {}, now);
-  t.ok(a.ejectedUntil > now, '6 of 11 ≥ 50%: ejected');
+  t.ok(a.h.ejectedUntil > now, '6 of 11 ≥ 50%: ejected');
 });
 
 t.test('a model with one deployment is never ejected', async (t) => {
   const set = new DeploymentSet('m', [dep('a')], POLICY);
   const a = set.list[0]!;
   for (let i = 0; i < 10; i++) { set.acquire(a, false); set.release(a, 'fail'); }
-  t.equal(a.ejectedUntil, 0);
+  t.equal(a.h.ejectedUntil, 0);
   t.equal(set.pick(0)!.name, 'a');
 });
 
@@ -136,18 +136,20 @@ t.test('all ejected: none, and how long until one is back', async (t) => {
   t.match(set.why(now + 10), /2 ejected/);
 });
 
-t.test('a reload keeps the state of deployments that stay; requests in flight release the new object', async (t) => {
+t.test('a reload keeps the state of deployments that stay; requests in flight release it in the new runtime too', async (t) => {
   const old = new DeploymentSet('m', [dep('a', { maxConcurrent: 1 }), dep('b')], POLICY);
   const a0 = old.list[0]!;
   old.acquire(a0, false);
   for (let i = 0; i < 3; i++) { old.acquire(old.list[1]!, false); old.release(old.list[1]!, 'fail', {}, 1_000_000); }
   const next = new DeploymentSet('m', [dep('a', { maxConcurrent: 1 }), dep('b'), dep('c')], POLICY, old);
   const a1 = next.list[0]!;
-  t.equal(a1.inflight, 1, 'in flight carried over');
-  t.ok(next.list[1]!.ejectedUntil > 0, 'ejection carried over');
+  t.equal(a1.h.inflight, 1, 'in flight carried over');
+  t.ok(next.list[1]!.h.ejectedUntil > 0, 'ejection carried over');
   t.equal(next.pick(next.list[1]!.bit, 1_000_000)!.name, 'c', 'a full, b ejected → c');
   old.release(a0, 'ok');
-  t.equal(a1.inflight, 0, 'the old request released the new object');
+  t.equal(a1.h.inflight, 0, 'the old request released it in the new runtime');
+  const discarded = new DeploymentSet('m', [dep('a', { maxConcurrent: 1 })], POLICY, next);
+  t.equal(discarded.list[0]!.h, a1.h, 'one health object per deployment, whichever runtime');
 });
 
 t.test('deployments of one upstream with different model names are told apart', async (t) => {
