@@ -72,7 +72,7 @@ if (argv.help) {
   --goaway-seconds N  GOAWAY phase length (default 10; quick 4)
   --goaway-every N    model server GOAWAY period in streams (default 100)
   --quick             small numbers for a smoke run (< 60 s)
-  --only LIST         run only these sections (comma-separated): latency, throughput, goaway,
+  --only LIST         run only these sections (comma-separated): latency, throughput, goaway, failover,
                       h1-latency, h1-throughput, store, fastlane-off, workers; h2 = latency,throughput;
                       h1 = h1-latency,h1-throughput
   --gateway-cpu-prof  run the gateway with --cpu-prof; profiles go to bench/results/prof-<time>/
@@ -80,7 +80,7 @@ if (argv.help) {
   process.exit(0);
 }
 const quick = argv.quick === true;
-const SECTIONS = ['latency', 'throughput', 'goaway', 'h1-latency', 'h1-throughput', 'store', 'fastlane-off', 'workers'] as const;
+const SECTIONS = ['latency', 'throughput', 'goaway', 'h1-latency', 'h1-throughput', 'store', 'fastlane-off', 'workers', 'failover'] as const;
 type Section = typeof SECTIONS[number];
 const ALIASES: Record<string, Section[]> = { h2: ['latency', 'throughput'], h1: ['h1-latency', 'h1-throughput'], all: [...SECTIONS] };
 const ONLY = new Set<Section>();
@@ -925,6 +925,14 @@ async function storeSection(env: Env, protocol: ClientProtocol = 'h2'): Promise<
   }
 }
 
+/** Run bench/failover.ts as a child and read its figures. */
+async function failoverSection(): Promise<{ checks: Array<{ name: string; value: string; pass: boolean }>; addedMs: number; cost: Record<string, number>; kill: Record<string, number> }> {
+  const file = path.join(os.tmpdir(), `ghostgate-failover-${process.pid}.json`);
+  const child = spawn(process.execPath, [path.join(ROOT, 'bench/failover.ts'), '--json', file, ...(quick ? ['--requests', '100', '--seconds', '4'] : [])], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+  await new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return JSON.parse(readFileSync(file, 'utf8')) as never;
+}
+
 type CancelKind = 'beforeFirstToken' | 'midStream' | 'all';
 interface PooledShare { share: number; reached: number; sent: number; n: number; neverSent: number; finishedBeforeCancel: number; notReset: number }
 
@@ -1111,6 +1119,9 @@ async function main(): Promise<void> {
     if (runs('workers')) { head(`every core: --workers 1 and --workers 2, HTTP/2 clients; throughput (${tputModel}; ${OPT.concurrency} streams over ${WORKERS_SESSIONS} sessions) and latency (${latencyModel})`); workers = await workersSection(env); }
     let store: StoreRun | undefined;
     if (runs('store')) { head(`shared store: rate-limit + supersede in process vs on redis-server (store.redis), HTTP/2 typing users: ${latencyModel}`); store = await storeSection(env); }
+    // #9.1: bench/failover.ts, its own gateway and two model servers as deployments.
+    let failover: { checks: Array<{ name: string; value: string; pass: boolean }>; addedMs: number; cost: Record<string, number>; kill: Record<string, number> } | undefined;
+    if (runs('failover')) { head('failover across two deployments (bench/failover.ts): cost of a failover before the first byte; one deployment killed under typing load'); failover = await failoverSection(); }
 
     // --- summary and table
     const summary: Record<string, unknown> = {};
@@ -1186,6 +1197,15 @@ async function main(): Promise<void> {
         R.row('  failed + truncated / store fallbacks (redis side)', `${failed}`, `${store.redisFallbacks} (${store.redisFallbackTimeouts} past timeoutMs)`, '', '0 / 0',
           R.check('store: no failures, no fallbacks', `${failed} / ${store.redisFallbacks}`, '0 / 0', failed === 0 && store.redisFallbacks === 0));
       }
+    }
+    if (failover) {
+      summary.failover = failover;
+      R.sep();
+      R.row('Deployments (bench/failover.ts)');
+      R.row('  TTFB p50: A refuses (503) then B / B alone / A\'s refusal', '', `${f(failover.cost.codeP50Ms)} / ${f(failover.cost.onlyBP50Ms)} / ${f(failover.cost.aRefusalP50Ms)}`, signMs(failover.addedMs), '≤ +1 ms',
+        R.check('failover before first byte: added beyond the failed attempt', `${f(failover.addedMs)} ms`, '≤ 1 ms', failover.addedMs <= 1));
+      R.row('  one of two killed under typing load: client errors', '', `${failover.kill.visible} of ${failover.kill.requests}`, `${failover.kill.streamingAtKill} were streaming from it`, '0',
+        R.check('deployment killed under load: client errors', String(failover.kill.visible), '0', failover.kill.visible === 0 && failover.kill.cleanTruncated === 0));
     }
     const { rows, checks } = R;
     const widths = [0, 1, 2, 3, 4, 5].map((i) => Math.max(...rows.filter((r) => r.length > 1).map((r) => (r[i] ?? '').length)));

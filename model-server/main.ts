@@ -34,6 +34,7 @@ Options:
   --fail-status N              answer every model request with status N (e.g. 503, 429), no token;
                                POST /_fail?status=N&retryAfter=S changes it at run time (0 = stop)
   --retry-after S              with --fail-status: a Retry-After: S header (seconds)
+  --name NAME                  an x-model-server: NAME header on every model response
   --drain-ms N                 on SIGTERM/SIGINT, let in-flight requests finish for up to N ms,
                                then cut them; a second signal cuts at once (default ${DRAIN_MS_DEFAULT})
   -h, --help                   show this help
@@ -56,6 +57,7 @@ export function parseModelServerArgs(argv: string[]): ModelServerOptions & { hel
       key: { type: 'string' },
       'fail-status': { type: 'string' },
       'retry-after': { type: 'string' },
+      name: { type: 'string' },
       'drain-ms': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -80,6 +82,7 @@ export function parseModelServerArgs(argv: string[]): ModelServerOptions & { hel
   if (fs !== undefined && fs !== 0 && (fs < 400 || fs > 599)) throw new TypeError(`--fail-status must be 400-599 (or 0), got ${fs}`);
   if (fs !== undefined) opts.failStatus = fs;
   const ra = int('retry-after'); if (ra !== undefined) opts.retryAfter = ra;
+  if (values.name !== undefined) opts.name = values.name;
   if (values.key !== undefined) {
     if (values.key === '') throw new TypeError('--key must not be empty');
     opts.key = values.key;

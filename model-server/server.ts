@@ -55,6 +55,8 @@ export interface ModelServerOptions {
   failStatus?: number;
   /** With `failStatus`: a `Retry-After: S` header (seconds) on those answers. 0 = none. */
   retryAfter?: number;
+  /** Sent as `x-model-server` on every model response (tells deployments apart in tests). Default: none. */
+  name?: string;
 }
 
 export const MODEL_SERVER_DEFAULTS = {
@@ -236,7 +238,7 @@ type Kind = 'completions' | 'chat';
 
 interface Config {
   ttftMs: number; tokenMs: number; tokens: number; goawayEvery: number; key: Buffer | null;
-  failStatus: number; retryAfter: number;
+  failStatus: number; retryAfter: number; name: string;
 }
 
 class Server {
@@ -316,6 +318,7 @@ class Exchange {
     if (this.h2 !== null) {
       const h: http2.OutgoingHttpHeaders = { ':status': status, 'content-type': contentType, 'x-request-id': this.id };
       if (retryAfter > 0) h['retry-after'] = String(retryAfter);
+      if (this.srv.cfg.name !== '') h['x-model-server'] = this.srv.cfg.name;
       if (length >= 0) h['content-length'] = length;
       else h['cache-control'] = 'no-cache';
       this.h2.respond(h);
@@ -327,8 +330,9 @@ class Exchange {
         res.setHeader('content-length', length);
         res.setHeader('x-request-id', this.id);
         if (retryAfter > 0) res.setHeader('retry-after', String(retryAfter));
+        if (this.srv.cfg.name !== '') res.setHeader('x-model-server', this.srv.cfg.name);
       } else {
-        res.writeHead(status, ['content-type', 'text/event-stream', 'cache-control', 'no-cache', 'x-request-id', this.id]);
+        res.writeHead(status, ['content-type', 'text/event-stream', 'cache-control', 'no-cache', 'x-request-id', this.id, ...(this.srv.cfg.name !== '' ? ['x-model-server', this.srv.cfg.name] : [])]);
         res.flushHeaders();
       }
     }
@@ -775,6 +779,7 @@ export async function startModelServer(opts: ModelServerOptions = {}): Promise<M
     key: opts.key ? Buffer.from(opts.key) : null,
     failStatus: nonNegInt('failStatus', opts.failStatus, d.failStatus),
     retryAfter: nonNegInt('retryAfter', opts.retryAfter, d.retryAfter),
+    name: opts.name ?? '',
   });
 
   const server = http2.createServer({
