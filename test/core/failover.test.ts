@@ -143,3 +143,24 @@ t.test('a client cancel during the retries stops them: no further deployment see
   t.equal(d.b!.inflight, 0, 'b\'s slot released');
   t.equal(d.b!.failures, 0, 'a cancel is not b\'s failure');
 });
+
+t.test('steps on top: model-rewrite to a model with deployments fails over; a step that routes to an upstream pins it', async (t) => {
+  const a = await model(t, ['--fail-status', '503']);
+  const b = await model(t);
+  const g = await startGateway(t, {
+    noModel: true,
+    upstreamsYaml: () => config([upstream('a', a.url), upstream('b', b.url)], '      - { upstream: a }\n      - { upstream: b, priority: 1 }'),
+    policies: {
+      'p.yaml': 'name: p\nsteps:\n  - use: model-rewrite\n    params:\n      map:\n        old-code: code\n        pinned: { upstream: a, model: code }\n',
+    },
+  });
+  const s = await connect(g.url);
+  t.teardown(() => s.close());
+  const r = await post(s, '/v1/completions', { ...BODY, model: 'old-code' });
+  t.equal(r.status, 200, 'rewritten to code: a answered 503, b served');
+  t.equal((await requestsAt(b)).length, 1);
+  const pinned = await post(s, '/v1/completions', { ...BODY, model: 'pinned' });
+  t.equal(pinned.status, 503, 'pinned to upstream a: its 503 is relayed, no failover');
+  t.equal((await requestsAt(b)).length, 1, 'b not tried');
+  t.equal((await requestsAt(a)).length, 2);
+});
