@@ -218,6 +218,11 @@ export interface UpstreamSendOptions {
   signal?: CancelSignal;
   /** Overrides the upstream's configured time to first byte. */
   firstByteTimeoutMs?: number;
+  /**
+   * Who the request is for (the client's address, when `limits.maxInflightPerClientIp` is on): one
+   * owner may hold at most half of an HTTP/2 upstream pool's streams (core/upstream/h2-pool.ts).
+   */
+  owner?: string;
 }
 
 /** The core's client for one configured upstream (pool + credential). */

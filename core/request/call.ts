@@ -176,7 +176,7 @@ export class Call {
       if (this.attempts++ === 0 && this.p.forwarding.length) this.p.runForwarding(ex, out);
       ex.forwardedAt = performance.now();
       const f = this.failover;
-      upstream.send({ path: out.path, headers: out.headers as Record<string, string>, body: out.body, signal: ex.cancellation, firstByteTimeoutMs: f?.firstByteTimeoutMs(upstream) }).then(
+      upstream.send({ path: out.path, headers: out.headers as Record<string, string>, body: out.body, signal: ex.cancellation, firstByteTimeoutMs: f?.firstByteTimeoutMs(upstream), owner: this.countedIp }).then(
         // A 5xx or 429 from a deployment, with another to try: dropped unrelayed, next attempt.
         (r) => (f !== undefined && f.retryOnResponse(r, ex.cancellation.aborted || this.finished) ? this.nextAttempt(undefined) : relay(this, r)),
         (e) => this.attemptFailed(e, upstream),

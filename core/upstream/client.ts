@@ -109,7 +109,7 @@ class H2Upstream extends BaseUpstream implements ManagedUpstream {
     let avoid: Slot | undefined;
     for (let attempt = 0; ; attempt++) {
       if (opts.signal?.aborted) throw abortError();
-      const slot = this.#pool.pick(avoid) ?? await this.#pool.wait(opts.signal, avoid);
+      const slot = this.#pool.pick(avoid, undefined, opts.owner) ?? await this.#pool.wait(opts.signal, avoid, opts.owner);
       // The client may have gone while we waited for a session: never send it then.
       if (opts.signal?.aborted) throw abortError();
       try {
@@ -127,7 +127,7 @@ class H2Upstream extends BaseUpstream implements ManagedUpstream {
   }
 
   #attempt(slot: Slot, headers: Record<string, string | number>, opts: UpstreamSendOptions): Promise<UpstreamResponse> {
-    const stream: ClientHttp2Stream = this.#pool.request(slot, headers);
+    const stream: ClientHttp2Stream = this.#pool.request(slot, headers, opts.owner);
     const sentAt = performance.now();
     stream.end(opts.body);
     const signal = opts.signal;

@@ -10,6 +10,10 @@
  * - New streams go to the least-loaded ready session with room under the peer's
  *   SETTINGS_MAX_CONCURRENT_STREAMS. A stream is never queued on a full session: when all are full,
  *   one more session opens (up to 4 × `size`) and the request waits for it, or for a stream to end.
+ * - One client (its `owner` key: the client's address, when the per-address cap is on) may hold at
+ *   most half of the streams the pool can grow to; its further requests wait for its own streams
+ *   to end (or the connect budget: 503), so one client that does not read cannot take every
+ *   upstream stream from the others.
  * - GOAWAY (nginx sends one after `keepalive_requests`, 100 by default): the session stops taking
  *   new streams at once, finishes the ones it has, and a fresh session replaces it. Streams the
  *   peer did not process (refused, or above GOAWAY's last stream id) are reported as retryable,
@@ -93,7 +97,7 @@ export function endStreamArrived(stream: ClientHttp2Stream): boolean {
   return (stream as WatchedStream)[kEndStream] === true;
 }
 
-type Waiter = { resolve: (s: Slot) => void; reject: (e: Error) => void; timer: NodeJS.Timeout; avoid: Slot | undefined };
+type Waiter = { resolve: (s: Slot) => void; reject: (e: Error) => void; timer: NodeJS.Timeout; avoid: Slot | undefined; owner: string | undefined };
 
 export class H2Pool {
   readonly name: string;
@@ -114,6 +118,8 @@ export class H2Pool {
   #reconnectTimer: NodeJS.Timeout | undefined;
   #connecting = 0;
   #opened = 0;
+  /** Streams open per owner (client address), for the owners' share. */
+  readonly #owners = new Map<string, number>();
 
   constructor(o: H2PoolOptions) {
     this.#o = o;
@@ -150,7 +156,9 @@ export class H2Pool {
    * A ready session with room for a stream now (not `avoid`: the one that just refused this
    * request), or undefined (then use `wait`). Synchronous: the hot path.
    */
-  pick(avoid?: Slot, promised?: Map<Slot, number>): Slot | undefined {
+  pick(avoid?: Slot, promised?: Map<Slot, number>, owner?: string, ownerPromised = 0): Slot | undefined {
+    // An owner at its share waits for its own streams to end (see the module comment).
+    if (owner !== undefined && (this.#owners.get(owner) ?? 0) + ownerPromised >= this.#share()) return undefined;
     let best: Slot | undefined;
     let bestLoad = 0;
     for (const s of this.#live) {
@@ -168,17 +176,25 @@ export class H2Pool {
     return best;
   }
 
+  /** Streams one owner may hold: half of what the pool can grow to (at least 1). */
+  #share(): number {
+    let max = 0;
+    for (const s of this.#live) if (s.ready && s.maxStreams > max) max = s.maxStreams;
+    return Math.max(1, Math.floor((this.#o.size * MAX_SESSIONS_FACTOR * (max || 100)) / 2));
+  }
+
   /** Wait for a ready session other than `avoid` (connect budget), opening one if needed. */
-  wait(signal?: CancelSignal, avoid?: Slot): Promise<Slot> {
+  wait(signal?: CancelSignal, avoid?: Slot, owner?: string): Promise<Slot> {
     if (this.#closed) return Promise.reject(new GatewayError('GW_ERR_UPSTREAM_UNAVAILABLE', [this.name]));
     // Connects failed a moment ago: fail fast rather than hammer the upstream.
     if (this.#connecting === 0 && this.#lastConnectError && Date.now() < this.#retryAt) {
       return Promise.reject(new GatewayError('GW_ERR_UPSTREAM_CONNECT', [this.name]));
     }
-    if (this.#connecting === 0 && this.#live.length < this.#o.size * MAX_SESSIONS_FACTOR) this.#open();
+    const overShare = owner !== undefined && (this.#owners.get(owner) ?? 0) >= this.#share();
+    if (!overShare && this.#connecting === 0 && this.#live.length < this.#o.size * MAX_SESSIONS_FACTOR) this.#open();
     return new Promise<Slot>((resolve, reject) => {
       const w: Waiter = {
-        resolve, reject, avoid,
+        resolve, reject, avoid, owner,
         timer: setTimeout(() => {
           this.#removeWaiter(w);
           reject(this.#lastConnectError
@@ -192,7 +208,7 @@ export class H2Pool {
   }
 
   /** Open a stream on `slot`. Throws RetryableError if the session can no longer take streams. */
-  request(slot: Slot, headers: OutgoingHttpHeaders): ClientHttp2Stream {
+  request(slot: Slot, headers: OutgoingHttpHeaders, owner?: string): ClientHttp2Stream {
     let stream: ClientHttp2Stream;
     try {
       stream = slot.session.request(headers, { endStream: false });
@@ -209,11 +225,16 @@ export class H2Pool {
     (stream as WatchedStream).push = pushWatchingEnd;
     slot.active++;
     slot.streamsOpened++;
+    if (owner !== undefined) this.#owners.set(owner, (this.#owners.get(owner) ?? 0) + 1);
     stream.once('close', () => {
       slot.active--;
+      if (owner !== undefined) {
+        const n = this.#owners.get(owner)! - 1;
+        if (n === 0) this.#owners.delete(owner); else this.#owners.set(owner, n);
+      }
       if (slot.draining && slot.active === 0) slot.session.close();
-      // A stream slot freed on a session that was full: a request waiting for room may take it.
-      else if (this.#waiters.length > 0 && slot.ready && !slot.draining) this.#serveWaiters();
+      // A stream slot freed (or an owner under its share again): a waiting request may go.
+      if (this.#waiters.length > 0) this.#serveWaiters();
     });
     return stream;
   }
@@ -347,11 +368,13 @@ export class H2Pool {
     // Streams promised to waiters in this pass: each opens its stream a microtask later, so the
     // sessions' `active` counts do not see them yet.
     const promised = new Map<Slot, number>();
+    const promisedOwners = new Map<string, number>();
     for (let i = 0; i < this.#waiters.length;) {
       const w = this.#waiters[i]!;
-      const slot = this.pick(w.avoid, promised);
+      const slot = this.pick(w.avoid, promised, w.owner, w.owner === undefined ? 0 : promisedOwners.get(w.owner) ?? 0);
       if (slot === undefined) { i++; continue; }
       promised.set(slot, (promised.get(slot) ?? 0) + 1);
+      if (w.owner !== undefined) promisedOwners.set(w.owner, (promisedOwners.get(w.owner) ?? 0) + 1);
       this.#waiters.splice(i, 1);
       clearTimeout(w.timer);
       w.resolve(slot);

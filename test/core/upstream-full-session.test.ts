@@ -51,7 +51,8 @@ t.test('all sessions (4 × pool size) at the peer\'s limit: a request waits for 
     maxConcurrentStreams: 2,
     onRequest: (c, id) => { if (++n <= 8) held.push({ c, id }); else c.complete(id); },
   });
-  const g = await startGateway(t, { noModel: true, upstreamsYaml: () => upstreamYaml(up.url, 'h2c', { pool: '{ size: 1 }', timeouts: '{ connectMs: 30000, firstByteMs: 30000 }' }) });
+  // No per-address cap here (one client plays every request): no owner's share applies.
+  const g = await startGateway(t, { noModel: true, extraConfig: 'limits: { maxInflightPerClientIp: 0 }', upstreamsYaml: () => upstreamYaml(up.url, 'h2c', { pool: '{ size: 1 }', timeouts: '{ connectMs: 30000, firstByteMs: 30000 }' }) });
   const s = await connect(g.url);
   t.teardown(() => s.close());
   const stalled = Array.from({ length: 8 }, () => open(s, '/v1/completions', BODY));
