@@ -306,7 +306,7 @@ async function main(): Promise<number> {
       await sleep(200);
     }
     await sleep(1000);
-    const end = { ...withoutClients(procUsage(g.proc.pid), socketsOnPort(g.proc.pid, port)), ...(g.proc.alive ? await memory(g, memOut) : { heapUsedBytes: NaN, externalBytes: NaN, liveBytes: NaN, arrayBuffersBytes: NaN }), at: Date.now() };
+    const end = { ...withoutClients(procUsage(g.proc.pid), socketsOnPort(g.proc.pid, port)), ...(g.proc.alive ? await memory(g, memOut) : { heapUsedBytes: NaN, heapTotalBytes: NaN, externalBytes: NaN, liveBytes: NaN, arrayBuffersBytes: NaN }), at: Date.now() };
     clearInterval(rssTimer);
     const upstreams = g.proc.alive ? (await g.json<Record<string, unknown>>('/-/upstreams')).body : {};
     const metrics = g.proc.alive ? await g.metrics() : '';
@@ -362,7 +362,7 @@ async function main(): Promise<number> {
     }
     out.push('');
     const mb = (n: number): string => (n / 2 ** 20).toFixed(1);
-    out.push(`gateway RSS ${mb(users0.rssBytes)} MB (users only, before the first attack) → ${mb(start.rssBytes)} MB (baseline, after one rotation, at ${((start.at - t0) / 1000).toFixed(0)} s) → ${mb(end.rssBytes)} MB (end, at ${((end.at - t0) / 1000).toFixed(0)} s); RSS is a high-water mark, shown, not a target (bench/README.md, *Memory*); after a full GC: V8 heap used ${mb(start.heapUsedBytes)} → ${mb(end.heapUsedBytes)} MB, external ${mb(start.externalBytes)} → ${mb(end.externalBytes)} MB (arrayBuffers ${mb(start.arrayBuffersBytes)} → ${mb(end.arrayBuffersBytes)} MB); fds besides client connections ${start.fds} → ${end.fds} (with them: ${start.fdsAll} → ${end.fdsAll})`);
+    out.push(`gateway RSS ${mb(users0.rssBytes)} MB (users only, before the first attack) → ${mb(start.rssBytes)} MB (baseline, after one rotation, at ${((start.at - t0) / 1000).toFixed(0)} s) → ${mb(end.rssBytes)} MB (end, at ${((end.at - t0) / 1000).toFixed(0)} s); RSS is a high-water mark, shown, not a target (bench/README.md, *Memory*); after a full GC: V8 heap used ${mb(start.heapUsedBytes)} → ${mb(end.heapUsedBytes)} MB (V8 heap reserved ${mb(start.heapTotalBytes)} → ${mb(end.heapTotalBytes)} MB), external ${mb(start.externalBytes)} → ${mb(end.externalBytes)} MB (arrayBuffers ${mb(start.arrayBuffersBytes)} → ${mb(end.arrayBuffersBytes)} MB); fds besides client connections ${start.fds} → ${end.fds} (with them: ${start.fdsAll} → ${end.fdsAll})`);
     out.push(`  RSS every 10 s (s: MB), highest ${Math.max(...rssSeries.map((x) => x[1]))} MB: ${rssSeries.map(([at, v]) => `${at}: ${v}`).join(', ')}`);
     out.push(`left open at the end: client connections ${left.clientConns} (ghostgate_client_connections ${Number.isNaN(left.clientConnsGauge) ? '—' : left.clientConnsGauge}); upstream streams at the fault proxy ${left.proxyStreams}, in the model server ${left.modelInFlight}; ghostgate_inflight_requests ${left.inflightGauge}; upstream sessions at the fault proxy ${proxy.sessions}, draining in the gateway ${left.upstreamDraining} with ${left.upstreamStreams} streams open (10 s after the load)`);
     out.push(`admin /_ping every 0.5 s: ${ping.probes} probes, ${ping.failed} unanswered within 5 s, slowest ${ping.maxMs.toFixed(0)} ms`);
@@ -386,17 +386,17 @@ async function main(): Promise<number> {
  * used and external memory (Buffers, ArrayBuffers, which V8 tracks) after it; `liveBytes` is
  * their sum. What a leak grows, unlike RSS (see bench/README.md, *Memory*).
  */
-async function memory(g: GatewayProc, file: string): Promise<{ heapUsedBytes: number; externalBytes: number; arrayBuffersBytes: number; liveBytes: number }> {
+async function memory(g: GatewayProc, file: string): Promise<{ heapUsedBytes: number; heapTotalBytes: number; externalBytes: number; arrayBuffersBytes: number; liveBytes: number }> {
   rmSync(file, { force: true });
   process.kill(g.proc.pid, 'SIGUSR2');
   for (let i = 0; i < 200; i++) {
     await sleep(50);
     try {
-      const a = (JSON.parse(readFileSync(file, 'utf8')) as { after: { heapUsed: number; external: number; arrayBuffers: number } }).after;
-      return { heapUsedBytes: a.heapUsed * 2 ** 20, externalBytes: a.external * 2 ** 20, arrayBuffersBytes: a.arrayBuffers * 2 ** 20, liveBytes: (a.heapUsed + a.external) * 2 ** 20 };
+      const a = (JSON.parse(readFileSync(file, 'utf8')) as { after: { heapUsed: number; heapTotal: number; external: number; arrayBuffers: number } }).after;
+      return { heapUsedBytes: a.heapUsed * 2 ** 20, heapTotalBytes: a.heapTotal * 2 ** 20, externalBytes: a.external * 2 ** 20, arrayBuffersBytes: a.arrayBuffers * 2 ** 20, liveBytes: (a.heapUsed + a.external) * 2 ** 20 };
     } catch { /* not written yet */ }
   }
-  return { heapUsedBytes: NaN, externalBytes: NaN, arrayBuffersBytes: NaN, liveBytes: NaN };
+  return { heapUsedBytes: NaN, heapTotalBytes: NaN, externalBytes: NaN, arrayBuffersBytes: NaN, liveBytes: NaN };
 }
 
 function withoutClients(u: { rssBytes: number; fds: number }, clientConns: number): { rssBytes: number; fds: number; fdsAll: number } {
