@@ -188,9 +188,8 @@ export class Call {
 
   /**
    * An attempt failed before any response header (connect refused, reset, timeout, unavailable).
-   * #9 failover goes HERE: if the call is not finished or cancelled and the error allows another
-   * try (nothing reached the client; the budget allows), pick the next backend for this route and
-   * call `this.attempt(next)`. Today there is one target: answer the error.
+   * A model with deployments goes on to the next one if the call is not finished or cancelled and
+   * the failover allows another try (core/upstream/failover.ts); otherwise answer the error.
    */
   attemptFailed(e: unknown, _target: ManagedUpstream): void {
     if (this.failover !== undefined && this.failover.retryOnError(e, this.ex.cancellation.aborted || this.finished)) return this.nextAttempt(e);
