@@ -93,7 +93,10 @@ export const commands: Record<string, Command> = {
           errors.push(...e.errors);
         }
       } else {
-        for (const lp of st.policies) await checkPolicySteps(lp, plugins, errors);
+        // Plugins the config lists are still loaded, so their steps are checked, not called unknown.
+        const { loadExternalPlugins } = await import('../plugin-loader.ts');
+        const listed = st.pluginList ? await loadExternalPlugins(st.pluginList, new Set(plugins.map((p) => p.name)), errors) : [];
+        for (const lp of st.policies) await checkPolicySteps(lp, [...plugins, ...listed], errors);
       }
       if (errors.length) { printConfigErrors(file, new ConfigErrors(errors)); return 1; }
       const loaded = st.loaded!;

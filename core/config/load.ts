@@ -51,6 +51,11 @@ export interface StagedLoad {
   loaded: LoadedConfig | undefined;
   /** Policy files that parsed and match the schema (for step checks when the main config failed). */
   policies: LoadedPolicy[];
+  /**
+   * The `plugins:` list as far as it reads, when the main file parsed (for step checks when the
+   * main config failed: steps that use a listed plugin are checked against it, not called unknown).
+   */
+  pluginList: { file: string; dir: string; source: YamlSource; config: { plugins: string[] } } | undefined;
 }
 
 /** Load every file as far as it goes, collecting each stage's problems (never stops at the first file). */
@@ -63,12 +68,16 @@ export function loadConfigStaged(file: string, env: NodeJS.ProcessEnv = process.
   const source = YamlSource.read(abs, yamlErrors, env);
   let config: GatewayConfig | undefined;
   let patterns: string[] = [];
+  let pluginList: StagedLoad['pluginList'];
   if (source) {
     const value = source.value() ?? {};
     if (typeof value !== 'object' || Array.isArray(value)) {
       schemaErrors.push(new GatewayError('GW_ERR_CONFIG_SCHEMA', ['the config must be a YAML mapping'], { location: { file: abs, line: 1 } }));
     } else {
       const raw = (value as { policies?: unknown }).policies;
+      const rawPlugins = (value as { plugins?: unknown }).plugins;
+      const plugins = Array.isArray(rawPlugins) ? rawPlugins.filter((x): x is string => typeof x === 'string') : [];
+      pluginList = { file: abs, dir, source, config: { plugins } };
       if (validateInto(validateGateway, value, source, abs, schemaErrors)) {
         config = value as GatewayConfig;
         checkGateway(config, source, refErrors);
@@ -112,7 +121,7 @@ export function loadConfigStaged(file: string, env: NodeJS.ProcessEnv = process.
   }
   const errors = [...yamlErrors, ...schemaErrors, ...refErrors];
   if (!config || !source || yamlErrors.some((e) => e.location?.file === abs) || refErrors.some((e) => e.location?.file === abs)) {
-    return { errors, loaded: undefined, policies };
+    return { errors, loaded: undefined, policies, pluginList };
   }
   // Files the config reads secrets or lists from (API keys, deny lists…): a change reloads too.
   const watchFiles = new Set<string>();
@@ -121,7 +130,7 @@ export function loadConfigStaged(file: string, env: NodeJS.ProcessEnv = process.
     watchFiles.add(full);
     try { hash.update('\0').update(full).update('\0').update(readFileSync(full)); } catch { /* reported by the runtime */ }
   }
-  return { errors, policies, loaded: { file: abs, dir, source, config, policies, fingerprint: hash.digest('hex'), watchFiles: [...watchFiles] } };
+  return { errors, policies, pluginList, loaded: { file: abs, dir, source, config, policies, fingerprint: hash.digest('hex'), watchFiles: [...watchFiles] } };
 }
 
 function defaultPolicies(): string[] {

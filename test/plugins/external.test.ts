@@ -127,6 +127,16 @@ t.test('validate knows the plugins and checks params against their own schemas',
   t.match(err, /external\.yaml:6:\d+: GW_ERR_CONFIG_PLUGIN_PARAMS Invalid params for plugin "stamp": value: must be string/, 'the type its schema asks for, at file:line');
   t.match(err, /GW_ERR_CONFIG_PLUGIN_PARAMS Invalid params for plugin "stamp": \(top level\): unknown property "extra"/, 'its additionalProperties: false');
 
+  // The main config fails its schema: the listed plugins still load, so their steps are
+  // checked against their schemas instead of being called unknown.
+  const broken = configDir(t, POLICY.replace('params: { value: from-stamp }', 'params: { value: 42 }'));
+  writeFileSync(path.join(broken, 'gateway.config.yaml'), readFileSync(path.join(broken, 'gateway.config.yaml'), 'utf8') + 'nonsense: 1\n');
+  const b = startCli(t, ['validate', '--config', path.join(broken, 'gateway.config.yaml')]);
+  t.equal(await b.exited, 1);
+  t.match(b.stderr(), /GW_ERR_CONFIG_SCHEMA \(top level\): unknown property "nonsense"/);
+  t.match(b.stderr(), /GW_ERR_CONFIG_PLUGIN_PARAMS Invalid params for plugin "stamp": value: must be string/);
+  t.notMatch(b.stderr(), /GW_ERR_CONFIG_UNKNOWN_PLUGIN/, 'no plugin is called unknown');
+
   const missing = configDir(t, POLICY, '[./local/nope, ghostgate-plugin-none]');
   const m = startCli(t, ['validate', '--config', path.join(missing, 'gateway.config.yaml')]);
   t.equal(await m.exited, 1);
