@@ -27,7 +27,7 @@ import { passthroughPlugin } from './server/passthrough.ts';
 import { ClientInflight, installStreamGuards } from './server/client-sessions.ts';
 import type { GatewayState } from './server/data-plane.ts';
 import { createDataPlaneServers } from './server/listeners.ts';
-import { installFastLane } from './server/fast-lane.ts';
+import { installFastLane, installFastLaneHttp1 } from './server/fast-lane.ts';
 import type { Http2SecureServer, Http2Server, Http2Session } from 'node:http2';
 import type { DataPlaneServers } from './server/listeners.ts';
 import type { PluginDefinition } from './types.ts';
@@ -157,6 +157,7 @@ export class Gateway implements GatewayState {
         installStreamGuards(servers.tls.server as unknown as Http2SecureServer, gw);
         installFastLane(servers.tls.server as unknown as Http2SecureServer, gw);
       }
+      for (const f of servers.http1) installFastLaneHttp1(f.server, gw);
       await gw.#listen();
     } catch (e) {
       const apps = [servers?.cleartext, servers?.tls, gw ? gw.#admin : undefined].filter((a): a is FastifyInstance => a !== undefined);

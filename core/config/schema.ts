@@ -200,7 +200,7 @@ export const gatewayConfigSchema = {
     server: {
       type: 'object', additionalProperties: false, default: {},
       properties: {
-        fastLane: { type: 'boolean', default: true, description: 'Serve HTTP/2 completion requests straight from the raw stream (the fast lane) instead of through Fastify\'s request objects. Same behaviour either way, less CPU per request on. Hot: applies to new requests at the next reload.' },
+        fastLane: { type: 'boolean', default: true, description: 'Serve completion requests (HTTP/2 and HTTP/1.1) straight from the raw stream or Node\'s request (the fast lanes) instead of through Fastify\'s request objects. Same behaviour either way, less CPU per request on. Hot: applies to new requests at the next reload.' },
         workers: {
           oneOf: [{ type: 'integer', minimum: 1, maximum: 256 }, { const: 'auto' }], default: 1,
           description: 'Processes serving the data plane (each binds the data-plane ports with SO_REUSEPORT; the primary serves the admin plane). auto = one per core. `ghostgate start --workers N` overrides it. Restart to change',

@@ -1,20 +1,20 @@
 /**
- * The HTTP/2 fast lane: completion requests taken straight from the server's 'stream' event,
- * without Fastify's per-request machinery (the h2 compat request/response objects, Fastify's
- * Request/Reply, an AsyncResource per body parse, listener churn: about a third of the gateway's
- * CPU per proxied request when it was measured with bench --gateway-cpu-prof).
+ * The fast lanes: completion requests taken straight from the server's 'stream' event (HTTP/2)
+ * or from the HTTP/1.1 front's 'request' event, without Fastify's per-request machinery (on
+ * HTTP/2 the compat request/response objects; on both, Fastify's Request/Reply, its hooks, an
+ * AsyncResource per body parse, listener churn). Measured with `npm run bench -- --only
+ * throughput,h1-throughput --gateway-cpu-prof`, once with `--fast-lane off`.
  *
- * What it takes: every HTTP/2 POST to a completion path (`matchRoute`: exact paths, no query
- * string) with a JSON content type, with or without Content-Length, while `server.fastLane` is
- * on (default) and the gateway is not closing. Everything else goes to Fastify unchanged:
- * HTTP/1.1, other routes and methods, other content types, and all of it when `server.fastLane`
- * is false.
+ * What they take: every POST to a completion path (`matchRoute`: exact paths, no query string)
+ * with a JSON content type, with or without Content-Length, while `server.fastLane` is on
+ * (default) and the gateway is not closing. Everything else goes to Fastify unchanged: other
+ * routes and methods, other content types, and all of it when `server.fastLane` is false.
  *
- * Both lanes are adapters of the one request path (core/request/): the same body reader and
- * parser, the same error reply, the same Call. This file only turns a raw stream into a
- * `CompletionRequest` and a `ClientResponse`.
+ * Both lanes and Fastify's route are adapters of the one request path (core/request/): the same
+ * body reader and parser, the same error reply, the same Call. This file only turns a raw stream
+ * (or Node's HTTP/1.1 request and response) into a `CompletionRequest` and a `ClientResponse`.
  */
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, Server as Http1Server, ServerResponse } from 'node:http';
 import type { Http2Server, Http2SecureServer, ServerHttp2Stream } from 'node:http2';
 import { readJsonBody } from '../request/body.ts';
 import { writeError } from '../request/error-reply.ts';
@@ -32,13 +32,8 @@ export function installFastLane(server: Http2Server | Http2SecureServer, gw: Gat
   server.removeAllListeners('stream');
   const slow: StreamListener = (stream, headers, flags, raw) => { for (const fn of fallback) fn.call(server, stream, headers, flags, raw); };
   server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, raw: string[]) => {
-    if (headers[':method'] !== 'POST' || gw.closing) return slow(stream, headers, flags, raw);
-    const hot = matchRoute(headers[':path'] as string);
-    const ct = headers['content-type'];
-    if (hot === undefined || typeof ct !== 'string' || !(ct === 'application/json' || ct.startsWith('application/json;'))
-      || !gw.runtime.config.server.fastLane) {
-      return slow(stream, headers, flags, raw);
-    }
+    const hot = takes(gw, headers[':method'], headers[':path'], headers['content-type']);
+    if (hot === undefined) return slow(stream, headers, flags, raw);
     gw.lanes.fast++;
     const limits = gw.runtime.config.limits;
     readJsonBody(stream, headers['content-length'], limits.bodyBytes, limits.jsonDepth, (err, body, parsed) => {
@@ -48,6 +43,37 @@ export function installFastLane(server: Http2Server | Http2SecureServer, gw: Gat
       serveCompletion(gw, completionOf(stream, headers, hot, body, parsed, res));
     });
   });
+}
+
+/**
+ * The HTTP/1.1 fast lane, on the internal server of an HTTP/1.1 front (core/net/http1.ts): its
+ * last 'request' listener (Fastify's handler) runs only for what the lane does not take. The
+ * front's own listener (deadlines, drain) stays first.
+ */
+export function installFastLaneHttp1(server: Http1Server, gw: GatewayState): void {
+  const listeners = server.listeners('request') as Array<(req: IncomingMessage, res: ServerResponse) => void>;
+  const fastify = listeners[listeners.length - 1]!;
+  server.removeListener('request', fastify);
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const headers = req.headers;
+    const hot = takes(gw, req.method, req.url, headers['content-type']);
+    if (hot === undefined) return fastify.call(server, req, res);
+    gw.lanes.fast++;
+    const limits = gw.runtime.config.limits;
+    const out = res as unknown as ClientResponse;
+    readJsonBody(req, headers['content-length'], limits.bodyBytes, limits.jsonDepth, (err, body, parsed) => {
+      if (err !== undefined) return writeError(out, err, gw, headers);
+      serveCompletion(gw, { route: hot.route, pathModel: hot.model, headers, ip: req.socket.remoteAddress ?? '', protocol: 'h1', raw: body, body: parsed, res: out });
+    });
+  });
+}
+
+/** The completion route a request goes to if a fast lane takes it, else undefined (Fastify's). */
+function takes(gw: GatewayState, method: unknown, path: unknown, ct: unknown): RouteMatch | undefined {
+  if (method !== 'POST' || gw.closing || typeof path !== 'string') return undefined;
+  const hot = matchRoute(path);
+  if (hot === undefined || typeof ct !== 'string' || !(ct === 'application/json' || ct.startsWith('application/json;'))) return undefined;
+  return gw.runtime.config.server.fastLane ? hot : undefined;
 }
 
 function completionOf(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, hot: RouteMatch, raw: Buffer | undefined, body: unknown, res: ClientResponse) {

@@ -4,8 +4,9 @@
  * Content-Length, HTTP/2 over TLS}: a stream to [DONE], a cancel that reaches the model as a
  * reset, coded errors with the same response headers, the last look, and a truncated upstream
  * response that never looks complete. Each transport also asserts which adapter served it
- * (`gw.lanes`): with the fast lane on, HTTP/2 completions take it; off, Fastify's route serves
- * everything. So a broken adapter fails here whichever lane the client would have taken.
+ * (`gw.lanes`): with the fast lane on, completions take it (HTTP/2 and HTTP/1.1); off, Fastify's
+ * route serves everything. So a broken adapter fails here whichever lane the client would have
+ * taken.
  */
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
@@ -85,7 +86,7 @@ for (const fastLane of [true, false]) {
     for (const tr of TRANSPORTS) {
       const c = clients[tr];
       const h2 = tr !== 'h1';
-      const lane: 'fast' | 'fastify' = fastLane && h2 ? 'fast' : 'fastify';
+      const lane: 'fast' | 'fastify' = fastLane ? 'fast' : 'fastify';
 
       await t.test(`${tr}: streams to [DONE] through the ${lane} lane`, async (t) => {
         const before = { ...g.gw.lanes };
@@ -162,7 +163,7 @@ for (const fastLane of [true, false]) {
         t.equal(after.events.at(-1), '[DONE]');
         const ids = (await g.modelRequests()).map((r) => r.id);
         t.ok(ids.includes(`${tr}-after`) && !ids.includes(id), 'the model never saw it');
-        if (h2) t.ok(g.gw.lanes[lane] > lanes[lane], `taken by the ${lane} lane`);
+        t.ok(g.gw.lanes[lane] > lanes[lane], `taken by the ${lane} lane`);
       });
     }
   });
