@@ -23,7 +23,7 @@ export function readJsonBody(source: Readable, declared: string | undefined, lim
   if (len > limit) return done(new GatewayError('GW_ERR_REQ_BODY_TOO_LARGE', [limit]), undefined, undefined);
   const r = new BodyRead(source, len, limit, maxDepth, done);
   source.on('data', r.onData);
-  source.once('end', r.onEnd);
+  source.on('end', r.onEnd);
   source.on('error', noop);
 }
 

@@ -62,7 +62,8 @@ export class Call {
   start(): void {
     this.rt.enter(this.ex);
     this.gw.metrics.inflight.inc();
-    this.res.once('close', () => this.onClientClose());
+    // on, not once: 'close' comes once, and once() would wrap the listener and remove it again.
+    this.res.on('close', () => this.onClientClose());
     this.ex.cancellation.setFinal(() => this.onAbort());
     let r: LocalReply | undefined | Promise<LocalReply | undefined>;
     try {

@@ -85,14 +85,15 @@ function relayUnsafe(call: Call, r: UpstreamResponse): void {
       armStall(call);
     }
   });
-  body.once('end', () => {
+  // on, not once, for events that come once: once() wraps each listener and removes it again.
+  body.on('end', () => {
     if (call.finished || ex.cancellation.aborted) return;
     if (!r.complete()) return call.endWithError(new GatewayError('GW_ERR_UPSTREAM_ABORTED', [call.upstreamName]), 'upstream_aborted');
     res.end();
     call.finish('ok');
   });
   let failure: GatewayError | undefined;
-  body.once('close', () => {
+  body.on('close', () => {
     // Closed without 'end': the upstream failed mid-response (or we cancelled it).
     if (call.finished || ex.cancellation.aborted) return;
     if (!body.readableEnded) call.endWithError(failure ?? new GatewayError('GW_ERR_UPSTREAM_ABORTED', [call.upstreamName]), 'upstream_aborted');

@@ -11,7 +11,8 @@ export interface ClientResponse {
   writeHead(status: number, headers: OutgoingHttpHeaders): unknown;
   write(chunk: Buffer | string, cb?: () => void): boolean;
   end(chunk?: string): unknown;
-  once(event: 'close' | 'drain', fn: () => void): unknown;
+  on(event: 'close', fn: () => void): unknown;
+  once(event: 'drain', fn: () => void): unknown;
   destroy(): unknown;
   readonly writableEnded: boolean;
   readonly destroyed: boolean;

@@ -105,7 +105,11 @@ class RawH2Response implements ClientResponse {
     if (!this.stream.destroyed) this.stream.end(chunk);
     return this;
   }
-  once(event: 'close' | 'drain', fn: () => void): unknown {
+  on(event: 'close', fn: () => void): unknown {
+    this.stream.on(event, fn);
+    return this;
+  }
+  once(event: 'drain', fn: () => void): unknown {
     this.stream.once(event, fn);
     return this;
   }
