@@ -7,12 +7,11 @@
  * `FromSchema`; a property with a `default` is a required field, since ajv fills it in). What
  * each key means, its default and why: the schema's `description`s and docs/configuration.md.
  * The only additions are what the loader derives after validation (`checkGateway` in load.ts)
- * and sections whose types belong to their own module (auth, copilot).
+ * and the `auth` section, which core/auth validates further and types itself.
  * test/types/config-model.types.ts pins what the code relies on.
  */
 import type { FromSchema } from 'json-schema-to-ts';
 import type { JsonObject } from '../types.ts';
-import type { CopilotConfig } from '../copilot/config.ts';
 import type { gatewayConfigSchema, policyBaseSchema } from './schema.ts';
 
 /** The config exactly as the schema types it (defaults applied, nothing derived yet). */
@@ -50,13 +49,11 @@ export type UpstreamConfig = Flat<Omit<SchemaUpstream, 'protocol' | 'pool'> & {
   pool: Flat<Omit<SchemaUpstream['pool'], 'size'> & { size: number }>;
 }>;
 
-export type GatewayConfig = Flat<Omit<SchemaConfig, '$schema' | 'upstreams' | 'models' | 'auth' | 'copilot'> & {
+export type GatewayConfig = Flat<Omit<SchemaConfig, '$schema' | 'upstreams' | 'models' | 'auth'> & {
   upstreams: Record<string, UpstreamConfig>;
   models: Record<string, ModelConfig>;
   /** Token exchange and verification (core/auth validates and types it). Absent: no `auth` step may be used. */
   auth?: JsonObject;
-  /** The Copilot-compatible front door (core/copilot, docs/copilot.md). Default disabled. */
-  copilot: CopilotConfig;
 }>;
 
 type SchemaPolicy = FromSchema<typeof policyBaseSchema>;

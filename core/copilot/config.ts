@@ -3,31 +3,26 @@
  * VS Code, Neovim and JetBrains Copilot plugins run) accepts as its "GitHub API". Schema, model
  * and the load-time compile; the routes are in `./routes.ts`.
  */
+import type { FromSchema } from 'json-schema-to-ts';
 import type { JsonSchema } from '../types.ts';
 import { GatewayError } from '../errors.ts';
 import { normalizeAuthConfig, refreshIn } from '../auth/config.ts';
 
 /** The four URLs the token reply hands the client (`endpoints` in Copilot's token envelope). */
-export type EndpointName = 'api' | 'proxy' | 'telemetry' | 'origin-tracker';
+export type EndpointName = keyof CopilotConfig['endpoints'];
 export const ENDPOINT_NAMES: readonly EndpointName[] = ['api', 'proxy', 'telemetry', 'origin-tracker'];
 
-export interface CopilotConfig {
-  /** Serve the Copilot front door on the data plane. Default false. */
-  enabled: boolean;
-  /**
-   * What the token reply sends as `endpoints`. Each one left out is `api` when that is set, else
-   * the origin the request arrived on (`https://` on the TLS listener, `http://` on the cleartext
-   * one, with the request's own host and port): right behind a load balancer or a DNS name only
-   * when that forwards the Host unchanged, so set `api` there.
-   */
-  endpoints: Partial<Record<EndpointName, string>>;
-  /** Answer `GET /telemetry` with an empty experiments config (true) or 404 (false). Default true. */
-  experiments: boolean;
-}
 
-const url = { type: 'string', pattern: '^https?://[^/?#\\s]+(/[^?#\\s]*)?$', maxLength: 2048 };
+const url = { type: 'string', pattern: '^https?://[^/?#\\s]+(/[^?#\\s]*)?$', maxLength: 2048 } as const;
 
-export const copilotConfigSchema: JsonSchema = {
+/**
+ * The section's schema, and the source of its type (`CopilotConfig`). `endpoints`: what the token
+ * reply sends; each one left out is `api` when that is set, else the origin the request arrived
+ * on (`https://` on the TLS listener, `http://` on the cleartext one, with the request's own host
+ * and port): right behind a load balancer or a DNS name only when that forwards the Host
+ * unchanged, so set `api` there.
+ */
+export const copilotConfigSchema = {
   type: 'object',
   additionalProperties: false,
   default: {},
@@ -37,11 +32,14 @@ export const copilotConfigSchema: JsonSchema = {
     endpoints: {
       type: 'object', additionalProperties: false, default: {},
       description: 'URLs sent in the token reply. Default: `api`, else the origin the request arrived on.',
-      properties: Object.fromEntries(ENDPOINT_NAMES.map((n) => [n, url])),
+      properties: { api: url, proxy: url, telemetry: url, 'origin-tracker': url },
     },
     experiments: { type: 'boolean', default: true, description: 'GET /telemetry answers {"Configs":[{"Id":"vscode","Parameters":{}}]} (else 404)' },
   },
-};
+} as const satisfies JsonSchema;
+
+/** The `copilot:` section after validation (defaults applied), derived from its schema. */
+export type CopilotConfig = FromSchema<typeof copilotConfigSchema>;
 
 /** The client refreshes its token once `refresh_in` is below this, i.e. on every use. */
 export const MIN_REFRESH_IN = 240;

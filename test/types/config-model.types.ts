@@ -5,6 +5,7 @@
  * literal unions, secrets are `{env} | {file}`, the loader's derived fields are required.
  */
 import type { DeploymentConfig, FailoverConfig, GatewayConfig, HealthConfig, Http2Settings, LimitsConfig, ListenConfig, ModelConfig, ModelServerConfig, PolicyConfig, SecretRef, StepConfig, UpstreamConfig } from '../../core/config/model.ts';
+import type { CopilotConfig } from '../../core/copilot/config.ts';
 import type { JsonObject } from '../../core/types.ts';
 import type { Equal, Expect, Optional } from './equal.ts';
 
@@ -44,6 +45,8 @@ export type Checks = [
   Expect<Equal<GatewayConfig['logging'], { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' }>>,
   Expect<Equal<GatewayConfig['upstreams'], Record<string, UpstreamConfig>>>,
   Expect<Equal<GatewayConfig['auth'], JsonObject | undefined>>,
+  Expect<Equal<CopilotConfig, { enabled: boolean; endpoints: { api?: string; proxy?: string; telemetry?: string; 'origin-tracker'?: string }; experiments: boolean }>>,
+  Expect<Equal<GatewayConfig['copilot'], CopilotConfig>>,
   Expect<Equal<StepConfig, { use: string; name?: string; when?: unknown; params: JsonObject }>>,
   Expect<Equal<keyof PolicyConfig, 'name' | 'description' | 'enabled' | 'match' | 'steps'>>,
   Expect<Equal<PolicyConfig['name'], string>>,
