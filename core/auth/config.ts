@@ -5,48 +5,26 @@
 import { Ajv } from 'ajv';
 import type { ValidateFunction } from 'ajv';
 import { GatewayError } from '../errors.ts';
-import type { JsonValue } from '../types.ts';
+import type { FromSchema } from 'json-schema-to-ts';
 import { authConfigSchema } from './schema.ts';
 
 export type SecretRef = { env: string } | { file: string };
-export type TokenAlg = 'EdDSA' | 'ES256';
 
-export interface SigningKeyConfig {
-  kid: string;
-  alg: TokenAlg;
-  privateKey?: SecretRef;
-  publicKey?: SecretRef;
-  active: boolean;
-}
+/** The section as its schema types it (defaults applied; durations still as written). */
+type SchemaAuth = FromSchema<typeof authConfigSchema>;
+type Flat<T> = { [K in keyof T]: T[K] };
 
-export interface OidcConfig {
-  issuer: string;
-  audience: string | string[];
-  jwksUri: string;
-  algorithms: string[];
-  subjectClaim: string;
-  timeoutMs: number;
-  cooldownMs: number;
-  cacheMaxAgeMs: number;
-}
+export type TokenAlg = SchemaAuth['algorithms'][number];
+export type SigningKeyConfig = SchemaAuth['signingKeys'][number];
+export type OidcConfig = NonNullable<SchemaAuth['credentials']['oidc']>;
 
-export interface AuthConfig {
-  issuer: string;
-  audience: string;
+/** The `auth:` section, derived from its schema, with `tokenTtl` and `refreshBefore` in seconds. */
+export type AuthConfig = Flat<Omit<SchemaAuth, 'tokenTtl' | 'refreshBefore'> & {
   /** Seconds. */
   tokenTtl: number;
   /** Seconds. */
   refreshBefore: number;
-  clockSkewSeconds: number;
-  algorithms: TokenAlg[];
-  dev: boolean;
-  maxTokenBytes: number;
-  cacheSize: number;
-  signingKeys: SigningKeyConfig[];
-  credentials: { apiKeys?: SecretRef; oidc?: OidcConfig };
-  claims: { copy: string[]; defaults: Record<string, JsonValue> };
-  revocation: { subjects: string[]; tokenIds: string[]; file?: string };
-}
+}>;
 
 /** Longest lifetime of a configured token (tokens are meant to be short-lived). */
 export const MAX_TOKEN_TTL = 24 * 3600;

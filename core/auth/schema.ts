@@ -7,22 +7,22 @@
  */
 import type { JsonSchema } from '../types.ts';
 
-const secretRef: JsonSchema = {
+const secretRef = {
   description: 'Where a secret is read from: an environment variable or a file relative to the config directory (never inline).',
   oneOf: [
     { type: 'object', required: ['env'], additionalProperties: false, properties: { env: { type: 'string', minLength: 1 } } },
     { type: 'object', required: ['file'], additionalProperties: false, properties: { file: { type: 'string', minLength: 1 } } },
   ],
-};
+} as const;
 
 /** Seconds as an integer, or a string like `90s`, `30m`, `1h`, `1d` (a bare number string is seconds). */
-const duration = (def: string, description: string): JsonSchema => ({
+const duration = <D extends string>(def: D, description: string) => ({
   type: ['integer', 'string'],
   pattern: '^[0-9]+(s|m|h|d)?$',
   minimum: 1,
   default: def,
   description,
-});
+}) as const;
 
 /** Algorithms accepted for our own tokens. HMAC and `none` are never accepted. */
 export const TOKEN_ALGORITHMS = ['EdDSA', 'ES256'] as const;
@@ -31,7 +31,7 @@ export const IDP_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS5
 /** Claims the gateway always sets itself; never copied from a credential. */
 export const RESERVED_CLAIMS = ['iss', 'aud', 'exp', 'iat', 'nbf', 'jti'] as const;
 
-const signingKey: JsonSchema = {
+const signingKey = {
   type: 'object',
   required: ['kid'],
   additionalProperties: false,
@@ -43,9 +43,9 @@ const signingKey: JsonSchema = {
     publicKey: { ...secretRef, description: 'PEM (SPKI) or JWK JSON public key: verify only (a retired key whose tokens are still live).' },
     active: { type: 'boolean', default: false, description: 'This key signs new tokens. Default: the first key with a privateKey.' },
   },
-};
+} as const;
 
-const oidc: JsonSchema = {
+const oidc = {
   type: 'object',
   required: ['issuer', 'audience', 'jwksUri'],
   additionalProperties: false,
@@ -66,9 +66,10 @@ const oidc: JsonSchema = {
     cooldownMs: { type: 'integer', minimum: 0, default: 30_000, description: 'After a fetch, an unknown `kid` triggers a refetch only after this.' },
     cacheMaxAgeMs: { type: 'integer', minimum: 1_000, default: 600_000, description: 'Refetch the JWKS when older than this.' },
   },
-};
+} as const;
 
-export const authConfigSchema: JsonSchema = {
+/** The `auth:` section's schema, and the source of its type (`AuthConfig` in ./config.ts). */
+export const authConfigSchema = {
   type: 'object',
   additionalProperties: false,
   description: 'Token exchange (POST /v1/token) and verification of short-lived tokens by the `auth` step. Absent: no auth.',
@@ -115,4 +116,4 @@ export const authConfigSchema: JsonSchema = {
       },
     },
   },
-};
+} as const satisfies JsonSchema;
