@@ -2,6 +2,10 @@
  * Layer three: the compiled, immutable runtime. Built whole, aside from the running one; the
  * server swaps a single reference. In-flight requests keep the runtime they started with; a
  * retired runtime closes what only it held once its last request ends.
+ *
+ * Over 250 lines on purpose: `buildRuntime` builds every part of one config (upstreams, models
+ * and deployments, auth, copilot, steps, pipelines) and reports every problem of all of them in
+ * one ConfigErrors, so they are built in one function that collects errors as it goes.
  */
 import { createHash } from 'node:crypto';
 import type { Registry } from 'prom-client';

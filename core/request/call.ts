@@ -1,9 +1,13 @@
 /**
- * The life of one completion request, whatever adapter brought it (Fastify route, HTTP/2 fast
- * lane): run the compiled pipeline, take the last look at the client, admit it against the
- * per-connection and per-address caps, make the upstream attempt, relay (relay.ts), and account
- * for it once at the end. Cancellation (the client's reset, or the gateway's) reaches the
- * upstream through the exchange's signal in every phase.
+ * The life of one completion request, whatever adapter brought it (Fastify's route, the HTTP/2
+ * or HTTP/1.1 fast lane): run the compiled pipeline, take the last look at the client, admit it
+ * against the per-connection and per-address caps, make the upstream attempt(s), relay
+ * (relay.ts), and account for it once at the end. Cancellation (the client's reset, or the
+ * gateway's) reaches the upstream through the exchange's signal in every phase.
+ *
+ * Over 250 lines on purpose: this is one state machine whose methods are its transitions, all on
+ * the same few fields (`finished`, `headersSent`, `upstreamBody`, `failover`). The parts that need
+ * none of its transitions live beside it: admission.ts, relay.ts, outbound.ts, error-reply.ts.
  */
 import { performance } from 'node:perf_hooks';
 import { GatewayError } from '../errors.ts';
