@@ -57,7 +57,6 @@ const { values: argv } = parseArgs({
     quick: { type: 'boolean' },
     only: { type: 'string' },
     'gateway-cpu-prof': { type: 'boolean' },
-    'fast-lane': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -77,7 +76,6 @@ if (argv.help) {
                       h1-latency, h1-throughput, store, fastlane-off, workers; h2 = latency,throughput;
                       h1 = h1-latency,h1-throughput
   --gateway-cpu-prof  run the gateway with --cpu-prof; profiles go to bench/results/prof-<time>/
-  --fast-lane off     run the gateway with server.fastLane: false (Fastify's route serves completions)
 `);
   process.exit(0);
 }
@@ -113,8 +111,7 @@ const OPT = {
 };
 /** The gateway's token signing key for this run (bench/gateway.bench.yaml reads it from the env). */
 const SIGNING_KEY: KeyObject = generateKeyPairSync('ed25519').privateKey;
-if (argv['fast-lane'] !== undefined && argv['fast-lane'] !== 'on' && argv['fast-lane'] !== 'off') { process.stderr.write('--fast-lane must be on or off\n'); process.exit(2); }
-const BENCH_ENV = { ...process.env, BENCH_SIGNING_KEY: SIGNING_KEY.export({ type: 'pkcs8', format: 'pem' }) as string, BENCH_FAST_LANE: argv['fast-lane'] === 'off' ? 'false' : 'true' };
+const BENCH_ENV = { ...process.env, BENCH_SIGNING_KEY: SIGNING_KEY.export({ type: 'pkcs8', format: 'pem' }) as string };
 const STARTED_AT = new Date();
 const STAMP = STARTED_AT.toISOString().replace(/[:.]/g, '-');
 const RESULTS_DIR = path.join(ROOT, 'bench', 'results');
@@ -1096,7 +1093,7 @@ async function main(): Promise<void> {
   const t0 = Date.now();
   const ports: Ports = { model: await freePort(), gateway: await freePort(), admin: await freePort() };
   const runs = (x: Section): boolean => ONLY.has(x);
-  log(`ghostgate bench: sections ${OPT.only.join(', ')}; ${OPT.users} typing users, ${OPT.rounds} rounds × ${OPT.seconds} s per side; throughput ${OPT.concurrency} streams (h2: over ${OPT.sessions} sessions; h1: ${OPT.concurrency} sockets), ${OPT.tputSeconds} s per side; GOAWAY ${OPT.goawaySeconds} s${quick ? ' (quick)' : ''}${argv['fast-lane'] === 'off' ? '; server.fastLane off' : ''}`);
+  log(`ghostgate bench: sections ${OPT.only.join(', ')}; ${OPT.users} typing users, ${OPT.rounds} rounds × ${OPT.seconds} s per side; throughput ${OPT.concurrency} streams (h2: over ${OPT.sessions} sessions; h1: ${OPT.concurrency} sockets), ${OPT.tputSeconds} s per side; GOAWAY ${OPT.goawaySeconds} s${quick ? ' (quick)' : ''}`);
   AUTH_TOKENS = await mintTokens(Math.max(OPT.users, OPT.sessions, OPT.concurrency), ports);
   const lg = await LoadGen.start();
   const env: Env = { lg, ports, servers: {} };
@@ -1215,7 +1212,7 @@ async function main(): Promise<void> {
     const line = (r: string[]): string => (r.length === 0 ? '' : r.length === 1 ? r[0] : r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(Math.max(widths[i], 8)))).join('  ').trimEnd());
     const elapsed = (Date.now() - t0) / 1000;
     const header = [
-      `ghostgate bench ${startedAt.toISOString()}  (node ${process.version}, ${os.cpus().length} cpus${quick ? ', QUICK' : ''}, ${f(elapsed, 0)} s; sections: ${OPT.only.join(', ')}${argv['fast-lane'] === 'off' ? '; server.fastLane off' : ''})`,
+      `ghostgate bench ${startedAt.toISOString()}  (node ${process.version}, ${os.cpus().length} cpus${quick ? ', QUICK' : ''}, ${f(elapsed, 0)} s; sections: ${OPT.only.join(', ')})`,
       `latency: ${OPT.users} typing users, ${OPT.rounds} rounds × ${OPT.seconds} s per side, model ttft ${LATENCY_MODEL.ttftMs} ms / ${LATENCY_MODEL.tokenMs} ms per token / ${LATENCY_MODEL.tokens} tokens; `
         + `throughput: ${OPT.concurrency} streams (h2: over ${OPT.sessions} sessions; h1: ${OPT.concurrency} sockets), ${OPT.tputSeconds} s per side, model ttft 0 / 0 / ${TPUT_MODEL.tokens}`,
       'medians across rounds; cancel shares pooled over rounds',

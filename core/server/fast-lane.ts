@@ -3,7 +3,7 @@
  * or from the HTTP/1.1 front's 'request' event, without Fastify's per-request machinery (on
  * HTTP/2 the compat request/response objects; on both, Fastify's Request/Reply, its hooks and
  * listener churn). What that saves is measured, lanes on vs off, by `bench/lane-cpu.ts` (gateway
- * CPU per request at a fixed concurrency) and by `npm run bench -- --fast-lane off`.
+ * CPU per request at a fixed concurrency) and by `npm run bench -- --only throughput,fastlane-off`.
  *
  * What they take: every POST to a completion path (`matchRoute`: exact paths, no query string)
  * with a JSON content type, with or without Content-Length, while `server.fastLane` is on
