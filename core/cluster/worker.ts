@@ -6,8 +6,9 @@
  *
  * Life: wait for the primary's `init` (slot, config file, the shared dev credentials), start,
  * report `ready` or `failed`, serve the primary's calls. SIGTERM drains like a single process
- * (shutdown.drainDelayMs, then shutdown.graceMs). If the primary goes away, the worker drains and
- * exits too: no orphan keeps serving.
+ * (shutdown.drainDelayMs, then shutdown.graceMs). If the primary dies, node:cluster ends the
+ * worker at once when its IPC channel closes (requests in flight are cut): no orphan keeps
+ * serving (test/cluster/lifecycle.test.ts).
  */
 import { useSharedDevCredentials } from '../auth/keys.ts';
 import { ConfigErrors, GatewayError } from '../errors.ts';
@@ -62,7 +63,6 @@ export async function runWorker(): Promise<void> {
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
-  process.once('disconnect', () => stop('primary gone'));
   const a = gw.addresses!;
   send({ t: 'ready', addresses: { cleartext: a.cleartext, tls: a.tls, port: a.port, tlsPort: a.tlsPort }, banner: await bannerInfo(gw) });
 }

@@ -1,0 +1,36 @@
+/**
+ * The edges of `ghostgate start --workers`: a bad count is refused with a clear message, and a
+ * primary killed outright (SIGKILL, no chance to stop its workers) leaves no worker serving.
+ */
+import path from 'node:path';
+import t from 'tap';
+import { startGatewayProcess } from '../helpers/gateway-process.ts';
+import { NODE_BIN, ROOT, spawnTracked, stopTracked } from '../helpers/proc.ts';
+import { until } from '../helpers/h2.ts';
+
+const CLI = path.join(ROOT, 'bin/ghostgate.ts');
+
+t.test('--workers must be a whole number from 1 to 256, or auto', async (t) => {
+  for (const bad of ['0', 'two', '1.5', '257']) {
+    const child = spawnTracked(NODE_BIN, [CLI, 'start', '--workers', bad], { stdio: ['ignore', 'pipe', 'pipe'] });
+    t.teardown(() => stopTracked(child, 0, 'SIGKILL'));
+    let err = '';
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (d: string) => { err += d; });
+    const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    t.equal(code, 2, `--workers ${bad}: exit 2`);
+    t.match(err, new RegExp(`--workers must be a whole number from 1 to 256, or auto \\(got "${bad.replace('.', '\\.')}"\\)`));
+  }
+});
+
+t.test('a primary killed with SIGKILL leaves no worker behind', async (t) => {
+  const g = await startGatewayProcess(t, { args: ['--workers', '2'] });
+  const ping = await (await fetch(`${g.adminUrl}/_ping`)).json() as { workers: Array<{ pid: number }> };
+  const pids = ping.workers.map((w) => w.pid);
+  t.equal(pids.length, 2);
+  g.child.kill('SIGKILL');
+  const alive = (pid: number): boolean => { try { process.kill(pid, 0); return true; } catch { return false; } };
+  // Each worker sees its IPC channel close, drains (nothing in flight) and exits on its own.
+  await until(() => pids.every((p) => !alive(p)), 60_000);
+  t.pass('both workers exited once their primary was gone');
+});
