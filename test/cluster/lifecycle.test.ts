@@ -1,7 +1,9 @@
 /**
- * The edges of `ghostgate start --workers`: a bad count is refused with a clear message, and a
- * primary killed outright (SIGKILL, no chance to stop its workers) leaves no worker serving.
+ * The edges of `ghostgate start --workers`: a bad count is refused with a clear message, a file
+ * edit reloads every worker (the primary watches), and a primary killed outright (SIGKILL, no
+ * chance to stop its workers) leaves no worker serving.
  */
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { startGatewayProcess } from '../helpers/gateway-process.ts';
@@ -33,4 +35,17 @@ t.test('a primary killed with SIGKILL leaves no worker behind', async (t) => {
   // Each worker sees its IPC channel close, drains (nothing in flight) and exits on its own.
   await until(() => pids.every((p) => !alive(p)), 60_000);
   t.pass('both workers exited once their primary was gone');
+});
+
+t.test('a file edit reloads every worker once (the primary watches the files, the workers do not)', async (t) => {
+  const g = await startGatewayProcess(t, { args: ['--workers', '2'], noReloadLine: true, extraConfig: 'reload: { watch: true, debounceMs: 50 }' });
+  interface Cfg { workers: Array<{ version: number; lastReload?: { trigger: string; ok: boolean } }> }
+  const cfg = async (): Promise<Cfg> => (await fetch(`${g.adminUrl}/-/config`)).json() as Promise<Cfg>;
+  t.same((await cfg()).workers.map((w) => w.version), [1, 1]);
+  writeFileSync(path.join(g.dir, 'policies/extra.yaml'), 'name: extra\nmatch: { paths: [/v1/completions] }\nsteps:\n  - use: set-headers\n    params: { response: { x-extra: yes } }\n');
+  const after = await until(async () => {
+    const c = await cfg();
+    return c.workers.every((w) => w.lastReload?.trigger === 'file change' && w.lastReload.ok) ? c : undefined;
+  }, 60_000);
+  t.same(after.workers.map((w) => w.version), [2, 2], 'each worker loaded it once: version 2, not 3');
 });
