@@ -8,7 +8,8 @@ import path from 'node:path';
 import t from 'tap';
 import { startGatewayProcess } from '../helpers/gateway-process.ts';
 import { NODE_BIN, ROOT, spawnTracked, stopTracked } from '../helpers/proc.ts';
-import { until } from '../helpers/h2.ts';
+import { connect, post, until } from '../helpers/h2.ts';
+import { makeCert } from '../helpers/tls.ts';
 
 const CLI = path.join(ROOT, 'bin/ghostgate.ts');
 
@@ -48,4 +49,24 @@ t.test('a file edit reloads every worker once (the primary watches the files, th
     return c.workers.every((w) => w.lastReload?.trigger === 'file change' && w.lastReload.ok) ? c : undefined;
   }, 60_000);
   t.same(after.workers.map((w) => w.version), [2, 2], 'each worker loaded it once: version 2, not 3');
+});
+
+t.test('the TLS port is shared by the workers too', async (t) => {
+  const { key, cert } = makeCert();
+  const g = await startGatewayProcess(t, {
+    args: ['--workers', '2'],
+    listenYaml: 'listen: { host: 127.0.0.1, port: 0, tls: { host: 127.0.0.1, port: 0, cert: { file: cert.pem }, key: { file: key.pem } } }',
+    files: { 'cert.pem': cert, 'key.pem': key },
+  });
+  t.ok(g.tlsUrl, 'the banner shows the TLS address');
+  const statuses: number[] = [];
+  // The kernel spreads connections by hash: 16 reach both workers but with odds of 2 in 65,536.
+  for (let i = 0; i < 16; i++) {
+    const s = await connect(g.tlsUrl!, { ca: cert });
+    statuses.push((await post(s, '/v1/completions', { prompt: 'x' })).status);
+    s.close();
+  }
+  t.same(statuses, Array(16).fill(200), 'h2 over TLS answers on every connection');
+  const ping = await (await fetch(`${g.adminUrl}/_ping`)).json() as { workers: Array<{ slot: number; requests: number }> };
+  for (const w of ping.workers) t.ok(w.requests >= 1, `worker ${w.slot} served TLS requests (${w.requests})`);
 });
