@@ -33,8 +33,11 @@ async function main(haproxy: string): Promise<void> {
   const modelAPort = modelA.port;
   t.teardown(() => modelA.stop());
   t.teardown(() => modelB.stop());
-  const a = new Instance('gateway A', modelA.url, path.join(dir, 'a'));
-  const b = new Instance('gateway B', modelB.url, path.join(dir, 'b'));
+  // Out below 90% success with at least 5 requests in 10 s: a gateway with no traffic stays out
+  // that long before it passes /_ping again.
+  const health = '{ slo: 0.9, windowSeconds: 10, minRequests: 5 }';
+  const a = new Instance('gateway A', modelA.url, path.join(dir, 'a'), health);
+  const b = new Instance('gateway B', modelB.url, path.join(dir, 'b'), health);
   await Promise.all([a.start(t), b.start(t)]);
   const { url: lb, states } = await startHaproxy(t, haproxy, dir, a, b);
   const session = await connect(lb);
@@ -69,11 +72,22 @@ async function main(haproxy: string): Promise<void> {
     const drive = async (): Promise<number> => { const d = await collect(open(session, '/v1/completions', { prompt: 'x' })); return d.status; };
     await until(async () => { await drive(); return (await states()).gw1 !== UP; }, 60_000);
     t.equal((await fetch(`http://127.0.0.1:${a.adminPort}/_ping`)).status, 503, 'gateway A votes itself out on /_ping');
-    const bBefore = (await modelStats(modelB)).requests;
+    // While A stays out. (With no traffic A's window empties after windowSeconds and it passes
+    // /_ping again, by design: "too little traffic to judge". So only requests sent while
+    // HAProxy showed A down both before and after count: under a full suite one request once
+    // landed on A after it had come back.)
     const statuses: number[] = [];
-    for (let i = 0; i < 20; i++) statuses.push(await drive());
-    t.same(statuses, Array(20).fill(200), 'with A out, every request succeeds');
-    t.equal((await modelStats(modelB)).requests - bBefore, 20, 'all of them went to gateway B');
+    let toB = 0;
+    for (let i = 0; i < 60 && statuses.length < 20; i++) {
+      const down0 = (await states()).gw1 !== UP;
+      const b0 = (await modelStats(modelB)).requests;
+      const status = await drive();
+      const b1 = (await modelStats(modelB)).requests;
+      if (down0 && (await states()).gw1 !== UP) { statuses.push(status); toB += b1 - b0; }
+    }
+    t.ok(statuses.length >= 10, `${statuses.length} requests sent while A was out`);
+    t.same(statuses, Array(statuses.length).fill(200), 'with A out, every request succeeds');
+    t.equal(toB, statuses.length, 'all of them went to gateway B');
 
     // The model comes back on the same port; A's window empties, /_ping passes, HAProxy takes it back.
     modelA = await spawnModelServer([...modelArgs, '--port', String(modelAPort)]);
