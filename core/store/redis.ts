@@ -4,9 +4,9 @@
  * - `take` (rate-limit): one EVALSHA of a token-bucket script (the same algorithm as the
  *   in-process bucket, on Redis's clock, so every process sees one bucket), answering the tokens
  *   left. A caller that awaits it waits at most `timeoutMs`; the command is written at once (no
- *   autopipelining: see below). plugins/rate-limit awaits it only near the limit: with headroom
- *   it allows at once and takes the token with `force` (counted even if the bucket emptied
- *   meanwhile); below one token it denies without a call. `npm run bench -- --only store`
+ *   autopipelining: see below). plugins/rate-limit awaits it for each allowed request (with
+ *   `shared: fast` only near the limit, taking the token with `force` otherwise: counted even if
+ *   the bucket emptied meanwhile); below one token it denies without a call. `npm run bench -- --only store`
  *   compares TTFB with the in-process store; bench/store-cost.ts times the calls alone.
  * - `claim`/`release` (supersede): one EVALSHA each, never awaited (0 wait on the hot path).
  *   `claim` swaps the key's holder and PUBLISHes the previous holder's token on that holder's
@@ -128,7 +128,8 @@ export class RedisStore implements SharedStore {
       labelNames: ['op', 'reason'], registers: [registry],
     });
     this.#upGauge = (registry.getSingleMetric('ghostgate_store_up') as Gauge | undefined)
-      ?? new Gauge({ name: 'ghostgate_store_up', help: '1 while the shared store (Redis) answers within its budget, else 0 (in-process fallback).', registers: [registry] });
+      // With --workers, /metrics shows the lowest worker's value (1 only if every worker is up).
+      ?? new Gauge({ name: 'ghostgate_store_up', help: '1 while the shared store (Redis) answers within its budget, else 0 (in-process fallback); with workers, the lowest.', registers: [registry], aggregator: 'min' });
     this.#upGauge.set(0);
     const common = {
       // No autopipelining: it holds each command until setImmediate (one more event-loop turn

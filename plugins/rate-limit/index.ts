@@ -13,11 +13,11 @@
  * and instance. Each answer from the store tells this process how many tokens were left; other
  * processes can only take tokens, so that (refilled) is an upper bound of what is left now:
  * - below 1 → 429 at once, no store call (a client over its limit costs nothing);
- * - more than 1 + `headroom` (a quarter of `burst`) → allowed at once, the token taken in the
- *   store without waiting (forced: the store counts it even if others emptied the bucket
- *   meanwhile, so the debt is paid by later denials and the long-run rate stays exact);
- * - otherwise, and for a subject this process has not seen, the step waits for the store (at
- *   most `store.redis.timeoutMs`), so the last quarter of a bucket is counted exactly.
+ * - otherwise the step waits for the store (at most `store.redis.timeoutMs`): exact.
+ * - With `shared: fast`, more than 1 + a quarter of `burst` left → allowed at once, the token
+ *   taken in the store without waiting (forced: counted even if others emptied the bucket
+ *   meanwhile, a debt paid by later denials, so the long-run rate stays exact). Bursts are then
+ *   approximate: each process may allow on an estimate that others already spent.
  * When the store cannot answer (down, slow), this process's bucket decides as without a store
  * (fail open, counted by the store).
  */
@@ -49,6 +49,8 @@ const MAX_CACHED = 3600;
  * - `status`: status of the reply (429). `maxKeys`: most buckets kept per bucket set (100000).
  * - `bucketSet`: name of the bucket set; steps with the same name share buckets. Default: the
  *   limit itself (`key`, `ratePerSecond`, `burst`), so editing anything else keeps the buckets across a reload.
+ * - `shared`: with a shared store, `exact` (default: wait for the store unless the last answer
+ *   already denies) or `fast` (no wait while a quarter of the bucket is to spare; approximate bursts).
  */
 const paramsSchema = {
   type: 'object',
@@ -61,6 +63,7 @@ const paramsSchema = {
     status: { type: 'integer', minimum: 400, maximum: 599, default: 429 },
     maxKeys: { type: 'integer', minimum: 1, maximum: 10_000_000, default: 100_000 },
     bucketSet: { type: 'string', minLength: 1, maxLength: 256 },
+    shared: { enum: ['exact', 'fast'], default: 'exact' },
   },
 } as const satisfies JsonSchema;
 
@@ -154,7 +157,8 @@ export default definePlugin<RateLimitParams>({
     }
 
     const storePrefix = `${setName}\0`;
-    const headroom = Math.max(1, Math.ceil(burst / 4));
+    // `fast`: no wait while more than a quarter of the bucket is to spare; `exact`: never.
+    const headroom = params.shared === 'fast' ? Math.max(1, Math.ceil(burst / 4)) : Infinity;
     /** Tokens in the shared bucket now, at most: the last answer, refilled, less our takes in flight. */
     const estimate = (kn: Known, now: number): number => {
       const v = kn.tokens + (now - kn.t) * perMs;

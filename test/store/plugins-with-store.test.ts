@@ -38,10 +38,24 @@ const hit = async (step: { request?: (ex: never) => unknown }, sub: string) =>
   (await step.request!(makeExchange({ claims: { sub } }) as never)) as LocalReply | undefined;
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
-t.test('rate-limit with a store: wait for it near the limit, not with headroom; deny from what it said', async (t) => {
+t.test('rate-limit with a store (default, exact): every allowed request waits for the store; a denial it implies does not', async (t) => {
+  const s = scripted();
+  const { step } = await loadStep(rateLimit, { ratePerSecond: 0.001, burst: 8 }, { store: s.store });
+  s.answers.push({ taken: true, tokens: 7 }, { taken: true, tokens: 0.2 });
+  t.equal(await hit(step, 'erin'), undefined);
+  const second = step.request!(makeExchange({ claims: { sub: 'erin' } }));
+  t.ok(second instanceof Promise, 'plenty left: still waits for the store (exact)');
+  t.equal(await second, undefined);
+  t.same(s.takes.map((x) => x.force), [false, false], 'never forced');
+  const third = step.request!(makeExchange({ claims: { sub: 'erin' } })) as LocalReply | undefined;
+  t.equal(third?.status, 429, 'the store said 0.2 left: denied at once');
+  t.equal(s.takes.length, 2, 'without a store call');
+});
+
+t.test('rate-limit with a store, shared: fast: no wait with headroom, wait near the limit, deny from what it said', async (t) => {
   const s = scripted();
   // 1 token per 1000 s: no refill during the test. burst 8 → headroom 2.
-  const { step } = await loadStep(rateLimit, { ratePerSecond: 0.001, burst: 8 }, { store: s.store });
+  const { step } = await loadStep(rateLimit, { ratePerSecond: 0.001, burst: 8, shared: 'fast' }, { store: s.store });
   s.answers.push({ taken: true, tokens: 7 });
   const first = step.request!(makeExchange({ claims: { sub: 'alice' } }));
   t.ok(first instanceof Promise, 'a subject not seen yet: the step waits for the store');
@@ -66,9 +80,9 @@ t.test('rate-limit with a store: wait for it near the limit, not with headroom; 
   t.not(s.takes.at(-1)!.key, s.takes[0]!.key, 'in its own bucket');
 });
 
-t.test('rate-limit with burst 1: every allowed request is counted by the store first (no headroom)', async (t) => {
+t.test('rate-limit, shared: fast, burst 1: every allowed request is counted by the store first (no headroom)', async (t) => {
   const s = scripted();
-  const { step } = await loadStep(rateLimit, { ratePerSecond: 1000, burst: 1 }, { store: s.store });
+  const { step } = await loadStep(rateLimit, { ratePerSecond: 1000, burst: 1, shared: 'fast' }, { store: s.store });
   for (let i = 0; i < 3; i++) {
     s.answers.push({ taken: true, tokens: 1 });
     const r = step.request!(makeExchange({ claims: { sub: 'carl' } }));

@@ -141,7 +141,7 @@ t.test('Redis slow (SIGSTOP): a call waits at most timeoutMs, then the store is 
   await waitFor('back again', () => store.up, 20_000);
 });
 
-t.test('rate-limit steps in two "processes" on one Redis: concurrent bursts may overshoot on estimates, and Redis keeps the debt', async (t) => {
+t.test('rate-limit (shared: fast) in two "processes" on one Redis: concurrent bursts may overshoot on estimates, and Redis keeps the debt', async (t) => {
   const r = await startRedis(t);
   if (!r) return;
   const { default: rateLimit } = await import('../../plugins/rate-limit/index.ts');
@@ -150,7 +150,7 @@ t.test('rate-limit steps in two "processes" on one Redis: concurrent bursts may 
   const a = await open(t, r.url);
   const b = await open(t, r.url);
   // Two processes: separate reload-surviving maps (no shared in-process state), one Redis.
-  const params = { ratePerSecond: 0.001, burst: 8 };
+  const params = { ratePerSecond: 0.001, burst: 8, shared: 'fast' };
   const stepA = (await loadStep(rateLimit, params, { store: a.store, sharedStore: new Map() })).step;
   const stepB = (await loadStep(rateLimit, params, { store: b.store, sharedStore: new Map() })).step;
   const hit = (s: typeof stepA) => Promise.resolve(s.request!(makeExchange({ claims: { sub: 'zoe' } })));
@@ -164,4 +164,22 @@ t.test('rate-limit steps in two "processes" on one Redis: concurrent bursts may 
   t.notOk(k.taken, 'the bucket is empty now');
   t.ok(Math.abs(k.tokens - (8 - allowed)) < 0.05, `Redis counted every allowed request: ${k.tokens} left = 8 - ${allowed} (a debt when over)`);
   t.equal((await hit(stepA) as { status?: number } | undefined)?.status, 429, 'and the next request is denied');
+});
+
+t.test('rate-limit (default, exact) in two "processes" on one Redis: a concurrent burst allows exactly burst', async (t) => {
+  const r = await startRedis(t);
+  if (!r) return;
+  const { default: rateLimit } = await import('../../plugins/rate-limit/index.ts');
+  const { loadStep } = await import('../helpers/plugin-step.ts');
+  const { makeExchange } = await import('../helpers/exchange.ts');
+  const a = await open(t, r.url);
+  const b = await open(t, r.url);
+  const params = { ratePerSecond: 0.001, burst: 8 };
+  const stepA = (await loadStep(rateLimit, params, { store: a.store, sharedStore: new Map() })).step;
+  const stepB = (await loadStep(rateLimit, params, { store: b.store, sharedStore: new Map() })).step;
+  const hit = (s: typeof stepA) => Promise.resolve(s.request!(makeExchange({ claims: { sub: 'yan' } })));
+  await hit(stepA);
+  await hit(stepB);
+  const burst = await Promise.all([...Array.from({ length: 10 }, () => hit(stepA)), ...Array.from({ length: 10 }, () => hit(stepB))]);
+  t.equal(2 + burst.filter((x) => x === undefined).length, 8, 'eight allowed in all');
 });

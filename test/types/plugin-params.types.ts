@@ -31,7 +31,7 @@ export type Checks = [
   Expect<Equal<LogitBiasParams, { bias: { [k: string]: number }; merge: 'policy-wins' | 'client-wins' | 'sum' }>>,
   Expect<Equal<MirrorParams, { upstream: string; percent: number; maxConcurrent: number; timeoutMs: number }>>,
   Expect<Equal<ModelRewriteParams, { map: { [k: string]: string | { upstream: string; model: string } } }>>,
-  Expect<Equal<RateLimitParams, { key: string; ratePerSecond: number; burst: number; status: number; maxKeys: number; bucketSet?: string }>>,
+  Expect<Equal<RateLimitParams, { key: string; ratePerSecond: number; burst: number; status: number; maxKeys: number; bucketSet?: string; shared: 'exact' | 'fast' }>>,
   Expect<Equal<SetHeadersParams, { upstream: { [k: string]: string }; response: { [k: string]: string } }>>,
   Expect<Equal<SetParamsParams, { set: { [k: string]: unknown }; onlyIfAbsent: boolean }>>,
   Expect<Equal<StripParamsParams, { remove: string[] }>>,
