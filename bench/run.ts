@@ -829,7 +829,7 @@ async function goawaySection(env: Env): Promise<{ phase: TypingStats; sessions: 
   };
 }
 
-type StoreRounds = Array<{ local: TypingStats; redis: TypingStats }>;
+type StoreRounds = Array<{ local: TypingStats; redis: TypingStats; fast: TypingStats }>;
 interface StoreRun { rounds: StoreRounds; redisFallbacks: number; redisFallbackTimeouts: number; redisUp: number; skipped?: string }
 
 /** bench/gateway.bench.yaml with `server.fastLane: false`, written to a temp folder (policies by absolute path). */
@@ -843,11 +843,11 @@ function fastLaneOffConfig(): string {
 }
 
 /** bench/gateway.bench.yaml with the store policy (rate-limit + supersede) and, for `redis`, store.redis. */
-function storeConfig(dir: string, redis: boolean): string {
+function storeConfig(dir: string, redis: boolean, policy = 'store-policy.yaml'): string {
   const base = readFileSync(path.join(ROOT, 'bench/gateway.bench.yaml'), 'utf8');
-  const withPolicy = base.replace(/^policies:\n(  - .*\n)+/m, 'policies:\n  - store-policy.yaml\n');
+  const withPolicy = base.replace(/^policies:\n(  - .*\n)+/m, `policies:\n  - ${policy}\n`);
   if (withPolicy === base) throw new Error('bench/gateway.bench.yaml: no policies: list to replace');
-  const file = path.join(dir, redis ? 'gateway.store-redis.yaml' : 'gateway.store-local.yaml');
+  const file = path.join(dir, `gateway.${redis ? 'redis' : 'local'}.${policy}`);
   writeFileSync(file, withPolicy
     + (redis ? '\nstore:\n  redis:\n    url: ${BENCH_REDIS_URL}\n' : ''));
   return file;
@@ -880,16 +880,18 @@ async function startRedisServer(port: number, dir: string): Promise<ChildProcess
 async function storeSection(env: Env, protocol: ClientProtocol = 'h2'): Promise<StoreRun> {
   const { lg } = env;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-bench-store-'));
-  writeFileSync(path.join(dir, 'store-policy.yaml'), [
+  const policy = (shared: string): string => [
     'name: store-bench',
     'match: { paths: [/v1/completions, /v1/chat/completions] }',
     'steps:',
     '  - use: auth',
     '  - use: rate-limit',
-    '    params: { key: claims.sub, ratePerSecond: 1000, burst: 1000 }',
+    `    params: { key: claims.sub, ratePerSecond: 1000, burst: 1000, shared: ${shared} }`,
     '  - use: supersede',
     '    params: { keyFrom: { bodyPointer: /model }, identity: claims.sub }',
-  ].join('\n') + '\n');
+  ].join('\n') + '\n';
+  writeFileSync(path.join(dir, 'store-policy.yaml'), policy('exact'));
+  writeFileSync(path.join(dir, 'store-policy-fast.yaml'), policy('fast'));
   const redisPort = await freePort();
   const redis = await startRedisServer(redisPort, dir);
   if (typeof redis === 'string') { log(`  skipped: ${redis}`); return { rounds: [], redisFallbacks: NaN, redisFallbackTimeouts: NaN, redisUp: NaN, skipped: redis }; }
@@ -900,11 +902,15 @@ async function storeSection(env: Env, protocol: ClientProtocol = 'h2'): Promise<
     env.servers.gw = local;
     const rPorts: Ports = { model: env.ports.model, gateway: await freePort(), admin: await freePort() };
     const shared = await GatewayProc.start(rPorts, storeConfig(dir, true), { BENCH_REDIS_URL: `redis://127.0.0.1:${redisPort}` });
+    const fPorts: Ports = { model: env.ports.model, gateway: await freePort(), admin: await freePort() };
+    const fast = await GatewayProc.start(fPorts, storeConfig(dir, true, 'store-policy-fast.yaml'), { BENCH_REDIS_URL: `redis://127.0.0.1:${redisPort}` });
     try {
       await preflight(local, AUTH_TOKENS[0]);
       await preflight(shared, AUTH_TOKENS[0]);
+      await preflight(fast, AUTH_TOKENS[0]);
       await lg.run(typingJob(local.url, 'Wl', OPT.users, OPT.warmupSeconds, protocol));
       await lg.run(typingJob(shared.url, 'Wr', OPT.users, OPT.warmupSeconds, protocol));
+      await lg.run(typingJob(fast.url, 'Wf', OPT.users, OPT.warmupSeconds, protocol));
       await model.arrivals('W');
       const rounds: StoreRounds = [];
       for (let r = 1; r <= OPT.rounds; r++) {
@@ -912,11 +918,14 @@ async function storeSection(env: Env, protocol: ClientProtocol = 'h2'): Promise<
         const l = await typingPhase(lg, model, local, 'gateway', r, `S${r}l`, OPT.seconds, protocol);
         log('  on redis:');
         const rd = await typingPhase(lg, model, shared, 'gateway', r, `S${r}r`, OPT.seconds, protocol);
-        rounds.push({ local: l, redis: rd });
+        log('  on redis, rate-limit shared: fast:');
+        const fa = await typingPhase(lg, model, fast, 'gateway', r, `S${r}f`, OPT.seconds, protocol);
+        rounds.push({ local: l, redis: rd, fast: fa });
       }
-      const m = await shared.metrics();
+      const m = [...await shared.metrics(), ...await fast.metrics()];
       return { rounds, redisFallbacks: promSum(m, 'ghostgate_store_fallback_total'), redisFallbackTimeouts: promSum(m, 'ghostgate_store_fallback_total', { reason: 'timeout' }), redisUp: promSum(m, 'ghostgate_store_up') };
     } finally {
+      await fast.child.stop();
       await shared.child.stop();
       await stopServers(env);
     }
@@ -1189,11 +1198,14 @@ async function main(): Promise<void> {
         const S = store.rounds;
         const p50 = { local: med(S, (r) => r.local.ttfbP50Ms), redis: med(S, (r) => r.redis.ttfbP50Ms) };
         const p99 = { local: med(S, (r) => r.local.ttfbP99Ms), redis: med(S, (r) => r.redis.ttfbP99Ms) };
-        const failed = sumOf(S, (r) => r.local.failed + r.redis.failed + r.local.truncated + r.redis.truncated);
+        const failed = sumOf(S, (r) => r.local.failed + r.redis.failed + r.fast.failed + r.local.truncated + r.redis.truncated + r.fast.truncated);
         summary.store = { ttfbP50Ms: p50, ttfbP99Ms: p99, failedOrTruncated: failed, redisFallbacks: store.redisFallbacks, redisUp: store.redisUp };
         R.row('  TTFB p50', `${f(p50.local)} ms`, `${f(p50.redis)} ms`, signMs(p50.redis - p50.local), '≤ +0.20 ms',
           R.check('store: redis TTFB p50 overhead', signMs(p50.redis - p50.local), '≤ +0.20 ms', p50.redis - p50.local <= 0.2));
         R.row('  TTFB p99', `${f(p99.local)} ms`, `${f(p99.redis)} ms`, signMs(p99.redis - p99.local), '', '');
+        const fastP50 = med(S, (r) => r.fast.ttfbP50Ms);
+        summary.store = { ...(summary.store as object), fastTtfbP50Ms: fastP50, fastTtfbP99Ms: med(S, (r) => r.fast.ttfbP99Ms) };
+        R.row('  TTFB p50, rate-limit shared: fast (no wait with headroom)', `${f(p50.local)} ms`, `${f(fastP50)} ms`, signMs(fastP50 - p50.local), '', '');
         R.row('  failed + truncated / store fallbacks (redis side)', `${failed}`, `${store.redisFallbacks} (${store.redisFallbackTimeouts} past timeoutMs)`, '', '0 / 0',
           R.check('store: no failures, no fallbacks', `${failed} / ${store.redisFallbacks}`, '0 / 0', failed === 0 && store.redisFallbacks === 0));
       }
