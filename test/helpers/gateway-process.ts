@@ -35,6 +35,8 @@ export interface GatewayProcessOptions {
   env?: NodeJS.ProcessEnv;
   /** Skip the default `reload: { watch: false }` line (the test sets its own). */
   noReloadLine?: boolean;
+  /** Replace the `upstreams:`/`models:` block (default: upstream `local` → the model server, model ghost-small). */
+  upstreamsYaml?: (model: SpawnedModelServer) => string;
 }
 
 export interface GatewayProcess {
@@ -68,10 +70,12 @@ export async function startGatewayProcess(t: Teardown, o: GatewayProcessOptions 
   writeFileSync(configFile, [
     o.listenYaml ?? 'listen: { host: 127.0.0.1, port: 0 }',
     'admin: { host: 127.0.0.1, port: 0 }',
-    'upstreams:',
-    `  local: { url: ${model.url}, protocol: h2c, pool: { size: 2 }, forwardHeaders: [user-agent, x-ttft-ms, x-token-ms, x-tokens, x-headers-after-ttft] }`,
-    'models:',
-    '  ghost-small: { upstream: local }',
+    o.upstreamsYaml ? o.upstreamsYaml(model) : [
+      'upstreams:',
+      `  local: { url: ${model.url}, protocol: h2c, pool: { size: 2 }, forwardHeaders: [user-agent, x-ttft-ms, x-token-ms, x-tokens, x-headers-after-ttft] }`,
+      'models:',
+      '  ghost-small: { upstream: local }',
+    ].join('\n'),
     'defaultModel: ghost-small',
     'policies: [policies/*.yaml]',
     o.noReloadLine ? '' : 'reload: { watch: false }',
