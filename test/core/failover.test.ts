@@ -164,3 +164,24 @@ t.test('steps on top: model-rewrite to a model with deployments fails over; a st
   t.equal((await requestsAt(b)).length, 1, 'b not tried');
   t.equal((await requestsAt(a)).length, 2);
 });
+
+t.test('a forwarding step (mirror) sees the request once, not once per attempt', async (t) => {
+  const a = await model(t, ['--fail-status', '503']);
+  const b = await model(t);
+  const shadow = await model(t);
+  const g = await startGateway(t, {
+    noModel: true,
+    upstreamsYaml: () => config([upstream('a', a.url), upstream('b', b.url), upstream('shadow', shadow.url)], '      - { upstream: a }\n      - { upstream: b, priority: 1 }'),
+    policies: { 'p.yaml': 'name: p\nsteps:\n  - use: mirror\n    params: { upstream: shadow, percent: 100 }\n' },
+  });
+  const s = await connect(g.url);
+  t.teardown(() => s.close());
+  const r = await post(s, '/v1/completions', BODY);
+  t.equal(r.status, 200, 'a answered 503, b served');
+  t.equal((await requestsAt(a)).length, 1);
+  // Copies leave when an attempt is made, and both attempts were made before b's response: once
+  // a copy has arrived and the shadow has nothing in flight, every copy has arrived.
+  const shadowStats = async (): Promise<{ inFlight: number; requests: number }> => (await fetch(`${shadow.url}/_stats`)).json() as never;
+  await waitFor('the shadow copies to be answered', async () => { const st = await shadowStats(); return st.requests >= 1 && st.inFlight === 0; }, 15_000);
+  t.equal((await requestsAt(shadow)).length, 1, 'one copy for two attempts');
+});
