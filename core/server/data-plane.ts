@@ -17,8 +17,6 @@ import { serveCompletion } from '../request/serve.ts';
 import type { GatewayState } from '../request/state.ts';
 
 export type { GatewayState } from '../request/state.ts';
-/** @deprecated the response shape is `ClientResponse` (core/request/response.ts). */
-export type AnyResponse = ClientResponse;
 
 type RawBodyRequest = FastifyRequest & { rawBody?: Buffer };
 
