@@ -4,6 +4,10 @@
  *   const gw = await Gateway.start({ configFile: 'gateway.config.yaml' });
  *   ...
  *   await gw.close();
+ *
+ * Why one file over 250 lines: start-up, reload and shutdown order the same listeners, runtime and
+ * pools; each is short, but their ordering (all-or-exit start, drain then grace then destroy) is
+ * easiest to check in one place.
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';

@@ -3,6 +3,9 @@
  * params once (JSON Schema, at load), builds a per-request `Step` once (`create`), and is never
  * consulted again until the next load. Everything a step does per request goes through the
  * `Exchange`.
+ *
+ * Why one file over 250 lines: it is the plugin contract (types only, no code), read as one document
+ * beside docs/plugins.md.
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';

@@ -22,6 +22,9 @@
  *   young). **SIGTERM** drains every worker (each: health fails, drain delay, grace), then exits.
  * - **Dev key**: the primary makes the dev signing key and API key and hands them to every
  *   worker, so a token minted by one verifies on all.
+ *
+ * Why one file over 250 lines: worker slots, replacement back-off, reload fan-out and drain all
+ * act on the same table of workers.
  */
 import cluster from 'node:cluster';
 import type { Worker } from 'node:cluster';

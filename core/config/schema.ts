@@ -2,6 +2,9 @@
  * JSON Schemas for `gateway.config.yaml` and policy files. The same schemas validate at load
  * (ajv, defaults applied), drive `ghostgate validate`, and are written to docs/schema/ for
  * editors (`ghostgate schema`), with each plugin's params schema merged into the step schema.
+ *
+ * Why one file over 250 lines: it is data (the schemas themselves), kept in one place so the
+ * generated docs/schema/*.json and the derived types (json-schema-to-ts) have one source.
  */
 import { authConfigSchema } from '../auth/schema.ts';
 import { copilotConfigSchema } from '../copilot/config.ts';

@@ -18,6 +18,9 @@
  * `ghostgate_store_fallback_total` counts it. A probe (PING within the same budget, every
  * `retryMs`) brings it back up by itself. Each state change is logged once. The URL (it may carry
  * a password) is never logged: messages name the host and port only.
+ *
+ * Why one file over 250 lines: the Lua scripts, the budgeted call, and the up/down state machine
+ * are one fail-open contract; the scripts are most of the length.
  */
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';

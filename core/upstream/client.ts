@@ -2,6 +2,9 @@
  * The core's UpstreamClient: one per configured upstream. Adds the upstream's own credential,
  * opens the stream on the pool, enforces time-to-first-byte, retries streams the upstream did
  * not process, and resets the upstream stream (CANCEL) the instant the signal fires.
+ *
+ * Why one file over 250 lines: the stream's life (open, first-byte deadline, retry of unprocessed
+ * streams, cancel, truncation check) is one state machine over one upstream stream.
  */
 import http from 'node:http';
 import http2 from 'node:http2';

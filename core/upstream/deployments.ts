@@ -20,6 +20,9 @@
  *
  * Synchronous and allocation-free on the request path: `pick` scans a small array once; `tried`
  * is a bit mask (at most 32 deployments per model).
+ *
+ * Why one file over 250 lines: selection, caps, Retry-After and ejection share one per-deployment state
+ * record that `pick` scans in one pass; the parts are not useful apart.
  */
 import type { DeploymentConfig, FailoverConfig } from '../config/model.ts';
 

@@ -18,6 +18,10 @@
  *   new streams at once, finishes the ones it has, and a fresh session replaces it. Streams the
  *   peer did not process (refused, or above GOAWAY's last stream id) are reported as retryable,
  *   which is safe even for POST (RFC 9113 §8.7).
+ *
+ * Why one file over 250 lines: session lifecycle, the full-session rule, the owners' share and GOAWAY
+ * accounting all read and write the same per-session counters; split apart, each would reach into the
+ * others' state.
  */
 import http2 from 'node:http2';
 import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders, SecureClientSessionOptions } from 'node:http2';
