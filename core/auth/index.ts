@@ -7,7 +7,7 @@
  * @example
  *   const auth = await compileAuth(config.auth, { configDir, log, metrics, readSecret });
  *   const { token } = await auth.mint({ sub: 'alice', plan: 'pro' });
- *   auth.verify(token); // → claims, or throws GatewayError GW_ERR_AUTH_*
+ *   await auth.verify(token); // → claims, or throws GatewayError GW_ERR_AUTH_*
  */
 import type { Registry } from 'prom-client';
 import { GatewayError } from '../errors.ts';
@@ -18,11 +18,12 @@ import { bearerToken } from './bearer.ts';
 import { TokenCache } from './cache.ts';
 import { MAX_MINT_TTL, normalizeAuthConfig, refreshIn } from './config.ts';
 import type { AuthConfig, SecretRef } from './config.ts';
+import type { CachedToken } from './cache.ts';
 import { newJti, signJwt, TokenFailure, verifyJwt } from './jwt.ts';
 import { deepFreeze } from '../safe-object.ts';
 import type { VerifyRules } from './jwt.ts';
-import { loadKeys, sharedDevApiKey } from './keys.ts';
-import type { KeySet } from './keys.ts';
+import { importKeys, loadKeys, sharedDevApiKey } from './keys.ts';
+import type { ImportedKey, KeySet } from './keys.ts';
 import { authError, authMetrics } from './metrics.ts';
 import type { AuthMetrics } from './metrics.ts';
 import { OidcError, OidcVerifier } from './oidc.ts';
@@ -56,8 +57,14 @@ export type TokenResponse = {
 };
 
 export interface AuthService extends AuthRuntime {
-  /** Verify one of our tokens. Always synchronous: claims (deep-frozen) or a thrown GatewayError GW_ERR_AUTH_*. */
-  verify(token: string): Readonly<Record<string, unknown>>;
+  /**
+   * Verify one of our tokens: claims (deep-frozen) or a GatewayError GW_ERR_AUTH_*. A token seen
+   * before (cached) is answered synchronously: the claims are returned, or the error thrown (too
+   * large, expired, revoked), with no promise. A token's first sight returns a promise (jose
+   * verifies the signature) that resolves to the claims or rejects with the error; concurrent
+   * first sights of one token share one verification.
+   */
+  verify(token: string): Readonly<Record<string, unknown>> | Promise<Readonly<Record<string, unknown>>>;
   /** POST /v1/token on the data plane. Returns the JSON body; throws GatewayError (coded) on failure. */
   exchange(input: { headers: Record<string, string | string[] | undefined>; body: unknown; ip: string }): Promise<TokenResponse>;
   /** GET /.well-known/jwks.json: public keys of every verification key. */
@@ -111,10 +118,14 @@ class GatewayAuthService implements AuthService {
   readonly #now: () => number;
   readonly #maxBytes: number;
   readonly #skew: number;
+  readonly #signer: ImportedKey | undefined;
+  /** First sights being verified, by token: concurrent requests with one new token share one verification. */
+  readonly #inflight = new Map<string, Promise<CachedToken | TokenFailure>>();
 
   constructor(o: {
     cfg: AuthConfig; keys: KeySet; cache: TokenCache; revocation: Revocation; apiKeys: ApiKeyStore | undefined;
     oidc: OidcVerifier | undefined; metrics: AuthMetrics; log: Logger; now: () => number; files: string[]; devApiKey: string | undefined;
+    imported: { verify: ReadonlyMap<string, ImportedKey>; signer: ImportedKey | undefined };
   }) {
     this.devApiKey = o.devApiKey;
     this.#cfg = o.cfg;
@@ -128,7 +139,8 @@ class GatewayAuthService implements AuthService {
     this.#now = o.now;
     this.#maxBytes = o.cfg.maxTokenBytes;
     this.#skew = o.cfg.clockSkewSeconds;
-    this.#rules = { keys: o.keys.verify, algorithms: new Set(o.cfg.algorithms), issuer: o.cfg.issuer, audience: o.cfg.audience, skew: o.cfg.clockSkewSeconds };
+    this.#signer = o.imported.signer;
+    this.#rules = { keys: o.imported.verify, algorithms: new Set(o.cfg.algorithms), issuer: o.cfg.issuer, audience: o.cfg.audience, skew: o.cfg.clockSkewSeconds };
     this.files = Object.freeze(o.files);
     this.ephemeral = o.keys.ephemeral;
     deepFreeze(o.keys.jwks);
@@ -139,8 +151,8 @@ class GatewayAuthService implements AuthService {
     throw authError(code, arg === undefined ? [] : [arg]);
   }
 
-  /** Verify one of our tokens (synchronous: a cache hit is a Map lookup and two comparisons). */
-  verify(token: string): Readonly<Record<string, unknown>> {
+  /** Verify one of our tokens (a cache hit is synchronous: a Map lookup and two comparisons). */
+  verify(token: string): Readonly<Record<string, unknown>> | Promise<Readonly<Record<string, unknown>>> {
     if (token.length > this.#maxBytes) this.#fail('GW_ERR_AUTH_TOKEN_TOO_LARGE');
     const nowSec = this.#now() / 1000;
     const hit = this.#cache.get(token);
@@ -152,14 +164,32 @@ class GatewayAuthService implements AuthService {
       if (this.#revocation.active && this.#revocation.has(hit.sub, hit.jti)) this.#fail('GW_ERR_AUTH_REVOKED');
       return hit.claims;
     }
-    const r = verifyJwt(token, this.#rules, nowSec);
-    if (r instanceof TokenFailure) this.#fail(r.code, r.arg);
-    const sub = r.sub as string;
-    const jti = r.jti as string | undefined;
-    if (this.#revocation.has(sub, jti)) this.#fail('GW_ERR_AUTH_REVOKED');
-    const claims = deepFreeze(r);
-    this.#cache.set(token, { claims, exp: r.exp as number, sub, jti }, nowSec);
-    return claims;
+    let pending = this.#inflight.get(token);
+    if (pending === undefined) {
+      pending = this.#firstSight(token, nowSec);
+      this.#inflight.set(token, pending);
+    }
+    // Each request counts its own failure (the shared verification only computes the verdict).
+    return pending.then((r) => (r instanceof TokenFailure ? this.#fail(r.code, r.arg) : r.claims));
+  }
+
+  /** Verify a token not in the cache; fill the cache. Never rejects. */
+  async #firstSight(token: string, nowSec: number): Promise<CachedToken | TokenFailure> {
+    try {
+      const r = await verifyJwt(token, this.#rules, nowSec);
+      if (r instanceof TokenFailure) return r;
+      const sub = r.sub as string;
+      const jti = r.jti as string | undefined;
+      if (this.#revocation.has(sub, jti)) return new TokenFailure('GW_ERR_AUTH_REVOKED');
+      const entry: CachedToken = { claims: deepFreeze(r), exp: r.exp as number, sub, jti };
+      this.#cache.set(token, entry, nowSec);
+      return entry;
+    } catch (e) {
+      this.#log.error({ err: e instanceof Error ? e.name : 'unknown' }, 'auth: token verification failed unexpectedly');
+      return new TokenFailure('GW_ERR_AUTH_MALFORMED_TOKEN');
+    } finally {
+      this.#inflight.delete(token);
+    }
   }
 
   isRevoked(sub: string | undefined, jti: string | undefined): boolean {
@@ -215,7 +245,7 @@ class GatewayAuthService implements AuthService {
       this.#log.info({ sub, via, ip: input.ip }, 'auth: token refused to a revoked subject');
       this.#fail('GW_ERR_AUTH_REVOKED');
     }
-    const { token, expires_at, jti } = this.#issue(sub, this.#pick(source), this.#cfg.tokenTtl);
+    const { token, expires_at, jti } = await this.#issue(sub, this.#pick(source), this.#cfg.tokenTtl);
     this.#metrics.issued.inc({ via });
     this.#log.info({ sub, via, kid: this.#keys.signer?.kid, jti, ip: input.ip }, 'auth: token issued');
     return { token, expires_at, refresh_in: refreshIn(this.#cfg.tokenTtl, this.#cfg.refreshBefore), token_type: 'Bearer' };
@@ -227,7 +257,7 @@ class GatewayAuthService implements AuthService {
     const ttl = ttlSeconds ?? this.#cfg.tokenTtl;
     if (!Number.isInteger(ttl) || ttl < 1 || ttl > MAX_MINT_TTL) throw new GatewayError('GW_ERR_REQ_BAD_REQUEST', [`ttl must be 1..${MAX_MINT_TTL} seconds`]);
     if (this.#revocation.has(claims.sub, undefined)) this.#fail('GW_ERR_AUTH_REVOKED');
-    const { token, expires_at } = this.#issue(claims.sub, claims, ttl);
+    const { token, expires_at } = await this.#issue(claims.sub, claims, ttl);
     this.#metrics.issued.inc({ via: 'mint' });
     return { token, expires_at };
   }
@@ -249,15 +279,15 @@ class GatewayAuthService implements AuthService {
     return out;
   }
 
-  #issue(sub: string, extra: Readonly<Record<string, unknown>>, ttl: number): { token: string; expires_at: number; jti: string } {
-    const signer = this.#keys.signer;
+  async #issue(sub: string, extra: Readonly<Record<string, unknown>>, ttl: number): Promise<{ token: string; expires_at: number; jti: string }> {
+    const signer = this.#signer;
     if (!signer) this.#fail('GW_ERR_AUTH_NOT_CONFIGURED');
     const iat = Math.floor(this.#now() / 1000);
     const jti = newJti();
     const payload: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(extra)) if (!RESERVED.has(k)) payload[k] = v;
     Object.assign(payload, { iss: this.#cfg.issuer, aud: this.#cfg.audience, sub, iat, exp: iat + ttl, jti });
-    return { token: signJwt(signer, payload), expires_at: iat + ttl, jti };
+    return { token: await signJwt(signer, payload), expires_at: iat + ttl, jti };
   }
 }
 
@@ -276,6 +306,7 @@ export async function compileAuth(config: Record<string, unknown>, deps: AuthDep
     return deps.readSecret(ref);
   };
   const keys = loadKeys(cfg, readSecret, deps.log, prev?.keys);
+  const imported = await importKeys(keys);
   const { revocation, file: revocationFile } = loadRevocation(cfg.revocation, deps.configDir);
   if (revocationFile) files.push(revocationFile);
   const apiRef = cfg.credentials.apiKeys;
@@ -292,7 +323,7 @@ export async function compileAuth(config: Record<string, unknown>, deps: AuthDep
   const metrics = authMetrics(deps.metrics);
   metrics.setCacheSize(() => cache.size);
   const service = new GatewayAuthService({
-    cfg, keys, cache, revocation, apiKeys, oidc, metrics, log: deps.log, now: deps.now ?? Date.now, files, devApiKey,
+    cfg, keys, cache, revocation, apiKeys, oidc, metrics, log: deps.log, now: deps.now ?? Date.now, files, devApiKey, imported,
   });
   internals.set(service, { keys, cache, cacheKey, oidc, adopted: false, devApiKey });
   deps.log.info({

@@ -1,16 +1,15 @@
 /**
- * Our short-lived tokens: compact JWS (EdDSA or ES256), signed and verified with node:crypto
- * KeyObjects built at load. Verification is synchronous and strict: the header's `alg` must be on
- * the allow-list AND equal to the algorithm of the key its `kid` names (no `none`, no HMAC, no
- * algorithm confusion), `crit` is refused, segments must be base64url. jose is used for the IdP
- * path and in the tests as an independent implementation to check interoperability; here a
- * synchronous verify keeps an uncached check at ~60 µs with no thread-pool hop, and a cached one
- * at a Map lookup.
+ * Our short-lived tokens: compact JWS (EdDSA or ES256), signed and verified with jose on keys
+ * imported once at load (keys.ts importKeys). Verification is strict: the header's `alg` must be
+ * on the allow-list AND equal to the algorithm of the key its `kid` names (no `none`, no HMAC, no
+ * algorithm confusion), `crit` is refused, segments must be base64url. The header and claim checks
+ * are ours (each failure has its own GW_ERR_AUTH_* code); the signature is jose's `compactVerify`.
+ * Only a token's first sight comes here: repeats are served from the cache (index.ts, cache.ts).
  */
-import { randomBytes, sign as cryptoSign, verify as cryptoVerify } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { CompactSign, compactVerify, errors } from 'jose';
 import type { ErrorCode } from '../errors.ts';
-import type { TokenAlg } from './config.ts';
-import type { SignKey, VerifyKey } from './keys.ts';
+import type { ImportedKey } from './keys.ts';
 
 /** Three base64url segments; the signature may be empty so that `alg: none` is reported as such. */
 const SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
@@ -22,47 +21,27 @@ export class TokenFailure {
   constructor(code: ErrorCode, arg?: string) { this.code = code; this.arg = arg; }
 }
 
-export function b64urlJson(v: unknown): string {
-  return Buffer.from(JSON.stringify(v)).toString('base64url');
-}
-
 /** A random token id (128 bits). */
 export function newJti(): string {
   return randomBytes(16).toString('base64url');
 }
 
 /** Sign a claims set with `key` (header: alg, kid, typ). */
-export function signJwt(key: SignKey, payload: Record<string, unknown>): string {
-  const input = `${b64urlJson({ alg: key.alg, kid: key.kid, typ: 'JWT' })}.${b64urlJson(payload)}`;
-  const data = Buffer.from(input, 'latin1');
-  const sig = key.alg === 'EdDSA'
-    ? cryptoSign(null, data, key.key)
-    : cryptoSign('sha256', data, { key: key.key, dsaEncoding: 'ieee-p1363' });
-  return `${input}.${sig.toString('base64url')}`;
+export function signJwt(key: ImportedKey, payload: Record<string, unknown>): Promise<string> {
+  return new CompactSign(Buffer.from(JSON.stringify(payload))).setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'JWT' }).sign(key.key);
 }
 
-function decodeJson(segment: string): Record<string, unknown> | undefined {
+function decodeJson(bytes: Buffer): Record<string, unknown> | undefined {
   try {
-    const v: unknown = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'));
+    const v: unknown = JSON.parse(bytes.toString('utf8'));
     return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
   } catch {
     return undefined;
   }
 }
 
-function signatureOk(alg: TokenAlg, key: VerifyKey, data: Buffer, sig: Buffer): boolean {
-  if (sig.length !== 64) return false; // Ed25519 and P-256 (IEEE P1363) signatures are 64 bytes
-  try {
-    return alg === 'EdDSA'
-      ? cryptoVerify(null, data, key.key, sig)
-      : cryptoVerify('sha256', data, { key: key.key, dsaEncoding: 'ieee-p1363' }, sig);
-  } catch {
-    return false;
-  }
-}
-
 export interface VerifyRules {
-  readonly keys: ReadonlyMap<string, VerifyKey>;
+  readonly keys: ReadonlyMap<string, ImportedKey>;
   readonly algorithms: ReadonlySet<string>;
   readonly issuer: string;
   readonly audience: string;
@@ -70,14 +49,13 @@ export interface VerifyRules {
 }
 
 /**
- * Check signature and claims of one token (no cache, no revocation). Returns the payload or a
- * TokenFailure (returned, not thrown: the caller decides how to count and throw).
+ * Check signature and claims of one token (no cache, no revocation). Resolves to the payload or
+ * a TokenFailure (never rejects: the caller decides how to count and throw).
  */
-export function verifyJwt(token: string, rules: VerifyRules, nowSec: number): Record<string, unknown> | TokenFailure {
+export async function verifyJwt(token: string, rules: VerifyRules, nowSec: number): Promise<Record<string, unknown> | TokenFailure> {
   if (!SHAPE.test(token)) return new TokenFailure('GW_ERR_AUTH_MALFORMED_TOKEN');
   const d1 = token.indexOf('.');
-  const d2 = token.lastIndexOf('.');
-  const header = decodeJson(token.slice(0, d1));
+  const header = decodeJson(Buffer.from(token.slice(0, d1), 'base64url'));
   if (!header) return new TokenFailure('GW_ERR_AUTH_MALFORMED_TOKEN');
   const alg = header.alg;
   if (typeof alg !== 'string' || !rules.algorithms.has(alg)) return new TokenFailure('GW_ERR_AUTH_ALGORITHM_NOT_ALLOWED');
@@ -86,11 +64,14 @@ export function verifyJwt(token: string, rules: VerifyRules, nowSec: number): Re
   const key = typeof kid === 'string' ? rules.keys.get(kid) : undefined;
   if (!key) return new TokenFailure('GW_ERR_AUTH_UNKNOWN_KEY');
   if (key.alg !== alg) return new TokenFailure('GW_ERR_AUTH_ALGORITHM_NOT_ALLOWED');
-  if (!signatureOk(key.alg, key, Buffer.from(token.slice(0, d2), 'latin1'), Buffer.from(token.slice(d2 + 1), 'base64url'))) {
-    return new TokenFailure('GW_ERR_AUTH_INVALID_SIGNATURE');
+  let payload: Uint8Array;
+  try {
+    ({ payload } = await compactVerify(token, key.key, { algorithms: [key.alg] }));
+  } catch (e) {
+    return new TokenFailure(e instanceof errors.JWSSignatureVerificationFailed ? 'GW_ERR_AUTH_INVALID_SIGNATURE' : 'GW_ERR_AUTH_MALFORMED_TOKEN');
   }
   // Signed by us from here on; still check everything.
-  const p = decodeJson(token.slice(d1 + 1, d2));
+  const p = decodeJson(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength));
   if (!p) return new TokenFailure('GW_ERR_AUTH_MALFORMED_TOKEN');
   const { exp, nbf, sub, jti } = p;
   if (typeof exp !== 'number' || !Number.isFinite(exp)) return new TokenFailure('GW_ERR_AUTH_MALFORMED_TOKEN');
@@ -104,4 +85,3 @@ export function verifyJwt(token: string, rules: VerifyRules, nowSec: number): Re
   if (!(aud === rules.audience || (Array.isArray(aud) && aud.includes(rules.audience)))) return new TokenFailure('GW_ERR_AUTH_CLAIM_MISMATCH', 'audience');
   return p;
 }
-

@@ -4,6 +4,8 @@
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
+import { importJWK } from 'jose';
+import type { JWK } from 'jose';
 import type { Logger } from '../types.ts';
 import { authConfigError } from './config.ts';
 import type { AuthConfig, SecretRef, TokenAlg } from './config.ts';
@@ -18,6 +20,13 @@ export interface SignKey {
   readonly kid: string;
   readonly alg: TokenAlg;
   readonly key: KeyObject;
+}
+
+/** A key in the form jose uses (a WebCrypto CryptoKey), imported once per load. */
+export interface ImportedKey {
+  readonly kid: string;
+  readonly alg: TokenAlg;
+  readonly key: Awaited<ReturnType<typeof importJWK>>;
 }
 
 export interface KeySet {
@@ -153,4 +162,18 @@ export function loadKeys(cfg: AuthConfig, readSecret: ReadSecret, log: Logger, p
     h.update(`${k.kid}\0${k.alg}\0`).update(k.key.export({ format: 'der', type: 'spki' })).update('\0');
   }
   return { signer, verify, jwks: { keys: jwks }, fingerprint: h.digest('hex'), ephemeral };
+}
+
+/**
+ * The key set as jose keys (CryptoKeys), imported once per load so that no request imports or
+ * converts a key: every verification key, and the signer's private key.
+ */
+export async function importKeys(ks: KeySet): Promise<{ verify: ReadonlyMap<string, ImportedKey>; signer: ImportedKey | undefined }> {
+  const verify = new Map<string, ImportedKey>();
+  for (const k of ks.verify.values()) {
+    verify.set(k.kid, { kid: k.kid, alg: k.alg, key: await importJWK(k.key.export({ format: 'jwk' }) as JWK, k.alg) });
+  }
+  const s = ks.signer;
+  const signer = s ? { kid: s.kid, alg: s.alg, key: await importJWK(s.key.export({ format: 'jwk' }) as JWK, s.alg) } : undefined;
+  return { verify, signer };
 }

@@ -47,15 +47,15 @@ function send(reply: FastifyReply, err: GatewayError, metrics: GatewayMetrics): 
 
 /**
  * The client's bearer, verified like the `auth` step does (same codes, same challenge header).
- * Throws a GatewayError; returns when the request may pass.
+ * Throws (or, for a token's first sight, rejects with) a GatewayError; returns when the request may pass.
  */
-function authenticate(req: FastifyRequest, rt: Runtime): void {
+function authenticate(req: FastifyRequest, rt: Runtime): unknown {
   const auth = rt.auth;
   if (!auth) throw new GatewayError('GW_ERR_AUTH_NOT_CONFIGURED');
   const token = bearerToken(req.headers.authorization);
   if (token === null) throw auth.reject('GW_ERR_AUTH_MALFORMED_TOKEN');
   if (token === undefined) throw auth.reject('GW_ERR_AUTH_MISSING_TOKEN');
-  auth.verify(token);
+  return auth.verify(token);
 }
 
 /** The upstream failure reply-from reports, onto the catalog. */
@@ -109,7 +109,7 @@ export const passthroughPlugin = fp<{ gw: PassthroughState }>(async (app, { gw }
           const limit = r.config.limits.bodyBytes;
           if (Number(req.headers['content-length'] ?? 0) > limit) return send(reply, new GatewayError('GW_ERR_REQ_BODY_TOO_LARGE', [limit]), gw.metrics);
           if (t.auth) {
-            try { authenticate(req, r); } catch (e) {
+            try { await authenticate(req, r); } catch (e) {
               return send(reply, e instanceof GatewayError ? e : new GatewayError('GW_ERR_SERVER_INTERNAL'), gw.metrics);
             }
           }
@@ -149,27 +149,27 @@ interface ModelObject { id: string; object: 'model'; created: number; owned_by: 
 
 /** `GET /v1/models` and `GET /v1/models/{id}`: the gateway's logical models, as OpenAI lists them. */
 function registerModels(app: FastifyInstance, gw: PassthroughState): void {
-  const guard = (req: FastifyRequest, reply: FastifyReply): boolean => {
+  const guard = async (req: FastifyRequest, reply: FastifyReply): Promise<boolean> => {
     const rt = gw.runtime;
     if (!rt.auth) return true;
-    try { authenticate(req, rt); return true; } catch (e) {
+    try { await authenticate(req, rt); return true; } catch (e) {
       send(reply, e instanceof GatewayError ? e : new GatewayError('GW_ERR_SERVER_INTERNAL'), gw.metrics);
       return false;
     }
   };
   const model = (rt: Runtime, id: string): ModelObject => ({ id, object: 'model', created: Math.floor(rt.loadedAt.getTime() / 1000), owned_by: 'ghostgate' });
-  app.get('/v1/models', (req, reply) => {
-    if (!guard(req, reply)) return;
+  app.get('/v1/models', async (req, reply) => {
+    if (!(await guard(req, reply))) return reply;
     const rt = gw.runtime;
-    reply.header('cache-control', 'no-store').send({ object: 'list', data: Object.keys(rt.config.models).map((id) => model(rt, id)) });
+    return reply.header('cache-control', 'no-store').send({ object: 'list', data: Object.keys(rt.config.models).map((id) => model(rt, id)) });
   });
-  app.get('/v1/models/:id', (req, reply) => {
-    if (!guard(req, reply)) return;
+  app.get('/v1/models/:id', async (req, reply) => {
+    if (!(await guard(req, reply))) return reply;
     const rt = gw.runtime;
     const id = (req.params as { id: string }).id;
     // An alias names its logical model (as completions resolve it).
     const logical = rt.models.get(id)?.model;
-    if (logical === undefined) return void send(reply, new GatewayError('GW_ERR_ROUTE_UNKNOWN_MODEL', [id]), gw.metrics);
-    reply.header('cache-control', 'no-store').send(model(rt, logical));
+    if (logical === undefined) return send(reply, new GatewayError('GW_ERR_ROUTE_UNKNOWN_MODEL', [id]), gw.metrics);
+    return reply.header('cache-control', 'no-store').send(model(rt, logical));
   });
 }

@@ -31,11 +31,11 @@ t.test('exchange: a valid key gets a token with the configured claims', async (t
   t.equal(r.token_type, 'Bearer');
   t.ok(r.expires_at >= before + 600 && r.expires_at <= before + 601, 'expires_at = now + ttl');
   t.equal(r.refresh_in, 300, '10 min lifetime → refresh after 5 (max(ttl − 5m, ttl/2))');
-  const claims = auth.verify(r.token);
+  const claims = await auth.verify(r.token);
   t.match(claims, { sub: 'alice', org: 'acme', plan: 'pro', features: ['fim', 'chat'], iss: 'ghostgate', aud: 'ghostgate-completions' });
   t.notOk('secretNote' in claims, 'claims not listed in copy are not carried');
-  t.match(auth.verify((await auth.exchange(bearer(bob))).token), { sub: 'bob', plan: 'free' }, 'defaults fill missing claims; hex case ignored');
-  t.match(auth.verify((await auth.exchange({ ...bearer(alice), headers: { authorization: `bearer   ${alice}  ` } })).token), { sub: 'alice' }, 'scheme case-insensitive, spaces tolerated');
+  t.match(await auth.verify((await auth.exchange(bearer(bob))).token), { sub: 'bob', plan: 'free' }, 'defaults fill missing claims; hex case ignored');
+  t.match(await auth.verify((await auth.exchange({ ...bearer(alice), headers: { authorization: `bearer   ${alice}  ` } })).token), { sub: 'alice' }, 'scheme case-insensitive, spaces tolerated');
   const issued = await h.metrics.getSingleMetric('ghostgate_auth_tokens_issued_total')?.get();
   t.equal(issued?.values.find((v) => v.labels.via === 'api_key')?.value, 3);
   t.same(auth.files, [`${h.dir.dir}/k1.pem`, `${h.dir.dir}/api-keys.yaml`]);
@@ -117,8 +117,8 @@ t.test('scrypt keys: id-addressed; a wrong key and an unknown id take the same t
     `- { sub: dave, hash: "${await hashApiKey(sha)}" }`,
   ].join('\n'));
   const auth = await h.compile({ signingKeys: [signingEntry(h, await makeKey('k1'))], credentials: { apiKeys: { file: 'keys.yaml' } } });
-  t.match(auth.verify((await auth.exchange(bearer(carol))).token), { sub: 'carol', plan: 'team' });
-  t.match(auth.verify((await auth.exchange(bearer(sha))).token), { sub: 'dave' }, 'sha256 entries work alongside');
+  t.match(await auth.verify((await auth.exchange(bearer(carol))).token), { sub: 'carol', plan: 'team' });
+  t.match(await auth.verify((await auth.exchange(bearer(sha))).token), { sub: 'dave' }, 'sha256 entries work alongside');
 
   const store = ApiKeyStore.parse(`- { sub: carol, id: carol1, hash: "${await hashApiKey(carol, 'scrypt', { N: 4096 })}" }`, 'k');
   const wrong = `carol1.${generateApiKey().slice(4)}`;
@@ -157,7 +157,7 @@ t.test('dev mode without credentials: a generated dev API key is exchanged (sub 
   const dev = await h.compile({ dev: true });
   t.match(dev.devApiKey, /^ggk_[A-Za-z0-9_-]{43}$/, '256 random bits');
   const r = await dev.exchange(bearer(dev.devApiKey!));
-  t.equal(dev.verify(r.token).sub, 'dev');
+  t.equal((await dev.verify(r.token)).sub, 'dev');
   t.equal((await caught(() => dev.exchange(bearer(generateApiKey())))).code, 'GW_ERR_AUTH_INVALID_CREDENTIAL', 'another key is refused');
   const again = await h.compile({ dev: true }, dev);
   t.equal(again.devApiKey, dev.devApiKey, 'a reload keeps it');

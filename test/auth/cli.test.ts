@@ -15,14 +15,14 @@ t.test('runTokenCli', async (t) => {
   t.match(err.text, /ephemeral key/, 'warns that a dev-key token is useless to a running gateway');
   const token = out.text.trim();
   t.match(token, /^[\w-]+\.[\w-]+\.[\w-]+$/, 'prints the token alone');
-  const c = auth.verify(token);
+  const c = await auth.verify(token);
   t.match(c, { sub: 'alice', plan: 'pro', features: ['fim', 'chat'], beta: true, note: 'a=b' });
   t.ok((c.exp as number) - now >= 599 && (c.exp as number) - now <= 601, '--ttl 10m');
 
   out.text = '';
   await runTokenCli(['--sub=bob', '--json'], auth, out, err);
   const j = JSON.parse(out.text) as { token: string; expires_at: number };
-  t.equal(auth.verify(j.token).sub, 'bob');
+  t.equal((await auth.verify(j.token)).sub, 'bob');
   t.ok(j.expires_at - now >= 1799, 'default lifetime');
 
   for (const [argv, re] of [
@@ -48,5 +48,5 @@ t.test('no warning with a configured key', async (t) => {
   const err = { text: '', write(s: string) { this.text += s; return true; } };
   await runTokenCli(['--sub', 'a'], auth, out, err);
   t.equal(err.text, '');
-  t.ok(auth.verify(out.text.trim()));
+  t.ok(await auth.verify(out.text.trim()));
 });

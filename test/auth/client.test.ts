@@ -36,7 +36,7 @@ async function server(t: { teardown(fn: () => unknown): void }, o: { refreshIn?:
         }
         const authz = String(headers.authorization ?? '');
         if (state.expireNext) { state.expireNext = false; throw new GatewayError('GW_ERR_AUTH_TOKEN_EXPIRED'); }
-        const claims = auth.verify(authz.slice(7));
+        const claims = await auth.verify(authz.slice(7));
         state.subs.push(String(claims.sub));
         const n = (JSON.parse(body) as { n?: number }).n ?? 5;
         stream.respond({ ':status': 200, 'content-type': 'text/event-stream' });

@@ -18,8 +18,8 @@ t.test('rotation: old tokens verify until the old key is removed; new tokens use
   v1.close();
   const fresh = await v2.mint({ sub: 'alice' });
   t.equal(JSON.parse(Buffer.from(fresh.token.split('.')[0], 'base64url').toString()).kid, 'k2', 'the active key signs');
-  t.match(v2.verify(old.token), { sub: 'alice' }, 'token from the retired key still verifies');
-  t.match(v2.verify(fresh.token), { sub: 'alice' }, 'token from the new key verifies');
+  t.match(await v2.verify(old.token), { sub: 'alice' }, 'token from the retired key still verifies');
+  t.match(await v2.verify(fresh.token), { sub: 'alice' }, 'token from the new key verifies');
   const jwks = v2.jwks().keys as Array<Record<string, unknown>>;
   t.same(jwks.map((k) => [k.kid, k.alg, k.use]), [['k2', 'ES256', 'sig'], ['k1', 'EdDSA', 'sig']], 'JWKS publishes both');
   for (const k of jwks) t.notOk('d' in k, 'no private member in the JWKS');
@@ -27,7 +27,7 @@ t.test('rotation: old tokens verify until the old key is removed; new tokens use
   // Day 2: the old tokens have expired; drop k1.
   const v3 = await h.compile({ signingKeys: [signingEntry(h, k2, { form: 'jwk' })] }, v2);
   t.equal((await caught(() => v3.verify(old.token))).code, 'GW_ERR_AUTH_UNKNOWN_KEY', 'removed key no longer verifies (even though the token was cached)');
-  t.ok(v3.verify(fresh.token));
+  t.ok(await v3.verify(fresh.token));
   t.same(v3.jwks().keys.map((k) => (k as { kid: string }).kid), ['k2']);
 });
 
@@ -47,7 +47,7 @@ t.test('keys from the environment', async (t) => {
   const k = await makeKey('envkey');
   process.env.GG_TEST_SIGNING_KEY = k.privatePem;
   const auth = await h.compile({ signingKeys: [{ kid: 'envkey', privateKey: { env: 'GG_TEST_SIGNING_KEY' } }] });
-  t.ok(auth.verify((await auth.mint({ sub: 'x' })).token));
+  t.ok(await auth.verify((await auth.mint({ sub: 'x' })).token));
   t.same(auth.files, [], 'env secrets are not files');
 });
 
@@ -66,10 +66,10 @@ t.test('dev mode: ephemeral key, a warning, and the key survives reloads', async
   const a = await h.compile({ dev: true });
   t.ok(h.log.lines.some((l) => l.level === 'warn' && /ephemeral/.test(l.msg ?? '')), 'warns that tokens die with the process');
   const { token } = await a.mint({ sub: 'dev' });
-  t.ok(a.verify(token));
+  t.ok(await a.verify(token));
   const warns = h.log.lines.filter((l) => l.level === 'warn').length;
   const b = await h.compile({ dev: true, tokenTtl: '10m' }, a);
-  t.ok(b.verify(token), 'same ephemeral key after reload');
+  t.ok(await b.verify(token), 'same ephemeral key after reload');
   t.equal(h.log.lines.filter((l) => l.level === 'warn').length, warns, 'no second warning');
   const other = await h.compile({ dev: true });
   t.equal((await caught(() => other.verify(token))).code, 'GW_ERR_AUTH_UNKNOWN_KEY', 'a fresh process has a fresh key');

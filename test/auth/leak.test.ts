@@ -58,7 +58,7 @@ t.test('no secret reaches errors, logs or metrics', async (t) => {
   await attempt(() => auth.exchange({ headers: { authorization: `Bearer ${badIdp}` }, body: {}, ip: '1.2.3.4' }));
   await attempt(() => auth.exchange({ headers: { authorization: `Bearer ${'z'.repeat(9000)}` }, body: {}, ip: '1.2.3.4' }));
   for (const tok of issued) {
-    auth.verify(tok);
+    await auth.verify(tok);
     await attempt(() => auth.verify(`${tok}x`));
     await attempt(() => auth.verify(tok.replace(/\.[^.]+\./, '.e30.')));
   }

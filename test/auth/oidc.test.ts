@@ -45,9 +45,9 @@ t.test('IdP token exchange', async (t) => {
   const auth = await h.compile({ signingKeys: [signingEntry(h, await makeKey('k1'))], credentials: { oidc } });
 
   const r = await auth.exchange(bearer(await p.token()));
-  t.match(auth.verify(r.token), { sub: 'alice-idp-123', org: 'acme', plan: 'enterprise' });
-  t.notOk('email' in auth.verify(r.token), 'only configured claims are copied');
-  t.match(auth.verify((await auth.exchange(bearer(await p.token({}, { key: 'ec' })))).token), { sub: 'alice-idp-123' }, 'ES256 IdP token');
+  t.match(await auth.verify(r.token), { sub: 'alice-idp-123', org: 'acme', plan: 'enterprise' });
+  t.notOk('email' in await auth.verify(r.token), 'only configured claims are copied');
+  t.match(await auth.verify((await auth.exchange(bearer(await p.token({}, { key: 'ec' })))).token), { sub: 'alice-idp-123' }, 'ES256 IdP token');
   for (let i = 0; i < 5; i++) await auth.exchange(bearer(await p.token()));
   t.equal(p.state.hits, 1, 'JWKS fetched once, not per exchange');
 
@@ -65,7 +65,7 @@ t.test('IdP token exchange', async (t) => {
   const noSub = await h.compile({ signingKeys: [signingEntry(h, await makeKey('k2'))], credentials: { oidc: { ...oidc, subjectClaim: 'missing' } } });
   t.equal((await caught(async () => noSub.exchange(bearer(await p.token())))).code, 'GW_ERR_AUTH_INVALID_CREDENTIAL', 'no subject claim');
   const byEmail = await h.compile({ signingKeys: [signingEntry(h, await makeKey('k3'))], credentials: { oidc: { ...oidc, subjectClaim: 'email' } } }, noSub);
-  t.match(byEmail.verify((await byEmail.exchange(bearer(await p.token()))).token), { sub: 'alice@example.com' }, 'subjectClaim');
+  t.match(await byEmail.verify((await byEmail.exchange(bearer(await p.token()))).token), { sub: 'alice@example.com' }, 'subjectClaim');
 
   const revoked = await h.compile({ signingKeys: [signingEntry(h, await makeKey('k1'))], credentials: { oidc }, revocation: { subjects: ['alice-idp-123'] } }, auth);
   t.equal((await caught(async () => revoked.exchange(bearer(await p.token())))).code, 'GW_ERR_AUTH_REVOKED', 'revoked IdP subject gets no token');
@@ -102,7 +102,7 @@ t.test('IdP down, slow or broken: IDP_UNAVAILABLE within the timeout; our tokens
   const own = (await slow.mint({ sub: 'bob' })).token;
   const t0 = performance.now();
   const pending = caught(() => slow.exchange(bearer(idpToken)));
-  t.match(slow.verify(own), { sub: 'bob' }, 'our tokens verify while the IdP hangs');
+  t.match(await slow.verify(own), { sub: 'bob' }, 'our tokens verify while the IdP hangs');
   const err = await pending;
   const took = performance.now() - t0;
   t.equal(err.code, 'GW_ERR_AUTH_IDP_UNAVAILABLE');
@@ -126,7 +126,7 @@ t.test('IdP down, slow or broken: IDP_UNAVAILABLE within the timeout; our tokens
   const t1 = performance.now();
   t.equal((await caught(() => down.exchange(bearer(idpToken)))).code, 'GW_ERR_AUTH_IDP_UNAVAILABLE', 'connection refused');
   t.ok(performance.now() - t1 < 10_000, 'fails, without hanging');
-  t.ok(down.verify(own), 'our tokens verify while the IdP is down');
+  t.ok(await down.verify(own), 'our tokens verify while the IdP is down');
   t.ok(await h.failures('GW_ERR_AUTH_IDP_UNAVAILABLE') >= 4);
   t.ok(h.log.lines.some((l) => l.level === 'warn' && /identity provider unavailable/.test(l.msg ?? '')), 'logged for operators');
 

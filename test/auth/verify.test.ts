@@ -31,7 +31,7 @@ t.test('bad tokens: each has its code, status, challenge and metric', async (t) 
   const hdr = { alg: 'EdDSA', kid: 'k1', typ: 'JWT' };
 
   const ok = rawSign(hdr, good, k1);
-  t.same(auth.verify(ok), good, 'a correctly signed token verifies');
+  t.same(await auth.verify(ok), good, 'a correctly signed token verifies');
 
   const cases: Array<[string, string, string, number]> = [
     ['garbage', 'not-a-token', 'GW_ERR_AUTH_MALFORMED_TOKEN', 401],
@@ -87,8 +87,8 @@ t.test('clock skew: default 30 s either side, configurable', async (t) => {
   const hdr = { alg: 'EdDSA', kid: 'k1' };
   const base = { iss: 'ghostgate', aud: 'ghostgate-completions', sub: 'alice' };
   const auth = await h.compile({ signingKeys: [signingEntry(h, k1)] });
-  t.ok(auth.verify(rawSign(hdr, { ...base, exp: now() - 20 }, k1)), 'expired 20 s ago: within skew');
-  t.ok(auth.verify(rawSign(hdr, { ...base, exp: now() + 60, nbf: now() + 20 }, k1)), 'nbf 20 s ahead: within skew');
+  t.ok(await auth.verify(rawSign(hdr, { ...base, exp: now() - 20 }, k1)), 'expired 20 s ago: within skew');
+  t.ok(await auth.verify(rawSign(hdr, { ...base, exp: now() + 60, nbf: now() + 20 }, k1)), 'nbf 20 s ahead: within skew');
   const strict = await h.compile({ clockSkewSeconds: 0, signingKeys: [signingEntry(h, k1)] });
   t.equal((await caught(() => strict.verify(rawSign(hdr, { ...base, exp: now() - 2 }, k1)))).code, 'GW_ERR_AUTH_TOKEN_EXPIRED');
   t.equal((await caught(() => strict.verify(rawSign(hdr, { ...base, exp: now() + 60, nbf: now() + 5 }, k1)))).code, 'GW_ERR_AUTH_TOKEN_NOT_YET_VALID');
@@ -104,7 +104,7 @@ t.test('algorithm allow-list applies to keys and tokens', async (t) => {
   t.match(err.message, /ES256 is not in auth\.algorithms/);
   const auth = await h.compile({ algorithms: ['ES256'], signingKeys: [signingEntry(h, ec, { form: 'jwk' })] });
   const { token } = await auth.mint({ sub: 'a' });
-  t.ok(auth.verify(token), 'ES256 token verifies');
+  t.ok(await auth.verify(token), 'ES256 token verifies');
   t.equal((await caught(() => auth.verify(rawSign({ alg: 'EdDSA', kid: 'ed1' }, { sub: 'a', exp: now() + 60 }, ed)))).code, 'GW_ERR_AUTH_ALGORITHM_NOT_ALLOWED');
   t.equal((await caught(() => h.compile({ algorithms: ['HS256'], signingKeys: [signingEntry(h, ec)] }))).code, 'GW_ERR_CONFIG_SCHEMA');
 });
@@ -118,7 +118,7 @@ t.test('interop: jose-signed tokens verify here; ours verify under jose with our
   for (const k of [ed, ec]) {
     const token = await new SignJWT({ plan: 'pro', features: ['x'] }).setProtectedHeader({ alg: k.alg, kid: k.kid })
       .setIssuer('ghostgate').setAudience(['ghostgate-completions', 'other']).setSubject('bob').setIssuedAt().setExpirationTime('5m').sign(k.privateKey);
-    t.match(auth.verify(token), { sub: 'bob', plan: 'pro', features: ['x'] }, `${k.alg} token from jose verifies (audience array)`);
+    t.match(await auth.verify(token), { sub: 'bob', plan: 'pro', features: ['x'] }, `${k.alg} token from jose verifies (audience array)`);
   }
   const { token, expires_at } = await auth.mint({ sub: 'carol', org: 'acme' });
   const jwks = createLocalJWKSet(auth.jwks() as Parameters<typeof createLocalJWKSet>[0]);
@@ -134,6 +134,6 @@ t.test('verified claims are frozen', async (t) => {
   t.teardown(() => h.dir.remove());
   const auth = await h.compile({ signingKeys: [signingEntry(h, await makeKey('k1'))] });
   const { token } = await auth.mint({ sub: 'a', features: ['x'] });
-  const c = auth.verify(token) as Record<string, unknown>;
+  const c = await auth.verify(token) as Record<string, unknown>;
   t.ok(Object.isFrozen(c) && Object.isFrozen(c.features));
 });

@@ -34,7 +34,7 @@ t.test('apikey new --append: the key works at POST /v1/token with its claims; on
     const r = await exchange(key);
     t.equal(r.status, 200, `${who}: exchanged`);
     const { token } = await r.json() as { token: string };
-    t.match(g.gw.runtime.auth!.verify(token), claims, `${who}: the token carries the entry's claims`);
+    t.match(await g.gw.runtime.auth!.verify(token), claims, `${who}: the token carries the entry's claims`);
   }
   t.equal((await exchange(`${aliceKey}x`)).status, 401, 'another key is refused');
 
