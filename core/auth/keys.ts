@@ -1,6 +1,7 @@
 /**
- * Signing and verification keys, parsed once per load into node:crypto KeyObjects (the hot
- * path never parses a key). Rotation: every configured key verifies; one signs.
+ * Signing and verification keys, parsed once per load into node:crypto KeyObjects (checked,
+ * fingerprinted, published as JWKS) and imported once per load as jose CryptoKeys (importKeys):
+ * the request path never parses or converts a key. Rotation: every configured key verifies; one signs.
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
