@@ -4,6 +4,9 @@
  * immutable service per config load; everything expensive (keys, hashes, JWKS fetcher, the
  * verified-token cache) is built at load or carried over from the previous service.
  *
+ * Why one file over 250 lines: it is the one AuthService (verify with its cache and in-flight
+ * map, exchange, mint, and the failure counting they share) plus compileAuth, which wires it.
+ *
  * @example
  *   const auth = await compileAuth(config.auth, { configDir, log, metrics, readSecret });
  *   const { token } = await auth.mint({ sub: 'alice', plan: 'pro' });
