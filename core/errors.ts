@@ -141,6 +141,9 @@ function format(template: string, args: ReadonlyArray<string | number>): string 
 }
 
 /** Build the JSON body for a code without throwing (hot path: no stack trace). */
+/** The content type of every JSON reply the gateway writes itself, on every plane (Fastify's own). */
+export const JSON_TYPE = 'application/json; charset=utf-8';
+
 export function errorBody(code: ErrorCode, args: ReadonlyArray<string | number> = []): string {
   return JSON.stringify({ error: { code, message: format(catalog[code].message, args) } });
 }

@@ -17,7 +17,7 @@
 import Fastify, { LogController } from 'fastify';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
-import { GatewayError } from '../errors.ts';
+import { GatewayError, JSON_TYPE } from '../errors.ts';
 import { presented } from '../server/admin.ts';
 import type { Rpc } from './ipc.ts';
 
@@ -45,7 +45,7 @@ const SKIP = new Set(['content-length', 'transfer-encoding', 'connection', 'keep
 
 function send(reply: FastifyReply, err: GatewayError): FastifyReply {
   if (err.headers) reply.headers(err.headers);
-  return reply.code(err.status).header('content-type', 'application/json').header('cache-control', 'no-store').send(JSON.stringify(err.toJSON()));
+  return reply.code(err.status).header('content-type', JSON_TYPE).header('cache-control', 'no-store').send(JSON.stringify(err.toJSON()));
 }
 
 export function createClusterAdmin(p: ClusterAdminState): FastifyInstance {

@@ -17,7 +17,7 @@ import http2 from 'node:http2';
 import type { Http2SecureServer, Http2Server, Http2Session, ServerHttp2Stream } from 'node:http2';
 import type { IncomingHttpHeaders } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { GatewayError } from '../errors.ts';
+import { GatewayError, JSON_TYPE } from '../errors.ts';
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL } = http2.constants;
 const END_STREAM = 0x1;
@@ -135,7 +135,7 @@ function cutStream(stream: ServerHttp2Stream, o: H2SessionOptions): void {
   stream.on('error', noop);
   if (stream.headersSent) { stream.close(NGHTTP2_CANCEL); return; }
   const err = new GatewayError('GW_ERR_REQ_TIMEOUT', [], { details: { phase: 'body', timeoutMs: o.bodyTimeoutMs } });
-  stream.respond({ ':status': err.status, 'content-type': 'application/json', 'cache-control': 'no-store' });
+  stream.respond({ ':status': err.status, 'content-type': JSON_TYPE, 'cache-control': 'no-store' });
   // A complete response, then RST_STREAM(NO_ERROR): "stop sending the request" (RFC 9113 §8.1).
   stream.end(JSON.stringify(err.toJSON()), () => stream.close(NGHTTP2_NO_ERROR));
   // A client whose window is closed does not get to hold the stream: reset regardless.

@@ -17,7 +17,7 @@ import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { GatewayError } from '../errors.ts';
+import { GatewayError, JSON_TYPE } from '../errors.ts';
 import type { ErrorCode } from '../errors.ts';
 import { clientErrorReply } from '../server/client-error.ts';
 
@@ -153,7 +153,7 @@ export class Http1Front {
     const head = phase === 'h1_headers';
     const err = new GatewayError('GW_ERR_REQ_TIMEOUT', [], { details: { phase: head ? 'head' : 'body', timeoutMs: head ? this.#o.headersTimeoutMs : this.#o.bodyTimeoutMs } });
     const body = JSON.stringify(err.toJSON());
-    const raw = `HTTP/1.1 ${err.status} Request Timeout\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+    const raw = `HTTP/1.1 ${err.status} Request Timeout\r\ncontent-type: ${JSON_TYPE}\r\ncache-control: no-store\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
     // Never wait for a client that does not read: the bytes are small, the kernel takes them.
     s.write(raw, () => s.destroy());
     setTimeout(() => s.destroy(), 1000).unref();

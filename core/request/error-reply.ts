@@ -6,14 +6,13 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { githubRequestId, GITHUB_REQUEST_ID } from '../copilot/routes.ts';
-import { GatewayError } from '../errors.ts';
+import { GatewayError, JSON_TYPE } from '../errors.ts';
 import type { Logger } from '../types.ts';
 import type { ClientResponse } from './response.ts';
 import { resetClient } from './response.ts';
 import type { GatewayState } from './state.ts';
 
-/** The content type of every JSON reply the gateway writes itself (Fastify's, for the routes it answers). */
-export const JSON_TYPE = 'application/json; charset=utf-8';
+export { JSON_TYPE };
 
 /**
  * The headers of an error reply: JSON, never cached, the error's own (e.g. `retry-after`), the

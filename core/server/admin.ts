@@ -15,7 +15,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest }
 import { bearerToken } from '../auth/bearer.ts';
 import { clientErrorReply, frameworkErrorReply } from './client-error.ts';
 import type { LoadedConfig } from '../config/load.ts';
-import { ConfigErrors, GatewayError } from '../errors.ts';
+import { ConfigErrors, GatewayError, JSON_TYPE } from '../errors.ts';
 import { FORBIDDEN_KEYS } from '../safe-object.ts';
 import { redact, secretReader } from '../secrets.ts';
 import type { GatewayMetrics } from '../metrics.ts';
@@ -73,7 +73,7 @@ export function presented(req: FastifyRequest, digest: Buffer): boolean {
 
 function send(reply: FastifyReply, err: GatewayError): FastifyReply {
   if (err.headers) reply.headers(err.headers);
-  return reply.code(err.status).header('content-type', 'application/json').header('cache-control', 'no-store').send(JSON.stringify(err.toJSON()));
+  return reply.code(err.status).header('content-type', JSON_TYPE).header('cache-control', 'no-store').send(JSON.stringify(err.toJSON()));
 }
 
 /** Fastify's own errors (body parsing, limits) onto the catalog. */

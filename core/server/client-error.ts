@@ -12,7 +12,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { catalog, errorBody } from '../errors.ts';
+import { catalog, errorBody, JSON_TYPE } from '../errors.ts';
 import type { ErrorCode } from '../errors.ts';
 
 /** The catalog code for an HTTP/1.1 parser error (`err.code` from llhttp / Node's http server). */
@@ -38,7 +38,7 @@ export function clientErrorReply(onError?: (code: ErrorCode) => void): (err: Nod
     onError?.(code);
     const status = catalog[code].status;
     const body = errorBody(code, args);
-    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`);
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: ${JSON_TYPE}\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`);
   };
 }
 
@@ -48,6 +48,6 @@ export function frameworkErrorReply(onError?: (code: ErrorCode) => void): (err: 
     const code: ErrorCode = 'GW_ERR_REQ_BAD_REQUEST';
     onError?.(code);
     const why = err.code === 'FST_ERR_BAD_URL' ? 'the URL is not valid (bad percent-encoding)' : 'the request could not be routed';
-    void reply.code(400).header('content-type', 'application/json').header('cache-control', 'no-store').send(errorBody(code, [why]));
+    void reply.code(400).header('content-type', JSON_TYPE).header('cache-control', 'no-store').send(errorBody(code, [why]));
   };
 }

@@ -21,7 +21,7 @@ import fp from 'fastify-plugin';
 import proxy from '@fastify/http-proxy';
 import { Counter } from 'prom-client';
 import { bearerToken } from '../auth/bearer.ts';
-import { GatewayError } from '../errors.ts';
+import { GatewayError, JSON_TYPE } from '../errors.ts';
 import type { ErrorCode } from '../errors.ts';
 import type { GatewayMetrics } from '../metrics.ts';
 import type { Runtime } from '../runtime.ts';
@@ -42,7 +42,7 @@ const BODY_HEADERS = ['content-type', 'content-length', 'content-encoding', 'acc
 function send(reply: FastifyReply, err: GatewayError, metrics: GatewayMetrics): FastifyReply {
   metrics.errors.labels(err.code).inc();
   if (err.headers) reply.headers(err.headers);
-  return reply.code(err.status).header('content-type', 'application/json').header('cache-control', 'no-store').send(JSON.stringify(err.toJSON()));
+  return reply.code(err.status).header('content-type', JSON_TYPE).header('cache-control', 'no-store').send(JSON.stringify(err.toJSON()));
 }
 
 /**

@@ -76,6 +76,7 @@ for (const secure of [false, true]) {
     trickle(c.sock, `${HEAD}x-padding: ${'a'.repeat(400)}`);
     const ms = await within('the connection to be closed', c.closed, 10_000);
     t.match(c.text(), /^HTTP\/1\.1 408 [^]*"code":"GW_ERR_REQ_TIMEOUT","message":"The request was not received in time","phase":"head","timeoutMs":400\}/);
+    t.match(c.text(), /\r\ncontent-type: application\/json; charset=utf-8\r\n/i, 'the same JSON content type as every other error reply');
     t.ok(ms >= HEAD_MS - 50, `not before the deadline (${ms} ms)`);
     t.equal(await metric(g, 'ghostgate_client_timeouts_total', 'phase="h1_headers"'), 1, 'counted');
   });
@@ -177,6 +178,7 @@ t.test('HTTP/2: streams with headers and no body are answered 408 and reset; the
   const stuck = Array.from({ length: 20 }, () => collect(s.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json' }, { endStream: false })));
   const rs = await within('20 stuck streams to be closed', Promise.all(stuck), 10_000);
   for (const r of rs) t.equal(r.status, 408);
+  t.same(new Set(rs.map((r) => r.headers['content-type'])), new Set(['application/json; charset=utf-8']), 'the same JSON content type as every other error reply');
   t.same(new Set(rs.map((r) => JSON.stringify(JSON.parse(r.text).error))), new Set([JSON.stringify({ code: 'GW_ERR_REQ_TIMEOUT', message: 'The request was not received in time', phase: 'body', timeoutMs: BODY_MS })]));
   t.equal(await metric(g, 'ghostgate_client_timeouts_total', 'phase="h2_stream_body"'), 20, 'counted');
   const ok = await post(s, '/v1/completions', { model: 'ghost-small', prompt: 'x' });
