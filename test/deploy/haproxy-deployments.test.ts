@@ -47,8 +47,9 @@ async function main(haproxy: string): Promise<void> {
     const visible = r.failures.filter((f) => f.from !== 'x');
     t.comment(`completed ${r.ok}, cancelled ${r.cancelled}; ${r.failures.length - visible.length} were streaming from x when it died`);
     t.same(visible.slice(0, 5), [], `no client error, apart from responses already streaming from the killed deployment (${visible.length})`);
-    // (Through HAProxy the gateway's RST_STREAM after the error event may reach the client as a
-    // clean end of stream; the error event in the body is what tells it the completion is cut.)
+    // (Through HAProxy 2.6 the gateway's RST_STREAM after the error event reaches an HTTP/2 client
+    // as END_STREAM; the error event in the body is what tells it the completion is cut:
+    // test/deploy/haproxy-truncation.test.ts, docs/deploy/README.md.)
     t.same(r.failures.filter((f) => !f.errorEvent), [], 'each of those carries the gateway\'s error event, never a [DONE]');
     t.ok(r.ok > 20, `served on (${r.ok} completed)`);
     t.equal(sessionEnded, '', 'the client kept its one connection to HAProxy');

@@ -177,12 +177,14 @@ export function typingLoad(session: ClientHttp2Session, users: number): { stop()
 
 /**
  * HAProxy on docs/deploy/haproxy.cfg in front of two gateway instances (started), on a free port;
- * resolves once it marks both up. Stopped by `t.teardown`.
+ * resolves once it marks both up. Stopped by `t.teardown`. `cfg`: another config file (a test's
+ * variant of the shipped one).
  */
-export async function startHaproxy(t: { teardown(fn: () => unknown): void }, haproxy: string, dir: string, a: Instance, b: Instance): Promise<{ url: string; states(): Promise<Record<string, number>> }> {
+type Gw = Pick<Instance, 'port' | 'adminPort'>;
+export async function startHaproxy(t: { teardown(fn: () => unknown): void }, haproxy: string, dir: string, a: Gw, b: Gw, cfg = HAPROXY_CFG): Promise<{ url: string; states(): Promise<Record<string, number>> }> {
   const lbPort = await freePort();
   const socket = path.join(dir, 'haproxy.sock');
-  const hp = spawnTracked(haproxy, ['-db', '-f', HAPROXY_CFG], {
+  const hp = spawnTracked(haproxy, ['-db', '-f', cfg], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: {
       ...process.env, HAPROXY_STATS_SOCKET: socket, HAPROXY_BIND: `127.0.0.1:${lbPort}`,
