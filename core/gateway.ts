@@ -35,6 +35,7 @@ import { installFastLane, installFastLaneHttp1 } from './server/fast-lane.ts';
 import type { Http2SecureServer, Http2Server, Http2Session } from 'node:http2';
 import type { DataPlaneServers } from './server/listeners.ts';
 import type { PluginDefinition } from './types.ts';
+import { Coalesced } from './coalesce.ts';
 
 export interface GatewayOptions {
   configFile: string;
@@ -95,14 +96,13 @@ export class Gateway implements GatewayState {
   readonly #sharedStore: Map<string, unknown>;
   readonly #plugins: ReadonlyArray<PluginDefinition<unknown>>;
   #watcher: ConfigWatcher | undefined;
-  #reloading: Promise<ReloadResult> | undefined;
+  readonly #reloads = new Coalesced<ReloadResult>((trigger) => this.#reload(trigger), (trigger) => void this.reload(trigger));
   #tlsMaterial: { key: string; cert: string } | undefined;
   #closeStore: () => Promise<void> = async () => {};
   #closed: Promise<void> | undefined;
   /** Runtimes swapped out by a reload whose requests have not all ended yet. */
   readonly #retiring = new Set<Promise<void>>();
   readonly #draining = new Set<Runtime>();
-  #again: string | undefined;
 
   private constructor(opts: GatewayOptions, runtime: Runtime, metrics: GatewayMetrics, log: FastifyBaseLogger, servers: DataPlaneServers | undefined, sharedStore: Map<string, unknown>, plugins: ReadonlyArray<PluginDefinition<unknown>>) {
     this.#opts = opts;
@@ -264,14 +264,7 @@ export class Gateway implements GatewayState {
       const r = this.runtime;
       return Promise.resolve({ ok: false, trigger, at: new Date().toISOString(), version: r.version, error: { code: 'GW_ERR_SERVER_SHUTTING_DOWN', message: 'Gateway is shutting down; reload ignored' } });
     }
-    if (this.#reloading) { this.#again = trigger; return this.#reloading; }
-    this.#reloading = this.#reload(trigger).finally(() => {
-      this.#reloading = undefined;
-      const again = this.#again;
-      this.#again = undefined;
-      if (again !== undefined) void this.reload(again);
-    });
-    return this.#reloading;
+    return this.#reloads.call(trigger);
   }
 
   async #reload(trigger: string): Promise<ReloadResult> {
@@ -348,7 +341,7 @@ export class Gateway implements GatewayState {
       await new Promise((r) => setTimeout(r, delay));
     }
     this.closing = true;
-    await this.#reloading?.catch(() => undefined);
+    await this.#reloads.running?.catch(() => undefined);
     const deadline = Date.now() + graceMs;
     const closeApp = (app: FastifyInstance | undefined): Promise<void> => (app ? app.close() : Promise.resolve());
     // Embedded (no servers of its own): the application closes its server; only requests wait.

@@ -47,6 +47,7 @@ import type { PluginDefinition } from '../types.ts';
 import { createClusterAdmin } from './admin.ts';
 import type { BannerInfo, ClusterMessage, InitMessage, StartedMessage } from './ipc.ts';
 import { isClusterMessage, Rpc } from './ipc.ts';
+import { Coalesced } from '../coalesce.ts';
 
 const WORKER_MAIN = path.join(import.meta.dirname, 'worker-main.ts');
 /** How long a worker may take to start (load, warm pools, listen). */
@@ -90,8 +91,7 @@ export class Primary {
   #admin: FastifyInstance | undefined;
   adminUrl: string | undefined;
   #watcher: ConfigWatcher | undefined;
-  #reloading: Promise<ClusterReloadResult> | undefined;
-  #again: string | undefined;
+  readonly #reloads = new Coalesced<ClusterReloadResult>((trigger) => this.#reload(trigger), (trigger) => void this.reload(trigger));
   #closed: Promise<void> | undefined;
   readonly #respawns = new Map<number, { delay: number; timer?: NodeJS.Timeout }>();
 
@@ -220,14 +220,7 @@ export class Primary {
     if (this.draining) {
       return Promise.resolve({ ok: false, trigger, at: new Date().toISOString(), version: this.#version(), workers: [], error: { code: 'GW_ERR_SERVER_SHUTTING_DOWN', message: 'Gateway is shutting down; reload ignored' } });
     }
-    if (this.#reloading) { this.#again = trigger; return this.#reloading; }
-    this.#reloading = this.#reload(trigger).finally(() => {
-      this.#reloading = undefined;
-      const again = this.#again;
-      this.#again = undefined;
-      if (again !== undefined) void this.reload(again);
-    });
-    return this.#reloading;
+    return this.#reloads.call(trigger);
   }
 
   #version(): number { return this.lastReload?.version ?? this.#firstReady?.banner.version ?? 0; }
