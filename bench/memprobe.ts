@@ -18,6 +18,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { GatewayProc, ROOT, freePort, gatewayDir, removeDir, sleep, startModel } from './harness.ts';
 import { ATTACKS, Bag } from './hostile.ts';
+import { SOAK_MODEL_ARGS, SOAK_POLICY, soakGatewayConfig } from './soak-config.ts';
 import type { Start } from './hostile.ts';
 
 const { values: argv } = parseArgs({
@@ -32,27 +33,10 @@ const names = attack === 'all' ? ATTACKS.map((x) => x[0]) : attack === 'none' ? 
 for (const n of names) if (!ATTACKS.some((x) => x[0] === n)) { process.stderr.write(`unknown attack ${n}; one of ${ATTACKS.map((x) => x[0]).join(', ')}, all, none\n`); process.exit(2); }
 
 async function main(): Promise<void> {
-  const model = await startModel(['--ttft-ms', '30', '--token-ms', '5', '--tokens', '12'], true);
+  const model = await startModel(SOAK_MODEL_ARGS, true);
   const port = await freePort();
   const adminPort = await freePort();
-  const files = gatewayDir(`listen: { host: 127.0.0.1, port: ${port} }
-admin: { host: 127.0.0.1, port: ${adminPort} }
-upstreams:
-  local:
-    url: ${model.url}
-    protocol: h2c
-    pool: { size: 2 }
-    timeouts: { connectMs: 1000, firstByteMs: 3000, idleMs: 3000 }
-    forwardHeaders: [user-agent, x-tokens, x-token-ms]
-models:
-  ghost-small: { upstream: local, aliases: [ghost] }
-defaultModel: ghost-small
-policies: [policies/*.yaml]
-modelServer: { enabled: false }
-auth: { dev: true, tokenTtl: 2h }
-reload: { watch: false }
-logging: { level: error }
-`, { '10-soak.yaml': 'name: soak\nmatch: { paths: [/v1/completions, /v1/chat/completions] }\nsteps:\n  - use: auth\n' });
+  const files = gatewayDir(soakGatewayConfig(port, adminPort, model.url), { '10-soak.yaml': SOAK_POLICY });
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-memprobe-'));
   const out = path.join(tmp, 'mem.json');
   const env: NodeJS.ProcessEnv = { ...process.env, MEMPROBE_OUT: out, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --expose-gc --import ${path.join(ROOT, 'bench/mem-hook.mjs')}` };

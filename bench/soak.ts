@@ -21,6 +21,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { FaultProxy } from './fault-proxy.ts';
 import { GatewayProc, Proc, ROOT, freePort, gatewayDir, modelArrivals, procUsage, promValue, removeDir, sleep, socketsOnPort, startModel, startModelOn } from './harness.ts';
+import { SOAK_MODEL_ARGS, SOAK_POLICY, soakGatewayConfig } from './soak-config.ts';
 import { ATTACKS } from './hostile.ts';
 import type { HostileStats } from './hostile.ts';
 import { body, makePlan, newClient } from './loadgen.ts';
@@ -76,34 +77,9 @@ const ROTATION_S = Math.max(OPT.hostile ? ATTACKS.length * (OPT.attackSeconds + 
 const COOLDOWN_S = 4;
 /** A failure within this long after a fault window ended still counts as caused by it (reconnects). */
 const FAULT_MARGIN_MS = 1500;
-const MODEL_ARGS = ['--ttft-ms', '30', '--token-ms', '5', '--tokens', '12'];
+const MODEL_ARGS = SOAK_MODEL_ARGS;
 const log = (s: string): void => { process.stderr.write(s + '\n'); };
 
-function gatewayConfig(port: number, admin: number, upstreamUrl: string): string {
-  return `listen: { host: 127.0.0.1, port: ${port} }
-admin: { host: 127.0.0.1, port: ${admin} }
-upstreams:
-  local:
-    url: ${upstreamUrl}
-    protocol: h2c
-    pool: { size: 2 }
-    timeouts: { connectMs: 1000, firstByteMs: 3000, idleMs: 3000 }
-    forwardHeaders: [user-agent, x-tokens, x-token-ms]
-models:
-  ghost-small: { upstream: local, aliases: [ghost] }
-defaultModel: ghost-small
-policies: [policies/*.yaml]
-modelServer: { enabled: false }
-auth: { dev: true, tokenTtl: 2h }
-reload: { watch: false }
-logging: { level: error }
-`;
-}
-const POLICY = `name: soak
-match: { paths: [/v1/completions, /v1/chat/completions] }
-steps:
-  - use: auth
-`;
 
 interface Rec extends ReqRecord { protocol: ClientProtocol; endEpoch: number }
 interface Window { kind: string; start: number; end: number }
@@ -130,7 +106,7 @@ async function main(): Promise<number> {
   await proxy.listen(0);
   const port = await freePort();
   const adminPort = await freePort();
-  const files = gatewayDir(gatewayConfig(port, adminPort, `http://127.0.0.1:${proxy.port}`), { '10-soak.yaml': POLICY });
+  const files = gatewayDir(soakGatewayConfig(port, adminPort, `http://127.0.0.1:${proxy.port}`), { '10-soak.yaml': SOAK_POLICY });
   let gw: GatewayProc | undefined;
   let hostile: Proc | undefined;
   let stopping = false;
