@@ -379,28 +379,30 @@ function machineCpuMs(): { busy: number; total: number } {
 }
 type Pids = Record<'model' | 'gateway' | 'loadgen', number | undefined>;
 interface CpuSample { wall: number; procs: Record<string, number>; machine: { busy: number; total: number } }
+/** A redis-server the bench started (the store section): part of the system under test, not noise. */
+let benchRedisPid: number | undefined;
 function cpuSample(pids: Pids): CpuSample {
   return {
     wall: performance.now(),
-    procs: { model: procCpuMs(pids.model), gateway: procCpuMs(pids.gateway), loadgen: procCpuMs(pids.loadgen), bench: procCpuMs(process.pid) },
+    procs: { model: procCpuMs(pids.model), gateway: procCpuMs(pids.gateway), loadgen: procCpuMs(pids.loadgen), bench: procCpuMs(process.pid), redis: benchRedisPid === undefined ? 0 : procCpuMs(benchRedisPid) },
     machine: machineCpuMs(),
   };
 }
 /** Cores used (CPU ms / wall ms) by each of our processes, the machine, and everyone else. */
-interface CpuUse { model: number; gateway: number; loadgen: number; bench: number; machine: number; others: number; gatewayCpuMs: number; modelCpuMs: number; loadgenCpuMs: number }
+interface CpuUse { model: number; gateway: number; loadgen: number; bench: number; redis: number; machine: number; others: number; gatewayCpuMs: number; modelCpuMs: number; loadgenCpuMs: number }
 function cpuUse(a: CpuSample, b: CpuSample, side: 'direct' | 'gateway'): CpuUse {
   const wall = b.wall - a.wall;
   const d = (k: string): number => b.procs[k] - a.procs[k];
   const gw = side === 'gateway' ? d('gateway') : 0; // idle gateway in direct phases: count its (tiny) CPU as ours anyway
-  const ours = d('model') + d('gateway') + d('loadgen') + d('bench');
+  const ours = d('model') + d('gateway') + d('loadgen') + d('bench') + d('redis');
   const machine = b.machine.busy - a.machine.busy;
   return {
-    model: d('model') / wall, gateway: gw / wall, loadgen: d('loadgen') / wall, bench: d('bench') / wall,
+    model: d('model') / wall, gateway: gw / wall, loadgen: d('loadgen') / wall, bench: d('bench') / wall, redis: d('redis') / wall,
     machine: machine / wall, others: Math.max(0, machine - ours) / wall,
     gatewayCpuMs: gw, modelCpuMs: d('model'), loadgenCpuMs: d('loadgen'),
   };
 }
-const cpuStr = (c: CpuUse): string => `cpu cores: gw ${f(c.gateway)} model ${f(c.model)} loadgen ${f(c.loadgen)} others ${f(c.others)}`;
+const cpuStr = (c: CpuUse): string => `cpu cores: gw ${f(c.gateway)} model ${f(c.model)} loadgen ${f(c.loadgen)}${benchRedisPid === undefined ? '' : ` redis ${f(c.redis)}`} others ${f(c.others)}`;
 
 // ---------------------------------------------------------------------------------------------
 // Analysis
@@ -830,7 +832,18 @@ async function goawaySection(env: Env): Promise<{ phase: TypingStats; sessions: 
 }
 
 type StoreRounds = Array<{ local: TypingStats; redis: TypingStats; fast: TypingStats }>;
-interface StoreRun { rounds: StoreRounds; redisFallbacks: number; redisFallbackTimeouts: number; redisUp: number; skipped?: string }
+/** Store fallbacks during the measured phases (both redis gateways): the total, and `op/reason` → count. */
+interface StoreRun { rounds: StoreRounds; redisFallbacks: number; redisFallbacksBy: Record<string, number>; redisUp: number; skipped?: string }
+
+/** ghostgate_store_fallback_total by `op/reason`, summed over the given scrapes. */
+function fallbacksBy(scrapes: Prom[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const m of scrapes) for (const s of m) if (s.name === 'ghostgate_store_fallback_total') out[`${s.labels.op}/${s.labels.reason}`] = (out[`${s.labels.op}/${s.labels.reason}`] ?? 0) + s.value;
+  return out;
+}
+const fallbacksSince = (a: Record<string, number>, b: Record<string, number>): Record<string, number> =>
+  Object.fromEntries(Object.entries(b).map(([k, v]) => [k, v - (a[k] ?? 0)]).filter(([, v]) => (v as number) > 0));
+const fallbacksStr = (by: Record<string, number>): string => Object.entries(by).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
 
 /** bench/gateway.bench.yaml with `server.fastLane: false`, written to a temp folder (policies by absolute path). */
 function fastLaneOffConfig(): string {
@@ -894,7 +907,8 @@ async function storeSection(env: Env, protocol: ClientProtocol = 'h2'): Promise<
   writeFileSync(path.join(dir, 'store-policy-fast.yaml'), policy('fast'));
   const redisPort = await freePort();
   const redis = await startRedisServer(redisPort, dir);
-  if (typeof redis === 'string') { log(`  skipped: ${redis}`); return { rounds: [], redisFallbacks: NaN, redisFallbackTimeouts: NaN, redisUp: NaN, skipped: redis }; }
+  if (typeof redis === 'string') { log(`  skipped: ${redis}`); return { rounds: [], redisFallbacks: NaN, redisFallbacksBy: {}, redisUp: NaN, skipped: redis }; }
+  benchRedisPid = redis.pid;
   try {
     const model = await ModelProc.start(env.ports.model, LATENCY_MODEL);
     env.servers.model = model;
@@ -912,24 +926,35 @@ async function storeSection(env: Env, protocol: ClientProtocol = 'h2'): Promise<
       await lg.run(typingJob(shared.url, 'Wr', OPT.users, OPT.warmupSeconds, protocol));
       await lg.run(typingJob(fast.url, 'Wf', OPT.users, OPT.warmupSeconds, protocol));
       await model.arrivals('W');
+      // Fallbacks are counted over the measured phases only (not start-up, preflight, warm-up).
+      const before = fallbacksBy([await shared.metrics(), await fast.metrics()]);
+      /** A redis-side phase, with the fallbacks it saw. */
+      const redisPhase = async (gw: GatewayProc, r: number, tag: string): Promise<TypingStats> => {
+        const f0 = fallbacksBy([await gw.metrics()]);
+        const st = await typingPhase(lg, model, gw, 'gateway', r, tag, OPT.seconds, protocol);
+        log(`    store fallbacks: ${fallbacksStr(fallbacksSince(f0, fallbacksBy([await gw.metrics()])))}`);
+        return st;
+      };
       const rounds: StoreRounds = [];
       for (let r = 1; r <= OPT.rounds; r++) {
         log('  in process:');
         const l = await typingPhase(lg, model, local, 'gateway', r, `S${r}l`, OPT.seconds, protocol);
         log('  on redis:');
-        const rd = await typingPhase(lg, model, shared, 'gateway', r, `S${r}r`, OPT.seconds, protocol);
+        const rd = await redisPhase(shared, r, `S${r}r`);
         log('  on redis, rate-limit shared: fast:');
-        const fa = await typingPhase(lg, model, fast, 'gateway', r, `S${r}f`, OPT.seconds, protocol);
+        const fa = await redisPhase(fast, r, `S${r}f`);
         rounds.push({ local: l, redis: rd, fast: fa });
       }
-      const m = [...await shared.metrics(), ...await fast.metrics()];
-      return { rounds, redisFallbacks: promSum(m, 'ghostgate_store_fallback_total'), redisFallbackTimeouts: promSum(m, 'ghostgate_store_fallback_total', { reason: 'timeout' }), redisUp: promSum(m, 'ghostgate_store_up') };
+      const m = [await shared.metrics(), await fast.metrics()];
+      const by = fallbacksSince(before, fallbacksBy(m));
+      return { rounds, redisFallbacks: Object.values(by).reduce((n, v) => n + v, 0), redisFallbacksBy: by, redisUp: promSum(m.flat(), 'ghostgate_store_up') };
     } finally {
       await fast.child.stop();
       await shared.child.stop();
       await stopServers(env);
     }
   } finally {
+    benchRedisPid = undefined;
     redis.kill('SIGKILL');
   }
 }
@@ -1199,15 +1224,19 @@ async function main(): Promise<void> {
         const p50 = { local: med(S, (r) => r.local.ttfbP50Ms), redis: med(S, (r) => r.redis.ttfbP50Ms) };
         const p99 = { local: med(S, (r) => r.local.ttfbP99Ms), redis: med(S, (r) => r.redis.ttfbP99Ms) };
         const failed = sumOf(S, (r) => r.local.failed + r.redis.failed + r.fast.failed + r.local.truncated + r.redis.truncated + r.fast.truncated);
-        summary.store = { ttfbP50Ms: p50, ttfbP99Ms: p99, failedOrTruncated: failed, redisFallbacks: store.redisFallbacks, redisUp: store.redisUp };
+        summary.store = { ttfbP50Ms: p50, ttfbP99Ms: p99, failedOrTruncated: failed, redisFallbacks: store.redisFallbacks, redisFallbacksBy: store.redisFallbacksBy, redisUp: store.redisUp };
         R.row('  TTFB p50', `${f(p50.local)} ms`, `${f(p50.redis)} ms`, signMs(p50.redis - p50.local), '≤ +0.20 ms',
           R.check('store: redis TTFB p50 overhead', signMs(p50.redis - p50.local), '≤ +0.20 ms', p50.redis - p50.local <= 0.2));
         R.row('  TTFB p99', `${f(p99.local)} ms`, `${f(p99.redis)} ms`, signMs(p99.redis - p99.local), '', '');
         const fastP50 = med(S, (r) => r.fast.ttfbP50Ms);
         summary.store = { ...(summary.store as object), fastTtfbP50Ms: fastP50, fastTtfbP99Ms: med(S, (r) => r.fast.ttfbP99Ms) };
         R.row('  TTFB p50, rate-limit shared: fast (no wait with headroom)', `${f(p50.local)} ms`, `${f(fastP50)} ms`, signMs(fastP50 - p50.local), '', '');
-        R.row('  failed + truncated / store fallbacks (redis side)', `${failed}`, `${store.redisFallbacks} (${store.redisFallbackTimeouts} past timeoutMs)`, '', '0 / 0',
+        R.row('  failed + truncated / store fallbacks in the phases (redis side)', `${failed}`, `${store.redisFallbacks}`, fallbacksStr(store.redisFallbacksBy), '0 / 0',
           R.check('store: no failures, no fallbacks', `${failed} / ${store.redisFallbacks}`, '0 / 0', failed === 0 && store.redisFallbacks === 0));
+        const others = { local: med(S, (r) => r.local.cpu.others), redis: med(S, (r) => r.redis.cpu.others) };
+        noiseValues.push(others.local, others.redis);
+        R.row('  noise: other processes\' CPU (cores; redis-server not counted)', f(others.local), f(others.redis), '', '≈ 0', '');
+        R.row('  CPU cores: gateway / redis-server', f(med(S, (r) => r.local.cpu.gateway)), `${f(med(S, (r) => r.redis.cpu.gateway))} / ${f(med(S, (r) => r.redis.cpu.redis))}`, '', '', '');
       }
     }
     if (failover) {

@@ -15,7 +15,10 @@
  *
  * Fail open: while the store is down (not connected, or a command overran `timeoutMs`), calls
  * answer `undefined` at once without touching Redis, the caller uses its in-process state, and
- * `ghostgate_store_fallback_total` counts it. A probe (PING within the same budget, every
+ * `ghostgate_store_fallback_total` counts it. "Overran" is decided only after the event loop has
+ * read its sockets (`afterNextPoll`): when this process was blocked (a GC pause, a long turn) past
+ * `timeoutMs`, the budget timer would fire before the poll phase reads an answer that is already
+ * there; that is not Redis being slow, and the answer is used (test/store/redis-store.test.ts). A probe (PING within the same budget, every
  * `retryMs`) brings it back up by itself. Each state change is logged once. The URL (it may carry
  * a password) is never logged: messages name the host and port only.
  *
@@ -96,6 +99,14 @@ interface Scripted {
 }
 
 const noop = (): void => {};
+
+/**
+ * Run `fn` once the event loop has polled its sockets at least once after now: what arrived while
+ * this process was blocked (a GC pause, a long turn) has been read by then. An immediate queued
+ * from the poll phase runs before the next poll, so two: the second one runs after a poll in any
+ * phase. Used before deciding that Redis did not answer in time.
+ */
+const afterNextPoll = (fn: () => void): void => { setImmediate(setImmediate, fn); };
 const toTakeResult = (a: [number, number]): TakeResult => ({ taken: a[0] === 1, tokens: a[1] / 1000 });
 
 export class RedisStore implements SharedStore {
@@ -118,6 +129,10 @@ export class RedisStore implements SharedStore {
   /** Send times (performance.now) of unanswered fire-and-forget calls, oldest at #pendingHead. */
   #pending: number[] = [];
   #pendingHead = 0;
+  /** Fire-and-forget calls answered so far (identifies the oldest unanswered one across compactions). */
+  #answeredCount = 0;
+  /** A check of an overdue fire-and-forget call is scheduled (setImmediate). */
+  #overdueCheck = false;
   #firstUp: Array<() => void> = [];
 
   constructor(o: RedisStoreOptions, log: Logger, registry: Registry) {
@@ -193,15 +208,22 @@ export class RedisStore implements SharedStore {
   /**
    * Fire-and-forget calls get no timer each: their send times queue in order (one connection
    * answers in order), and a call that finds the oldest unanswered one past `timeoutMs` marks the
-   * store down, as an awaited call's timer would.
+   * store down, as an awaited call's timer would — but only after this event-loop turn's poll
+   * phase: when our own loop was blocked (a GC pause, a long turn), the answer may be waiting in
+   * the socket, unread, and that is not Redis being slow. This call is sent either way.
    */
   #sendable(op: Op): boolean {
     if (!this.#up) { this.#fallbacks.labels(op, 'down').inc(); return false; }
     const sentAt = this.#pending[this.#pendingHead];
-    if (sentAt !== undefined && performance.now() - sentAt > this.#o.timeoutMs) {
-      this.#fallbacks.labels(op, 'timeout').inc();
-      this.#down(`no answer within store.redis.timeoutMs (${this.#o.timeoutMs} ms)`, true);
-      return false;
+    if (sentAt !== undefined && !this.#overdueCheck && performance.now() - sentAt > this.#o.timeoutMs) {
+      this.#overdueCheck = true;
+      const oldest = this.#answeredCount;
+      afterNextPoll(() => {
+        this.#overdueCheck = false;
+        if (this.#answeredCount !== oldest || !this.#up) return; // answered meanwhile, or already down
+        this.#fallbacks.labels(op, 'timeout').inc();
+        this.#down(`no answer within store.redis.timeoutMs (${this.#o.timeoutMs} ms)`, true);
+      });
     }
     return true;
   }
@@ -212,6 +234,7 @@ export class RedisStore implements SharedStore {
   }
 
   readonly #answered = (): void => {
+    this.#answeredCount++;
     if (++this.#pendingHead >= 1024 && this.#pendingHead * 2 >= this.#pending.length) {
       this.#pending.splice(0, this.#pendingHead);
       this.#pendingHead = 0;
@@ -234,15 +257,15 @@ export class RedisStore implements SharedStore {
   #budget<T, U>(p: Promise<T>, op: Op, map: (v: T) => U): Promise<U | undefined> {
     return new Promise<U | undefined>((resolve) => {
       let settled = false;
-      // At the deadline, let this loop turn read what already arrived: an answer that waited
-      // behind our own busy event loop is not Redis being slow.
-      const timer = setTimeout(() => setImmediate(() => {
+      // At the deadline, first read what already arrived: an answer that waited behind our own
+      // busy event loop is not Redis being slow.
+      const timer = setTimeout(afterNextPoll, this.#o.timeoutMs, () => {
         if (settled) return;
         settled = true;
         this.#fallbacks.labels(op, 'timeout').inc();
         this.#down(`no answer within store.redis.timeoutMs (${this.#o.timeoutMs} ms)`, true);
         resolve(undefined);
-      }), this.#o.timeoutMs);
+      });
       p.then((v) => {
         if (settled) return;
         settled = true;
@@ -285,7 +308,7 @@ export class RedisStore implements SharedStore {
     if (this.#closed || this.#up || this.#probing) return;
     if (this.#client.status !== 'ready') { this.#scheduleProbe(); return; }
     this.#probing = true;
-    const timer = setTimeout(() => setImmediate(() => done(false)), this.#o.timeoutMs); // as in #budget
+    const timer = setTimeout(afterNextPoll, this.#o.timeoutMs, () => done(false)); // as in #budget
     const done = (ok: boolean): void => {
       if (!this.#probing) return;
       this.#probing = false;

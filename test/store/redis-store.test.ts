@@ -141,6 +141,42 @@ t.test('Redis slow (SIGSTOP): a call waits at most timeoutMs, then the store is 
   await waitFor('back again', () => store.up, 20_000);
 });
 
+/**
+ * Block this event loop (as a long GC pause or a busy turn does) until Redis has run the command
+ * (seen from another connection, redis-cli: its answer is in our socket then) and `ms` have passed.
+ */
+function blockUntil(applied: () => boolean, ms: number): number {
+  const t0 = performance.now();
+  let seen = false;
+  while (!seen || performance.now() - t0 < ms) {
+    if (!seen) seen = applied();
+    if (!seen && performance.now() - t0 > 15_000) throw new Error('Redis did not run the command within 15 s');
+  }
+  return performance.now() - t0;
+}
+
+t.test('an answer that arrived while our own event loop was blocked past timeoutMs is used, not a fallback', async (t) => {
+  const r = await startRedis(t);
+  if (!r) return;
+  const { store, log, metric } = await open(t, r.url, { timeoutMs: 50 });
+  // take (awaited): its budget timer fires first when the loop resumes; the answer is read in the same turn.
+  const p = store.take('blocked', 1 / 3_600_000, 5);
+  const blocked = blockUntil(() => r.cli('HEXISTS', 'gg-test:rl:blocked', 'k').trim() === '1', 200);
+  t.ok(blocked >= 200, `the loop was blocked ${blocked.toFixed(0)} ms (timeoutMs 50)`);
+  t.match(await p, { taken: true, tokens: 4 }, 'Redis\'s answer is used');
+  // claim (not awaited): the next call finds it unanswered past timeoutMs before this turn read its answer.
+  const tok = store.newToken();
+  store.claim('blocked-doc', tok);
+  blockUntil(() => r.cli('GET', 'gg-test:sup:k:blocked-doc').trim() === tok, 200);
+  store.claim('other-doc', store.newToken());
+  await new Promise((resolve) => setImmediate(resolve));
+  await new Promise((resolve) => setImmediate(resolve));
+  t.ok(store.up, 'the store is still up');
+  t.notMatch(await metric('ghostgate_store_fallback_total'), /ghostgate_store_fallback_total\{/, 'no fallback counted');
+  t.equal(log.lines.filter((l) => /down/.test(l.msg)).length, 0, 'nothing logged as down');
+  t.match(await store.take('blocked', 1 / 3_600_000, 5), { taken: true, tokens: 3 }, 'and the next call goes to Redis');
+});
+
 t.test('rate-limit (shared: fast) in two "processes" on one Redis: concurrent bursts may overshoot on estimates, and Redis keeps the debt', async (t) => {
   const r = await startRedis(t);
   if (!r) return;
