@@ -8,10 +8,14 @@
  *   `shared: fast` only near the limit, taking the token with `force` otherwise: counted even if
  *   the bucket emptied meanwhile); below one token it denies without a call. `npm run bench -- --only store`
  *   compares TTFB with the in-process store; bench/store-cost.ts times the calls alone.
- * - `claim`/`release` (supersede): one EVALSHA each, never awaited (0 wait on the hot path).
- *   `claim` swaps the key's holder and PUBLISHes the previous holder's token on that holder's
+ * - `claim` (supersede): one EVALSHA per forwarded request, never awaited (0 wait on the hot
+ *   path). It swaps the key's holder and PUBLISHes the previous holder's token on that holder's
  *   own channel (`<prefix>sup:<instance id>`), so only the process holding the superseded
- *   request hears of it; Redis orders the claims, so no clock is compared.
+ *   request hears of it; Redis orders the claims, so no clock is compared. A previous holder in
+ *   this same process is not told (its own table already cancelled it). Nothing is released when
+ *   a request ends: the key keeps the last token until the next claim or its TTL (10 min). A
+ *   token names one request and is never reused, so a stale one only points at a finished
+ *   request, which its process no longer tracks: told of it, that process does nothing.
  *
  * Fail open: while the store is down (not connected, or a command overran `timeoutMs`), calls
  * answer `undefined` at once without touching Redis, the caller uses its in-process state, and
@@ -69,33 +73,35 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / perMs) + 1000)
 return {1, math.floor(tokens * 1000)}
 `;
 
-/** KEYS[1] = the supersede key; ARGV = token ("<instance> <n>"), channel prefix, ttl ms. */
+/**
+ * KEYS[1] = the supersede key; ARGV = token ("<instance> <n>"), channel prefix, ttl ms. The
+ * previous holder is told on its process's channel, unless it is the claimer's own process
+ * (same "<instance> " prefix).
+ */
 const CLAIM = `
 local prev = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 if prev and prev ~= ARGV[1] then
   local sp = string.find(prev, ' ', 1, true)
-  if sp then redis.call('PUBLISH', ARGV[2] .. string.sub(prev, 1, sp - 1), prev) end
+  if sp and string.sub(prev, 1, sp) ~= string.sub(ARGV[1], 1, sp) then
+    redis.call('PUBLISH', ARGV[2] .. string.sub(prev, 1, sp - 1), prev)
+  end
 end
 return 0
 `;
 
-/** KEYS[1] = the supersede key; ARGV[1] = token: delete only if it still holds the key. */
-const RELEASE = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 0
-`;
-
-/** A supersede entry outlives its request only if `release` never arrived (e.g. the process died). */
+/**
+ * How long a supersede key keeps its last claim. A request in flight longer than this is no
+ * longer cancelled from other processes (its own process still does it).
+ */
 const CLAIM_TTL_MS = 10 * 60_000;
 
-type Op = 'take' | 'claim' | 'release';
+type Op = 'take' | 'claim';
 type Reason = 'down' | 'timeout' | 'error';
 
 interface Scripted {
   ggTake(key: string, perMs: number, burst: number, force: '0' | '1'): Promise<[number, number]>;
   ggClaim(key: string, token: string, channelPrefix: string, ttlMs: number): Promise<number>;
-  ggRelease(key: string, token: string): Promise<number>;
 }
 
 const noop = (): void => {};
@@ -142,7 +148,7 @@ export class RedisStore implements SharedStore {
     this.#where = `${u.protocol}//${u.hostname}:${u.port || 6379}`;
     this.#fallbacks = (registry.getSingleMetric('ghostgate_store_fallback_total') as Counter<'op' | 'reason'> | undefined) ?? new Counter({
       name: 'ghostgate_store_fallback_total',
-      help: 'Shared-store operations answered in process instead (fail open): op take (rate-limit), claim/release (supersede); reason down (not connected or overran timeoutMs earlier), timeout (this call overran store.redis.timeoutMs), error.',
+      help: 'Shared-store operations answered in process instead (fail open): op take (rate-limit), claim (supersede); reason down (not connected or overran timeoutMs earlier), timeout (this call overran store.redis.timeoutMs), error.',
       labelNames: ['op', 'reason'], registers: [registry],
     });
     this.#upGauge = (registry.getSingleMetric('ghostgate_store_up') as Gauge | undefined)
@@ -165,7 +171,6 @@ export class RedisStore implements SharedStore {
     this.#client = new Redis(o.url, { ...common, connectionName: `ghostgate-${this.instanceId}` }) as Redis & Scripted;
     this.#client.defineCommand('ggTake', { numberOfKeys: 1, lua: TAKE });
     this.#client.defineCommand('ggClaim', { numberOfKeys: 1, lua: CLAIM });
-    this.#client.defineCommand('ggRelease', { numberOfKeys: 1, lua: RELEASE });
     this.#client.on('ready', () => this.#probeNow());
     this.#client.on('close', () => this.#down('connection closed'));
     this.#client.on('error', (e: Error) => this.#down(e.message));
@@ -198,11 +203,6 @@ export class RedisStore implements SharedStore {
   claim(key: string, token: string): void {
     if (!this.#sendable('claim')) return;
     this.#sent(this.#client.ggClaim(this.#o.keyPrefix + 'sup:k:' + key, token, this.#o.keyPrefix + 'sup:', CLAIM_TTL_MS), 'claim');
-  }
-
-  release(key: string, token: string): void {
-    if (!this.#sendable('release')) return;
-    this.#sent(this.#client.ggRelease(this.#o.keyPrefix + 'sup:k:' + key, token), 'release');
   }
 
   /**

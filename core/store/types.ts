@@ -20,12 +20,13 @@ export interface SharedStore {
    */
   take(key: string, perMs: number, burst: number, force?: boolean): Promise<TakeResult | undefined> | undefined;
   /**
-   * Record that `token` (from `newToken`) now holds `key`. If another token held it, that token's
-   * process is told (its `onSuperseded` handlers run), wherever it runs. Fire and forget.
+   * Record that `token` (from `newToken`) now holds `key`. If a token of another process held it,
+   * that process is told (its `onSuperseded` handlers run), wherever it runs; a previous token of
+   * this process is not (decide that in process). Fire and forget. There is no release: the key
+   * keeps the last token until the next claim or for 10 minutes, so a process may be told of a
+   * token whose request already ended (ignore it: tokens are never reused).
    */
   claim(key: string, token: string): void;
-  /** `key` is no longer held by `token` (if it still is). Fire and forget. */
-  release(key: string, token: string): void;
   /** A token unique in the fleet (this process's id and a counter). */
   newToken(): string;
   /** Run `fn` with each token of this process that a claim anywhere superseded. */

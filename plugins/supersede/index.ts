@@ -134,11 +134,12 @@ export default definePlugin<SupersedeParams>({
         if (key === undefined) return;
         table.keyOf.delete(ex);
         if (table.byKey.get(key) === ex) table.byKey.delete(key);
+        // The claim stays in the store (no release: one command less per request); once this
+        // request is untracked here, a later claim elsewhere that names its token finds nothing.
         const token = table.tokenOf.get(ex);
-        if (token === undefined || store === undefined) return;
+        if (token === undefined) return;
         table.tokenOf.delete(ex);
         table.byToken.delete(token);
-        store.release(key, token);
       },
     };
   },

@@ -16,7 +16,6 @@ function scripted() {
   const answers: Array<TakeResult | 'down' | 'timeout'> = [];
   const takes: Array<{ key: string; force: boolean }> = [];
   const claims: Array<[string, string]> = [];
-  const releases: Array<[string, string]> = [];
   const handlers: Array<(tok: string) => void> = [];
   let n = 0;
   const store: SharedStore = {
@@ -27,11 +26,10 @@ function scripted() {
       return Promise.resolve(a === 'timeout' ? undefined : a);
     },
     claim(key, token) { claims.push([key, token]); },
-    release(key, token) { releases.push([key, token]); },
     newToken: () => `me ${++n}`,
     onSuperseded(fn) { handlers.push(fn); },
   };
-  return { store, answers, takes, claims, releases, supersededElsewhere: (tok: string) => { for (const h of handlers) h(tok); } };
+  return { store, answers, takes, claims, supersededElsewhere: (tok: string) => { for (const h of handlers) h(tok); } };
 }
 
 const hit = async (step: { request?: (ex: never) => unknown }, sub: string) =>
@@ -104,7 +102,7 @@ t.test('rate-limit: store down or over budget → this process\'s bucket decides
   t.equal(sync, undefined, 'and allowed by dave\'s own bucket');
 });
 
-t.test('supersede: claims in the store, releases when done, and cancels what the store says was superseded elsewhere', async (t) => {
+t.test('supersede: claims in the store, cancels what the store says was superseded elsewhere, ignores a token whose request ended', async (t) => {
   const s = scripted();
   const reg = new Registry();
   const { step } = await loadStep(supersede, { keyFrom: { bodyPointer: '/doc' } }, { store: s.store, metrics: reg });
@@ -123,11 +121,18 @@ t.test('supersede: claims in the store, releases when done, and cancels what the
   s.supersededElsewhere(token);
   t.match(await reg.getSingleMetricAsString('ghostgate_superseded_total'), /ghostgate_superseded_total 1/, 'counted once');
   step.done!(a, 'superseded');
-  t.same(s.releases, [[key, token]], 'done releases the claim');
+  t.equal(s.claims.length, 1, 'done sends nothing to the store (the claim expires there)');
+  const ended = makeExchange({ claims: { sub: 'bob' }, body: { model: 'm', prompt: 'x', doc: 'b.py' } });
+  step.forwarding!(ended, out);
+  const endedToken = s.claims[1]![1];
+  step.done!(ended, 'ok');
+  s.supersededElsewhere(endedToken);
+  t.notOk(ended.signal.aborted, 'a stale claim naming a request that ended cancels nothing');
+  t.match(await reg.getSingleMetricAsString('ghostgate_superseded_total'), /ghostgate_superseded_total 1/, 'and is not counted');
   const b = makeExchange({ claims: { sub: 'alice' }, body: { model: 'm', prompt: 'x', doc: 'a.py' } });
   const c = makeExchange({ claims: { sub: 'alice' }, body: { model: 'm', prompt: 'x', doc: 'a.py' } });
   step.forwarding!(b, out);
   step.forwarding!(c, out);
   t.ok(b.signal.aborted, 'in one process, the newer request cancels the older at once (no store round trip)');
-  t.equal(s.claims.length, 3, 'both claimed');
+  t.equal(s.claims.length, 4, 'both claimed');
 });
