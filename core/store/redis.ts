@@ -255,17 +255,22 @@ export class RedisStore implements SharedStore {
 
   /** `p`'s answer if it comes within the budget, else undefined (and the store is down until a probe passes). */
   #budget<T, U>(p: Promise<T>, op: Op, map: (v: T) => U): Promise<U | undefined> {
+    const sentAt = performance.now();
     return new Promise<U | undefined>((resolve) => {
       let settled = false;
-      // At the deadline, first read what already arrived: an answer that waited behind our own
-      // busy event loop is not Redis being slow.
-      const timer = setTimeout(afterNextPoll, this.#o.timeoutMs, () => {
+      // At the deadline, first read what already arrived (afterNextPoll): an answer that waited
+      // behind our own busy event loop is not Redis being slow. And Node reckons timers in whole
+      // milliseconds, so one can fire up to 1 ms short of timeoutMs: wait out what is left.
+      const expire = (): void => {
         if (settled) return;
+        const left = this.#o.timeoutMs - (performance.now() - sentAt);
+        if (left > 0) { timer = setTimeout(afterNextPoll, Math.ceil(left), expire); return; }
         settled = true;
         this.#fallbacks.labels(op, 'timeout').inc();
         this.#down(`no answer within store.redis.timeoutMs (${this.#o.timeoutMs} ms)`, true);
         resolve(undefined);
-      });
+      };
+      let timer = setTimeout(afterNextPoll, this.#o.timeoutMs, expire);
       p.then((v) => {
         if (settled) return;
         settled = true;
@@ -308,7 +313,12 @@ export class RedisStore implements SharedStore {
     if (this.#closed || this.#up || this.#probing) return;
     if (this.#client.status !== 'ready') { this.#scheduleProbe(); return; }
     this.#probing = true;
-    const timer = setTimeout(afterNextPoll, this.#o.timeoutMs, () => done(false)); // as in #budget
+    const sentAt = performance.now();
+    const expire = (): void => { // as in #budget
+      const left = this.#o.timeoutMs - (performance.now() - sentAt);
+      if (left > 0) timer = setTimeout(afterNextPoll, Math.ceil(left), expire); else done(false);
+    };
+    let timer = setTimeout(afterNextPoll, this.#o.timeoutMs, expire);
     const done = (ok: boolean): void => {
       if (!this.#probing) return;
       this.#probing = false;

@@ -180,6 +180,26 @@ t.test('an answer that arrived while our own event loop was blocked past timeout
   t.match(await store.take('blocked', 1 / 3_600_000, 5), { taken: true, tokens: 3 }, 'and the next call goes to Redis');
 });
 
+t.test('the budget is timeoutMs of real time: a timer that fires early (Node times timers in whole ms) does not cut it short', async (t) => {
+  const r = await startRedis(t);
+  if (!r) return;
+  const stores = [];
+  for (let i = 0; i < 10; i++) stores.push((await open(t, r.url, { timeoutMs: 5 })).store);
+  r.pause();
+  const waits: number[] = [];
+  for (const s of stores) {
+    const started = performance.now();
+    const p = s.take('k3', 1, 5);
+    // The turn goes on a while after the call (as under load): the loop then polls with a timeout
+    // reckoned from whole milliseconds, and a plain timer fires up to 1 ms short.
+    while (performance.now() - started < 2.5) { /* busy */ }
+    t.equal(await within('the take to give up', Promise.resolve(p), 10_000), undefined);
+    waits.push(performance.now() - started);
+  }
+  r.resume();
+  t.ok(waits.every((w) => w >= 5), `each of 10 calls waited at least 5 ms (${waits.map((w) => w.toFixed(2)).join(', ')})`);
+});
+
 t.test('rate-limit (shared: fast) in two "processes" on one Redis: concurrent bursts may overshoot on estimates, and Redis keeps the debt', async (t) => {
   const r = await startRedis(t);
   if (!r) return;
