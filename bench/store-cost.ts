@@ -4,6 +4,8 @@
  *   npx node bench/store-cost.ts [--n 20000]
  *
  * - `take` (rate-limit) one at a time: the wait a request sees (a loopback round trip + script);
+ * - `take` with Redis idle before each call: how long the call stalls the caller's turn (the
+ *   write wakes redis-server; why supersede's claim is written after the request goes upstream);
  * - `take` 64 at a time (autopipelined): the gateway's CPU per call;
  * - `claim` (supersede, not awaited by requests): CPU per call.
  * CPU is this process's user+system time divided by the calls; on a busy machine it is higher.
@@ -44,6 +46,17 @@ for (let i = 0; i < N; i++) {
   lat.push(performance.now() - t0);
 }
 
+// The call alone, Redis idle between calls (as at a few hundred requests a second): how long the
+// caller's turn stalls in the call, i.e. in writing the command (the write wakes redis-server).
+const stall: number[] = [];
+for (let i = 0; i < Math.min(N, 2000); i++) {
+  await new Promise((r) => setTimeout(r, 2));
+  const t0 = performance.now();
+  const p = store.take(`u${i % 500}`, perMs, 1e6);
+  stall.push(performance.now() - t0);
+  await p;
+}
+
 const c0 = cpuUs();
 for (let i = 0; i < N; i += 64) {
   const batch: Array<Promise<unknown> | undefined> = [];
@@ -64,6 +77,7 @@ const claimCpu = (cpuUs() - c1) / N;
 process.stdout.write([
   `shared store (ioredis, redis-server on loopback), ${N} calls each, node ${process.version}, load ${os.loadavg()[0]!.toFixed(1)}`,
   `  take, one at a time: p50 ${pct(lat, 50).toFixed(3)} ms, p99 ${pct(lat, 99).toFixed(3)} ms (the wait a rate-limited request sees)`,
+  `  take, Redis idle before each: the call itself (writing the command) takes p50 ${pct(stall, 50).toFixed(3)} ms, p99 ${pct(stall, 99).toFixed(3)} ms of the caller's turn`,
   `  take, 64 in flight:  ${takeCpu.toFixed(1)} us CPU per call in the gateway process`,
   `  claim:               ${claimCpu.toFixed(1)} us CPU per call (not awaited by the request)`,
 ].join('\n') + '\n');

@@ -9,7 +9,7 @@
  *   the bucket emptied meanwhile); below one token it denies without a call. `npm run bench -- --only store`
  *   compares TTFB with the in-process store; bench/store-cost.ts times the calls alone.
  * - `claim` (supersede): one EVALSHA per forwarded request, never awaited (0 wait on the hot
- *   path). It swaps the key's holder and PUBLISHes the previous holder's token on that holder's
+ *   path), written after the turn that forwards the request. It swaps the key's holder and PUBLISHes the previous holder's token on that holder's
  *   own channel (`<prefix>sup:<instance id>`), so only the process holding the superseded
  *   request hears of it; Redis orders the claims, so no clock is compared. A previous holder in
  *   this same process is not told (its own table already cancelled it). Nothing is released when
@@ -107,12 +107,13 @@ interface Scripted {
 const noop = (): void => {};
 
 /**
- * Run `fn` once the event loop has polled its sockets at least once after now: what arrived while
- * this process was blocked (a GC pause, a long turn) has been read by then. An immediate queued
- * from the poll phase runs before the next poll, so two: the second one runs after a poll in any
- * phase. Used before deciding that Redis did not answer in time.
+ * Run `fn` once the event loop has polled its sockets after now, so that what arrived while this
+ * process was blocked (a GC pause, a long turn) has been read: used before deciding that Redis did
+ * not answer in time. One immediate does it from where this is called, the timers phase (budget
+ * timers) and the check phase (claims are written there): it runs after the next poll phase.
+ * (From the poll phase it would not: it would run before the next poll.)
  */
-const afterNextPoll = (fn: () => void): void => { setImmediate(setImmediate, fn); };
+const afterNextPoll = (fn: () => void): void => { setImmediate(fn); };
 const toTakeResult = (a: [number, number]): TakeResult => ({ taken: a[0] === 1, tokens: a[1] / 1000 });
 
 export class RedisStore implements SharedStore {
@@ -140,6 +141,8 @@ export class RedisStore implements SharedStore {
   /** A check of an overdue fire-and-forget call is scheduled (setImmediate). */
   #overdueCheck = false;
   #firstUp: Array<() => void> = [];
+  /** Claims to write after this turn: key, token, key, token… */
+  #claims: string[] = [];
 
   constructor(o: RedisStoreOptions, log: Logger, registry: Registry) {
     this.#o = o;
@@ -200,17 +203,35 @@ export class RedisStore implements SharedStore {
     return this.#budget(this.#client.ggTake(this.#o.keyPrefix + 'rl:' + key, perMs, burst, force ? '1' : '0'), 'take', toTakeResult);
   }
 
+  /**
+   * Written after this event-loop turn (setImmediate), not at once: supersede claims in the
+   * `forwarding` phase, just before the request goes upstream, and a call that writes to Redis
+   * stalls the turn for tens of µs (the write wakes redis-server; bench/store-cost.ts). Node
+   * sends the upstream HTTP/2 frames from a native immediate, which runs before JavaScript
+   * immediates, so the request leaves first (bench/store-write-order.ts shows the syscalls).
+   */
   claim(key: string, token: string): void {
-    if (!this.#sendable('claim')) return;
-    this.#sent(this.#client.ggClaim(this.#o.keyPrefix + 'sup:k:' + key, token, this.#o.keyPrefix + 'sup:', CLAIM_TTL_MS), 'claim');
+    if (this.#claims.length === 0) setImmediate(this.#flushClaims);
+    this.#claims.push(this.#o.keyPrefix + 'sup:k:' + key, token);
   }
+
+  readonly #flushClaims = (): void => {
+    const q = this.#claims;
+    this.#claims = [];
+    if (this.#closed) return;
+    for (let i = 0; i < q.length; i += 2) {
+      if (!this.#sendable('claim')) continue;
+      this.#sent(this.#client.ggClaim(q[i]!, q[i + 1]!, this.#o.keyPrefix + 'sup:', CLAIM_TTL_MS), 'claim');
+    }
+  };
 
   /**
    * Fire-and-forget calls get no timer each: their send times queue in order (one connection
    * answers in order), and a call that finds the oldest unanswered one past `timeoutMs` marks the
-   * store down, as an awaited call's timer would — but only after this event-loop turn's poll
-   * phase: when our own loop was blocked (a GC pause, a long turn), the answer may be waiting in
-   * the socket, unread, and that is not Redis being slow. This call is sent either way.
+   * store down, as an awaited call's timer would — but only after the next poll phase: when our
+   * own loop was blocked (a GC pause, a long turn), the answer may be waiting in the socket,
+   * unread, and that is not Redis being slow. This call is sent either way. Called from the check
+   * phase only (#flushClaims), where afterNextPoll's one immediate suffices.
    */
   #sendable(op: Op): boolean {
     if (!this.#up) { this.#fallbacks.labels(op, 'down').inc(); return false; }

@@ -3,6 +3,7 @@
  * all its clients, claims that reach the holder's process, fail open while Redis is away, and
  * recovery by itself.
  */
+import net from 'node:net';
 import t from 'tap';
 import type { Test } from 'tap';
 import { Registry } from 'prom-client';
@@ -104,6 +105,7 @@ t.test('Redis killed: calls answer undefined at once (fail open), counted and lo
   t.same(answers, new Array(20).fill(undefined), 'every call says "decide in process"');
   t.ok(performance.now() - started < 1000, 'without waiting on Redis');
   store.claim('x', store.newToken());
+  await new Promise((resolve) => setImmediate(resolve)); // claims are written after the turn
   t.match(await metric('ghostgate_store_fallback_total'), /op="take",reason="down"} 20/, 'each fallback is counted');
   t.match(await metric('ghostgate_store_fallback_total'), /op="claim",reason="down"} 1/);
   t.match(await metric('ghostgate_store_up'), /ghostgate_store_up 0/);
@@ -158,7 +160,7 @@ function blockUntil(applied: () => boolean, ms: number): number {
   return performance.now() - t0;
 }
 
-t.test('an answer that arrived while our own event loop was blocked past timeoutMs is used, not a fallback', async (t) => {
+t.test('a take\'s answer that arrived while our own event loop was blocked past timeoutMs is used, not a fallback', async (t) => {
   const r = await startRedis(t);
   if (!r) return;
   const { store, log, metric } = await open(t, r.url, { timeoutMs: 50 });
@@ -167,17 +169,79 @@ t.test('an answer that arrived while our own event loop was blocked past timeout
   const blocked = blockUntil(() => r.cli('HEXISTS', 'gg-test:rl:blocked', 'k').trim() === '1', 200);
   t.ok(blocked >= 200, `the loop was blocked ${blocked.toFixed(0)} ms (timeoutMs 50)`);
   t.match(await p, { taken: true, tokens: 4 }, 'Redis\'s answer is used');
-  // claim (not awaited): the next call finds it unanswered past timeoutMs before this turn read its answer.
-  const tok = store.newToken();
-  store.claim('blocked-doc', tok);
-  blockUntil(() => r.cli('GET', 'gg-test:sup:k:blocked-doc').trim() === tok, 200);
-  store.claim('other-doc', store.newToken());
+  t.ok(store.up, 'the store is still up after the take');
+  t.match(await store.take('blocked', 1 / 3_600_000, 5), { taken: true, tokens: 3 }, 'and the next call goes to Redis');
+});
+
+/**
+ * A TCP proxy to Redis in this process that can hold Redis's answers: `holdNext()` resolves (in
+ * the poll phase, from the socket's data event) once an answer is held; `release()` passes it on.
+ */
+async function holdingProxy(t: Test, port: number) {
+  let hold = false;
+  const held: Array<[net.Socket, Buffer]> = [];
+  let onHeld: (() => void) | undefined;
+  const clients = new Set<net.Socket>();
+  const server = net.createServer((c) => {
+    clients.add(c);
+    const up = net.connect(port, '127.0.0.1');
+    c.on('data', (d) => up.write(d));
+    up.on('data', (d) => {
+      if (!hold) { c.write(d); return; }
+      held.push([c, d]);
+      onHeld?.();
+    });
+    c.on('error', () => up.destroy());
+    up.on('error', () => c.destroy());
+    c.on('close', () => up.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => { server.close(); for (const c of clients) c.destroy(); });
+  return {
+    url: `redis://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    holdNext(): Promise<void> { hold = true; return new Promise((resolve) => { onHeld = resolve; }); },
+    release(): void { hold = false; onHeld = undefined; for (const [c, d] of held.splice(0)) c.write(d); },
+  };
+}
+
+t.test('a claim\'s answer that arrived while the loop was blocked is used: the next claim does not count it late', async (t) => {
+  const r = await startRedis(t);
+  if (!r) return;
+  const proxy = await holdingProxy(t, r.port);
+  const { store, log, metric } = await open(t, proxy.url, { timeoutMs: 50 });
+  const warm = store.newToken();
+  store.claim('doc-warm', warm); // Redis loads the script (a first EVALSHA is answered NOSCRIPT, then EVAL)
+  await waitFor('the first claim', () => r.cli('GET', 'gg-test:sup:k:doc-warm').trim() === warm);
+  t.ok(await store.take('warm', 1, 5), 'answered in order after it: nothing of the claim is left to hold');
+  const held = proxy.holdNext();
+  store.claim('doc-a', store.newToken());
+  await held; // Redis answered; the proxy holds it. We go on in the poll phase, as a request does:
+  proxy.release(); // the answer is in the store's socket now, unread until the next poll
+  const t0 = performance.now();
+  while (performance.now() - t0 < 200) { /* blocked past timeoutMs (a GC pause, a long turn) */ }
+  store.claim('doc-b', store.newToken()); // written in this turn's check phase: finds doc-a's unanswered
+  await new Promise((resolve) => setImmediate(resolve));
   await new Promise((resolve) => setImmediate(resolve));
   await new Promise((resolve) => setImmediate(resolve));
   t.ok(store.up, 'the store is still up');
   t.notMatch(await metric('ghostgate_store_fallback_total'), /ghostgate_store_fallback_total\{/, 'no fallback counted');
   t.equal(log.lines.filter((l) => /down/.test(l.msg)).length, 0, 'nothing logged as down');
-  t.match(await store.take('blocked', 1 / 3_600_000, 5), { taken: true, tokens: 3 }, 'and the next call goes to Redis');
+});
+
+t.test('a claim is written after the caller\'s turn (the request goes upstream first), all of the turn\'s claims together', async (t) => {
+  const r = await startRedis(t);
+  if (!r) return;
+  const { store } = await open(t, r.url);
+  const tokens = [store.newToken(), store.newToken()];
+  store.claim('turn-a', tokens[0]!);
+  store.claim('turn-b', tokens[1]!);
+  // Had it been written at once, Redis (another process) would hold it within this busy wait.
+  const t0 = performance.now();
+  let early = '';
+  while (performance.now() - t0 < 100 && early === '') early = r.cli('GET', 'gg-test:sup:k:turn-a').trim();
+  t.equal(early, '', 'nothing reached Redis during the turn');
+  await waitFor('both claims to reach Redis', () => r.cli('GET', 'gg-test:sup:k:turn-b').trim() === tokens[1]);
+  t.equal(r.cli('GET', 'gg-test:sup:k:turn-a').trim(), tokens[0]);
 });
 
 t.test('the budget is timeoutMs of real time: a timer that fires early (Node times timers in whole ms) does not cut it short', async (t) => {
