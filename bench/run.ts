@@ -22,12 +22,14 @@
  * (`--only` picks some of them.)
  *
  * Prints a table (medians across rounds) and writes everything to bench/results/<timestamp>.json.
+ * BENCH_CHILD_LOG=<prefix> also appends each child's stdout to <prefix>.<name>.<pid> (e.g. the
+ * gateway's GC trace with --gateway-node-args=--trace-gc-nvp).
  */
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -57,6 +59,7 @@ const { values: argv } = parseArgs({
     quick: { type: 'boolean' },
     only: { type: 'string' },
     'gateway-cpu-prof': { type: 'boolean' },
+    'gateway-node-args': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -76,6 +79,7 @@ if (argv.help) {
                       h1-latency, h1-throughput, store, fastlane-off, workers; h2 = latency,throughput;
                       h1 = h1-latency,h1-throughput
   --gateway-cpu-prof  run the gateway with --cpu-prof; profiles go to bench/results/prof-<time>/
+  --gateway-node-args 'A B'  extra Node flags for the gateway process only (e.g. '--trace-gc')
 `);
   process.exit(0);
 }
@@ -107,6 +111,7 @@ const OPT = {
   goawayEvery: int('goaway-every', 100),
   warmupSeconds: quick ? 1 : 2,
   gatewayCpuProf: argv['gateway-cpu-prof'] === true,
+  gatewayNodeArgs: (argv['gateway-node-args'] ?? '').split(' ').filter(Boolean),
   only: SECTIONS.filter((x) => ONLY.has(x)),
 };
 /** The gateway's token signing key for this run (bench/gateway.bench.yaml reads it from the env). */
@@ -152,6 +157,7 @@ class Child {
     this.proc.stderr!.on('data', (d: string) => { this.stderrTail = (this.stderrTail + d).slice(-4000); });
     this.proc.stdout!.setEncoding('utf8');
     this.proc.stdout!.on('data', (d: string) => { if (this.stdoutBuf.length < 100_000) this.stdoutBuf += d; });
+    if (process.env.BENCH_CHILD_LOG) { const f = `${process.env.BENCH_CHILD_LOG}.${name.replace(/\W/g, '_')}.${this.proc.pid}`; this.proc.stdout!.on('data', (d: string) => appendFileSync(f, d)); }
     this.exited = new Promise((res) => this.proc.once('exit', (code) => { this.exitCode = code; children.delete(this); res(code); }));
   }
 
@@ -258,7 +264,7 @@ class GatewayProc {
   static async start(ports: Ports, config = 'bench/gateway.bench.yaml', extraEnv: NodeJS.ProcessEnv = {}, args: string[] = []): Promise<GatewayProc> {
     const env = { ...BENCH_ENV, ...extraEnv, BENCH_GATEWAY_PORT: String(ports.gateway), BENCH_ADMIN_PORT: String(ports.admin), BENCH_MODEL_PORT: String(ports.model) };
     const prof = OPT.gatewayCpuProf ? ['--cpu-prof', '--cpu-prof-dir', path.join(RESULTS_DIR, `prof-${STAMP}`)] : [];
-    const child = new Child('gateway', [...prof, 'bin/ghostgate.ts', 'start', '--config', config, ...args], env);
+    const child = new Child('gateway', [...OPT.gatewayNodeArgs, ...prof, 'bin/ghostgate.ts', 'start', '--config', config, ...args], env);
     const g = new GatewayProc(child, ports);
     const until = Date.now() + 20_000;
     while (Date.now() < until && child.exitCode === undefined) {

@@ -1,0 +1,198 @@
+/**
+ * What survives V8's young-generation GC (scavenges) in a server under closed-loop load, and what
+ * the scavenges cost: `npx node bench/gc-survival.ts [--requests 100000] [--rounds 2]`.
+ *
+ * Why: the gateway's TTFB p99 tail (+10 ms over direct in `npm run bench`) and a sixth of its
+ * CPU are young-generation GC. A scavenge costs in proportion to what survives it, and a request
+ * path should leave little alive. This measures, with `--trace-gc-nvp` in each server process:
+ *   - node-h1:  a plain `http.createServer` answering like the model server (SSE head, a chunk, end)
+ *   - node-h2:  the same on `http2.createServer` (the raw 'stream' API, no compat layer)
+ *   - model:    the bundled model server (model-server/main.ts, Node http2), as the bench runs it
+ *   - gateway:  ghostgate (`start`, no policies) in front of the model server, HTTP/2 clients
+ * The client is this process (HTTP/2: 4 sessions × 16 streams; HTTP/1.1: 16 keep-alive sockets).
+ * Per subject: the share of young-generation allocation still alive at a scavenge ("survived"),
+ * the share promoted to the old generation, and scavenge pauses (p50, max). Medians of rounds.
+ *
+ * Finding (see bench/README.md, "GC"): Node's HTTP/2 keeps 10–30% of what a request allocates
+ * alive across scavenges, nearly all of it then promoted (and collected only by mark-compact), so
+ * scavenges take 5–30 ms; HTTP/1.1 keeps well under 1% (pauses under 1 ms). The gateway, an
+ * HTTP/2 server and an HTTP/2 client at once, inherits both sides.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const { values } = parseArgs({ options: { requests: { type: 'string', default: '100000' }, rounds: { type: 'string', default: '2' }, only: { type: 'string' } } });
+const N = Number(values.requests);
+const ROUNDS = Number(values.rounds);
+const BODY = JSON.stringify({ model: 'ghost-small', prompt: 'def fib(n):', stream: true, max_tokens: 4 });
+
+const PLAIN_SERVER = `
+const proto = process.argv[1];
+const onEnd = (write) => write();
+const sse = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' };
+if (proto === 'h2') {
+  const s = require('node:http2').createServer();
+  s.on('stream', (st) => { st.resume(); st.on('end', () => { st.respond({ ':status': 200, ...sse }); st.write('data: {"t":"a"}\\n\\n'); st.end('data: [DONE]\\n\\n'); }); });
+  s.listen(0, '127.0.0.1', () => console.log(JSON.stringify({ port: s.address().port })));
+} else {
+  const s = require('node:http').createServer((q, r) => { q.resume(); q.on('end', () => { r.writeHead(200, sse); r.write('data: {"t":"a"}\\n\\n'); r.end('data: [DONE]\\n\\n'); }); });
+  s.listen(0, '127.0.0.1', () => console.log(JSON.stringify({ port: s.address().port })));
+}`;
+
+interface Proc { child: ChildProcess; out: string; exited: Promise<void> }
+
+function start(args: string[], env: NodeJS.ProcessEnv = process.env): Proc {
+  const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const p: Proc = { child, out: '', exited: new Promise((r) => child.once('exit', () => r())) };
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (d: string) => { p.out += d; });
+  return p;
+}
+
+async function waitFor<T>(what: string, fn: () => T | undefined, ms = 20_000): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const portIn = (p: Proc, re: RegExp): Promise<number> => waitFor('a port', () => { const m = p.out.match(re); return m ? Number(m[1]) : undefined; });
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+async function h2Load(url: string, n: number): Promise<void> {
+  const sessions = await Promise.all(Array.from({ length: 4 }, () => new Promise<http2.ClientHttp2Session>((res, rej) => {
+    const s = http2.connect(url);
+    s.once('connect', () => res(s)); s.once('error', rej);
+  })));
+  let next = 0;
+  const one = (s: http2.ClientHttp2Session): Promise<void> => new Promise((resolve, reject) => {
+    const st = s.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json' });
+    st.on('response', (h) => { if (h[':status'] !== 200) reject(new Error(`status ${h[':status']}`)); });
+    st.resume();
+    st.on('close', () => resolve());
+    st.end(BODY);
+  });
+  await Promise.all(Array.from({ length: 64 }, async (_, i) => { while (next++ < n) await one(sessions[i % 4]!); }));
+  for (const s of sessions) s.close();
+}
+
+async function h1Load(url: string, n: number): Promise<void> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+  let next = 0;
+  const one = (): Promise<void> => new Promise((resolve, reject) => {
+    const req = http.request(`${url}/v1/completions`, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(BODY) } }, (res) => {
+      if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`));
+      res.resume();
+      res.on('end', () => resolve());
+    });
+    req.on('error', reject);
+    req.end(BODY);
+  });
+  await Promise.all(Array.from({ length: 16 }, async () => { while (next++ < n) await one(); }));
+  agent.destroy();
+}
+
+interface GcStats { scavenges: number; survivedPct: number; promotedPct: number; pauseP50: number; pauseMax: number }
+
+/** Scavenges logged by --trace-gc-nvp in `text` (from `from` on). */
+function gcStats(text: string): GcStats {
+  const lines = text.split('\n').filter((l) => l.includes(' gc=s '));
+  const num = (l: string, k: string): number => Number(l.match(new RegExp(` ${k}=([\\d.]+)`))?.[1] ?? 0);
+  const alloc = lines.reduce((a, l) => a + num(l, 'allocated'), 0);
+  const pauses = lines.map((l) => num(l, 'pause')).sort((a, b) => a - b);
+  return {
+    scavenges: lines.length,
+    survivedPct: alloc > 0 ? 100 * lines.reduce((a, l) => a + num(l, 'new_space_survived'), 0) / alloc : 0,
+    promotedPct: alloc > 0 ? 100 * lines.reduce((a, l) => a + num(l, 'promoted'), 0) / alloc : 0,
+    pauseP50: pauses[Math.floor(pauses.length / 2)] ?? 0,
+    pauseMax: pauses[pauses.length - 1] ?? 0,
+  };
+}
+
+type Subject = { name: string; proto: 'h1' | 'h2'; run(): Promise<{ url: string; log: () => string; stop(): Promise<void> }> };
+
+const GC = ['--trace-gc-nvp'];
+const MODEL_ARGS = ['--ttft-ms', '0', '--token-ms', '0', '--tokens', '4'];
+
+async function stopAll(...ps: Proc[]): Promise<void> {
+  for (const p of ps) p.child.kill('SIGKILL');
+  await Promise.all(ps.map((p) => p.exited));
+}
+
+const subjects: Subject[] = [
+  ...(['h1', 'h2'] as const).map((proto): Subject => ({ name: `node-${proto}`, proto, async run() {
+    const p = start([...GC, '-e', PLAIN_SERVER, proto]);
+    const port = await portIn(p, /\{"port":(\d+)\}/);
+    return { url: `http://127.0.0.1:${port}`, log: () => p.out, stop: () => stopAll(p) };
+  } })),
+  { name: 'model', proto: 'h2', async run() {
+    const p = start([...GC, 'model-server/main.ts', '--port', '0', ...MODEL_ARGS]);
+    const port = await portIn(p, /"event":"listening","port":(\d+)/);
+    return { url: `http://127.0.0.1:${port}`, log: () => p.out, stop: () => stopAll(p) };
+  } },
+  { name: 'gateway', proto: 'h2', async run() {
+    const m = start(['model-server/main.ts', '--port', '0', ...MODEL_ARGS]);
+    const modelPort = await portIn(m, /"event":"listening","port":(\d+)/);
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-gc-'));
+    const [port, admin] = [await freePort(), await freePort()];
+    writeFileSync(path.join(dir, 'gateway.config.yaml'), [
+      `listen: { host: 127.0.0.1, port: ${port} }`, `admin: { host: 127.0.0.1, port: ${admin} }`,
+      `upstreams: { local: { url: 'http://127.0.0.1:${modelPort}', protocol: h2c, pool: { size: 2 } } }`,
+      'models: { ghost-small: { upstream: local } }', 'defaultModel: ghost-small', 'policies: []',
+      'modelServer: { enabled: false }', 'reload: { watch: false }', 'logging: { level: warn }', '',
+    ].join('\n'));
+    const g = start([...GC, 'bin/ghostgate.ts', 'start', '--config', path.join(dir, 'gateway.config.yaml')]);
+    const until = Date.now() + 30_000;
+    for (;;) {
+      const up = await fetch(`http://127.0.0.1:${admin}/-/upstreams`).then((r) => r.json() as Promise<{ local?: { live: number } }>, () => undefined);
+      if ((up?.local?.live ?? 0) >= 1) break;
+      if (Date.now() > until) { await stopAll(g, m); throw new Error('the gateway did not start'); }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return { url: `http://127.0.0.1:${port}`, log: () => g.out, stop: () => stopAll(g, m) };
+  } },
+];
+
+const only = values.only?.split(',');
+const results = new Map<string, GcStats[]>();
+for (let round = 1; round <= ROUNDS; round++) {
+  for (const s of subjects.filter((x) => !only || only.includes(x.name))) {
+    const h = await s.run();
+    try {
+      const load = s.proto === 'h2' ? h2Load : h1Load;
+      await load(h.url, Math.min(N, 5000)); // warm-up: JIT, pools, a few scavenges
+      const from = h.log().length;
+      await load(h.url, N);
+      await new Promise((r) => setTimeout(r, 100));
+      const st = gcStats(h.log().slice(from));
+      (results.get(s.name) ?? results.set(s.name, []).get(s.name)!).push(st);
+      console.log(`round ${round} ${s.name.padEnd(8)} scavenges ${st.scavenges}, survived ${st.survivedPct.toFixed(1)}%, promoted ${st.promotedPct.toFixed(1)}%, pause p50 ${st.pauseP50.toFixed(1)} ms, max ${st.pauseMax.toFixed(1)} ms`);
+    } finally {
+      await h.stop();
+    }
+  }
+}
+const med = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
+console.log(`\nmedians over ${ROUNDS} rounds of ${N} requests (young-generation allocation alive at a scavenge, promoted, scavenge pauses):`);
+for (const [name, xs] of results) {
+  console.log(`  ${name.padEnd(8)} survived ${med(xs.map((x) => x.survivedPct)).toFixed(1).padStart(5)}%   promoted ${med(xs.map((x) => x.promotedPct)).toFixed(1).padStart(5)}%   pause p50 ${med(xs.map((x) => x.pauseP50)).toFixed(1).padStart(5)} ms   max ${med(xs.map((x) => x.pauseMax)).toFixed(1).padStart(5)} ms   (${med(xs.map((x) => x.scavenges))} scavenges)`);
+}
