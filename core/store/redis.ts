@@ -32,7 +32,7 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
-import { Counter, Gauge } from 'prom-client';
+import { Counter, Gauge, Histogram } from 'prom-client';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../types.ts';
 import type { SharedStore, TakeResult } from './types.ts';
@@ -125,6 +125,7 @@ export class RedisStore implements SharedStore {
   readonly #where: string;
   readonly #fallbacks: Counter<'op' | 'reason'>;
   readonly #upGauge: Gauge;
+  readonly #late: Histogram<'op'>;
   readonly #handlers: Array<(token: string) => void> = [];
   #up = false;
   /** Whether a down state was already logged (the first connect is not a recovery). */
@@ -158,6 +159,11 @@ export class RedisStore implements SharedStore {
       // With --workers, /metrics shows the lowest worker's value (1 only if every worker is up).
       ?? new Gauge({ name: 'ghostgate_store_up', help: '1 while the shared store (Redis) answers within its budget, else 0 (in-process fallback); with workers, the lowest.', registers: [registry], aggregator: 'min' });
     this.#upGauge.set(0);
+    this.#late = (registry.getSingleMetric('ghostgate_store_late_answer_seconds') as Histogram<'op'> | undefined) ?? new Histogram({
+      name: 'ghostgate_store_late_answer_seconds',
+      help: 'For calls given up on after store.redis.timeoutMs (they fell back): the time from sending to the answer that came after all. Shows how much budget would have sufficed.',
+      labelNames: ['op'], buckets: [0.005, 0.0075, 0.01, 0.015, 0.02, 0.05, 0.1, 0.5, 1, 5], registers: [registry],
+    });
     const common = {
       // No autopipelining: it holds each command until setImmediate (one more event-loop turn
       // before the write, milliseconds under load) to batch it; a request waiting on `take`
@@ -290,6 +296,7 @@ export class RedisStore implements SharedStore {
         this.#fallbacks.labels(op, 'timeout').inc();
         this.#down(`no answer within store.redis.timeoutMs (${this.#o.timeoutMs} ms)`, true);
         resolve(undefined);
+        p.then(() => this.#late.labels(op).observe((performance.now() - sentAt) / 1000), noop);
       };
       let timer = setTimeout(afterNextPoll, this.#o.timeoutMs, expire);
       p.then((v) => {

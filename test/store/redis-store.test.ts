@@ -134,8 +134,13 @@ t.test('Redis slow (SIGSTOP): a call waits at most timeoutMs, then the store is 
   t.equal(store.take('k2', 1 / 60_000, 5), undefined, 'so the next call answers at once, without a promise');
   t.equal(log.lines.filter((l) => /down/.test(l.msg)).length, 1, 'logged once');
   t.match(log.lines.find((l) => /down/.test(l.msg))!.fields, { reason: /timeoutMs \(300 ms\)/ });
+  const paused = performance.now();
   r.resume();
   await waitFor('the probe to bring it back', () => store.up, 20_000);
+  const lateMetric = async (): Promise<string> => metric('ghostgate_store_late_answer_seconds');
+  await waitFor('the late answer to be recorded', async () => /_count\{op="take"\} 1/.test(await lateMetric()));
+  const sum = Number((await lateMetric()).match(/_sum\{op="take"\} (\S+)/)![1]);
+  t.ok(sum * 1000 >= paused - started - 1 && sum * 1000 <= performance.now() - started, `the answer Redis gave after SIGCONT is recorded as late: ${(sum * 1000).toFixed(0)} ms after sending (given up after ${waited.toFixed(0)} ms, resumed after ${(paused - started).toFixed(0)} ms)`);
   t.match(await store.take('k2', 1 / 60_000, 5), { taken: true }, 'answers again');
   // Fire-and-forget calls (supersede) notice a slow Redis too: a call that finds an earlier one
   // unanswered past timeoutMs marks the store down (no timer per call).
