@@ -19,6 +19,7 @@ import type { GatewayConfig } from './config/model.ts';
 import { ConfigWatcher } from './config/watch.ts';
 import { ConfigErrors, GatewayError } from './errors.ts';
 import { HealthMonitor } from './health.ts';
+import { HealthProbe } from './health-probe.ts';
 import { createLogger } from './logger.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { buildRuntime, Runtime } from './runtime.ts';
@@ -100,6 +101,8 @@ export class Gateway implements GatewayState {
   #tlsMaterial: { key: string; cert: string } | undefined;
   #closeStore: () => Promise<void> = async () => {};
   #closed: Promise<void> | undefined;
+  /** Probes the default model while the instance is voted out (health.probe). */
+  readonly #probe: HealthProbe;
   /** Runtimes swapped out by a reload whose requests have not all ended yet. */
   readonly #retiring = new Set<Promise<void>>();
   readonly #draining = new Set<Runtime>();
@@ -110,6 +113,8 @@ export class Gateway implements GatewayState {
     this.metrics = metrics;
     this.log = log;
     this.health = new HealthMonitor(runtime.config.health);
+    this.#probe = new HealthProbe(this);
+    this.#probe.configure();
     this.#servers = servers;
     this.#sharedStore = sharedStore;
     this.#plugins = plugins;
@@ -298,6 +303,7 @@ export class Gateway implements GatewayState {
       this.runtime = next;
       this.adminCredential = adminCredential;
       this.health.configure(next.config.health);
+      this.#probe.configure();
       this.metrics.configVersion.set(next.version);
       this.metrics.reloads.labels('ok').inc();
       this.#pointWatcher();
@@ -333,6 +339,7 @@ export class Gateway implements GatewayState {
 
   async #close(graceMs: number): Promise<void> {
     this.health.drain();
+    this.#probe.stop();
     this.#watcher?.close();
     // Let load balancers see /_ping fail before we stop taking requests.
     const delay = this.runtime.config.shutdown.drainDelayMs;

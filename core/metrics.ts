@@ -34,6 +34,7 @@ export class GatewayMetrics {
   readonly reloads: Counter<'result'>;
   readonly configVersion: Gauge;
   readonly healthy: Gauge;
+  readonly healthProbes: Counter;
 
   constructor(registry = new HotRegistry(), { defaults = true } = {}) {
     this.registry = registry;
@@ -59,5 +60,6 @@ export class GatewayMetrics {
     this.reloads = new Counter({ name: 'ghostgate_config_reloads_total', help: 'Config reloads by result', labelNames: ['result'], registers: r });
     this.configVersion = new Gauge({ name: 'ghostgate_config_version', help: 'Version of the running config', registers: r });
     this.healthy = new Gauge({ name: 'ghostgate_healthy', help: '1 when /_ping reports healthy', registers: r });
+    this.healthProbes = new Counter({ name: 'ghostgate_health_probes_total', help: 'Probes of the default model sent while voted out (health.probe), by result', labelNames: ['result'], registers: r });
   }
 }

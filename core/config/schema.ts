@@ -198,6 +198,14 @@ export const gatewayConfigSchema = {
         recoverAt: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
         windowSeconds: { type: 'integer', minimum: 1, maximum: 3600, default: 30 },
         minRequests: { type: 'integer', minimum: 0, default: 20 },
+        probe: {
+          type: 'object', additionalProperties: false, default: {},
+          description: 'While voted out, probe the default model with a one-token completion and count the outcome in the window, so the instance stays out while its model fails and comes back once it answers (without probes it came back when its failures aged out, and flapped)',
+          properties: {
+            intervalMs: ms(2000, 'Time between probes while voted out; 0 = no probes'),
+            timeoutMs: ms(2000, 'A probe with no response header within this counts as failed'),
+          },
+        },
       },
     },
     server: {

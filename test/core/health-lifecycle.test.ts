@@ -29,6 +29,24 @@ t.test('success rate vs SLO with hysteresis', async (t) => {
   t.equal(h.status(now + 20_000).requests, 0, 'old seconds leave the window');
 });
 
+t.test('voted out with too few requests to judge: stays out while the window holds a failure', async (t) => {
+  const h = new HealthMonitor({ slo: 0.9, windowSeconds: 10, minRequests: 10 });
+  const now = 1_000_000;
+  for (let i = 0; i < 10; i++) h.record(false, now);
+  t.equal(h.status(now).healthy, false, 'out');
+  t.equal(h.votedOut(now), true, 'voted out (what the probe watches)');
+  h.record(false, now + 11_000); // a failed probe after the users' failures left the window
+  t.equal(h.status(now + 11_000).healthy, false, '1 request, 1 failure: stays out');
+  h.record(true, now + 12_000);
+  t.equal(h.status(now + 12_000).healthy, false, 'a success, but the failure is still in the window');
+  t.equal(h.status(now + 21_500).healthy, true, 'the failure aged out, the success remains: back in');
+  t.equal(h.votedOut(now + 21_500), false, 'back in: not voted out');
+  for (let i = 0; i < 10; i++) h.record(false, now + 22_000);
+  t.equal(h.votedOut(now + 22_000), true, 'out again');
+  h.drain();
+  t.equal(h.votedOut(now + 22_000), false, 'draining is not voted out: no probes while shutting down');
+});
+
 t.test('/_ping turns 503 when the upstream fails, and back to 200 when it recovers', async (t) => {
   const g = await startGateway(t, { extraConfig: 'health: { slo: 0.9, windowSeconds: 30, minRequests: 10 }' });
   const s = await connect(g.url);

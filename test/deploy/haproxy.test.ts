@@ -72,10 +72,8 @@ async function main(haproxy: string): Promise<void> {
     const drive = async (): Promise<number> => { const d = await collect(open(session, '/v1/completions', { prompt: 'x' })); return d.status; };
     await until(async () => { await drive(); return (await states()).gw1 !== UP; }, 60_000);
     t.equal((await fetch(`http://127.0.0.1:${a.adminPort}/_ping`)).status, 503, 'gateway A votes itself out on /_ping');
-    // While A stays out. (With no traffic A's window empties after windowSeconds and it passes
-    // /_ping again, by design: "too little traffic to judge". So only requests sent while
-    // HAProxy showed A down both before and after count: under a full suite one request once
-    // landed on A after it had come back.)
+    // While A stays out (its probes of the dead model keep it out: health.probe). Only requests
+    // sent while HAProxy showed A down both before and after count.
     const statuses: number[] = [];
     let toB = 0;
     for (let i = 0; i < 60 && statuses.length < 20; i++) {
@@ -89,7 +87,8 @@ async function main(haproxy: string): Promise<void> {
     t.same(statuses, Array(statuses.length).fill(200), 'with A out, every request succeeds');
     t.equal(toB, statuses.length, 'all of them went to gateway B');
 
-    // The model comes back on the same port; A's window empties, /_ping passes, HAProxy takes it back.
+    // The model comes back on the same port; A's probes succeed, its failures age out of the
+    // window, /_ping passes, HAProxy takes it back.
     modelA = await spawnModelServer([...modelArgs, '--port', String(modelAPort)]);
     await until(async () => (await states()).gw1 === UP, 60_000);
     t.pass('HAProxy marks gateway A up again');

@@ -33,7 +33,7 @@ export type Checks = [
   Expect<Equal<NonNullable<ModelConfig['deployments']>[number], DeploymentConfig>>,
   Expect<Equal<DeploymentConfig, { upstream: string; model: string; region: string; weight: number; priority: number; maxConcurrent: number }>>,
   Expect<Equal<FailoverConfig, { attempts: number; budgetMs: number; ejection: { consecutiveFailures: number; errorRate: number; minRequests: number; windowMs: number; baseMs: number; maxMs: number } }>>,
-  Expect<Equal<HealthConfig, { slo: number; recoverAt?: number; windowSeconds: number; minRequests: number }>>,
+  Expect<Equal<HealthConfig, { slo: number; recoverAt?: number; windowSeconds: number; minRequests: number; probe: { intervalMs: number; timeoutMs: number } }>>,
   Expect<Equal<ModelServerConfig, { enabled: boolean; host: string; port: number; ttftMs: number; tokenMs: number; tokens: number }>>,
   Expect<Equal<GatewayConfig['admin'], { host: string; port: number; enabled: boolean; credential?: SecretRef; insecureAllowNoCredential: boolean }>>,
   Expect<Equal<GatewayConfig['facts'], { headers: string[] }>>,
