@@ -61,6 +61,8 @@ export interface GatewayOptions {
   adminListen?: boolean;
   /** Pino logger options override, e.g. `{ level: 'silent' }` in tests; or a stream to write JSON lines to. */
   logger?: { level?: string; stream?: NodeJS.WritableStream };
+  /** Set by a cluster worker: how many processes share the data plane (deployment caps are split). */
+  workers?: number;
 }
 
 export interface ReloadResult {
@@ -138,7 +140,7 @@ export class Gateway implements GatewayState {
     // The shared store (store.redis) lives as long as the gateway; plugins find it in sharedStore.
     const opened = await openStore(config.store, secretReader(loaded.dir, env), log, metrics.registry);
     if (opened.store) sharedStore.set(STORE_KEY, opened.store);
-    const runtime = await buildRuntime(loaded, { log, metrics, plugins, sharedStore, env, warm: true }).catch(async (e: unknown) => { await opened.close(); throw e; });
+    const runtime = await buildRuntime(loaded, { log, metrics, plugins, sharedStore, env, warm: true, workers: opts.workers }).catch(async (e: unknown) => { await opened.close(); throw e; });
     // From here on, anything that fails closes what already started: a gateway either runs
     // whole or not at all (no listener left bound, no warm upstream pool left open).
     let servers: DataPlaneServers | undefined;
@@ -194,7 +196,7 @@ export class Gateway implements GatewayState {
     const plugins = [...builtinPlugins, ...(opts.plugins ?? [])] as ReadonlyArray<PluginDefinition<unknown>>;
     const opened = await openStore(loaded.config.store, secretReader(loaded.dir, env), app.log, metrics.registry);
     if (opened.store) sharedStore.set(STORE_KEY, opened.store);
-    const runtime = await buildRuntime(loaded, { log: app.log, metrics, plugins, sharedStore, env, warm: true }).catch(async (e: unknown) => { await opened.close(); throw e; });
+    const runtime = await buildRuntime(loaded, { log: app.log, metrics, plugins, sharedStore, env, warm: true, workers: opts.workers }).catch(async (e: unknown) => { await opened.close(); throw e; });
     const gw = new Gateway(opts, runtime, metrics, app.log, undefined, sharedStore, plugins);
     gw.#closeStore = opened.close;
     await app.register(async (child) => { registerDataPlane(child, gw, { notFound: false }); });
@@ -293,7 +295,7 @@ export class Gateway implements GatewayState {
       }
       const adminCredential = readAdminCredential(loaded, this.#opts.env ?? process.env);
       const next = await buildRuntime(loaded, {
-        log: this.log, metrics: this.metrics, plugins: this.#plugins, sharedStore: this.#sharedStore, env: this.#opts.env, warm: true,
+        log: this.log, metrics: this.metrics, plugins: this.#plugins, sharedStore: this.#sharedStore, env: this.#opts.env, warm: true, workers: this.#opts.workers,
       }, prev);
       if (tls && (tls.key !== this.#tlsMaterial?.key || tls.cert !== this.#tlsMaterial?.cert)) {
         (this.#servers!.tls!.server as unknown as { setSecureContext(o: object): void }).setSecureContext({ key: tls.key, cert: tls.cert });

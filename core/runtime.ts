@@ -50,6 +50,8 @@ export interface RuntimeDeps {
   env?: NodeJS.ProcessEnv;
   /** Open upstream connections now (false for `validate` and `explain`). */
   warm: boolean;
+  /** Processes serving the data plane (`--workers N`); each takes its share of deployment caps. */
+  workers?: number;
 }
 
 /** What the runtime needs of a running request: a way to end it with a code (e.g. shutdown). */
@@ -172,7 +174,7 @@ export async function buildRuntime(loaded: LoadedConfig, deps: RuntimeDeps, prev
   const models = new Map<string, ModelRoute>();
   for (const [name, m] of Object.entries(config.models)) {
     // Deployments keep their state (in flight, ejection, counters) across a reload.
-    const deployments = m.deployments ? new DeploymentSet(name, m.deployments, m.failover, previous?.models.get(name)?.deployments) : undefined;
+    const deployments = m.deployments ? new DeploymentSet(name, m.deployments, m.failover, previous?.models.get(name)?.deployments, Math.random, deps.workers) : undefined;
     const route: ModelRoute = deployments
       ? { model: name, upstream: deployments.list[0]!.config.upstream, upstreamModel: deployments.list[0]!.config.model, deployments }
       : { model: name, upstream: m.upstream, upstreamModel: m.upstreamModel ?? name };

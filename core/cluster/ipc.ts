@@ -37,6 +37,8 @@ export interface InitMessage {
   t: 'init';
   /** The worker's slot, 1..N (a replacement takes the slot of the worker it replaces). */
   slot: number;
+  /** N: how many workers share the data plane (each takes its share of deployment caps). */
+  workers: number;
   configFile: string;
   /** Data-plane ports to bind (with SO_REUSEPORT): those the first worker got. */
   listen?: { port: number; tlsPort?: number };

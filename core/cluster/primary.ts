@@ -160,7 +160,7 @@ export class Primary {
         worker.process.kill('SIGKILL');
       }, START_TIMEOUT_MS);
       worker.once('online', () => {
-        const init: InitMessage = { t: 'init', slot, configFile: this.#opts.configFile, dev: this.#dev, ...(this.#ports ? { listen: this.#ports } : {}) };
+        const init: InitMessage = { t: 'init', slot, workers: this.#opts.workers, configFile: this.#opts.configFile, dev: this.#dev, ...(this.#ports ? { listen: this.#ports } : {}) };
         worker.send(init);
       });
       worker.on('message', (m: unknown) => {

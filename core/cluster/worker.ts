@@ -32,7 +32,7 @@ export async function runWorker(): Promise<void> {
   process.on('SIGHUP', () => { /* the primary handles it */ });
   let gw: Gateway;
   try {
-    gw = await Gateway.start({ configFile: init.configFile, watch: false, adminListen: false, listen: { ...init.listen, reusePort: true } });
+    gw = await Gateway.start({ configFile: init.configFile, workers: init.workers, watch: false, adminListen: false, listen: { ...init.listen, reusePort: true } });
   } catch (e) {
     const err = e instanceof ConfigErrors ? e.errors[0]! : e instanceof GatewayError ? e : undefined;
     const message = e instanceof ConfigErrors ? e.errors.map((x) => x.describe()).join('; ') : e instanceof Error ? e.message : String(e);

@@ -13,7 +13,7 @@ export function registerDeploymentMetrics(registry: Registry, sets: () => Iterab
   if (registry.getSingleMetric('ghostgate_deployment_inflight') !== undefined) return;
   const r = [registry];
   const inflight = new Gauge<Labels>({ name: 'ghostgate_deployment_inflight', help: 'Requests in flight on a deployment', labelNames: ['model', 'deployment'], registers: r });
-  const cap = new Gauge<Labels>({ name: 'ghostgate_deployment_capacity', help: 'A deployment\'s maxConcurrent (0 = no cap)', labelNames: ['model', 'deployment'], registers: r });
+  const cap = new Gauge<Labels>({ name: 'ghostgate_deployment_capacity', help: 'This process\'s share of a deployment\'s maxConcurrent (0 = no cap; summed over --workers N: about the cap)', labelNames: ['model', 'deployment'], registers: r });
   const ejected = new Gauge<Labels>({ name: 'ghostgate_deployment_ejected', help: '1 while a deployment is ejected (outlier ejection), until a probe lets it back', labelNames: ['model', 'deployment'], registers: r });
   const failovers = new Counter<Labels | 'direction'>({ name: 'ghostgate_deployment_failovers_total', help: 'Requests that failed over away from (out) or onto (in) a deployment before their first byte', labelNames: ['model', 'deployment', 'direction'], registers: r });
   const ejections = new Counter<Labels>({ name: 'ghostgate_deployment_ejections_total', help: 'Times a deployment was ejected', labelNames: ['model', 'deployment'], registers: r });
@@ -31,7 +31,7 @@ export function registerDeploymentMetrics(registry: Registry, sets: () => Iterab
       for (const d of set.list) {
         const l = { model: set.model, deployment: d.name };
         inflight.set(l, d.h.inflight);
-        cap.set(l, d.config.maxConcurrent);
+        cap.set(l, d.cap);
         ejected.set(l, d.h.ejectedUntil > 0 ? 1 : 0);
         const k = `${set.model}\0${d.name}`;
         follow(failovers, `${k}\0in`, { ...l, direction: 'in' }, d.h.failoversIn);

@@ -76,13 +76,20 @@ export class Deployment {
   readonly name: string;
   readonly bit: number;
   readonly h: DeploymentHealth;
+  /**
+   * This process's share of `maxConcurrent` (0 = no cap): the whole of it with one process, and
+   * ceil(maxConcurrent / workers) in each of `--workers N`, so the deployment as a whole never
+   * gets more than its capacity plus at most N − 1 (the rounding).
+   */
+  readonly cap: number;
 
-  constructor(model: string, config: DeploymentConfig, name: string, bit: number, h = new DeploymentHealth()) {
+  constructor(model: string, config: DeploymentConfig, name: string, bit: number, h = new DeploymentHealth(), workers = 1) {
     this.model = model;
     this.config = config;
     this.name = name;
     this.bit = bit;
     this.h = h;
+    this.cap = config.maxConcurrent > 0 ? Math.ceil(config.maxConcurrent / workers) : 0;
   }
 
   /** For `/-/upstreams`. */
@@ -94,7 +101,7 @@ export class Deployment {
       state: !ejected ? (this.h.retryAfterUntil > now ? 'retry-after' : 'healthy') : this.h.probing ? 'probing' : now < this.h.ejectedUntil ? 'ejected' : 'probe-ready',
       ejectedUntil: ejected ? new Date(this.h.ejectedUntil).toISOString() : null,
       retryAfterUntil: this.h.retryAfterUntil > now ? new Date(this.h.retryAfterUntil).toISOString() : null,
-      inflight: this.h.inflight, cap: this.config.maxConcurrent,
+      inflight: this.h.inflight, cap: this.cap,
       requests: this.h.requests, failures: this.h.failures, consecutiveFailures: this.h.consecutiveFailures,
       ejections: this.h.ejectionsTotal, failoversIn: this.h.failoversIn, failoversOut: this.h.failoversOut,
     };
@@ -119,9 +126,10 @@ export class DeploymentSet {
 
   /**
    * `previous`: the set this model had before a reload; deployments that stay (same upstream and
-   * model name) keep their state: requests in flight, ejection, counters.
+   * model name) keep their state: requests in flight, ejection, counters. `workers`: the processes
+   * sharing each deployment's `maxConcurrent` (`--workers N`).
    */
-  constructor(model: string, configs: readonly DeploymentConfig[], policy: FailoverConfig, previous?: DeploymentSet, rng: () => number = Math.random) {
+  constructor(model: string, configs: readonly DeploymentConfig[], policy: FailoverConfig, previous?: DeploymentSet, rng: () => number = Math.random, workers = 1) {
     if (configs.length === 0 || configs.length > MAX_DEPLOYMENTS) throw new Error(`a model has 1 to ${MAX_DEPLOYMENTS} deployments (${model}: ${configs.length})`);
     this.model = model;
     this.policy = policy;
@@ -131,7 +139,7 @@ export class DeploymentSet {
     const list = configs.map((c, i) => {
       const name = perUpstream.get(c.upstream)! > 1 ? `${c.upstream}/${c.model}` : c.upstream;
       const old = previous?.list.find((d) => d.config.upstream === c.upstream && d.config.model === c.model);
-      return new Deployment(model, c, name, 1 << i, old?.h);
+      return new Deployment(model, c, name, 1 << i, old?.h, workers);
     });
     this.list = list.sort((a, b) => a.config.priority - b.config.priority || a.bit - b.bit);
     this.ejection = list.length > 1;
@@ -261,7 +269,7 @@ export class DeploymentSet {
     for (const d of this.list) {
       if (d.h.ejectedUntil > 0 && (now < d.h.ejectedUntil || d.h.probing)) ejected++;
       else if (d.h.retryAfterUntil > now) paused++;
-      else if (d.config.maxConcurrent > 0 && d.h.inflight >= d.config.maxConcurrent) full++;
+      else if (d.cap > 0 && d.h.inflight >= d.cap) full++;
     }
     const parts: string[] = [];
     if (ejected) parts.push(`${ejected} ejected`);
@@ -273,7 +281,7 @@ export class DeploymentSet {
 
 function available(d: Deployment, tried: number, now: number): boolean {
   if ((tried & d.bit) !== 0) return false;
-  const c = d.config.maxConcurrent;
+  const c = d.cap;
   if (c > 0 && d.h.inflight >= c) return false;
   if (d.h.retryAfterUntil > now) return false;
   // Ejected: only once its time is up, and one probe at a time.
