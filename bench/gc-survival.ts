@@ -21,13 +21,12 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
-import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { h1ClosedLoop, h2ClosedLoop } from './closed-loop.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const { values } = parseArgs({ options: { requests: { type: 'string', default: '100000' }, rounds: { type: 'string', default: '2' }, only: { type: 'string' } } });
@@ -78,38 +77,8 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-async function h2Load(url: string, n: number): Promise<void> {
-  const sessions = await Promise.all(Array.from({ length: 4 }, () => new Promise<http2.ClientHttp2Session>((res, rej) => {
-    const s = http2.connect(url);
-    s.once('connect', () => res(s)); s.once('error', rej);
-  })));
-  let next = 0;
-  const one = (s: http2.ClientHttp2Session): Promise<void> => new Promise((resolve, reject) => {
-    const st = s.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json' });
-    st.on('response', (h) => { if (h[':status'] !== 200) reject(new Error(`status ${h[':status']}`)); });
-    st.resume();
-    st.on('close', () => resolve());
-    st.end(BODY);
-  });
-  await Promise.all(Array.from({ length: 64 }, async (_, i) => { while (next++ < n) await one(sessions[i % 4]!); }));
-  for (const s of sessions) s.close();
-}
-
-async function h1Load(url: string, n: number): Promise<void> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
-  let next = 0;
-  const one = (): Promise<void> => new Promise((resolve, reject) => {
-    const req = http.request(`${url}/v1/completions`, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(BODY) } }, (res) => {
-      if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`));
-      res.resume();
-      res.on('end', () => resolve());
-    });
-    req.on('error', reject);
-    req.end(BODY);
-  });
-  await Promise.all(Array.from({ length: 16 }, async () => { while (next++ < n) await one(); }));
-  agent.destroy();
-}
+const h2Load = (url: string, n: number): Promise<void> => h2ClosedLoop(url, n, BODY, 64, 4);
+const h1Load = (url: string, n: number): Promise<void> => h1ClosedLoop(url, n, BODY, 16);
 
 interface GcStats { scavenges: number; survivedPct: number; promotedPct: number; pauseP50: number; pauseMax: number }
 

@@ -11,10 +11,9 @@
  * request moves with the rate it reached). Medians of the rounds are printed.
  */
 import { readFileSync } from 'node:fs';
-import http from 'node:http';
-import http2 from 'node:http2';
 import { parseArgs } from 'node:util';
 import { startGatewayProcess } from '../test/helpers/gateway-process.ts';
+import { h1ClosedLoop, h2ClosedLoop } from './closed-loop.ts';
 
 const { values } = parseArgs({ options: { requests: { type: 'string', default: '4000' }, concurrency: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' } } });
 const N = Number(values.requests);
@@ -28,36 +27,8 @@ function cpuMs(pid: number): number {
   return (Number(f[11]) + Number(f[12])) * TICK_MS; // utime, stime (fields 14, 15)
 }
 
-async function h2Load(url: string, n: number): Promise<void> {
-  const s = http2.connect(url);
-  await new Promise<void>((r, j) => { s.once('connect', () => r()); s.once('error', j); });
-  let next = 0;
-  const one = (): Promise<void> => new Promise((resolve, reject) => {
-    const st = s.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json' });
-    st.on('response', (h) => { if (h[':status'] !== 200) reject(new Error(`status ${h[':status']}`)); });
-    st.resume();
-    st.on('close', () => resolve());
-    st.end(BODY);
-  });
-  await Promise.all(Array.from({ length: C }, async () => { while (next++ < n) await one(); }));
-  s.close();
-}
-
-async function h1Load(url: string, n: number): Promise<void> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: C });
-  let next = 0;
-  const one = (): Promise<void> => new Promise((resolve, reject) => {
-    const req = http.request(`${url}/v1/completions`, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(BODY) } }, (res) => {
-      if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`));
-      res.resume();
-      res.on('end', () => resolve());
-    });
-    req.on('error', reject);
-    req.end(BODY);
-  });
-  await Promise.all(Array.from({ length: C }, async () => { while (next++ < n) await one(); }));
-  agent.destroy();
-}
+const h2Load = (url: string, n: number): Promise<void> => h2ClosedLoop(url, n, BODY, C);
+const h1Load = (url: string, n: number): Promise<void> => h1ClosedLoop(url, n, BODY, C);
 
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
 const results: Record<string, number[]> = {};
