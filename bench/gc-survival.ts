@@ -49,9 +49,15 @@ if (proto === 'h2') {
 
 interface Proc { child: ChildProcess; out: string; exited: Promise<void> }
 
+/** Every child still running: killed when this script ends, however it ends. */
+const running = new Set<ChildProcess>();
+process.on('exit', () => { for (const c of running) c.kill('SIGKILL'); });
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
+
 function start(args: string[], env: NodeJS.ProcessEnv = process.env): Proc {
   const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
-  const p: Proc = { child, out: '', exited: new Promise((r) => child.once('exit', () => r())) };
+  running.add(child);
+  const p: Proc = { child, out: '', exited: new Promise((r) => child.once('exit', () => { running.delete(child); r(); })) };
   child.stdout!.setEncoding('utf8');
   child.stdout!.on('data', (d: string) => { p.out += d; });
   return p;
