@@ -10,6 +10,7 @@
  * - New streams go to the least-loaded ready session with room under the peer's
  *   SETTINGS_MAX_CONCURRENT_STREAMS. A stream is never queued on a full session: when all are full,
  *   one more session opens (up to 4 × `size`) and the request waits for it, or for a stream to end.
+ *   A session above `size` with no stream for a whole PING interval is closed again.
  * - One client (its `owner` key: the client's address, when the per-address cap is on) may hold at
  *   most half of the streams the pool can grow to; its further requests wait for its own streams
  *   to end (or the connect budget: 503), so one client that does not read cannot take every
@@ -60,6 +61,8 @@ export class Slot {
   /** Set when the peer sent GOAWAY: streams above it were not processed. */
   goawayLastStreamId = -1;
   streamsOpened = 0;
+  /** `streamsOpened` at the last PING round: unchanged and no stream open means idle for a round. */
+  streamsAtLastRound = 0;
   /** We destroyed this session ourselves (shutdown deadline): its streams did not complete. */
   forcedClose = false;
   /** A PING is on its way and its ACK has not come back. */
@@ -402,6 +405,7 @@ export class H2Pool {
    * first-byte and idle timeouts.)
    */
   #ping(): void {
+    this.#shrink();
     let suspects: Slot[] | undefined;
     for (const s of this.#live) {
       if (!s.ready || s.session.destroyed || s.session.closed) continue;
@@ -412,6 +416,20 @@ export class H2Pool {
     // Timers run before I/O: after a stalled event loop the ACK may sit unread in the socket.
     // Decide after this turn's I/O phase.
     if (suspects) setImmediate(() => { for (const s of suspects) if (s.pingOutstanding && !s.session.destroyed && !s.session.closed) this.#declareDead(s); });
+  }
+
+  /**
+   * Close sessions opened above `size` (when every session was full) once they have had no stream
+   * for a whole PING interval, so a burst does not leave the pool at up to 4 × `size` for good.
+   * Runs on the PING timer: nothing on the request path.
+   */
+  #shrink(): void {
+    let extra = this.#live.length - this.#o.size;
+    for (const s of [...this.#live]) {
+      const idle = s.ready && s.active === 0 && s.streamsOpened === s.streamsAtLastRound;
+      s.streamsAtLastRound = s.streamsOpened;
+      if (extra > 0 && idle) { extra--; this.#retire(s); }
+    }
   }
 
   #declareDead(s: Slot): void {

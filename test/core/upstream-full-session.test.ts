@@ -73,3 +73,26 @@ t.test('all sessions (4 × pool size) at the peer\'s limit: a request waits for 
   t.equal(freed.c.requests, 3, 'it took the freed slot on that session');
   for (const st of stalled) st.close();
 });
+
+t.test('sessions opened above pool.size for a burst close again once idle for a PING interval; the pool keeps its size', async (t) => {
+  const held: Array<{ c: RawH2Conn; id: number }> = [];
+  const up = await startRawH2(t, { maxConcurrentStreams: 1, onRequest: (c, id) => { held.push({ c, id }); } });
+  const g = await startGateway(t, { noModel: true, extraConfig: 'limits: { maxInflightPerClientIp: 0 }', upstreamsYaml: () => upstreamYaml(up.url, 'h2c', { pool: '{ size: 1, pingIntervalMs: 100 }', timeouts: '{ connectMs: 30000, firstByteMs: 30000 }' }) });
+  const s = await connect(g.url);
+  t.teardown(() => s.close());
+  const stats = async (): Promise<{ live: number; draining: number; sessionsOpened: number }> => ((await (await fetch(`${g.adminUrl}/-/upstreams`)).json()) as { local: { live: number; draining: number; sessionsOpened: number } }).local;
+  // A burst of 3 held requests on an upstream that takes 1 stream per session: 3 sessions.
+  const burst = Array.from({ length: 3 }, () => post(s, '/v1/completions', BODY));
+  await waitFor('3 requests held upstream', () => held.length === 3, 30_000);
+  t.equal((await stats()).live, 3, 'the burst opened 2 sessions above pool.size');
+  for (const h of held.splice(0)) h.c.complete(h.id);
+  for (const r of await Promise.all(burst)) t.equal(r.status, 200);
+  await waitFor('the extra sessions to close', async () => { const x = await stats(); return x.live === 1 && x.draining === 0; }, 30_000);
+  t.equal((await stats()).sessionsOpened, 3, 'and none was replaced: the pool is back at its size');
+  // The pool still serves.
+  const next = post(s, '/v1/completions', BODY);
+  await waitFor('the next request upstream', () => held.length === 1, 30_000);
+  held[0]!.c.complete(held[0]!.id);
+  t.equal((await next).status, 200);
+  t.equal((await stats()).live, 1, 'on the remaining session');
+});
