@@ -269,19 +269,28 @@ t.test('the budget is timeoutMs of real time: a timer that fires early (Node tim
   t.ok(waits.every((w) => w >= 5), `each of 10 calls waited at least 5 ms (${waits.map((w) => w.toFixed(2)).join(', ')})`);
 });
 
-t.test('rate-limit (shared: fast) in two "processes" on one Redis: concurrent bursts may overshoot on estimates, and Redis keeps the debt', async (t) => {
+/**
+ * The rate-limit step as two processes would run it: each with its own store connection and its
+ * own reload-surviving map (no shared in-process state), one Redis. undefined when Redis cannot run.
+ */
+async function twoProcesses(t: Test, params: Record<string, unknown>, sub: string) {
   const r = await startRedis(t);
-  if (!r) return;
+  if (!r) return undefined;
   const { default: rateLimit } = await import('../../plugins/rate-limit/index.ts');
   const { loadStep } = await import('../helpers/plugin-step.ts');
   const { makeExchange } = await import('../helpers/exchange.ts');
   const a = await open(t, r.url);
   const b = await open(t, r.url);
-  // Two processes: separate reload-surviving maps (no shared in-process state), one Redis.
-  const params = { ratePerSecond: 0.001, burst: 8, shared: 'fast' };
   const stepA = (await loadStep(rateLimit, params, { store: a.store, sharedStore: new Map() })).step;
   const stepB = (await loadStep(rateLimit, params, { store: b.store, sharedStore: new Map() })).step;
-  const hit = (s: typeof stepA) => Promise.resolve(s.request!(makeExchange({ claims: { sub: 'zoe' } })));
+  const hit = (s: typeof stepA) => Promise.resolve(s.request!(makeExchange({ claims: { sub } })));
+  return { a, stepA, stepB, hit };
+}
+
+t.test('rate-limit (shared: fast) in two "processes" on one Redis: concurrent bursts may overshoot on estimates, and Redis keeps the debt', async (t) => {
+  const two = await twoProcesses(t, { ratePerSecond: 0.001, burst: 8, shared: 'fast' }, 'zoe');
+  if (!two) return;
+  const { a, stepA, stepB, hit } = two;
   const first = [await hit(stepA), await hit(stepB)];
   t.same(first, [undefined, undefined], 'one request each: both counted in Redis');
   const burst = await Promise.all([...Array.from({ length: 10 }, () => hit(stepA)), ...Array.from({ length: 10 }, () => hit(stepB))]);
@@ -295,17 +304,9 @@ t.test('rate-limit (shared: fast) in two "processes" on one Redis: concurrent bu
 });
 
 t.test('rate-limit (default, exact) in two "processes" on one Redis: a concurrent burst allows exactly burst', async (t) => {
-  const r = await startRedis(t);
-  if (!r) return;
-  const { default: rateLimit } = await import('../../plugins/rate-limit/index.ts');
-  const { loadStep } = await import('../helpers/plugin-step.ts');
-  const { makeExchange } = await import('../helpers/exchange.ts');
-  const a = await open(t, r.url);
-  const b = await open(t, r.url);
-  const params = { ratePerSecond: 0.001, burst: 8 };
-  const stepA = (await loadStep(rateLimit, params, { store: a.store, sharedStore: new Map() })).step;
-  const stepB = (await loadStep(rateLimit, params, { store: b.store, sharedStore: new Map() })).step;
-  const hit = (s: typeof stepA) => Promise.resolve(s.request!(makeExchange({ claims: { sub: 'yan' } })));
+  const two = await twoProcesses(t, { ratePerSecond: 0.001, burst: 8 }, 'yan');
+  if (!two) return;
+  const { stepA, stepB, hit } = two;
   await hit(stepA);
   await hit(stepB);
   const burst = await Promise.all([...Array.from({ length: 10 }, () => hit(stepA)), ...Array.from({ length: 10 }, () => hit(stepB))]);
