@@ -53,11 +53,6 @@ export class Cancellation implements CancelSignal {
   setFinal(fn: () => void): void {
     if (!this.aborted) this.#final = fn;
   }
-  /** Drop every listener (the owner is done with it). */
-  release(): void {
-    this.#fns = undefined;
-    this.#final = undefined;
-  }
   fire(reason: unknown): void {
     if (this.aborted) return;
     this.aborted = true;

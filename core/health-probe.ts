@@ -87,7 +87,6 @@ export class HealthProbe {
         // refused, reset, timed out: this target failed; try the next
       } finally {
         clearTimeout(timer);
-        signal.release();
       }
     }
     return false;
