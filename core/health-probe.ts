@@ -12,7 +12,6 @@
  * Success: any answer below 500 other than 429. Failure: 5xx, 429, refused, reset, or no
  * response header within `timeoutMs`. test/core/health-probe.test.ts
  */
-import type { FastifyBaseLogger } from 'fastify';
 import { Cancellation } from './exchange.ts';
 import type { HealthMonitor } from './health.ts';
 import type { GatewayMetrics } from './metrics.ts';
@@ -22,7 +21,6 @@ export interface ProbeHost {
   readonly runtime: Runtime;
   readonly health: HealthMonitor;
   readonly metrics: GatewayMetrics;
-  readonly log: FastifyBaseLogger;
 }
 
 export class HealthProbe {
