@@ -8,7 +8,9 @@
  * keep-alive sockets) and reads the gateway process's CPU time (utime + stime, /proc) around
  * them. A fixed, modest concurrency keeps the batching alike on both sides, so CPU per request
  * compares the adapters rather than how busy the machine was (the throughput bench's CPU per
- * request moves with the rate it reached). Medians of the rounds are printed.
+ * request moves with the rate it reached). Medians of the rounds are printed, with the gateway's
+ * read and write system calls per request (/proc/<pid>/io syscr, syscw): unlike CPU time, those
+ * counts do not move with other load on the machine.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -22,6 +24,12 @@ const ROUNDS = Number(values.rounds);
 const BODY = JSON.stringify({ model: 'ghost-small', prompt: 'def fib(n):', stream: true, max_tokens: 4 });
 const TICK_MS = 1000 / 100; // USER_HZ
 
+/** The process's read and write system calls so far (/proc/<pid>/io). */
+function syscalls(pid: number): { r: number; w: number } {
+  const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+  return { r: Number(/^syscr: (\d+)$/m.exec(io)![1]), w: Number(/^syscw: (\d+)$/m.exec(io)![1]) };
+}
+
 function cpuMs(pid: number): number {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(f[11]) + Number(f[12])) * TICK_MS; // utime, stime (fields 14, 15)
@@ -32,6 +40,7 @@ const h1Load = (url: string, n: number): Promise<void> => h1ClosedLoop(url, n, B
 
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
 const results: Record<string, number[]> = {};
+const calls: Record<string, Array<{ r: number; w: number }>> = {};
 
 for (let round = 1; round <= ROUNDS; round++) {
   for (const lane of [true, false]) {
@@ -44,12 +53,15 @@ for (let round = 1; round <= ROUNDS; round++) {
       for (const [proto, load] of [['h2', h2Load], ['h1', h1Load]] as const) {
         await load(g.url, Math.min(500, N));
         const before = cpuMs(g.child.pid!);
+        const sc0 = syscalls(g.child.pid!);
         const t0 = performance.now();
         await load(g.url, N);
         const us = (cpuMs(g.child.pid!) - before) * 1000 / N;
+        const sc = syscalls(g.child.pid!);
         const key = `${proto} fastLane ${lane ? 'on ' : 'off'}`;
         (results[key] ??= []).push(us);
-        console.log(`round ${round}  ${key}: ${us.toFixed(0)} us CPU per request (${(N / ((performance.now() - t0) / 1000)).toFixed(0)} req/s)`);
+        (calls[key] ??= []).push({ r: (sc.r - sc0.r) / N, w: (sc.w - sc0.w) / N });
+        console.log(`round ${round}  ${key}: ${us.toFixed(0)} us CPU per request (${(N / ((performance.now() - t0) / 1000)).toFixed(0)} req/s), syscalls per request: ${((sc.r - sc0.r) / N).toFixed(2)} read, ${((sc.w - sc0.w) / N).toFixed(2)} write`);
       }
     } finally {
       for (const fn of teardowns.reverse()) await fn();
@@ -57,4 +69,7 @@ for (let round = 1; round <= ROUNDS; round++) {
   }
 }
 console.log(`\nmedian gateway CPU per request, ${N} requests x ${ROUNDS} rounds, concurrency ${C}:`);
-for (const [k, v] of Object.entries(results)) console.log(`  ${k}: ${median(v).toFixed(0)} us  (rounds: ${v.map((x) => x.toFixed(0)).join(', ')})`);
+for (const [k, v] of Object.entries(results)) {
+  const c = calls[k]!;
+  console.log(`  ${k}: ${median(v).toFixed(0)} us  (rounds: ${v.map((x) => x.toFixed(0)).join(', ')}); syscalls per request: ${median(c.map((x) => x.r)).toFixed(2)} read, ${median(c.map((x) => x.w)).toFixed(2)} write`);
+}

@@ -74,9 +74,12 @@ function relayUnsafe(call: Call, r: UpstreamResponse): void {
   res.writeHead(r.status, out);
   const sse = p.wantsEvents ? new SseSplitter((data) => p.runResponseEvent(ex, data)) : undefined;
   let first = true;
+  // HTTP/1.1: what arrives from upstream in one loop iteration goes out in one write (below).
+  const batch = res.stream !== undefined || !res.socket ? undefined : new WriteBatch(res, res.socket);
   body.on('data', (chunk: Buffer) => {
     if (first) { first = false; ex.firstByteAt = performance.now(); }
     if (sse) sse.push(chunk);
+    if (batch !== undefined) batch.hold();
     if (!res.write(chunk)) {
       // Back-pressure: stop reading upstream (its flow-control window then stops the upstream)
       // until the client has taken what is buffered, and watch for a client that never does.
@@ -99,6 +102,35 @@ function relayUnsafe(call: Call, r: UpstreamResponse): void {
     if (!body.readableEnded) call.endWithError(failure ?? new GatewayError('GW_ERR_UPSTREAM_ABORTED', [call.upstreamName]), 'upstream_aborted');
   });
   body.on('error', (e) => { if (e instanceof GatewayError) failure = e; /* reported on 'close' */ });
+}
+
+/**
+ * HTTP/1.1 writes batched per loop iteration. Node corks the socket on each response write and
+ * uncorks it on the next tick, so the chunks of one upstream read leave in one writev, but the
+ * chunk terminator res.end() writes (the upstream's END_STREAM arrives in the same read, its
+ * 'end' event a tick later) leaves in a write of its own: two syscalls where one does. Corked
+ * here until the check phase of the loop iteration (setImmediate) instead, the response's last
+ * chunk and its end go out together (res.end() uncorks the socket fully). The socket, not the
+ * response: a corked http.ServerResponse collects chunks that its end() then writes after the
+ * terminator. HTTP/2 needs none of this: Node's session sends what the iteration wrote at once.
+ * Measured by `bench/lane-cpu.ts`.
+ */
+class WriteBatch {
+  readonly #res: ClientResponse;
+  readonly #socket: { cork(): void; uncork(): void };
+  #held = false;
+  readonly #flush = (): void => {
+    this.#held = false;
+    // end() flushed it all already; the socket may be the next response's by now.
+    if (!this.#res.writableEnded) this.#socket.uncork();
+  };
+  constructor(res: ClientResponse, socket: { cork(): void; uncork(): void }) { this.#res = res; this.#socket = socket; }
+  hold(): void {
+    if (this.#held) return;
+    this.#held = true;
+    this.#socket.cork();
+    setImmediate(this.#flush);
+  }
 }
 
 /**

@@ -14,6 +14,8 @@ export interface ClientResponse {
   on(event: 'close', fn: () => void): unknown;
   once(event: 'drain', fn: () => void): unknown;
   destroy(): unknown;
+  /** The connection (http.ServerResponse; on HTTP/1.1 relay.ts corks it to batch a loop iteration's writes). */
+  readonly socket?: { cork(): void; uncork(): void } | null;
   readonly writableEnded: boolean;
   readonly destroyed: boolean;
   /** Bytes written and not yet taken by the client (the stall check watches it shrink). */

@@ -3,7 +3,8 @@ import http from 'node:http';
 import https from 'node:https';
 import t from 'tap';
 import { startGateway } from '../helpers/gateway.ts';
-import { connect, post, post1 } from '../helpers/h2.ts';
+import { connect, post, post1, within } from '../helpers/h2.ts';
+import { startRawH2, upstreamYaml } from '../helpers/raw-h2-upstream.ts';
 import { makeCert } from '../helpers/tls.ts';
 
 const body = { model: 'ghost-small', prompt: 'def fib(', stream: true };
@@ -85,4 +86,51 @@ t.test('TLS: h2 via ALPN and HTTP/1.1 fallback, with a certificate made here', a
   t.equal(r1.version, '1.1', 'an HTTP/1.1-only TLS client falls back');
   t.equal(r1.status, 200);
   t.match(r1.text, /data: \[DONE\]/);
+});
+
+// HTTP/1.1 writes are held (corked) until the end of the loop iteration so that a response's last
+// chunk and its end leave in one write (core/request/relay.ts, WriteBatch). A held write must
+// still leave in that iteration: each event reaches the client while the upstream sends nothing more.
+t.test('HTTP/1.1 and h2c: each event reaches the client while the upstream holds the next', async (t) => {
+  const FIRST = 'data: {"choices":[{"text":"a"}]}\n\n';
+  const waiting: Array<() => void> = [];
+  const up = await startRawH2(t, {
+    onRequest: (c, id) => {
+      c.respond(id);
+      c.data(id, FIRST);
+      waiting.push(() => c.data(id, 'data: [DONE]\n\n', true));
+    },
+  });
+  const g = await startGateway(t, { noModel: true, upstreamsYaml: () => upstreamYaml(up.url, 'h2c') });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  for (let i = 0; i < 3; i++) {
+    const text = await within(`HTTP/1.1 response ${i + 1} to [DONE]`, new Promise<string>((resolve, reject) => {
+      const req = http.request(`${g.url}/v1/completions`, { method: 'POST', agent, headers: { 'content-type': 'application/json' } }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          text += d;
+          // The first event is here while the upstream holds [DONE]: now let it go.
+          if (text === FIRST) waiting.shift()!();
+        });
+        res.on('end', () => resolve(text));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify(body));
+    }));
+    t.equal(text, FIRST + 'data: [DONE]\n\n', `response ${i + 1}: the first event alone, then [DONE], on one keep-alive socket`);
+  }
+  const s = await connect(g.url);
+  t.teardown(() => s.close());
+  const st = s.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json' });
+  st.end(JSON.stringify(body));
+  st.setEncoding('utf8');
+  let text = '';
+  await within('h2c response to [DONE]', new Promise<void>((resolve) => {
+    st.on('data', (d: string) => { text += d; if (text === FIRST) waiting.shift()!(); });
+    st.on('end', () => resolve());
+  }));
+  t.equal(text, FIRST + 'data: [DONE]\n\n', 'h2c: the first event alone, then [DONE]');
 });
