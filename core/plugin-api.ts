@@ -57,4 +57,4 @@ export { Counter, Gauge, Histogram } from 'prom-client';
 export type { Registry } from 'prom-client';
 
 // `ctx.store`: state shared by every worker and instance (store.redis), or undefined.
-export type { SharedStore, TakeResult } from './store/types.ts';
+export type { LeaseResult, SharedStore, TakeResult } from './store/types.ts';

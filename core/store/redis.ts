@@ -1,13 +1,25 @@
 /**
  * The shared store on Redis (ioredis). Design, per operation:
  *
- * - `take` (rate-limit): one EVALSHA of a token-bucket script (the same algorithm as the
- *   in-process bucket, on Redis's clock, so every process sees one bucket), answering the tokens
- *   left. A caller that awaits it waits at most `timeoutMs`; the command is written at once (no
- *   autopipelining: see below). plugins/rate-limit awaits it for each allowed request (with
- *   `shared: fast` only near the limit, taking the token with `force` otherwise: counted even if
- *   the bucket emptied meanwhile); below one token it denies without a call. `npm run bench -- --only store`
- *   compares TTFB with the in-process store; bench/store-cost.ts times the calls alone.
+ * - `lease` (rate-limit, `shared: exact`): one EVALSHA that refills the shared token bucket (on
+ *   Redis's clock, so every process sees one bucket), grants up to `want` tokens (deducted) and
+ *   answers the grant and the tokens left. The process then allows one request per held token
+ *   without a call, and leases the next block in the background before it runs out
+ *   (plugins/rate-limit/lease.ts): a request waits for Redis only when its process holds nothing.
+ *   The bucket's hash records what each process holds ("p:<instance>" = count and when it lapses)
+ *   and counts it as in the bucket: the bucket refills only up to burst less the held tokens, so
+ *   bucket + held never exceeds burst and the fleet never allows more than one bucket would, even
+ *   when tokens are held while the bucket refills. A lease reports what its process still holds;
+ *   what it held before and no longer reports was used. Held tokens lapse `leaseTtlMs` after
+ *   their last lease was sent (a process that died frees them then); the process stops using
+ *   them by then, by its own clock, from the send time. `giveBack` (the same script, fire and
+ *   forget, written at once: rate-limit calls it from an idle timer and on close) adds unused
+ *   tokens back. Waiting calls wait at most `timeoutMs`; the command is written at once (no
+ *   autopipelining: see below). `npm run bench -- --only store` compares TTFB with the
+ *   in-process store; bench/store-cost.ts times the calls alone.
+ * - `take` (rate-limit, `shared: fast`): the same bucket, one token per call: awaited near the
+ *   limit, else taken with `force` without waiting (counted even if the bucket emptied meanwhile).
+ *   Below one token it denies without a call.
  * - `claim` (supersede): one EVALSHA per forwarded request, never awaited (0 wait on the hot
  *   path), written after the turn that forwards the request. It swaps the key's holder and PUBLISHes the previous holder's token on that holder's
  *   own channel (`<prefix>sup:<instance id>`), so only the process holding the superseded
@@ -26,8 +38,8 @@
  * `retryMs`) brings it back up by itself. Each state change is logged once. The URL (it may carry
  * a password) is never logged: messages name the host and port only.
  *
- * Why one file over 250 lines: the Lua scripts, the budgeted call, and the up/down state machine
- * are one fail-open contract; the scripts are most of the length.
+ * Why one file over 300 lines: the budgeted call and the up/down state machine are one fail-open
+ * contract, used by every operation. The Lua scripts are in redis-scripts.ts.
  */
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
@@ -35,7 +47,8 @@ import { Redis } from 'ioredis';
 import { Counter, Gauge, Histogram } from 'prom-client';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../types.ts';
-import type { SharedStore, TakeResult } from './types.ts';
+import type { LeaseResult, SharedStore, TakeResult } from './types.ts';
+import { CLAIM, LEASE, TAKE } from './redis-scripts.ts';
 
 export interface RedisStoreOptions {
   /** `redis://[user:password@]host:port[/db]` or `rediss://` (TLS). A secret: never printed. */
@@ -46,49 +59,9 @@ export interface RedisStoreOptions {
   retryMs: number;
   /** Prefix of every key and channel (several fleets can share one Redis). */
   keyPrefix: string;
+  /** How long leased tokens may be used after the lease was sent (ms; default LEASE_TTL_MS). */
+  leaseTtlMs?: number;
 }
-
-/**
- * Token bucket, as plugins/rate-limit does it in process: KEYS[1] holds {k: tokens, t: ms};
- * ARGV = perMs, burst, force ('1': take even from an empty bucket, down to -burst). Returns
- * {1 if taken else 0, tokens left × 1000}. A bucket that refilled completely is the same as none,
- * so the key expires then.
- */
-const TAKE = `
-local perMs = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
-local b = redis.call('HMGET', KEYS[1], 'k', 't')
-local tokens = burst
-if b[1] then
-  tokens = tonumber(b[1]) + (now - tonumber(b[2])) * perMs
-  if tokens > burst then tokens = burst end
-end
-if tokens < 1 and ARGV[3] ~= '1' then return {0, math.floor(tokens * 1000)} end
-tokens = tokens - 1
-if tokens < -burst then tokens = -burst end
-redis.call('HSET', KEYS[1], 'k', tokens, 't', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / perMs) + 1000)
-return {1, math.floor(tokens * 1000)}
-`;
-
-/**
- * KEYS[1] = the supersede key; ARGV = token ("<instance> <n>"), channel prefix, ttl ms. The
- * previous holder is told on its process's channel, unless it is the claimer's own process
- * (same "<instance> " prefix).
- */
-const CLAIM = `
-local prev = redis.call('GET', KEYS[1])
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-if prev and prev ~= ARGV[1] then
-  local sp = string.find(prev, ' ', 1, true)
-  if sp and string.sub(prev, 1, sp) ~= string.sub(ARGV[1], 1, sp) then
-    redis.call('PUBLISH', ARGV[2] .. string.sub(prev, 1, sp - 1), prev)
-  end
-end
-return 0
-`;
 
 /**
  * How long a supersede key keeps its last claim. A request in flight longer than this is no
@@ -96,11 +69,15 @@ return 0
  */
 const CLAIM_TTL_MS = 10 * 60_000;
 
-type Op = 'take' | 'claim';
+/** Default of RedisStoreOptions.leaseTtlMs. */
+export const LEASE_TTL_MS = 10_000;
+
+type Op = 'take' | 'lease' | 'giveback' | 'claim';
 type Reason = 'down' | 'timeout' | 'error';
 
 interface Scripted {
-  ggTake(key: string, perMs: number, burst: number, force: '0' | '1'): Promise<[number, number]>;
+  ggTake(key: string, perMs: number, burst: number, force: '0' | '1', ttlMs: number): Promise<[number, number]>;
+  ggLease(key: string, perMs: number, burst: number, me: string, want: number, keep: number, give: number, ttlMs: number): Promise<[number, number]>;
   ggClaim(key: string, token: string, channelPrefix: string, ttlMs: number): Promise<number>;
 }
 
@@ -115,9 +92,13 @@ const noop = (): void => {};
  */
 const afterNextPoll = (fn: () => void): void => { setImmediate(fn); };
 const toTakeResult = (a: [number, number]): TakeResult => ({ taken: a[0] === 1, tokens: a[1] / 1000 });
+const toLeaseResult = (a: [number, number]): LeaseResult => ({ granted: a[0], tokens: a[1] / 1000 });
 
 export class RedisStore implements SharedStore {
   readonly instanceId = randomBytes(8).toString('hex');
+  readonly leaseTtlMs: number;
+  /** This process's field in bucket hashes (who holds leased tokens). */
+  readonly #me = `p:${this.instanceId}`;
   readonly #o: RedisStoreOptions;
   readonly #log: Logger;
   readonly #client: Redis & Scripted;
@@ -147,12 +128,13 @@ export class RedisStore implements SharedStore {
 
   constructor(o: RedisStoreOptions, log: Logger, registry: Registry) {
     this.#o = o;
+    this.leaseTtlMs = o.leaseTtlMs ?? LEASE_TTL_MS;
     this.#log = log;
     const u = new URL(o.url);
     this.#where = `${u.protocol}//${u.hostname}:${u.port || 6379}`;
     this.#fallbacks = (registry.getSingleMetric('ghostgate_store_fallback_total') as Counter<'op' | 'reason'> | undefined) ?? new Counter({
       name: 'ghostgate_store_fallback_total',
-      help: 'Shared-store operations answered in process instead (fail open): op take (rate-limit), claim (supersede); reason down (not connected or overran timeoutMs earlier), timeout (this call overran store.redis.timeoutMs), error.',
+      help: 'Shared-store operations answered in process instead (fail open): op lease, giveback (rate-limit, shared: exact), take (rate-limit, shared: fast), claim (supersede); reason down (not connected or overran timeoutMs earlier), timeout (this call overran store.redis.timeoutMs), error.',
       labelNames: ['op', 'reason'], registers: [registry],
     });
     this.#upGauge = (registry.getSingleMetric('ghostgate_store_up') as Gauge | undefined)
@@ -179,6 +161,7 @@ export class RedisStore implements SharedStore {
     };
     this.#client = new Redis(o.url, { ...common, connectionName: `ghostgate-${this.instanceId}` }) as Redis & Scripted;
     this.#client.defineCommand('ggTake', { numberOfKeys: 1, lua: TAKE });
+    this.#client.defineCommand('ggLease', { numberOfKeys: 1, lua: LEASE });
     this.#client.defineCommand('ggClaim', { numberOfKeys: 1, lua: CLAIM });
     this.#client.on('ready', () => this.#probeNow());
     this.#client.on('close', () => this.#down('connection closed'));
@@ -206,7 +189,18 @@ export class RedisStore implements SharedStore {
 
   take(key: string, perMs: number, burst: number, force = false): Promise<TakeResult | undefined> | undefined {
     if (!this.#up) { this.#fallbacks.labels('take', 'down').inc(); return undefined; }
-    return this.#budget(this.#client.ggTake(this.#o.keyPrefix + 'rl:' + key, perMs, burst, force ? '1' : '0'), 'take', toTakeResult);
+    return this.#budget(this.#client.ggTake(this.#o.keyPrefix + 'rl:' + key, perMs, burst, force ? '1' : '0', this.leaseTtlMs), 'take', toTakeResult);
+  }
+
+  lease(key: string, perMs: number, burst: number, want: number, held: number): Promise<LeaseResult | undefined> | undefined {
+    if (!this.#up) { this.#fallbacks.labels('lease', 'down').inc(); return undefined; }
+    return this.#budget(this.#client.ggLease(this.#o.keyPrefix + 'rl:' + key, perMs, burst, this.#me, want, held, 0, this.leaseTtlMs), 'lease', toLeaseResult);
+  }
+
+  /** Written at once (callers call it off the request path), not awaited: timed as claims are. */
+  giveBack(key: string, perMs: number, burst: number, n: number): void {
+    if (this.#closed || !this.#sendable('giveback')) return;
+    this.#sent(this.#client.ggLease(this.#o.keyPrefix + 'rl:' + key, perMs, burst, this.#me, 0, 0, n, this.leaseTtlMs), 'giveback');
   }
 
   /**
@@ -237,7 +231,9 @@ export class RedisStore implements SharedStore {
    * store down, as an awaited call's timer would — but only after the next poll phase: when our
    * own loop was blocked (a GC pause, a long turn), the answer may be waiting in the socket,
    * unread, and that is not Redis being slow. This call is sent either way. Called from the check
-   * phase only (#flushClaims), where afterNextPoll's one immediate suffices.
+   * phase (#flushClaims) or the timers phase (give-backs from rate-limit's idle timer), where
+   * afterNextPoll's one immediate suffices (a give-back at close may come from another phase: its
+   * check could then decide before reading; the store closes right after anyway).
    */
   #sendable(op: Op): boolean {
     if (!this.#up) { this.#fallbacks.labels(op, 'down').inc(); return false; }
@@ -272,7 +268,16 @@ export class RedisStore implements SharedStore {
 
   onSuperseded(fn: (token: string) => void): void { this.#handlers.push(fn); }
 
+  /**
+   * Fire-and-forget calls already written (give-backs of a closing rate-limit) are answered
+   * first, within timeoutMs (a PING after them is answered after them); then the connections drop.
+   */
   async close(): Promise<void> {
+    if (this.#up && !this.#closed && this.#pendingHead < this.#pending.length) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.#client.ping().catch(noop), new Promise((r) => { timer = setTimeout(r, this.#o.timeoutMs); })]);
+      clearTimeout(timer);
+    }
     this.#closed = true;
     if (this.#probe) clearTimeout(this.#probe);
     this.#up = false;

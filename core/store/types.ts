@@ -9,7 +9,30 @@
 /** What a shared bucket answered: whether a token was taken, and the tokens left after it (may be < 0 after forced takes). */
 export interface TakeResult { readonly taken: boolean; readonly tokens: number }
 
+/** What a lease answered: tokens granted (now held by the caller), and the tokens left in the shared bucket after it. */
+export interface LeaseResult { readonly granted: number; readonly tokens: number }
+
 export interface SharedStore {
+  /**
+   * Lease up to `want` tokens of the shared token bucket `key` (refill `perMs` per ms, at most
+   * `burst`): they are deducted from the bucket now, and this process uses them later, one per
+   * request, without a call. `held`: tokens this process still holds of earlier leases of `key`
+   * (the store counts them as its own until the next lease or `giveBack`; what it counted before
+   * and is not in `held` was used). Tokens held by any process count as in the bucket: it refills
+   * only up to `burst` minus them, so the fleet never allows more than one bucket would. A
+   * process's held tokens lapse `leaseTtlMs` after its last lease of the key was sent (the store
+   * then frees them: a process that died does not keep them). Answers as `take` does:
+   * `undefined` (at once when down) means "decide in process".
+   */
+  lease(key: string, perMs: number, burst: number, want: number, held: number): Promise<LeaseResult | undefined> | undefined;
+  /**
+   * Give back `n` unused leased tokens of `key` (added to the bucket, which stays at most `burst`
+   * less what other processes hold); this process then holds none of it. Fire and forget,
+   * written at once: call it off the request path (an idle timer, close).
+   */
+  giveBack(key: string, perMs: number, burst: number, n: number): void;
+  /** How long leased tokens may be used after their lease was sent (ms). */
+  readonly leaseTtlMs: number;
   /**
    * Take one token from the shared token bucket `key` (refill `perMs` tokens per ms, at most
    * `burst`). With `force`, the token is taken even from an empty bucket (it goes into debt, at

@@ -10,20 +10,30 @@
  * at `maxKeys` the oldest bucket makes room for a new one.
  *
  * With a shared store (`store.redis`), the bucket is the store's: one limit across every worker
- * and instance. Each answer from the store tells this process how many tokens were left; other
- * processes can only take tokens, so that (refilled) is an upper bound of what is left now:
- * - below 1 → 429 at once, no store call (a client over its limit costs nothing);
- * - otherwise the step waits for the store (at most `store.redis.timeoutMs`): exact.
- * - With `shared: fast`, more than 1 + a quarter of `burst` left → allowed at once, the token
- *   taken in the store without waiting (forced: counted even if others emptied the bucket
- *   meanwhile, a debt paid by later denials, so the long-run rate stays exact). Bursts are then
- *   approximate: each process may allow on an estimate that others already spent.
+ * and instance.
+ * - `shared: exact` (default): token leases (lease.ts). Each process leases small blocks of
+ *   tokens (deducted in the store at once) and allows one request per held token without a
+ *   store call; it leases the next block in the background before it runs out, so a request
+ *   waits for the store (at most `store.redis.timeoutMs`) only when its process holds nothing
+ *   (a subject's first request, or demand outrunning the prefetch). The store counts held tokens
+ *   as in the bucket, so the fleet never allows more than the bucket. The price: a subject may be
+ *   denied early, by what other processes hold of it (at most ceil(burst / 4) each, plus what
+ *   they used since their last store call), until they give it back (after IDLE_MS idle, or on
+ *   close).
+ * - `shared: fast`: each answer from the store tells this process how many tokens were left;
+ *   below 1 → 429 at once, no store call; more than 1 + a quarter of `burst` left → allowed at
+ *   once, the token taken in the store without waiting (forced: counted even if others emptied
+ *   the bucket meanwhile, a debt paid by later denials, so the long-run rate stays exact); else
+ *   the step waits for the store. Bursts are approximate: each process may allow on an estimate
+ *   that others already spent.
  * When the store cannot answer (down, slow), this process's bucket decides as without a store
  * (fail open, counted by the store).
  */
 import { performance } from 'node:perf_hooks';
 import { compileFactPath, definePlugin, factKey, GatewayError } from '../../core/plugin-api.ts';
 import type { FactReader, LocalReply, FromSchema, JsonSchema, TakeResult } from '../../core/plugin-api.ts';
+import { leasing } from './lease.ts';
+import type { Held } from './lease.ts';
 
 
 /** One subject's bucket: tokens left at time `t` (ms, performance.now()). */
@@ -35,10 +45,15 @@ type Buckets = Map<string, Bucket>;
  */
 interface Known { tokens: number; t: number; inflight: number }
 /**
- * The buckets of one bucket set, and how many live steps use them (freed at zero). `known`:
- * shared-store key → what the store last said about that bucket.
+ * The buckets of one bucket set, and how many live steps use them (freed at zero). `known`
+ * (`shared: fast`): shared-store key → what the store last said about that bucket. `shares`
+ * (`shared: exact`): shared-store key → the tokens this process leased (lease.ts); `holding`: the
+ * keys of those the store counts as holding some.
  */
-interface BucketSet { readonly bySubject: Buckets; readonly byIp: Buckets; readonly known: Map<string, Known>; users: number }
+interface BucketSet {
+  readonly bySubject: Buckets; readonly byIp: Buckets; readonly known: Map<string, Known>;
+  readonly shares: Map<string, Held>; readonly holding: Set<string>; users: number;
+}
 
 /** Cached replies for Retry-After 1..MAX_CACHED s (a limited client retries a lot: no allocation). */
 const MAX_CACHED = 3600;
@@ -49,8 +64,9 @@ const MAX_CACHED = 3600;
  * - `status`: status of the reply (429). `maxKeys`: most buckets kept per bucket set (100000).
  * - `bucketSet`: name of the bucket set; steps with the same name share buckets. Default: the
  *   limit itself (`key`, `ratePerSecond`, `burst`), so editing anything else keeps the buckets across a reload.
- * - `shared`: with a shared store, `exact` (default: wait for the store unless the last answer
- *   already denies) or `fast` (no wait while a quarter of the bucket is to spare; approximate bursts).
+ * - `shared`: with a shared store, `exact` (default: token leases, never over the bucket; a
+ *   subject may be denied early while other processes hold its tokens) or `fast` (no wait while a
+ *   quarter of the bucket is to spare; approximate bursts).
  */
 const paramsSchema = {
   type: 'object',
@@ -85,10 +101,11 @@ export default definePlugin<RateLimitParams>({
     const sets = ctx.shared('bucket-sets', () => new Map<string, BucketSet>());
     const setName = params.bucketSet ?? `${params.key} ${rate}/s burst ${burst}`;
     let set = sets.get(setName);
-    if (set === undefined) sets.set(setName, (set = { bySubject: new Map(), byIp: new Map(), known: new Map(), users: 0 }));
+    if (set === undefined) sets.set(setName, (set = { bySubject: new Map(), byIp: new Map(), known: new Map(), shares: new Map(), holding: new Set(), users: 0 }));
     set.users++;
-    const { bySubject, byIp, known } = set;
+    const { bySubject, byIp, known, shares, holding } = set;
     const shared = ctx.store;
+    const exact = shared !== undefined && params.shared === 'exact';
 
     const replies: LocalReply[] = [];
     const replyFor = (seconds: number): LocalReply => {
@@ -114,20 +131,6 @@ export default definePlugin<RateLimitParams>({
       if (buckets.size >= maxKeys) buckets.delete(buckets.keys().next().value!);
     };
 
-    // A full refill takes burst/rate seconds; sweeping more often than that finds little.
-    const sweepMs = Math.min(60_000, Math.max(5_000, Math.ceil((burst / rate) * 1000)));
-    const timer = setInterval(function sweepBuckets() {
-      const now = performance.now();
-      sweep(bySubject, now);
-      sweep(byIp, now);
-      for (const [k, kn] of known) if (kn.inflight === 0 && !(kn.tokens + (now - kn.t) * perMs < burst)) known.delete(k);
-    }, sweepMs);
-    timer.unref();
-    ctx.onClose(() => {
-      clearInterval(timer);
-      if (--set.users === 0 && sets.get(setName) === set) sets.delete(setName);
-    });
-
     /** This process's bucket for `k` decides (no store, or the store could not answer). */
     const local = (buckets: Buckets, k: string): LocalReply | undefined => {
       const now = performance.now();
@@ -147,6 +150,25 @@ export default definePlugin<RateLimitParams>({
       return replyFor(Math.max(1, Math.ceil((1 - tokens) / rate)));
     };
 
+    // A full refill takes burst/rate seconds; sweeping more often than that finds little.
+    const sweepMs = Math.min(60_000, Math.max(5_000, Math.ceil((burst / rate) * 1000)));
+    const leases = exact ? leasing({ store: shared, rate, burst, maxKeys, shares, holding, replyFor, local }) : undefined;
+    const timer = setInterval(function sweepBuckets() {
+      const now = performance.now();
+      sweep(bySubject, now);
+      sweep(byIp, now);
+      for (const [k, kn] of known) if (kn.inflight === 0 && !(kn.tokens + (now - kn.t) * perMs < burst)) known.delete(k);
+      leases?.sweep(now);
+    }, sweepMs);
+    timer.unref();
+    ctx.onClose(() => {
+      clearInterval(timer);
+      const last = --set.users === 0;
+      // The last step of the set gives back what it holds (a reload keeps the set, and its tokens).
+      leases?.close(last);
+      if (last && sets.get(setName) === set) sets.delete(setName);
+    });
+
     if (shared === undefined) {
       return {
         request: function rateLimit(ex) {
@@ -157,8 +179,17 @@ export default definePlugin<RateLimitParams>({
     }
 
     const storePrefix = `${setName}\0`;
-    // `fast`: no wait while more than a quarter of the bucket is to spare; `exact`: never.
-    const headroom = params.shared === 'fast' ? Math.max(1, Math.ceil(burst / 4)) : Infinity;
+    if (leases !== undefined) {
+      return {
+        request: function rateLimitLeased(ex) {
+          const subject = factKey(readKey(ex.facts));
+          if (subject === undefined) return leases.decide(storePrefix + 'ip\0' + ex.facts.request.ip, byIp, ex.facts.request.ip);
+          return leases.decide(storePrefix + 'sub\0' + subject, bySubject, subject);
+        },
+      };
+    }
+    // `shared: fast`: no wait while more than a quarter of the bucket is to spare.
+    const headroom = Math.max(1, Math.ceil(burst / 4));
     /** Tokens in the shared bucket now, at most: the last answer, refilled, less our takes in flight. */
     const estimate = (kn: Known, now: number): number => {
       const v = kn.tokens + (now - kn.t) * perMs;

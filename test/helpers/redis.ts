@@ -28,7 +28,18 @@ export interface TestRedis {
   restart(): Promise<void>;
   /** Run one redis-cli command against it; returns its output. */
   cli(...args: string[]): string;
+  /**
+   * The rate-limit bucket whose key ends with `suffix` (keys hold NULs, which redis-cli cannot
+   * pass): its tokens `k` (NaN: no key, a full bucket) and what each process holds of it, by
+   * instance id.
+   */
+  bucket(suffix: string): { k: number; holders: Record<string, number> };
+  /** How many EVALSHA the server has run so far (the gateway's scripts; `bucket` uses EVAL). */
+  scriptCalls(): number;
 }
+
+/** HGETALL of the one key matching ARGV[1], found server-side. */
+const FIND_HASH = "local ks = redis.call('KEYS', ARGV[1]) if #ks ~= 1 then return {} end return redis.call('HGETALL', ks[1])";
 
 interface Skipper { skip(name: string, cb: () => void): unknown; teardown(fn: () => unknown): void }
 
@@ -96,6 +107,7 @@ export async function startRedis(t: Skipper, o: { password?: string } = {}): Pro
     }
   }
   t.teardown(() => { if (child) { killGroup(child, 'SIGCONT'); killGroup(child); } });
+  const cli = (...args: string[]): string => execFileSync('redis-cli', ['-p', String(port), ...(o.password ? ['--no-auth-warning', '-a', o.password] : []), ...args], { encoding: 'utf8' });
   return {
     url: o.password ? `redis://:${o.password}@127.0.0.1:${port}` : `redis://127.0.0.1:${port}`,
     port,
@@ -103,6 +115,16 @@ export async function startRedis(t: Skipper, o: { password?: string } = {}): Pro
     pause() { if (child) killGroup(child, 'SIGSTOP'); },
     resume() { if (child) killGroup(child, 'SIGCONT'); },
     restart: start,
-    cli(...args) { return execFileSync('redis-cli', ['-p', String(port), ...(o.password ? ['--no-auth-warning', '-a', o.password] : []), ...args], { encoding: 'utf8' }); },
+    cli,
+    bucket(suffix) {
+      const lines = cli('EVAL', FIND_HASH, '0', `*${suffix}`).split('\n').filter((l) => l !== '');
+      const out = { k: NaN, holders: {} as Record<string, number> };
+      for (let i = 0; i + 1 < lines.length; i += 2) {
+        if (lines[i] === 'k') out.k = Number(lines[i + 1]);
+        else if (lines[i]!.startsWith('p:')) out.holders[lines[i]!.slice(2)] = Number(lines[i + 1]!.split(' ')[0]);
+      }
+      return out;
+    },
+    scriptCalls() { return Number(cli('INFO', 'commandstats').match(/cmdstat_evalsha:calls=(\d+)/)?.[1] ?? 0); },
   };
 }

@@ -6,15 +6,21 @@ import t from 'tap';
 import { Registry } from 'prom-client';
 import rateLimit from '../../plugins/rate-limit/index.ts';
 import supersede from '../../plugins/supersede/index.ts';
-import type { SharedStore, TakeResult } from '../../core/store/types.ts';
+import type { LeaseResult, SharedStore, TakeResult } from '../../core/store/types.ts';
 import type { LocalReply, OutboundRequest } from '../../core/types.ts';
 import { loadStep } from '../helpers/plugin-step.ts';
 import { makeExchange } from '../helpers/exchange.ts';
 
-/** A store whose `take` answers from a queue: a result, 'down' (sync undefined) or 'timeout' (async undefined). */
+/**
+ * A store whose `take` and `lease` answer from queues: a result, 'down' (sync undefined) or
+ * 'timeout' (async undefined). A lease with no answer queued grants what it asks for.
+ */
 function scripted() {
   const answers: Array<TakeResult | 'down' | 'timeout'> = [];
   const takes: Array<{ key: string; force: boolean }> = [];
+  const leaseAnswers: Array<LeaseResult | 'down' | 'timeout'> = [];
+  const leases: Array<{ key: string; want: number; held: number }> = [];
+  const givenBack: Array<{ key: string; n: number }> = [];
   const claims: Array<[string, string]> = [];
   const handlers: Array<(tok: string) => void> = [];
   let n = 0;
@@ -25,29 +31,73 @@ function scripted() {
       if (a === 'down') return undefined;
       return Promise.resolve(a === 'timeout' ? undefined : a);
     },
+    lease(key, _perMs, _burst, want, held) {
+      leases.push({ key, want, held });
+      const a = leaseAnswers.shift() ?? { granted: want, tokens: 100 };
+      if (a === 'down') return undefined;
+      return Promise.resolve(a === 'timeout' ? undefined : a);
+    },
+    giveBack(key, _perMs, _burst, n) { givenBack.push({ key, n }); },
+    leaseTtlMs: 10_000,
     claim(key, token) { claims.push([key, token]); },
     newToken: () => `me ${++n}`,
     onSuperseded(fn) { handlers.push(fn); },
   };
-  return { store, answers, takes, claims, supersededElsewhere: (tok: string) => { for (const h of handlers) h(tok); } };
+  return { store, answers, takes, leaseAnswers, leases, givenBack, claims, supersededElsewhere: (tok: string) => { for (const h of handlers) h(tok); } };
 }
 
 const hit = async (step: { request?: (ex: never) => unknown }, sub: string) =>
   (await step.request!(makeExchange({ claims: { sub } }) as never)) as LocalReply | undefined;
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
-t.test('rate-limit with a store (default, exact): every allowed request waits for the store; a denial it implies does not', async (t) => {
+t.test('rate-limit with a store (default, exact): the first request waits for a lease; held tokens allow at once; the next lease is sent after the turn, growing', async (t) => {
+  const s = scripted();
+  // 1 token per 1000 s (no refill during the test); burst 40: at most 10 held.
+  const { step } = await loadStep(rateLimit, { ratePerSecond: 0.001, burst: 40 }, { store: s.store });
+  const req = () => step.request!(makeExchange({ claims: { sub: 'erin' } })) as LocalReply | undefined | Promise<LocalReply | undefined>;
+  const first = req();
+  t.ok(first instanceof Promise, 'nothing held yet: waits for the store');
+  t.same(s.leases.map((l) => [l.want, l.held]), [[2, 0]], 'one lease: 1 for this request, 1 to hold');
+  t.equal(await first, undefined, 'allowed with a leased token');
+  t.equal(req(), undefined, 'the held one: allowed at once, no promise');
+  t.equal(s.leases.length, 1, 'held ran out: the next lease is not written in the request\'s turn');
+  await tick();
+  t.same(s.leases.map((l) => [l.want, l.held]), [[2, 0], [2, 0]], 'but after it (size 2: it followed the previous lease at once)');
+  await tick();
+  t.same([req(), req()], [undefined, undefined], 'two held: two requests allowed at once');
+  await tick();
+  t.same(s.leases.slice(2).map((l) => [l.want, l.held]), [[4, 0]], 'held ran out again: size 4');
+  await tick();
+  t.same([req(), req(), req()], [undefined, undefined, undefined]);
+  await tick();
+  t.same(s.leases.slice(3).map((l) => [l.want, l.held]), [[7, 1]], 'below half the size (1 of 4 left): size 8, reporting the 1 still held');
+  await tick();
+  s.leaseAnswers.push({ granted: 0, tokens: 0.2 }); // the store has nothing left for this subject
+  for (let i = 0; i < 8; i++) {
+    t.equal(req(), undefined, `held token ${i + 1} of 8`);
+    await tick();
+  }
+  t.equal(s.leases.length, 5, 'one lease sent meanwhile (held below 4), which granted nothing');
+  const denied = req() as LocalReply | undefined;
+  t.equal(denied?.status, 429, 'nothing held and the store said 0.2 left: denied at once');
+  t.equal(denied?.headers?.['retry-after'], '800', 'Retry-After from what is left: (1 - 0.2) tokens at 0.001/s');
+  t.equal(s.leases.length, 5, 'without a store call');
+  t.same(s.takes, [], 'exact never takes');
+});
+
+t.test('rate-limit (exact): concurrent requests with nothing held wait on one lease; a grant that runs out leaves the others waiting on the next', async (t) => {
   const s = scripted();
   const { step } = await loadStep(rateLimit, { ratePerSecond: 0.001, burst: 8 }, { store: s.store });
-  s.answers.push({ taken: true, tokens: 7 }, { taken: true, tokens: 0.2 });
-  t.equal(await hit(step, 'erin'), undefined);
-  const second = step.request!(makeExchange({ claims: { sub: 'erin' } }));
-  t.ok(second instanceof Promise, 'plenty left: still waits for the store (exact)');
-  t.equal(await second, undefined);
-  t.same(s.takes.map((x) => x.force), [false, false], 'never forced');
-  const third = step.request!(makeExchange({ claims: { sub: 'erin' } })) as LocalReply | undefined;
-  t.equal(third?.status, 429, 'the store said 0.2 left: denied at once');
-  t.equal(s.takes.length, 2, 'without a store call');
+  s.leaseAnswers.push({ granted: 1, tokens: 5 }, { granted: 2, tokens: 0.5 });
+  const three = [0, 1, 2].map(() => step.request!(makeExchange({ claims: { sub: 'fay' } })));
+  t.ok(three.every((x) => x instanceof Promise), 'all three wait');
+  t.equal(s.leases.length, 1, 'on one lease');
+  const out = (await Promise.all(three)) as Array<LocalReply | undefined>;
+  t.same(out.map((x) => x?.status), [undefined, undefined, undefined], 'the first on the grant of 1, the other two on the next lease (5 were left)');
+  t.same(s.leases.map((l) => l.want), [2, 4], 'which asked for the size (2: demand outran the first) plus the two waiting');
+  const last = step.request!(makeExchange({ claims: { sub: 'fay' } })) as LocalReply | undefined;
+  t.equal(last?.status, 429, 'then nothing held and 0.5 left: 429 at once');
+  t.equal(s.leases.length, 2);
 });
 
 t.test('rate-limit with a store, shared: fast: no wait with headroom, wait near the limit, deny from what it said', async (t) => {
@@ -93,10 +143,10 @@ t.test('rate-limit, shared: fast, burst 1: every allowed request is counted by t
 t.test('rate-limit: store down or over budget → this process\'s bucket decides (fail open, as without a store)', async (t) => {
   const s = scripted();
   const { step } = await loadStep(rateLimit, { ratePerSecond: 0.001, burst: 2 }, { store: s.store });
-  s.answers.push('down', 'timeout', 'down');
+  s.leaseAnswers.push('down', 'timeout', 'down');
   const r = [await hit(step, 'carol'), await hit(step, 'carol'), await hit(step, 'carol')];
   t.same(r.map((x) => x?.status), [undefined, undefined, 429], 'the local bucket (burst 2) limits');
-  s.answers.push('down');
+  s.leaseAnswers.push('down');
   const sync = step.request!(makeExchange({ claims: { sub: 'dave' } }));
   t.notOk(sync instanceof Promise, 'store down: decided synchronously, no wait at all');
   t.equal(sync, undefined, 'and allowed by dave\'s own bucket');

@@ -22,10 +22,10 @@ function recordingLog(): Logger & { lines: Line[] } {
   return { lines, info: at('info'), warn: at('warn'), error: at('error'), debug: at('debug') };
 }
 
-async function open(t: Test, url: string, o: { timeoutMs?: number; prefix?: string } = {}) {
+async function open(t: Test, url: string, o: { timeoutMs?: number; prefix?: string; leaseTtlMs?: number } = {}) {
   const log = recordingLog();
   const registry = new Registry();
-  const store = new RedisStore({ url, timeoutMs: o.timeoutMs ?? 2000, retryMs: 50, keyPrefix: o.prefix ?? 'gg-test:' }, log, registry);
+  const store = new RedisStore({ url, timeoutMs: o.timeoutMs ?? 2000, retryMs: 50, keyPrefix: o.prefix ?? 'gg-test:', leaseTtlMs: o.leaseTtlMs }, log, registry);
   t.teardown(() => store.close());
   t.ok(await store.whenUp(15_000), 'the store connects');
   const metric = async (name: string): Promise<string> => registry.getSingleMetricAsString(name);
@@ -57,6 +57,43 @@ t.test('two clients share one token bucket: burst, then waits (no token created 
   t.ok((await a.store.take('alice', 1 / 60_000, 5))!.tokens >= -5, 'debt is bounded by burst');
   const ttl = Number(r.cli('PTTL', 'gg-test:rl:alice'));
   t.ok(ttl > 9 * 60_000 && ttl <= 10 * 60_000 + 1000, `the bucket key expires once it would be full again: 10 tokens at 1/min (${ttl} ms)`);
+});
+
+t.test('leases: tokens held by processes count as in the bucket (it never refills over burst less them); given back, used, lapsed', async (t) => {
+  const r = await startRedis(t);
+  if (!r) return;
+  const a = await open(t, r.url);
+  const b = await open(t, r.url);
+  // 1 token per ms, burst 8: full again within 8 ms of any call.
+  t.same(await a.store.lease('fast', 1, 8, 3, 0), { granted: 3, tokens: 5 }, 'A leases 3 of 8');
+  await new Promise((resolve) => setTimeout(resolve, 30)); // any time past 8 ms: the bucket is as full as it gets
+  t.same(await b.store.lease('fast', 1, 8, 8, 0), { granted: 5, tokens: 0 }, 'refilled, B gets 5, not 8: A\'s 3 still count as in the bucket');
+  const fields = r.cli('HKEYS', 'gg-test:rl:fast').split('\n').filter((f) => f.startsWith('p:')).sort();
+  t.same(fields, [`p:${a.store.instanceId}`, `p:${b.store.instanceId}`].sort(), 'Redis records who holds tokens');
+  t.equal(r.cli('HGET', 'gg-test:rl:fast', `p:${a.store.instanceId}`).split(' ')[0], '3');
+  a.store.giveBack('fast', 1, 8, 3);
+  await waitFor('A\'s give-back', () => r.cli('HEXISTS', 'gg-test:rl:fast', `p:${a.store.instanceId}`).trim() === '0');
+  t.same(await b.store.lease('fast', 1, 8, 8, 5), { granted: 3, tokens: 0 }, 'given back: B (still holding its 5) gets A\'s 3');
+
+  // 1 token a minute: no refill during the test.
+  const slow = 1 / 60_000;
+  t.same(await a.store.lease('slow', slow, 8, 4, 0), { granted: 4, tokens: 4 });
+  t.match(await a.store.lease('slow', slow, 8, 1, 3), { granted: 1 }, 'A used 1 of its 4 and keeps 3: that one is gone');
+  a.store.giveBack('slow', slow, 8, 4);
+  await waitFor('A\'s give-back', () => r.cli('HEXISTS', 'gg-test:rl:slow', `p:${a.store.instanceId}`).trim() === '0');
+  t.match(await b.store.lease('slow', slow, 8, 8, 0), { granted: 7 }, '8 - 1 used: 7 are back in the bucket');
+  const ttl = Number(r.cli('PTTL', 'gg-test:rl:slow'));
+  t.ok(ttl > 480_000 + 10_000 && ttl <= 480_000 + 1000 + 10_000, `while someone holds tokens, the key lives until full again (8 tokens at 1/min) plus their lease TTL (${ttl} ms)`);
+
+  // A process that holds tokens and dies: its lease lapses after its TTL, and its tokens with it.
+  const c = await open(t, r.url, { leaseTtlMs: 200 });
+  t.same(await c.store.lease('lapse', 1, 4, 4, 0), { granted: 4, tokens: 0 }, 'C (lease TTL 200 ms) holds the whole bucket');
+  t.match(await b.store.lease('lapse', 1, 4, 4, 0), { granted: 0 }, 'B gets nothing while C holds it');
+  await c.store.close();
+  await waitFor('C\'s lease to lapse', async () => (await b.store.lease('lapse', 1, 4, 4, 0))?.granted === 4);
+  t.equal(r.cli('HEXISTS', 'gg-test:rl:lapse', `p:${c.store.instanceId}`).trim(), '0', 'and its field is gone');
+  const take = await b.store.take('fast', 1, 8);
+  t.match(take, { taken: false }, 'take (shared: fast) counts held tokens too: B holds all 8');
 });
 
 t.test('a claim reaches the process holding the key, and only it; nothing is released, the key expires', async (t) => {
@@ -270,45 +307,140 @@ t.test('the budget is timeoutMs of real time: a timer that fires early (Node tim
 });
 
 /**
- * The rate-limit step as two processes would run it: each with its own store connection and its
+ * The rate-limit step as `n` processes would run it: each with its own store connection and its
  * own reload-surviving map (no shared in-process state), one Redis. undefined when Redis cannot run.
  */
-async function twoProcesses(t: Test, params: Record<string, unknown>, sub: string) {
+async function processes(t: Test, params: Record<string, unknown>, sub: string, n = 2) {
   const r = await startRedis(t);
   if (!r) return undefined;
   const { default: rateLimit } = await import('../../plugins/rate-limit/index.ts');
   const { loadStep } = await import('../helpers/plugin-step.ts');
   const { makeExchange } = await import('../helpers/exchange.ts');
-  const a = await open(t, r.url);
-  const b = await open(t, r.url);
-  const stepA = (await loadStep(rateLimit, params, { store: a.store, sharedStore: new Map() })).step;
-  const stepB = (await loadStep(rateLimit, params, { store: b.store, sharedStore: new Map() })).step;
-  const hit = (s: typeof stepA) => Promise.resolve(s.request!(makeExchange({ claims: { sub } })));
-  return { a, stepA, stepB, hit };
+  const procs = [];
+  for (let i = 0; i < n; i++) {
+    const o = await open(t, r.url);
+    const closers: Array<() => void | Promise<void>> = [];
+    const { step } = await loadStep(rateLimit, params, { store: o.store, sharedStore: new Map(), closers });
+    t.teardown(() => Promise.all(closers.map((c) => c())));
+    procs.push({ ...o, step, close: async () => { await Promise.all(closers.map((c) => c())); await o.store.close(); } });
+  }
+  type P = typeof procs[number];
+  const hit = (p: P) => Promise.resolve(p.step.request!(makeExchange({ claims: { sub } })));
+  /** A request, and whether it was decided in its own turn (no promise: no store call waited for). */
+  const hitSync = (p: P) => {
+    const v = p.step.request!(makeExchange({ claims: { sub } }));
+    return { sync: !(v instanceof Promise), reply: Promise.resolve(v) };
+  };
+  return { r, procs, a: procs[0]!, b: procs[1]!, hit, hitSync };
 }
+const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 t.test('rate-limit (shared: fast) in two "processes" on one Redis: concurrent bursts may overshoot on estimates, and Redis keeps the debt', async (t) => {
-  const two = await twoProcesses(t, { ratePerSecond: 0.001, burst: 8, shared: 'fast' }, 'zoe');
+  const two = await processes(t, { ratePerSecond: 0.001, burst: 8, shared: 'fast' }, 'zoe');
   if (!two) return;
-  const { a, stepA, stepB, hit } = two;
-  const first = [await hit(stepA), await hit(stepB)];
+  const { a, b, hit } = two;
+  const first = [await hit(a), await hit(b)];
   t.same(first, [undefined, undefined], 'one request each: both counted in Redis');
-  const burst = await Promise.all([...Array.from({ length: 10 }, () => hit(stepA)), ...Array.from({ length: 10 }, () => hit(stepB))]);
+  const burst = await Promise.all([...Array.from({ length: 10 }, () => hit(a)), ...Array.from({ length: 10 }, () => hit(b))]);
   const allowed = 2 + burst.filter((x) => x === undefined).length;
   t.ok(allowed >= 8, `at least the burst is allowed (${allowed})`);
   t.ok(allowed <= 8 + 2 * 6, `at most what each process could allow on its estimate (${allowed})`);
   const k = (await a.store.take(`claims.sub 0.001/s burst 8\0sub\0zoe`, 0.001 / 1000, 8))!;
   t.notOk(k.taken, 'the bucket is empty now');
   t.ok(Math.abs(k.tokens - (8 - allowed)) < 0.05, `Redis counted every allowed request: ${k.tokens} left = 8 - ${allowed} (a debt when over)`);
-  t.equal((await hit(stepA) as { status?: number } | undefined)?.status, 429, 'and the next request is denied');
+  t.equal((await hit(a) as { status?: number } | undefined)?.status, 429, 'and the next request is denied');
 });
 
 t.test('rate-limit (default, exact) in two "processes" on one Redis: a concurrent burst allows exactly burst', async (t) => {
-  const two = await twoProcesses(t, { ratePerSecond: 0.001, burst: 8 }, 'yan');
+  const two = await processes(t, { ratePerSecond: 0.001, burst: 8 }, 'yan');
   if (!two) return;
-  const { stepA, stepB, hit } = two;
-  await hit(stepA);
-  await hit(stepB);
-  const burst = await Promise.all([...Array.from({ length: 10 }, () => hit(stepA)), ...Array.from({ length: 10 }, () => hit(stepB))]);
+  const { a, b, hit } = two;
+  await hit(a);
+  await hit(b);
+  const burst = await Promise.all([...Array.from({ length: 10 }, () => hit(a)), ...Array.from({ length: 10 }, () => hit(b))]);
   t.equal(2 + burst.filter((x) => x === undefined).length, 8, 'eight allowed in all');
+});
+
+const allowedOf = (replies: unknown[]): number => replies.filter((x) => x === undefined).length;
+
+t.test('rate-limit (exact): three processes hammering one subject never allow more than the bucket, and come close to it', async (t) => {
+  const rate = 200;
+  const burst = 20;
+  const three = await processes(t, { ratePerSecond: rate, burst }, 'max', 3);
+  if (!three) return;
+  const { procs, hit } = three;
+  let allowed = 0;
+  const t0 = performance.now();
+  // Two users-in-a-loop per process, until 300 are allowed in all (a count, not a time window:
+  // about 1.4 s of refill after the burst).
+  await Promise.all(procs.flatMap((p) => [0, 1].map(async () => {
+    while (allowed < 300) {
+      if ((await hit(p)) === undefined) allowed++;
+      await tick(); // let the sockets be read between requests (held tokens answer without a turn)
+    }
+  })));
+  const bound = burst + (rate * (performance.now() - t0)) / 1000;
+  t.ok(allowed <= bound, `allowed ${allowed} ≤ burst + rate × elapsed = ${bound.toFixed(1)}`);
+  t.ok(allowed >= bound * 0.5, `and not far under it (${allowed} of ${bound.toFixed(1)})`);
+});
+
+t.test('rate-limit (exact): requests allowed on held tokens make no store call; 100 in a row cost far fewer than 100 leases', async (t) => {
+  const one = await processes(t, { ratePerSecond: 1000, burst: 1000 }, 'ada', 1);
+  if (!one) return;
+  const { r, a, hitSync } = one;
+  const before = r.scriptCalls();
+  let sync = 0;
+  for (let i = 0; i < 100; i++) {
+    const h = hitSync(a);
+    if (h.sync) sync++;
+    t.equal(await h.reply, undefined);
+    await tick();
+  }
+  const calls = r.scriptCalls() - before;
+  t.ok(sync >= 90, `${sync} of 100 decided in their own turn, on a held token (no store call on their path)`);
+  t.ok(calls <= 15, `${calls} leases for 100 requests: the lease size grows while they are used up at once`);
+  const held = r.bucket('ada').holders[a.store.instanceId] ?? 0;
+  t.ok(held >= 1 && held <= 250, `what this process holds is counted in Redis, at most burst / 4 (${held})`);
+  // Prefetch: the next lease goes out while held tokens still answer, so no request waits for it.
+  const c1 = r.scriptCalls();
+  let n = 0;
+  let waited = 0;
+  while (r.scriptCalls() === c1 && n < 300) {
+    const h = hitSync(a);
+    if (!h.sync) waited++;
+    await h.reply;
+    n++;
+    await tick();
+  }
+  t.ok(n < 300, 'a lease was sent');
+  t.equal(waited, 0, `before it, ${n} requests were answered from held tokens; none waited for it (it was sent ahead)`);
+});
+
+t.test('rate-limit (exact): a process that stops sending gives its held tokens back after idling; another process then uses them', async (t) => {
+  // No refill during the test (1 token per 1000 s); burst 8: at most 2 held per process.
+  const two = await processes(t, { ratePerSecond: 0.001, burst: 8 }, 'kim');
+  if (!two) return;
+  const { r, a, b, hit } = two;
+  t.equal(await hit(a), undefined, 'A: one request');
+  t.equal(r.bucket('kim').holders[a.store.instanceId], 2, 'A leased 2: one for it, one held');
+  const first = [];
+  for (let i = 0; i < 10; i++) first.push(await hit(b));
+  const before = 1 + allowedOf(first);
+  t.ok(before === 7 || before === 8, `B: ${before - 1} of 10 (6 unless A had already given its held token back)`);
+  await waitFor('A and B to give back after idling', () => Object.keys(r.bucket('kim').holders).length === 0, 20_000);
+  t.equal(Math.round(r.bucket('kim').k), 8 - before, 'Redis has what no one used back');
+  const after = [];
+  for (let i = 0; i < 3; i++) after.push(await hit(b));
+  t.equal(before + allowedOf(after), 8, `B used it: 8 allowed in all (${after.map((x) => (x as { status?: number } | undefined)?.status ?? 200).join(' ')})`);
+});
+
+t.test('rate-limit (exact): closing the last step of a bucket set gives back what it holds, at once', async (t) => {
+  const two = await processes(t, { ratePerSecond: 0.001, burst: 8 }, 'lou');
+  if (!two) return;
+  const { r, a, hit } = two;
+  t.equal(await hit(a), undefined);
+  t.equal(Math.round(r.bucket('lou').k), 6, 'A leased 2 of 8');
+  await a.close(); // a retired step (reload, shutdown), then the store closing (it waits for the give-back's answer)
+  t.same(r.bucket('lou').holders, {}, 'A holds nothing in Redis any more');
+  t.equal(Math.round(r.bucket('lou').k), 7, 'its unused token is back');
 });

@@ -52,9 +52,12 @@ t.test('rate-limit: two gateway processes enforce one limit (burst 6 in all, not
   if (!r) return;
   const [a, b] = await Promise.all([gateway(t, r), gateway(t, r)]);
   const res = await alternate([a.s, b.s], 'alice', 14);
-  t.same(res.map((x) => x.status), [200, 200, 200, 200, 200, 200, 429, 429, 429, 429, 429, 429, 429, 429], 'six in all across both gateways, then 429');
-  t.match(res[7]!.text, /GW_ERR_POLICY_RATE_LIMITED/);
-  t.ok(Number(res[7]!.headers['retry-after']) > 100, 'Retry-After: the shared bucket refills in ~1000 s');
+  // Each gateway leases tokens ahead (held tokens allow at once), so one may deny while the other
+  // still holds one: the order of 200s and 429s may differ, the count may not.
+  t.equal(res.filter((x) => x.status === 200).length, 6, `six in all across both gateways (${res.map((x) => x.status).join(' ')})`);
+  t.same(res.slice(8).map((x) => x.status), [429, 429, 429, 429, 429, 429], 'then 429');
+  t.match(res[13]!.text, /GW_ERR_POLICY_RATE_LIMITED/);
+  t.ok(Number(res[13]!.headers['retry-after']) > 100, 'Retry-After: the shared bucket refills in ~1000 s');
   t.same((await alternate([b.s, a.s], 'bob', 2)).map((x) => x.status), [200, 200], 'another user has its own bucket');
   t.notMatch(await a.metrics(), /ghostgate_store_fallback_total\{/, 'no fallback while Redis answers');
 });
@@ -106,7 +109,7 @@ t.test('Redis SIGKILLed and restarted under load: no request fails, fallbacks co
   });
   await waitFor('load before the kill', () => results.length >= 20);
   r.kill();
-  const fellBack = (m: string): boolean => /ghostgate_store_fallback_total\{op="take"[^}]*\} [1-9]/.test(m);
+  const fellBack = (m: string): boolean => /ghostgate_store_fallback_total\{op="lease"[^}]*\} [1-9]/.test(m);
   await waitFor('both gateways to fall back', async () => fellBack(await a.metrics()) && fellBack(await b.metrics()));
   t.match(await a.metrics(), /ghostgate_store_up 0/, 'gateway 1 says the store is down');
   const during = results.length;
@@ -120,7 +123,7 @@ t.test('Redis SIGKILLed and restarted under load: no request fails, fallbacks co
   const bad = results.filter((x) => x.status !== 200 || !x.complete);
   t.equal(bad.length, 0, `no client request failed (${results.length} sent): ${JSON.stringify(bad.slice(0, 3).map((x) => [x.status, x.error, x.text.slice(0, 120)]))}`);
   const res = await alternate([a.s, b.s], 'carol', 10);
-  t.same(res.map((x) => x.status), [200, 200, 200, 200, 200, 200, 429, 429, 429, 429], 'the shared limit holds again across both gateways');
+  t.equal(res.filter((x) => x.status === 200).length, 6, `the shared limit holds again across both gateways: six in all (${res.map((x) => x.status).join(' ')})`);
   const logs = (g: GatewayProcess) => g.stdout().split('\n').filter((l) => /shared store/.test(l));
   for (const g of [a.g, b.g]) {
     const lines = logs(g);

@@ -85,7 +85,7 @@ t.test('Redis refusing the password, or not there: the gateway starts and limits
   t.same(statuses, [200, 200, 429], 'the in-process bucket limits');
   const m = await (await fetch(`${g.adminUrl}/metrics`)).text();
   t.match(m, /ghostgate_store_up 0/);
-  t.match(m, /ghostgate_store_fallback_total\{op="take",reason="down"\} 3/, 'each decision counted as a fallback');
+  t.match(m, /ghostgate_store_fallback_total\{op="lease",reason="down"\} 3/, 'each decision counted as a fallback');
   await waitFor('the start-up warning', () => g.logs.some((l) => /shared store \(Redis\) not reachable yet/.test(l)));
   const warn = g.logs.find((l) => /shared store/.test(l))!;
   t.match(warn, /WRONGPASS|NOAUTH|invalid/i, 'the reason is given');

@@ -1,6 +1,7 @@
 /**
  * `ghostgate start --workers 2` with `store.redis`: each worker opens its own connections, and the
- * two enforce one rate limit (without the store each worker would allow the burst on its own).
+ * two enforce one rate limit (without the store each worker would allow the burst on its own),
+ * each leasing tokens from it and giving back what it does not use.
  */
 import t from 'tap';
 import { startGatewayProcess } from '../helpers/gateway-process.ts';
@@ -35,6 +36,10 @@ t.test('two workers, one Redis: burst 6 in all across both workers', async (t) =
   }
   const ping = (await (await fetch(`${g.adminUrl}/_ping`)).json()) as { workers: Array<{ slot: number; requests: number }> };
   for (const w of ping.workers) t.ok(w.requests >= 1, `worker ${w.slot} served some of them (${w.requests})`);
-  t.equal(statuses.filter((s) => s === 200).length, 6, `six allowed in all (${statuses.join(' ')})`);
-  t.equal(statuses.filter((s) => s === 429).length, 10, 'the rest limited');
+  // Each worker leases tokens ahead; one that served its last request of the run may still hold
+  // some (at most 2: burst / 4), which the other could not use: at most 6, at least 6 - 2.
+  const allowed = statuses.filter((s) => s === 200).length;
+  t.ok(allowed <= 6 && allowed >= 4, `at most six allowed in all (${statuses.join(' ')})`);
+  await waitFor('both workers to give back what they hold (idle)', () => Object.keys(r.bucket('alice').holders).length === 0);
+  t.equal(allowed + Math.round(Math.max(0, r.bucket('alice').k)), 6, 'what was not allowed is back in Redis: nothing lost, nothing made up');
 });
