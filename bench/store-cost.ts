@@ -7,6 +7,8 @@
  * - `take` with Redis idle before each call: how long the call stalls the caller's turn (the
  *   write wakes redis-server; why supersede's claim is written after the request goes upstream);
  * - `take` 64 at a time (autopipelined): the gateway's CPU per call;
+ * - `lease` (rate-limit, shared: exact) one at a time, as a request holding no token waits for it,
+ *   with another process's lease recorded in the bucket (its script reads the holders);
  * - `claim` (supersede, not awaited by requests): CPU per call.
  * CPU is this process's user+system time divided by the calls; on a busy machine it is higher.
  */
@@ -57,6 +59,18 @@ for (let i = 0; i < Math.min(N, 2000); i++) {
   await p;
 }
 
+// A lease of 1 per call, reporting nothing held, on buckets another process also holds tokens of.
+const other = new RedisStore({ url: `redis://127.0.0.1:${port}`, timeoutMs: 1000, retryMs: 50, keyPrefix: 'cost:' }, silentLogger, new Registry());
+if (!(await other.whenUp(15_000))) { process.stderr.write('redis-server did not come up\n'); process.exit(2); }
+for (let i = 0; i < 500; i++) await other.lease(`l${i}`, perMs, 1e6, 10, 0);
+const leaseLat: number[] = [];
+for (let i = 0; i < N; i++) {
+  const t0 = performance.now();
+  await store.lease(`l${i % 500}`, perMs, 1e6, 1, 0);
+  leaseLat.push(performance.now() - t0);
+}
+await other.close();
+
 const c0 = cpuUs();
 for (let i = 0; i < N; i += 64) {
   const batch: Array<Promise<unknown> | undefined> = [];
@@ -79,6 +93,7 @@ process.stdout.write([
   `  take, one at a time: p50 ${pct(lat, 50).toFixed(3)} ms, p99 ${pct(lat, 99).toFixed(3)} ms (the wait a rate-limited request sees)`,
   `  take, Redis idle before each: the call itself (writing the command) takes p50 ${pct(stall, 50).toFixed(3)} ms, p99 ${pct(stall, 99).toFixed(3)} ms of the caller's turn`,
   `  take, 64 in flight:  ${takeCpu.toFixed(1)} us CPU per call in the gateway process`,
+  `  lease, one at a time: p50 ${pct(leaseLat, 50).toFixed(3)} ms, p99 ${pct(leaseLat, 99).toFixed(3)} ms (the wait of a request whose process holds no token)`,
   `  claim:               ${claimCpu.toFixed(1)} us CPU per call (not awaited by the request)`,
 ].join('\n') + '\n');
 await store.close();
