@@ -18,7 +18,7 @@
  *   (a subject's first request, or demand outrunning the prefetch). The store counts held tokens
  *   as in the bucket, so the fleet never allows more than the bucket. The price: a subject may be
  *   denied early, by what other processes hold of it (at most ceil(burst / 4) each, plus what
- *   they used since their last store call), until they give it back (after IDLE_MS idle, or on
+ *   they used since their last store call), until they give it back (after 1 s idle, or on
  *   close).
  * - `shared: fast`: each answer from the store tells this process how many tokens were left;
  *   below 1 → 429 at once, no store call; more than 1 + a quarter of `burst` left → allowed at

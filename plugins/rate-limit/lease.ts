@@ -13,12 +13,12 @@
  *   nothing → 429 with Retry-After from the tokens the store says are left; more left (others in
  *   this process took the grant) → lease again.
  * - Below one token left per the store's last answer (refilled), 429 at once without a call, for
- *   IDLE_MS after that answer (other processes may give tokens back meanwhile; then ask again).
+ *   idleMs after that answer (other processes may give tokens back meanwhile; then ask again).
  * - Lease size starts at 1 and is at most ceil(burst / 4): it doubles when a lease follows the
- *   previous one within GROW_MS or a request found nothing held while a lease was in flight, and
- *   halves when a lease follows the previous one after more than IDLE_MS, and at each give-back.
+ *   previous one within growMs or a request found nothing held while a lease was in flight, and
+ *   halves when a lease follows the previous one after more than idleMs, and at each give-back.
  * - Given back (a timer, never on the request path): what a key holds once it has been idle for
- *   IDLE_MS, or once its tokens are half-way to lapsing (the store's lease TTL); everything when
+ *   idleMs, or once its tokens are half-way to lapsing (the store's lease TTL); everything when
  *   the last step using the bucket set closes. Until then, other processes may deny a subject
  *   early, by at most what this process holds.
  * - The store down or slow: the in-process bucket decides (fail open); held tokens are still used
@@ -27,12 +27,14 @@
 import { performance } from 'node:perf_hooks';
 import type { LeaseResult, LocalReply, SharedStore } from '../../core/plugin-api.ts';
 
-/** A key idle this long gives its held tokens back; a denial from the last answer is trusted this long. */
-export const IDLE_MS = 1000;
-/** How often the give-back timer looks at keys holding tokens. */
-const TICK_MS = 250;
-/** A lease sent within this of the previous one (of the key) asks for twice as many. */
-const GROW_MS = 100;
+/**
+ * Timings (ms), read when used (tests may change them):
+ * - `idleMs`: a key idle this long gives its held tokens back; a denial from the last answer is
+ *   trusted this long; a lease sent longer than this after the previous one halves the size.
+ * - `growMs`: a lease sent within this of the previous one (of the key) doubles the size.
+ * - `tickMs`: how often the give-back timer looks at keys holding tokens (read at create).
+ */
+export const LEASE_TIMING = { idleMs: 1000, growMs: 100, tickMs: 250 };
 
 /** This process's share of one shared bucket. */
 export interface Held {
@@ -104,8 +106,8 @@ export function leasing<B>(o: LeaseOptions<B>) {
     const ask = (): Promise<LeaseResult | undefined> | undefined => {
       const sentAt = performance.now();
       // Leases used up quickly, or too slowly to keep up: ask for more; slowly: for fewer.
-      if (h.outran || sentAt - h.sent < GROW_MS) h.size = Math.min(cap, h.size * 2);
-      else if (sentAt - h.sent > IDLE_MS) h.size = Math.max(1, h.size >> 1);
+      if (h.outran || sentAt - h.sent < LEASE_TIMING.growMs) h.size = Math.min(cap, h.size * 2);
+      else if (sentAt - h.sent > LEASE_TIMING.idleMs) h.size = Math.max(1, h.size >> 1);
       h.outran = false;
       h.sent = sentAt;
       const keep = h.held;
@@ -177,7 +179,7 @@ export function leasing<B>(o: LeaseOptions<B>) {
     if (h.lease !== undefined) h.outran = true;
     else {
       const est = estimate(h, now);
-      if (est < 1 && now - h.t < IDLE_MS) return retryAfter(est);
+      if (est < 1 && now - h.t < LEASE_TIMING.idleMs) return retryAfter(est);
       if (!send(sk, h, false, 1)) return local(buckets, k);
     }
     return wait(sk, h, buckets, k);
@@ -205,9 +207,9 @@ export function leasing<B>(o: LeaseOptions<B>) {
       const h = shares.get(sk);
       if (h === undefined) { holding.delete(sk); continue; }
       if (h.lease !== undefined || h.waiting > 0) continue;
-      if (now - h.last >= IDLE_MS || now >= h.until - ttl / 2) giveBack(sk, h);
+      if (now - h.last >= LEASE_TIMING.idleMs || now >= h.until - ttl / 2) giveBack(sk, h);
     }
-  }, TICK_MS);
+  }, LEASE_TIMING.tickMs);
   timer.unref();
 
   return {
