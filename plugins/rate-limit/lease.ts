@@ -6,7 +6,7 @@
  * never refills past burst less what processes hold).
  *
  * - Held ≥ 1: allowed at once, no wait. When held drops below half the lease size, the next
- *   lease is sent in the background (after the turn, once the request has gone upstream), so a
+ *   lease is sent in the background (after the turn, as supersede's claims are), so a
  *   subject's steady traffic never waits.
  * - Held < 1: the request waits for the lease in flight, or sends one (one round trip: the first
  *   request of a subject, or demand outrunning the prefetch). A lease that leaves this request
