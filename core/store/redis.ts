@@ -38,7 +38,7 @@
  * `retryMs`) brings it back up by itself. Each state change is logged once. The URL (it may carry
  * a password) is never logged: messages name the host and port only.
  *
- * Why one file over 300 lines: the budgeted call and the up/down state machine are one fail-open
+ * Why one file over 250 lines: the budgeted call and the up/down state machine are one fail-open
  * contract, used by every operation. The Lua scripts are in redis-scripts.ts.
  */
 import { randomBytes } from 'node:crypto';
