@@ -15,6 +15,7 @@ import type { AddressInfo } from 'node:net';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { builtinPlugins } from '../plugins/index.ts';
 import { isLoopback, loadConfig } from './config/load.ts';
+import type { ConfigReader, LoadedConfig } from './config/load.ts';
 import type { GatewayConfig } from './config/model.ts';
 import { ConfigWatcher } from './config/watch.ts';
 import { ConfigErrors, GatewayError } from './errors.ts';
@@ -63,6 +64,12 @@ export interface GatewayOptions {
   logger?: { level?: string; stream?: NodeJS.WritableStream };
   /** Set by a cluster worker: how many processes share the data plane (deployment caps are split). */
   workers?: number;
+  /**
+   * Where the config's files come from, asked at start and on every reload. Set by a cluster
+   * worker: the snapshot its primary validated, and the primary's version for it (the same on
+   * every worker; core/cluster/worker.ts). Default: the disk, versions numbered by this process.
+   */
+  configSource?: () => { reader: ConfigReader; version: number };
 }
 
 export interface ReloadResult {
@@ -127,7 +134,7 @@ export class Gateway implements GatewayState {
   /** Load, build, listen. Throws ConfigErrors when the config is invalid. */
   static async start(opts: GatewayOptions): Promise<Gateway> {
     const env = opts.env ?? process.env;
-    const loaded = loadConfig(opts.configFile, env);
+    const { loaded, version } = load(opts, env);
     const config = loaded.config;
     const adminCredential = readAdminCredential(loaded, env);
     const log = makeLogger(config, opts);
@@ -140,7 +147,7 @@ export class Gateway implements GatewayState {
     // The shared store (store.redis) lives as long as the gateway; plugins find it in sharedStore.
     const opened = await openStore(config.store, secretReader(loaded.dir, env), log, metrics.registry);
     if (opened.store) sharedStore.set(STORE_KEY, opened.store);
-    const runtime = await buildRuntime(loaded, { log, metrics, plugins, sharedStore, env, warm: true, workers: opts.workers }).catch(async (e: unknown) => { await opened.close(); throw e; });
+    const runtime = await buildRuntime(loaded, { log, metrics, plugins, sharedStore, env, warm: true, workers: opts.workers, version }).catch(async (e: unknown) => { await opened.close(); throw e; });
     // From here on, anything that fails closes what already started: a gateway either runs
     // whole or not at all (no listener left bound, no warm upstream pool left open).
     let servers: DataPlaneServers | undefined;
@@ -278,8 +285,8 @@ export class Gateway implements GatewayState {
     const at = new Date().toISOString();
     const prev = this.runtime;
     try {
-      const loaded = loadConfig(this.#opts.configFile, this.#opts.env ?? process.env);
-      if (loaded.fingerprint === prev.loaded.fingerprint) {
+      const { loaded, version } = load(this.#opts, this.#opts.env ?? process.env);
+      if (loaded.fingerprint === prev.loaded.fingerprint && (version === undefined || version === prev.version)) {
         // Still a success: after a rejected edit, restoring the running files must clear the error.
         const r: ReloadResult = { ok: true, trigger, at, version: prev.version, unchanged: true };
         this.lastReload = r;
@@ -295,7 +302,7 @@ export class Gateway implements GatewayState {
       }
       const adminCredential = readAdminCredential(loaded, this.#opts.env ?? process.env);
       const next = await buildRuntime(loaded, {
-        log: this.log, metrics: this.metrics, plugins: this.#plugins, sharedStore: this.#sharedStore, env: this.#opts.env, warm: true, workers: this.#opts.workers,
+        log: this.log, metrics: this.metrics, plugins: this.#plugins, sharedStore: this.#sharedStore, env: this.#opts.env, warm: true, workers: this.#opts.workers, version,
       }, prev);
       if (tls && (tls.key !== this.#tlsMaterial?.key || tls.cert !== this.#tlsMaterial?.cert)) {
         (this.#servers!.tls!.server as unknown as { setSecureContext(o: object): void }).setSecureContext({ key: tls.key, cert: tls.cert });
@@ -439,3 +446,9 @@ export function makeLogger(config: GatewayConfig, opts: Pick<GatewayOptions, 'lo
 export const PACKAGE_ROOT = path.resolve(import.meta.dirname, '..');
 export function packageFile(rel: string): string { return path.join(PACKAGE_ROOT, rel); }
 export function readPackageJson(): { version: string } { return JSON.parse(readFileSync(packageFile('package.json'), 'utf8')) as { version: string }; }
+
+/** The config from the disk, or from `opts.configSource` with its version (a cluster worker's snapshot). */
+function load(opts: GatewayOptions, env: NodeJS.ProcessEnv): { loaded: LoadedConfig; version: number | undefined } {
+  const src = opts.configSource?.();
+  return { loaded: loadConfig(opts.configFile, env, src?.reader), version: src?.version };
+}

@@ -52,6 +52,11 @@ export interface RuntimeDeps {
   warm: boolean;
   /** Processes serving the data plane (`--workers N`); each takes its share of deployment caps. */
   workers?: number;
+  /**
+   * The runtime's version, when someone else numbers configs (a cluster worker: the primary's
+   * number for the snapshot, the same on every worker). Default: this process's next number.
+   */
+  version?: number;
 }
 
 /** What the runtime needs of a running request: a way to end it with a code (e.g. shutdown). */
@@ -91,9 +96,9 @@ export class Runtime {
   constructor(init: {
     loaded: LoadedConfig; upstreams: Map<string, ManagedUpstream>; models: Map<string, ModelRoute>;
     pipelines: Map<string, CompiledPipeline>; closers: Array<() => void | Promise<void>>; auth: AuthServiceLike | undefined; registry: Registry;
-    copilot?: CompiledCopilot; passthrough?: ReadonlyMap<string, PassthroughTarget>;
+    copilot?: CompiledCopilot; passthrough?: ReadonlyMap<string, PassthroughTarget>; version?: number;
   }) {
-    this.version = nextVersion++;
+    this.version = init.version ?? nextVersion++;
     this.loaded = init.loaded;
     this.config = init.loaded.config;
     this.upstreams = init.upstreams;
@@ -257,7 +262,7 @@ export async function buildRuntime(loaded: LoadedConfig, deps: RuntimeDeps, prev
     throw new ConfigErrors(errors);
   }
   const passthrough = compilePassthrough(config, readSecret);
-  const rt = new Runtime({ loaded, upstreams, models, pipelines, closers, auth, registry: deps.metrics.registry, copilot, passthrough });
+  const rt = new Runtime({ loaded, upstreams, models, pipelines, closers, auth, registry: deps.metrics.registry, copilot, passthrough, version: deps.version });
   if (deps.warm) await Promise.all([...upstreams.values()].filter((u) => u.config.pool.warm && previous?.upstreams.get(u.name) !== u).map((u) => u.warm()));
   return rt;
 }

@@ -1,11 +1,15 @@
 /**
  * The primary ↔ worker channel (Node's cluster IPC): requests with ids and their answers, plus a
- * few one-way events. Small JSON messages only; nothing here is on the request path.
+ * few one-way events. JSON messages; nothing here is on the request path. The largest is a config
+ * snapshot (the text of the config and policy files, sent at start and with each reload): Node's
+ * IPC channel sets no size limit on a message (it is one JSON line on a pipe, parsed once whole),
+ * and test/cluster/config-snapshot.test.ts sends one with a 256 KiB policy file.
  *
  *   const rpc = new Rpc((m) => worker.send(m));
  *   worker.on('message', (m) => rpc.receive(m));
  *   const v = await rpc.call('health', undefined, 5000);
  */
+import type { ConfigSnapshot } from '../config/load.ts';
 import type { ReloadResult } from '../gateway.ts';
 import type { HealthStatus } from '../health.ts';
 
@@ -13,8 +17,8 @@ import type { HealthStatus } from '../health.ts';
 export interface WorkerOps {
   /** Run one admin-plane request on the worker's admin app (Fastify `inject`, no listener). */
   inject: { args: InjectRequest; result: InjectResponse };
-  /** Reload from the config file (the primary validated it first). */
-  reload: { args: { trigger: string }; result: ReloadResult };
+  /** Load this config (the primary validated it first) and swap it in. */
+  reload: { args: { trigger: string; config: ValidatedConfig }; result: ReloadResult };
   /** prom-client `getMetricsAsJSON()` of the worker's registry. */
   metrics: { args: undefined; result: unknown[] };
   /** The worker's own health verdict and running config version. */
@@ -32,6 +36,12 @@ export interface WorkerHealth extends HealthStatus { configVersion: number }
 
 export interface WorkerInfo { version: number; fingerprint: string; loadedAt: string; lastReload: ReloadResult | undefined }
 
+/**
+ * A config the primary read and validated: the texts of its files, and its version (numbered by
+ * the primary, so the same config has the same version on every worker, replacements included).
+ */
+export interface ValidatedConfig { version: number; snapshot: ConfigSnapshot }
+
 /** Sent by the primary once the worker is online: what every worker must share. */
 export interface InitMessage {
   t: 'init';
@@ -40,6 +50,8 @@ export interface InitMessage {
   /** N: how many workers share the data plane (each takes its share of deployment caps). */
   workers: number;
   configFile: string;
+  /** The running config (the last one the primary validated and a worker took): a new worker loads it, not the disk. */
+  config: ValidatedConfig;
   /** Data-plane ports to bind (with SO_REUSEPORT): those the first worker got. */
   listen?: { port: number; tlsPort?: number };
   /** The dev-mode signing key (PKCS#8 PEM) and API key, the same for every worker. */

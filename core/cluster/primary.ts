@@ -15,11 +15,19 @@
  * - **Admin plane** is the primary's own listener (core/cluster/admin.ts): `/_ping` and
  *   `/metrics` aggregate every worker, `POST /-/reload` validates once here and fans out,
  *   `/-/config` reports each worker's version, anything else runs on one worker's admin app.
+ * - **Config snapshot.** The primary alone reads the config files: once per start or reload, each
+ *   file once (a recording ConfigReader, core/config/load.ts). It validates what it read and sends
+ *   those texts (a snapshot) with a version number of its own to every worker, which loads from the
+ *   snapshot, never from disk. So a file edited after the primary read it (an editor's save in
+ *   several writes) never reaches a worker unvalidated, and every worker runs the same texts.
  * - **Reload** (file watch, SIGHUP, `POST /-/reload`): the primary loads and fully validates the
  *   config (as `ghostgate validate` does); an invalid one never reaches a worker. Then every
- *   worker reloads; one that cannot keeps its running config and says so in the answer.
+ *   worker reloads from the snapshot; one that cannot keeps its running config and says so in the
+ *   answer. The snapshot becomes the running one unless every worker refused it.
  * - **Crash**: a worker that exits unasked is replaced in its slot (back-off when it keeps dying
- *   young). **SIGTERM** drains every worker (each: health fails, drain delay, grace), then exits.
+ *   young), and the replacement loads the running snapshot: the config its siblings run, with
+ *   their version, whatever is on disk now (an edit not reloaded, or one a reload refused).
+ *   **SIGTERM** drains every worker (each: health fails, drain delay, grace), then exits.
  * - **Dev key**: the primary makes the dev signing key and API key and hands them to every
  *   worker, so a token minted by one verifies on all.
  *
@@ -33,7 +41,7 @@ import path from 'node:path';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { builtinPlugins } from '../../plugins/index.ts';
 import { generateApiKey } from '../auth/index.ts';
-import { loadConfig } from '../config/load.ts';
+import { loadConfig, recordingReader } from '../config/load.ts';
 import type { LoadedConfig } from '../config/load.ts';
 import { ConfigWatcher } from '../config/watch.ts';
 import { ConfigErrors, GatewayError } from '../errors.ts';
@@ -45,7 +53,7 @@ import { buildRuntime } from '../runtime.ts';
 import { readAdminCredential } from '../server/admin.ts';
 import type { PluginDefinition } from '../types.ts';
 import { createClusterAdmin } from './admin.ts';
-import type { BannerInfo, ClusterMessage, InitMessage, StartedMessage } from './ipc.ts';
+import type { BannerInfo, ClusterMessage, InitMessage, StartedMessage, ValidatedConfig } from './ipc.ts';
 import { isClusterMessage, Rpc } from './ipc.ts';
 import { Coalesced } from '../coalesce.ts';
 
@@ -86,6 +94,10 @@ export class Primary {
   draining = false;
   readonly restarts: { inc(): void; value: number } = { value: 0, inc() { this.value++; } };
   #loaded: LoadedConfig;
+  /** The running config: what a new worker loads. */
+  #config: ValidatedConfig;
+  /** The version the next config with new texts gets. */
+  #nextVersion = 2;
   readonly #opts: PrimaryOptions;
   readonly #dev: InitMessage['dev'];
   #admin: FastifyInstance | undefined;
@@ -95,9 +107,10 @@ export class Primary {
   #closed: Promise<void> | undefined;
   readonly #respawns = new Map<number, { delay: number; timer?: NodeJS.Timeout }>();
 
-  private constructor(opts: PrimaryOptions, loaded: LoadedConfig, log: FastifyBaseLogger) {
+  private constructor(opts: PrimaryOptions, loaded: LoadedConfig, config: ValidatedConfig, log: FastifyBaseLogger) {
     this.#opts = opts;
     this.#loaded = loaded;
+    this.#config = config;
     this.log = log;
     const { privateKey } = generateKeyPairSync('ed25519');
     this.#dev = { kid: `dev-${randomBytes(4).toString('hex')}`, pem: privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, apiKey: generateApiKey() };
@@ -105,10 +118,10 @@ export class Primary {
 
   /** Validate, bind the admin plane, start every worker. Throws ConfigErrors or GatewayError. */
   static async start(opts: PrimaryOptions): Promise<Primary> {
-    const loaded = loadConfig(opts.configFile);
+    const { loaded, snapshot } = readConfig(opts.configFile);
     await validateFully(loaded);
     const log = makeLogger(loaded.config, {});
-    const p = new Primary(opts, loaded, log);
+    const p = new Primary(opts, loaded, { version: 1, snapshot }, log);
     p.adminCredential = readAdminCredential(loaded);
     cluster.setupPrimary({ exec: WORKER_MAIN, args: [] });
     try {
@@ -160,7 +173,7 @@ export class Primary {
         worker.process.kill('SIGKILL');
       }, START_TIMEOUT_MS);
       worker.once('online', () => {
-        const init: InitMessage = { t: 'init', slot, workers: this.#opts.workers, configFile: this.#opts.configFile, dev: this.#dev, ...(this.#ports ? { listen: this.#ports } : {}) };
+        const init: InitMessage = { t: 'init', slot, workers: this.#opts.workers, configFile: this.#opts.configFile, config: this.#config, dev: this.#dev, ...(this.#ports ? { listen: this.#ports } : {}) };
         worker.send(init);
       });
       worker.on('message', (m: unknown) => {
@@ -223,14 +236,15 @@ export class Primary {
     return this.#reloads.call(trigger);
   }
 
-  #version(): number { return this.lastReload?.version ?? this.#firstReady?.banner.version ?? 0; }
+  #version(): number { return this.#config.version; }
 
   async #reload(trigger: string): Promise<ClusterReloadResult> {
     const at = new Date().toISOString();
     let loaded: LoadedConfig;
+    let snapshot: ValidatedConfig['snapshot'];
     let credential: Buffer | undefined;
     try {
-      loaded = loadConfig(this.#opts.configFile);
+      ({ loaded, snapshot } = readConfig(this.#opts.configFile));
       credential = readAdminCredential(loaded);
       await validateFully(loaded);
     } catch (e) {
@@ -244,20 +258,26 @@ export class Primary {
       this.log.error({ trigger, errors: r.errors }, 'config reload rejected; no worker was asked to load it');
       return r;
     }
+    // The same texts keep their version (a worker that missed them can still catch up).
+    const config: ValidatedConfig = { version: loaded.fingerprint === this.#loaded.fingerprint ? this.#config.version : this.#nextVersion++, snapshot };
     const targets = this.ready();
     const results = await Promise.all(targets.map(async (s): Promise<WorkerReload> => {
       const pid = s.worker.process.pid;
       try {
-        const r = await s.rpc.call('reload', { trigger }, RELOAD_TIMEOUT_MS);
+        const r = await s.rpc.call('reload', { trigger, config }, RELOAD_TIMEOUT_MS);
         return { slot: s.slot, pid, ok: r.ok, version: r.version, ...(r.unchanged ? { unchanged: true } : {}), ...(r.restartRequired ? { restartRequired: r.restartRequired } : {}), ...(r.error ? { error: r.error } : {}) };
       } catch (e) {
         return { slot: s.slot, pid, ok: false, error: new GatewayError('GW_ERR_CLUSTER_WORKER', [s.slot, e instanceof Error ? e.message : String(e)]).toJSON().error };
       }
     }));
     const failed = results.filter((w) => !w.ok);
-    this.#loaded = loaded;
-    this.adminCredential = credential;
-    this.#pointWatcher();
+    if (results.length === 0 || failed.length < results.length) {
+      // Running now (on a worker at least; or on none yet: then the next worker starts with it).
+      this.#loaded = loaded;
+      this.#config = config;
+      this.adminCredential = credential;
+      this.#pointWatcher();
+    }
     const versions = results.map((w) => w.version ?? 0);
     const r: ClusterReloadResult = {
       ok: failed.length === 0 && results.length > 0, trigger, at, version: versions.length ? Math.max(...versions) : this.#version(), workers: results,
@@ -307,6 +327,12 @@ export class Primary {
 async function validateFully(loaded: LoadedConfig): Promise<void> {
   const rt = await buildRuntime(loaded, { log: silentLogger, metrics: new GatewayMetrics(undefined, { defaults: false }), plugins: builtinPlugins as ReadonlyArray<PluginDefinition<unknown>>, sharedStore: new Map(), warm: false });
   await rt.retire(undefined);
+}
+
+/** Read the config files once (each file once), keeping the texts the workers will load. */
+function readConfig(file: string): { loaded: LoadedConfig; snapshot: ValidatedConfig['snapshot'] } {
+  const reader = recordingReader();
+  return { loaded: loadConfig(file, process.env, reader), snapshot: reader.snapshot };
 }
 
 /** The worker's environment: the primary's plus its slot. */

@@ -1,10 +1,13 @@
 /**
  * A cluster worker: one whole gateway (data plane, runtime, upstream pools) that binds the
  * data-plane ports with SO_REUSEPORT beside its siblings, whose admin plane has no listener of its own
- * (the primary serves the admin port and asks each worker over IPC), and which never watches the
- * config itself (the primary validates once, then tells every worker to reload).
+ * (the primary serves the admin port and asks each worker over IPC), and which never reads the
+ * config files itself: it loads the snapshot the primary read and validated, sent with `init` and
+ * with each `reload`, so every worker (a replacement too) runs the texts that were validated,
+ * whatever is on disk by then. Secret files and external plugin modules are still read here
+ * (see ConfigReader in core/config/load.ts for why).
  *
- * Life: wait for the primary's `init` (slot, config file, the shared dev credentials), start,
+ * Life: wait for the primary's `init` (slot, config snapshot, the shared dev credentials), start,
  * report `ready` or `failed`, serve the primary's calls. SIGTERM drains like a single process
  * (shutdown.drainDelayMs, then shutdown.graceMs). If the primary dies, node:cluster ends the
  * worker at once when its IPC channel closes (requests in flight are cut): no orphan keeps
@@ -12,6 +15,8 @@
  */
 import { useSharedDevCredentials } from '../auth/keys.ts';
 import { ConfigErrors, GatewayError } from '../errors.ts';
+import { snapshotReader } from '../config/load.ts';
+import type { ConfigReader } from '../config/load.ts';
 import { Gateway } from '../gateway.ts';
 import type { BannerInfo, ClusterMessage, InitMessage, WorkerHealth } from './ipc.ts';
 import { isClusterMessage, serveCalls } from './ipc.ts';
@@ -30,9 +35,12 @@ export async function runWorker(): Promise<void> {
   // The primary reloads every worker; a SIGHUP sent to the whole process group must not make
   // this worker reload on its own (unvalidated, out of step with the others).
   process.on('SIGHUP', () => { /* the primary handles it */ });
+  // The config to load next: the gateway asks at start and on each reload.
+  let config = init.config;
+  const configSource = (): { reader: ConfigReader; version: number } => ({ reader: snapshotReader(config.snapshot), version: config.version });
   let gw: Gateway;
   try {
-    gw = await Gateway.start({ configFile: init.configFile, workers: init.workers, watch: false, adminListen: false, listen: { ...init.listen, reusePort: true } });
+    gw = await Gateway.start({ configFile: init.configFile, workers: init.workers, watch: false, adminListen: false, listen: { ...init.listen, reusePort: true }, configSource });
   } catch (e) {
     const err = e instanceof ConfigErrors ? e.errors[0]! : e instanceof GatewayError ? e : undefined;
     const message = e instanceof ConfigErrors ? e.errors.map((x) => x.describe()).join('; ') : e instanceof Error ? e.message : String(e);
@@ -48,7 +56,7 @@ export async function runWorker(): Promise<void> {
   };
   process.on('message', serveCalls({
     inject: (req) => gw.adminInject(req),
-    reload: ({ trigger }) => gw.reload(trigger),
+    reload: (args) => { config = args.config; return gw.reload(args.trigger); },
     metrics: async () => { health(); return gw.metrics.registry.getMetricsAsJSON() as Promise<unknown[]>; },
     health: async () => health(),
     info: async () => ({ version: gw.runtime.version, fingerprint: gw.runtime.loaded.fingerprint, loadedAt: gw.runtime.loadedAt.toISOString(), lastReload: gw.lastReload }),

@@ -3,6 +3,11 @@
  * validate against the schemas, and return the plain validated model (with sources kept so
  * later stages can point at file:line). Every problem is collected; a ConfigErrors lists them all.
  *
+ * Every read goes through a ConfigReader: the disk (`diskReader`, the default), or a snapshot of
+ * the texts another load read (`recordingReader` keeps one, `snapshotReader` replays it). The
+ * cluster primary loads once with a recording reader, validates, and sends the snapshot to its
+ * workers, which load from it: one loader, and every worker runs the texts the primary validated.
+ *
  * Why one file over 250 lines: every stage collects its problems into one ConfigErrors with file:line
  * sources; splitting the stages would pass that collector and the source map through every call.
  */
@@ -33,9 +38,77 @@ export interface LoadedConfig {
 const validateGateway = validatorFor(configAjv, gatewayConfigSchema);
 const validatePolicy = validatorFor(configAjv, policySchema());
 
+/**
+ * Every file access of a config load. What it covers: the main file, the `policies:` patterns
+ * and the policy files they match. What it does not: the contents of secret and list files
+ * (`{file: path}`: API keys, credentials, certificates, deny and revocation lists) and external
+ * plugin modules, which the runtime reads itself (core/secrets.ts, core/plugin-loader.ts) in
+ * each process that builds one. Secrets stay out of the snapshot so that a credential is never
+ * copied into IPC messages, and a rotated one (a mounted secret, a renewed certificate) is what a
+ * newly started worker reads; a plugin module is code with imports of its own, loaded by Node's
+ * module loader, not a text. The snapshot holds each secret file's digest, so the fingerprint
+ * (and "unchanged") is the same in every process that loads it.
+ */
+export interface ConfigReader {
+  /** A file's text (UTF-8); throws an error with a `code` (ENOENT…) when there is none. */
+  read(file: string): string;
+  /** The files a `policies:` pattern matches, relative to `cwd` (`fs.globSync`'s answer). */
+  glob(pattern: string, cwd: string): string[];
+  /** SHA-256 (hex) of a secret or list file the config names, undefined when it cannot be read. */
+  digest(file: string): string | undefined;
+}
+
+/**
+ * What a load read, exactly: enough for `snapshotReader` to load the same config in another
+ * process without the disk. Plain JSON (it travels over the cluster's IPC channel).
+ */
+export interface ConfigSnapshot {
+  /** Text of every YAML file read (the main file, each policy file), by absolute path. */
+  files: Record<string, string>;
+  /** Each `policies:` pattern's matches, by `cwd + "\0" + pattern`. */
+  globs: Record<string, string[]>;
+  /** SHA-256 of each secret or list file, by absolute path (null: could not be read). */
+  digests: Record<string, string | null>;
+}
+
+/** Reads the disk. */
+export const diskReader: ConfigReader = {
+  read: (file) => readFileSync(file, 'utf8'),
+  glob: (pattern, cwd) => globSync(pattern, { cwd }),
+  digest: (file) => { try { return createHash('sha256').update(readFileSync(file)).digest('hex'); } catch { return undefined; } },
+};
+
+/**
+ * Reads the disk once per file and keeps every answer in `snapshot` (a file read twice in one
+ * load gets its first text again). One reader per load.
+ */
+export function recordingReader(): ConfigReader & { readonly snapshot: ConfigSnapshot } {
+  const snapshot: ConfigSnapshot = { files: {}, globs: {}, digests: {} };
+  return {
+    snapshot,
+    read(file) { return (snapshot.files[file] ??= diskReader.read(file)); },
+    glob(pattern, cwd) { return (snapshot.globs[`${cwd}\0${pattern}`] ??= diskReader.glob(pattern, cwd)); },
+    digest(file) { const d = diskReader.digest(file); snapshot.digests[file] = d ?? null; return d; },
+  };
+}
+
+/**
+ * Answers from a snapshot, never the disk. A file the snapshot does not hold reads as ENOENT:
+ * the load that made it did not read that file (only if the two processes' environments make the
+ * same texts name different files).
+ */
+export function snapshotReader(s: ConfigSnapshot): ConfigReader {
+  const missing = (what: string): Error => Object.assign(new Error(`${what} is not in the config snapshot`), { code: 'ENOENT (not in the config snapshot)' });
+  return {
+    read(file) { const t = s.files[file]; if (t === undefined) throw missing(file); return t; },
+    glob(pattern, cwd) { const m = s.globs[`${cwd}\0${pattern}`]; if (m === undefined) throw missing(`pattern ${pattern}`); return [...m]; },
+    digest(file) { return s.digests[file] ?? undefined; },
+  };
+}
+
 /** Load and validate; throws ConfigErrors listing every problem found. */
-export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
-  const st = loadConfigStaged(file, env);
+export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env, reader: ConfigReader = diskReader): LoadedConfig {
+  const st = loadConfigStaged(file, env, reader);
   if (st.errors.length) throw new ConfigErrors(st.errors);
   return st.loaded!;
 }
@@ -62,13 +135,13 @@ export interface StagedLoad {
 }
 
 /** Load every file as far as it goes, collecting each stage's problems (never stops at the first file). */
-export function loadConfigStaged(file: string, env: NodeJS.ProcessEnv = process.env): StagedLoad {
+export function loadConfigStaged(file: string, env: NodeJS.ProcessEnv = process.env, reader: ConfigReader = diskReader): StagedLoad {
   const yamlErrors: GatewayError[] = [];
   const schemaErrors: GatewayError[] = [];
   const refErrors: GatewayError[] = [];
   const abs = path.resolve(file);
   const dir = path.dirname(abs);
-  const source = YamlSource.read(abs, yamlErrors, env);
+  const source = YamlSource.read(abs, yamlErrors, env, reader.read);
   let config: GatewayConfig | undefined;
   let patterns: string[] = [];
   let pluginList: StagedLoad['pluginList'];
@@ -92,19 +165,19 @@ export function loadConfigStaged(file: string, env: NodeJS.ProcessEnv = process.
     }
   } else if (!yamlErrors.some((e) => e.code === 'GW_ERR_CONFIG_READ')) {
     // A YAML error in the main file: check the policy files it names if that part parses.
-    patterns = policiesOfBrokenYaml(abs);
+    patterns = policiesOfBrokenYaml(abs, reader);
   }
 
   const hash = createHash('sha256').update(source?.text ?? '');
   const policies: LoadedPolicy[] = [];
   for (const [i, pattern] of patterns.entries()) {
-    const matches = globSync(pattern, { cwd: dir }).sort();
+    const matches = reader.glob(pattern, dir).sort();
     if (matches.length === 0 && !/[*?[]/.test(pattern)) {
       yamlErrors.push(new GatewayError('GW_ERR_CONFIG_READ', [pattern, 'no such file'], { location: source ? source.locate(['policies', i]) : { file: abs } }));
     }
     for (const rel of matches) {
       const pfile = path.resolve(dir, rel);
-      const psrc = YamlSource.read(pfile, yamlErrors, env);
+      const psrc = YamlSource.read(pfile, yamlErrors, env, reader.read);
       if (!psrc) continue;
       hash.update('\0').update(pfile).update('\0').update(psrc.text);
       const pv = psrc.value();
@@ -131,7 +204,8 @@ export function loadConfigStaged(file: string, env: NodeJS.ProcessEnv = process.
   for (const f of fileRefs(config)) {
     const full = path.resolve(dir, f);
     watchFiles.add(full);
-    try { hash.update('\0').update(full).update('\0').update(readFileSync(full)); } catch { /* reported by the runtime */ }
+    // A file that cannot be read is reported by the runtime.
+    hash.update('\0').update(full).update('\0').update(reader.digest(full) ?? '');
   }
   return { errors, policies, pluginList, loaded: { file: abs, dir, source, config, policies, fingerprint: hash.digest('hex'), watchFiles: [...watchFiles] } };
 }
@@ -141,9 +215,9 @@ function defaultPolicies(): string[] {
 }
 
 /** The `policies:` list of a config file whose YAML has an error elsewhere, if that part reads. */
-function policiesOfBrokenYaml(file: string): string[] {
+function policiesOfBrokenYaml(file: string, reader: ConfigReader): string[] {
   try {
-    const v = parseDocument(readFileSync(file, 'utf8')).toJS() as { policies?: unknown } | null;
+    const v = parseDocument(reader.read(file)).toJS() as { policies?: unknown } | null;
     const raw = v && typeof v === 'object' ? v.policies : undefined;
     if (raw === undefined) return defaultPolicies();
     return Array.isArray(raw) ? raw.filter((x): x is string => typeof x === 'string' && !x.includes('${')) : [];

@@ -24,11 +24,14 @@ export class YamlSource {
     this.doc = parseDocument(text, { lineCounter: this.lines, prettyErrors: false, uniqueKeys: true });
   }
 
-  /** Read and parse; problems go to `errors` (the caller collects them all). */
-  static read(file: string, errors: GatewayError[], env: NodeJS.ProcessEnv = process.env): YamlSource | undefined {
+  /**
+   * Read (with `readText`, the disk by default) and parse; problems go to `errors` (the caller
+   * collects them all).
+   */
+  static read(file: string, errors: GatewayError[], env: NodeJS.ProcessEnv = process.env, readText: (file: string) => string = (f) => readFileSync(f, 'utf8')): YamlSource | undefined {
     let text: string;
     try {
-      text = readFileSync(file, 'utf8');
+      text = readText(file);
     } catch (e) {
       errors.push(new GatewayError('GW_ERR_CONFIG_READ', [file, (e as NodeJS.ErrnoException).code ?? String(e)], { location: { file } }));
       return undefined;
