@@ -15,8 +15,8 @@
  * - **Admin plane** is the primary's own listener (core/cluster/admin.ts): `/_ping` and
  *   `/metrics` aggregate every worker, `POST /-/reload` validates once here and fans out,
  *   `/-/config` reports each worker's version, anything else runs on one worker's admin app.
- * - **Config snapshot.** The primary alone reads the config files: once per start or reload, each
- *   file once (a recording ConfigReader, core/config/load.ts). It validates what it read and sends
+ * - **Config snapshot.** The primary alone reads the config files: once per start or reload
+ *   (a recording ConfigReader, core/config/load.ts). It validates what it read and sends
  *   those texts (a snapshot) with a version number of its own to every worker, which loads from the
  *   snapshot, never from disk. So a file edited after the primary read it (an editor's save in
  *   several writes) never reaches a worker unvalidated, and every worker runs the same texts.
@@ -329,7 +329,7 @@ async function validateFully(loaded: LoadedConfig): Promise<void> {
   await rt.retire(undefined);
 }
 
-/** Read the config files once (each file once), keeping the texts the workers will load. */
+/** Load the config from disk, keeping the texts read: what the workers will load. */
 function readConfig(file: string): { loaded: LoadedConfig; snapshot: ValidatedConfig['snapshot'] } {
   const reader = recordingReader();
   return { loaded: loadConfig(file, process.env, reader), snapshot: reader.snapshot };

@@ -78,10 +78,7 @@ export const diskReader: ConfigReader = {
   digest: (file) => { try { return createHash('sha256').update(readFileSync(file)).digest('hex'); } catch { return undefined; } },
 };
 
-/**
- * Reads the disk once per file and keeps every answer in `snapshot` (a file read twice in one
- * load gets its first text again). One reader per load.
- */
+/** Reads the disk and keeps every answer in `snapshot`. One reader per load. */
 export function recordingReader(): ConfigReader & { readonly snapshot: ConfigSnapshot } {
   const snapshot: ConfigSnapshot = { files: {}, globs: {}, digests: {} };
   return {
@@ -171,7 +168,13 @@ export function loadConfigStaged(file: string, env: NodeJS.ProcessEnv = process.
   const hash = createHash('sha256').update(source?.text ?? '');
   const policies: LoadedPolicy[] = [];
   for (const [i, pattern] of patterns.entries()) {
-    const matches = reader.glob(pattern, dir).sort();
+    let matches: string[];
+    try {
+      matches = reader.glob(pattern, dir).sort();
+    } catch (e) {
+      yamlErrors.push(new GatewayError('GW_ERR_CONFIG_READ', [pattern, (e as NodeJS.ErrnoException).code ?? String(e)], { location: source ? source.locate(['policies', i]) : { file: abs } }));
+      continue;
+    }
     if (matches.length === 0 && !/[*?[]/.test(pattern)) {
       yamlErrors.push(new GatewayError('GW_ERR_CONFIG_READ', [pattern, 'no such file'], { location: source ? source.locate(['policies', i]) : { file: abs } }));
     }

@@ -8,11 +8,9 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
+import { clusterClient } from '../helpers/cluster.ts';
 import { startGatewayProcess } from '../helpers/gateway-process.ts';
 import { collect, connect, open, post, until } from '../helpers/h2.ts';
-
-interface PingWorker { slot: number; pid: number; healthy: boolean; requests: number; failures: number; configVersion: number }
-interface Ping { status: string; healthy: boolean; workers: PingWorker[] }
 
 const POLICY = ['name: default', 'match: { paths: [/v1/completions] }', 'steps:', '  - use: auth', ''].join('\n');
 
@@ -25,22 +23,11 @@ const g = await startGatewayProcess(t, {
   env: { GG_MODEL: 'ghost-small', GHOSTGATE_TEST_WORKER_ENV: JSON.stringify({ 2: { GG_MODEL: null } }) },
 });
 
-const ping = async (): Promise<Ping> => (await fetch(`${g.adminUrl}/_ping`)).json() as Promise<Ping>;
-const admin = async <T>(p: string, init?: RequestInit): Promise<{ status: number; body: T }> => {
-  const r = await fetch(`${g.adminUrl}${p}`, init);
-  return { status: r.status, body: await r.json() as T };
-};
-const metricValue = async (re: RegExp): Promise<number> => {
-  const text = await (await fetch(`${g.adminUrl}/metrics`)).text();
-  return text.split('\n').filter((l) => re.test(l)).reduce((n, l) => n + Number(l.split(' ').pop()), 0);
-};
+const { ping, admin, metricValue } = clusterClient(g);
 const token = (await admin<{ token: string }>('/-/token', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ sub: 'alice' }) })).body.token;
 const auth = { authorization: `Bearer ${token}` };
-/** One request on a connection of its own: the primary hands connections to workers in turn. */
-const oneShot = async (body: object = { prompt: 'x' }, headers: Record<string, string> = auth): Promise<number> => {
-  const s = await connect(g.url);
-  try { return (await post(s, '/v1/completions', body, headers)).status; } finally { s.close(); }
-};
+/** One request on a connection of its own: its status. */
+const oneShot = async (body: object = { prompt: 'x' }, headers: Record<string, string> = auth): Promise<number> => (await clusterClient(g).oneShot(body, headers)).status;
 
 t.test('two workers share the data-plane port; both serve, and a token minted once verifies on both', async (t) => {
   const p0 = await ping();

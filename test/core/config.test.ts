@@ -1,11 +1,11 @@
 /** Config: env interpolation, validation with file:line for every problem, secrets never shown. */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { loadConfig } from '../../core/config/load.ts';
+import { loadConfig, recordingReader, snapshotReader } from '../../core/config/load.ts';
 import { ConfigErrors } from '../../core/errors.ts';
 import { startGateway } from '../helpers/gateway.ts';
 import { connect, post } from '../helpers/h2.ts';
@@ -52,6 +52,28 @@ t.test('defaults are applied and derived', async (t) => {
   t.equal(c.upstreams.local!.pool.size, 2);
   t.equal(c.http2.maxConcurrentStreams, 256);
   t.equal(c.http2.streamResetBurst, 10_000, 'reset-flood bucket far above Node\'s default, for editors that cancel');
+});
+
+t.test('a snapshot loads the texts a load read, without the disk (what cluster workers run)', async (t) => {
+  const secret = 'sk-in-a-file-' + 'q'.repeat(20);
+  const dir = tree({
+    'g.yaml': base.replace('{ url: "http://127.0.0.1:8000" }', '{ url: "http://127.0.0.1:8000", credential: { secret: { file: key.txt } } }') + 'policies: ["${GG_POLICY_DIR:-policies}/*.yaml"]\n',
+    'policies/a.yaml': 'name: a\nsteps:\n  - use: set-headers\n    params: { response: { x-cfg: a } }\n',
+    'key.txt': secret,
+  });
+  const file = path.join(dir, 'g.yaml');
+  const rec = recordingReader();
+  const first = loadConfig(file, {}, rec);
+  t.same(Object.keys(rec.snapshot.files).sort(), [file, path.join(dir, 'policies/a.yaml')], 'the main file and the policy file it names');
+  t.notMatch(JSON.stringify(rec.snapshot), secret, 'a secret file is in the snapshot as a digest only');
+  rmSync(dir, { recursive: true });
+  const again = loadConfig(file, {}, snapshotReader(JSON.parse(JSON.stringify(rec.snapshot))));
+  t.equal(again.fingerprint, first.fingerprint, 'same fingerprint, the secret file included, with the folder gone');
+  t.same(again.policies.map((p) => p.policy.steps[0]!.params), [{ response: { 'x-cfg': 'a' } }]);
+  t.same(again.config, first.config);
+  // A worker whose environment names other files than the primary's: an error, never a crash or an empty policy list.
+  t.throws(() => loadConfig(file, { GG_POLICY_DIR: 'elsewhere' }, snapshotReader(rec.snapshot)),
+    { errors: [{ code: 'GW_ERR_CONFIG_READ', message: /elsewhere\/\*\.yaml: ENOENT \(not in the config snapshot\)/ }] });
 });
 
 t.test('ghostgate validate lists every problem with file:line and exits 1', async (t) => {
