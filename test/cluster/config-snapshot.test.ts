@@ -3,7 +3,8 @@
  * validated (a snapshot sent over IPC), never what is on disk when they load. A worker replaced
  * after a crash runs its sibling's config, with its version and fingerprint, when the files on
  * disk have changed since (a valid edit not reloaded, or an invalid one a reload refused); and a
- * file edited after the primary read it for a reload does not reach the workers.
+ * file edited after the primary read it for a reload does not reach the workers. A reload every
+ * worker refused is not the config a replacement gets.
  *
  * "After the primary read it" is made exact, without a time window, by a test plugin that edits a
  * policy file from inside the primary's validation (cluster.isPrimary), which runs after the
@@ -53,6 +54,9 @@ export default {
 const g = await startGatewayProcess(t, {
   args: ['--workers', '2'],
   extraConfig: 'plugins: [./edit-while-validating.mjs]',
+  // No worker has GG_PRIMARY_ONLY: a config that reads it validates in the primary and fails in
+  // every worker (test-only hook, core/cluster/worker.ts).
+  env: { GG_PRIMARY_ONLY: 'ghost-small', GHOSTGATE_TEST_WORKER_ENV: JSON.stringify({ 1: { GG_PRIMARY_ONLY: null }, 2: { GG_PRIMARY_ONLY: null } }) },
   files: {
     'policies/default.yaml': policy('a'),
     // No policy (a comment only), but read and sent like any: 256 KiB of snapshot over IPC.
@@ -132,4 +136,14 @@ t.test('a reload runs what the primary validated, even if a file changes right a
   // And a worker started now gets them too.
   const fresh = await replace(2);
   t.equal(await bothRun(t, 'b', fresh), r.body.version);
+});
+
+t.test('a reload every worker refused is not what a replacement runs', async (t) => {
+  const v = await bothRun(t, 'b');
+  writeFileSync(g.configFile, goodConfig.replace('defaultModel: ghost-small', 'defaultModel: ${GG_PRIMARY_ONLY}'));
+  t.teardown(() => writeFileSync(g.configFile, goodConfig));
+  const r = await c.admin<{ ok: boolean; workers: Array<{ ok: boolean; version: number; error?: { code: string } }> }>('/-/reload', { method: 'POST' });
+  t.same(r.body.workers.map((w) => [w.ok, w.version, w.error?.code]), [[false, v, 'GW_ERR_CONFIG_ENV'], [false, v, 'GW_ERR_CONFIG_ENV']], 'the primary took it; no worker could');
+  const fresh = await replace(1);
+  t.equal(await bothRun(t, 'b', fresh), v, 'the replacement runs what its sibling runs, and started');
 });
