@@ -1,9 +1,10 @@
 /**
  * The primary ↔ worker channel (Node's cluster IPC): requests with ids and their answers, plus a
  * few one-way events. JSON messages; nothing here is on the request path. The largest is a config
- * snapshot (the text of the config and policy files, sent at start and with each reload): Node's
- * IPC channel sets no size limit on a message (it is one JSON line on a pipe, parsed once whole),
- * and test/cluster/config-snapshot.test.ts sends one with a 256 KiB policy file.
+ * snapshot (the text of the config and policy files, sent at start and with each reload). Node's
+ * IPC channel checks no message size: a message is one JSON line on a pipe, buffered until its
+ * newline and parsed whole (Node's lib/internal/child_process/serialization.js, `json`, the
+ * cluster default); test/cluster/config-snapshot.test.ts sends one with a 256 KiB policy file.
  *
  *   const rpc = new Rpc((m) => worker.send(m));
  *   worker.on('message', (m) => rpc.receive(m));
