@@ -10,21 +10,31 @@
  *
  * The upstream is reached over HTTP/1.1 (https for an https:// upstream, with its `tls` settings),
  * on an undici pool of its own, not the HTTP/2 session pool: there is no upstream GOAWAY on this
- * path, and a request is not retried (a POST may have been processed). Cancellation and
- * shutdown: docs/operations.md#passthrough.
+ * path, and a request is not retried (a POST may have been processed).
+ *
+ * Cancellation: a client that leaves (RST_STREAM, a closed HTTP/1.1 socket) aborts the upstream
+ * request at once, before or after its response headers: each request carries an AbortSignal
+ * into undici (reply-from passes none of its own), and on HTTP/1.1 undici closes that upstream
+ * connection. Shutdown: a passthrough request is in flight on its runtime like a completion, so
+ * the grace period waits for it and its deadline cuts it (a coded 503 before the upstream's
+ * headers; upstream aborted). docs/operations.md#passthrough-routes.
  *
  * `GET /v1/models` (and `/v1/models/{id}`) is answered by the gateway from its logical models, in
  * OpenAI's shape, behind a gateway token when `auth:` is configured.
  */
+import { constants as h2 } from 'node:http2';
+import type { ServerHttp2Stream } from 'node:http2';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import proxy from '@fastify/http-proxy';
 import { Counter } from 'prom-client';
+import { Agent } from 'undici';
+import type { Dispatcher } from 'undici';
 import { bearerToken } from '../auth/bearer.ts';
 import { GatewayError, JSON_TYPE } from '../errors.ts';
 import type { ErrorCode } from '../errors.ts';
 import type { GatewayMetrics } from '../metrics.ts';
-import type { Runtime } from '../runtime.ts';
+import type { Cancellable, Runtime } from '../runtime.ts';
 import type { Logger } from '../types.ts';
 import type { PassthroughTarget } from './passthrough-table.ts';
 
@@ -58,6 +68,55 @@ function authenticate(req: FastifyRequest, rt: Runtime): unknown {
   return auth.verify(token);
 }
 
+/**
+ * One passthrough request from its authentication to its response's close. It is in its
+ * runtime's `live` set meanwhile, so shutdown waits for it and cuts it at the deadline.
+ */
+class InFlight implements Cancellable {
+  readonly #ac = new AbortController();
+  /** Why the upstream request was aborted, once it was. */
+  why: 'client' | 'shutdown' | undefined;
+  /** Handed to undici with the request. */
+  readonly signal = this.#ac.signal;
+  /** The entry as the runtime the request started on has it. */
+  readonly target: PassthroughTarget;
+  constructor(target: PassthroughTarget) { this.target = target; }
+  /** The client left: the upstream request is abandoned. */
+  clientGone(): void { this.#abort('client'); }
+  /** The shutdown deadline (Runtime.live). */
+  cancel(): void { this.#abort('shutdown'); }
+  #abort(why: 'client' | 'shutdown'): void {
+    if (this.why !== undefined) return;
+    this.why = why;
+    this.#ac.abort();
+  }
+}
+
+/**
+ * How a request's signal reaches undici: reply-from builds undici's request options itself and
+ * takes no per-request ones, but it copies the request headers with Object.assign, which keeps a
+ * symbol-keyed property. The dispatcher below takes it out again (never sent).
+ */
+const SIGNAL = Symbol('ghostgate.passthrough.signal');
+
+/** An undici Agent as reply-from calls it (`request(opts, cb)`), with each request's signal put in. */
+function cancellableDispatcher(agent: Agent): Pick<Dispatcher, 'request'> {
+  return {
+    request(opts: Dispatcher.RequestOptions, cb?: unknown) {
+      const headers = opts.headers as Record<string | symbol, unknown>;
+      const signal = headers[SIGNAL] as AbortSignal | undefined;
+      delete headers[SIGNAL];
+      return (agent.request as (o: Dispatcher.RequestOptions, cb: unknown) => unknown)({ ...opts, signal }, cb);
+    },
+  } as Pick<Dispatcher, 'request'>;
+}
+
+/** The client's response is gone (a reset stream or a destroyed socket) before it ended. */
+function clientGone(res: FastifyReply['raw']): boolean {
+  const r = res as { destroyed?: boolean; stream?: { destroyed: boolean } };
+  return !res.writableEnded && (r.destroyed === true || r.stream?.destroyed === true);
+}
+
 /** The upstream failure reply-from reports, onto the catalog. */
 function upstreamError(error: { code?: string; statusCode?: number } | undefined, t: PassthroughTarget | undefined, timeoutMs: number): GatewayError {
   const name = t?.upstream ?? 'passthrough';
@@ -82,24 +141,29 @@ export const passthroughPlugin = fp<{ gw: PassthroughState }>(async (app, { gw }
     // Its own context: reply-from's content-type parsers (the body as a stream) stay in here.
     await app.register(async (child: FastifyInstance) => {
       child.removeAllContentTypeParsers();
-      /** The entry as the running config has it (a reload may change its upstream's host or key). */
-      const current = (req: FastifyRequest): PassthroughTarget | undefined => (req as FastifyRequest & { passthrough?: PassthroughTarget }).passthrough;
+      /** The request's state: its entry as the running config has it (a reload may change its upstream's host or key). */
+      const current = (req: FastifyRequest): InFlight | undefined => (req as FastifyRequest & { passthrough?: InFlight }).passthrough;
+      // The pool is ours, not reply-from's: reply-from would never close it (its destroyAgent is off).
+      const agent = new Agent({
+        pipelining: 1,
+        connections: u.pool.size,
+        headersTimeout: firstByteMs,
+        bodyTimeout: u.timeouts.idleMs,
+        // The upstream's TLS settings; verification on unless it says otherwise (tested).
+        connect: {
+          timeout: u.timeouts.connectMs,
+          rejectUnauthorized: u.tls?.rejectUnauthorized ?? true,
+          ...(u.tls?.servername ? { servername: u.tls.servername } : {}),
+          ...(initial.ca ? { ca: initial.ca } : {}),
+        },
+      });
+      // Runs once the server has closed (every client connection gone, so no request is left).
+      child.addHook('onClose', async () => { await agent.destroy(); });
       await child.register(proxy, {
         upstream: '',
         rewritePrefix: initial.basePath + entry.path,
         httpMethods: ['GET', 'POST', 'DELETE', 'PUT', 'PATCH', 'HEAD', 'OPTIONS'],
-        undici: {
-          connections: u.pool.size,
-          headersTimeout: firstByteMs,
-          bodyTimeout: u.timeouts.idleMs,
-          // The upstream's TLS settings; verification on unless it says otherwise (tested).
-          connect: {
-            timeout: u.timeouts.connectMs,
-            rejectUnauthorized: u.tls?.rejectUnauthorized ?? true,
-            ...(u.tls?.servername ? { servername: u.tls.servername } : {}),
-            ...(initial.ca ? { ca: initial.ca } : {}),
-          },
-        },
+        undici: cancellableDispatcher(agent),
         preHandler: async (req: FastifyRequest, reply: FastifyReply) => {
           if (gw.closing) return send(reply, new GatewayError('GW_ERR_SERVER_SHUTTING_DOWN'), gw.metrics);
           const r = gw.runtime;
@@ -113,14 +177,25 @@ export const passthroughPlugin = fp<{ gw: PassthroughState }>(async (app, { gw }
               return send(reply, e instanceof GatewayError ? e : new GatewayError('GW_ERR_SERVER_INTERNAL'), gw.metrics);
             }
           }
-          (req as FastifyRequest & { passthrough?: PassthroughTarget }).passthrough = t;
+          const f = new InFlight(t);
+          (req as FastifyRequest & { passthrough?: InFlight }).passthrough = f;
+          // From here until the response closes the request is in flight on this runtime.
+          r.enter(f);
+          const res = reply.raw;
+          res.once('close', () => {
+            r.leave(f);
+            if (!res.writableEnded) f.clientGone();
+          });
+          // A client gone while it was authenticated: its request is never sent.
+          if (clientGone(res)) f.clientGone();
           return undefined;
         },
         replyOptions: {
-          getUpstream: (req: FastifyRequest) => current(req)?.origin ?? initial.origin,
+          getUpstream: (req: FastifyRequest) => current(req)?.target.origin ?? initial.origin,
           rewriteRequestHeaders: (req: FastifyRequest, headers: Record<string, string | string[] | undefined>) => {
-            const t = current(req) ?? initial;
-            const out: Record<string, string | string[] | undefined> = { host: headers.host };
+            const f = current(req);
+            const t = f?.target ?? initial;
+            const out: Record<string | symbol, unknown> = { host: headers.host, [SIGNAL]: f?.signal };
             for (const h of BODY_HEADERS) if (headers[h] !== undefined) out[h] = headers[h];
             for (const h of t.forwardHeaders) if (headers[h] !== undefined) out[h] = headers[h];
             // The client's Authorization never goes upstream; the upstream's own credential does.
@@ -129,12 +204,27 @@ export const passthroughPlugin = fp<{ gw: PassthroughState }>(async (app, { gw }
             return out;
           },
           onResponse: (req: FastifyRequest, reply: FastifyReply, res: { statusCode: number; stream: NodeJS.ReadableStream }) => {
-            counter.labels(entry.path, current(req)?.upstream ?? entry.upstream, String(res.statusCode)).inc();
+            const f = current(req);
+            counter.labels(entry.path, f?.target.upstream ?? entry.upstream, String(res.statusCode)).inc();
+            // A body cut short (the upstream failed mid-body, or we aborted it) must not look
+            // whole. Fastify destroys the response: on HTTP/1.1 the connection closes before the
+            // last chunk, but an HTTP/2 stream destroyed without an error ends with
+            // RST_STREAM(NO_ERROR), which Node's client takes for a clean end. Reset it first.
+            const stream = (reply.raw as { stream?: ServerHttp2Stream }).stream;
+            if (stream) res.stream.once('error', () => { if (!stream.closed) stream.close(h2.NGHTTP2_INTERNAL_ERROR); });
             reply.send(res.stream);
           },
           onError: (reply: FastifyReply, { error }: { error: { code?: string; statusCode?: number } }) => {
-            const t = current(reply.request);
-            counter.labels(entry.path, t?.upstream ?? entry.upstream, 'error').inc();
+            const f = current(reply.request);
+            const t = f?.target;
+            const upstream = t?.upstream ?? entry.upstream;
+            // Aborted by us: the client left (nobody to answer), or the shutdown deadline (a coded 503).
+            if (f?.why !== undefined) {
+              counter.labels(entry.path, upstream, 'cancelled').inc();
+              if (f.why === 'shutdown') send(reply, new GatewayError('GW_ERR_SERVER_SHUTTING_DOWN'), gw.metrics);
+              return;
+            }
+            counter.labels(entry.path, upstream, 'error').inc();
             gw.log.warn({ path: entry.path, upstream: t?.upstream, err: error.code }, 'passthrough: upstream request failed');
             send(reply, upstreamError(error, t, firstByteMs), gw.metrics);
           },
