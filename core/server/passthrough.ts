@@ -191,6 +191,8 @@ export const passthroughPlugin = fp<{ gw: PassthroughState }>(async (app, { gw }
           return undefined;
         },
         replyOptions: {
+          // Never retry: reply-from would resend a GET answered 503 up to 10 times (tested).
+          retryDelay: () => null,
           getUpstream: (req: FastifyRequest) => current(req)?.target.origin ?? initial.origin,
           rewriteRequestHeaders: (req: FastifyRequest, headers: Record<string, string | string[] | undefined>) => {
             const f = current(req);

@@ -89,6 +89,17 @@ t.test('passthrough: a reload that changes the upstream\'s key applies to the ne
   t.equal(JSON.parse(gone.text).error.code, 'GW_ERR_REQ_NOT_FOUND');
 });
 
+t.test('passthrough: an upstream 503 is relayed, never retried (GET and POST)', async (t) => {
+  const { g, up, token } = await passthroughRig(t, '  - { path: /v1/files, upstream: openai, methods: [GET, POST] }');
+  const s = await connect(g.url);
+  t.teardown(() => s.close());
+  const get = await collect(s.request({ ':method': 'GET', ':path': '/v1/files/busy', authorization: `Bearer ${token}` }));
+  t.equal(get.status, 503, 'GET: the upstream\'s 503');
+  const post503 = await post(s, '/v1/files/busy', {}, { authorization: `Bearer ${token}` });
+  t.equal(post503.status, 503, 'POST: the upstream\'s 503');
+  t.same(up.seen.map((x) => `${x.method} ${x.url}`), ['GET /v1/files/busy', 'POST /v1/files/busy'], 'each reached the upstream once');
+});
+
 t.test('passthrough: the upstream down gives a coded 502', async (t) => {
   const { g, up, token } = await passthroughRig(t);
   await up.close();

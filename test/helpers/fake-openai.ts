@@ -5,7 +5,7 @@
  *   const h = await up.nextHeld(() => send('/v1/files/slow'));   // the upstream holds that request
  *   await up.nextGone(() => cancel());                           // ...and sees it abandoned
  *
- * It answers embeddings and moderations at once and records what it got. Requests under
+ * It answers embeddings and moderations at once (`/v1/files/busy`: 503) and records what it got. Requests under
  * `/v1/files/slow` are held until the test answers them (`held[i].res`); the upstream counts
  * them while open (`inFlight()`) and tells when one is closed before it was answered (the
  * gateway gave up on it: `gone`, with the time it saw that).
@@ -66,6 +66,11 @@ export async function fakeOpenAI(t: Teardown): Promise<FakeOpenAI> {
     req.on('data', (d: string) => { body += d; });
     req.on('end', () => {
       seen.push({ method: req.method!, url: req.url!, headers: req.headers, body });
+      if (req.url === '/v1/files/busy') {
+        res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '0' });
+        res.end('{"error":{"message":"busy"}}');
+        return;
+      }
       const input = (() => { try { return (JSON.parse(body) as { input?: unknown }).input; } catch { return undefined; } })();
       const out = req.url === '/v1/embeddings'
         ? { object: 'list', model: 'text-embedding-3-small', data: [{ object: 'embedding', index: 0, embedding: [0.25, -0.5, String(input).length] }], usage: { prompt_tokens: 1, total_tokens: 1 } }
