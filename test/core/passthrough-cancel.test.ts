@@ -13,13 +13,21 @@ import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
 import t from 'tap';
 import type { Test } from 'tap';
 import { passthroughRig } from '../helpers/fake-openai.ts';
-import type { FakeOpenAI } from '../helpers/fake-openai.ts';
+import type { FakeOpenAI, Held } from '../helpers/fake-openai.ts';
 import type { TestGateway } from '../helpers/gateway.ts';
-import { collect, connect, post, post1, waitFor, within } from '../helpers/h2.ts';
+import { collect, connect, firstData, post, post1, waitFor, within } from '../helpers/h2.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR } = http2.constants;
 const EMBED = { model: 'text-embedding-3-small', input: 'hello' };
 const SLOW = '  - { path: /v1/files, upstream: openai }';
+
+/** The rig with the held path (/v1/files/slow), and an HTTP/2 session to its gateway. */
+async function rig(t: Test): Promise<Awaited<ReturnType<typeof passthroughRig>> & { s: ClientHttp2Session }> {
+  const r = await passthroughRig(t, SLOW);
+  const s = await connect(r.g.url);
+  t.teardown(() => s.close());
+  return { ...r, s };
+}
 
 /** A POST to the held path over HTTP/2 (the stream is returned unread). */
 function slow2(s: ClientHttp2Session, token: string): ClientHttp2Stream {
@@ -35,6 +43,17 @@ function slow1(url: string, token: string): http.ClientRequest {
   req.on('error', () => {});
   req.end('{}');
   return req;
+}
+
+/** An HTTP/1.1 request's first response body bytes at the client. */
+function firstData1(req: http.ClientRequest): Promise<unknown> {
+  return new Promise((r) => req.once('response', (res) => res.once('data', r)));
+}
+
+/** The upstream starts answering these (headers and a first part of the body); resolves once `arrived` (the first bytes at the clients). */
+async function startAnswers(held: Held[], arrived: Array<Promise<unknown>>): Promise<void> {
+  for (const h of held) { h.res.writeHead(200, { 'content-type': 'application/octet-stream' }); h.res.write('part one'); }
+  await within('the first bytes at the clients', Promise.all(arrived));
 }
 
 /** Milliseconds, as `p50 / p90 / max` over the samples. */
@@ -78,9 +97,7 @@ function reply1(req: http.ClientRequest): Promise<{ status: number; text: string
 }
 
 t.test('passthrough: an HTTP/2 client\'s RST_STREAM before the upstream answered cancels the upstream request at once (50 times)', async (t) => {
-  const { g, up, token } = await passthroughRig(t, SLOW);
-  const s = await connect(g.url);
-  t.teardown(() => s.close());
+  const { g, up, token, s } = await rig(t);
   const took: number[] = [];
   for (let i = 0; i < 50; i++) {
     let st!: ClientHttp2Stream;
@@ -97,7 +114,7 @@ t.test('passthrough: an HTTP/2 client\'s RST_STREAM before the upstream answered
 });
 
 t.test('passthrough: an HTTP/1.1 client closing its socket before the upstream answered cancels the upstream request at once (20 times)', async (t) => {
-  const { g, up, token } = await passthroughRig(t, SLOW);
+  const { g, up, token, s } = await rig(t);
   const took: number[] = [];
   for (let i = 0; i < 20; i++) {
     let req!: http.ClientRequest;
@@ -107,39 +124,29 @@ t.test('passthrough: an HTTP/1.1 client closing its socket before the upstream a
     took.push(h.goneAt - at);
   }
   t.comment(`HTTP/1.1 cancel to upstream: ${spread(took)}`);
-  const s = await connect(g.url);
-  t.teardown(() => s.close());
   await drained(t, g, up, s, token);
 });
 
 t.test('passthrough: a client that leaves mid-response (after the upstream\'s headers) closes the upstream request too', async (t) => {
-  const { g, up, token } = await passthroughRig(t, SLOW);
-  const s = await connect(g.url);
-  t.teardown(() => s.close());
+  const { g, up, token, s } = await rig(t);
   let st!: ClientHttp2Stream;
   const h = await up.nextHeld(() => { st = slow2(s, token); });
-  const first = new Promise((r) => st.once('data', r));
-  h.res.writeHead(200, { 'content-type': 'application/octet-stream' });
-  h.res.write('part one');
-  await within('the first bytes at the client', first);
+  await startAnswers([h], [firstData(st)]);
   await up.nextGone(() => st.close(NGHTTP2_CANCEL));
   await drained(t, g, up, s, token);
 });
 
 t.test('passthrough: an upstream that fails mid-body cuts the client\'s response, which never ends cleanly (HTTP/2 and HTTP/1.1)', async (t) => {
-  const { g, up, token } = await passthroughRig(t, SLOW);
-  const s = await connect(g.url);
-  t.teardown(() => s.close());
+  const { g, up, token, s } = await rig(t);
   let st!: ClientHttp2Stream;
   const h2 = await up.nextHeld(() => { st = slow2(s, token); });
   const got2 = collect(st);
-  const first2 = new Promise((r) => st.once('data', r));
+  const first2 = firstData(st);
   let req!: http.ClientRequest;
   const h1 = await up.nextHeld(() => { req = slow1(g.url, token); });
-  const first1 = new Promise((r) => req.once('response', (res) => res.once('data', r)));
+  const first1 = firstData1(req);
   const got1 = reply1(req);
-  for (const h of [h2, h1]) { h.res.writeHead(200, { 'content-type': 'application/octet-stream' }); h.res.write('part one'); }
-  await within('the first bytes at both clients', Promise.all([first2, first1]));
+  await startAnswers([h2, h1], [first2, first1]);
   for (const h of [h2, h1]) h.res.destroy();
   const r2 = await within('the HTTP/2 response', got2);
   t.equal(r2.text, 'part one');
@@ -152,8 +159,7 @@ t.test('passthrough: an upstream that fails mid-body cuts the client\'s response
 });
 
 t.test('passthrough on shutdown: requests in flight finish within shutdown.graceMs (HTTP/2 and HTTP/1.1); the upstream pool closes with the gateway', async (t) => {
-  const { g, up, token } = await passthroughRig(t, SLOW);
-  const s = await connect(g.url);
+  const { g, up, token, s } = await rig(t);
   let st!: ClientHttp2Stream;
   const h2 = await up.nextHeld(() => { st = slow2(s, token); });
   let req!: http.ClientRequest;
@@ -175,8 +181,7 @@ t.test('passthrough on shutdown: requests in flight finish within shutdown.grace
 });
 
 t.test('passthrough on shutdown: at the deadline, requests still running are cut and their upstream requests cancelled: a coded 503 before the response, a cut body after (HTTP/2 and HTTP/1.1)', async (t) => {
-  const { g, up, token } = await passthroughRig(t, SLOW);
-  const s = await connect(g.url);
+  const { g, up, token, s } = await rig(t);
   let st!: ClientHttp2Stream;
   await up.nextHeld(() => { st = slow2(s, token); });
   let req!: http.ClientRequest;
@@ -186,12 +191,11 @@ t.test('passthrough on shutdown: at the deadline, requests still running are cut
   // Two more whose responses have begun: headers and a first part of the body are at the client.
   const h2 = await up.nextHeld(() => { st = slow2(s, token); });
   const started2 = collect(st);
-  const first2 = new Promise((r) => st.once('data', r));
+  const first2 = firstData(st);
   const h1 = await up.nextHeld(() => { req = slow1(g.url, token); });
-  const first1 = new Promise((r) => req.once('response', (res) => res.once('data', r)));
+  const first1 = firstData1(req);
   const started1 = reply1(req);
-  for (const h of [h2, h1]) { h.res.writeHead(200, { 'content-type': 'application/octet-stream' }); h.res.write('part one'); }
-  await within('the first bytes at both clients', Promise.all([first2, first1]));
+  await startAnswers([h2, h1], [first2, first1]);
   // A short grace: the deadline comes while all four are still running (nothing ends them).
   const closed = g.gw.close(200);
   await waitFor('the upstream to see all four requests cut', () => up.held.every((h) => h.gone));
