@@ -82,11 +82,40 @@ export async function startGatewayProcess(t: Teardown, o: GatewayProcessOptions 
     'logging: { level: info }',
     o.extraConfig ?? '',
   ].join('\n') + '\n');
+  const { child, exited, banner, stdout } = await spawnGatewayCli(t, ['--config', configFile, ...(o.args ?? [])], { env: o.env, openFileLimit: o.openFileLimit });
+  const find = (re: RegExp): string | undefined => re.exec(banner)?.[1];
+  return {
+    child, model, exited, dir, configFile,
+    url: find(/data plane\s+(http:\/\/\S+)/)!,
+    tlsUrl: find(/data plane\s+(https:\/\/\S+)/),
+    adminUrl: find(/admin\s+(http:\/\/\S+)/)!,
+    stdout,
+  };
+}
+
+/** A `ghostgate start` process whose banner has come. */
+export interface GatewayCli {
+  child: ChildProcess;
+  /** Resolves with the exit code (or signal name) when the process ends. */
+  exited: Promise<number | string | null>;
+  /** stdout up to the banner's admin line. */
+  banner: string;
+  /** Everything the process wrote to stdout so far. */
+  stdout(): string;
+}
+
+/**
+ * Spawn `ghostgate start <args>` (a tracked child, SIGKILLed by `t.teardown` if still running) and
+ * wait for its banner to name the admin address (the last listener it prints). Rejects, with
+ * `name` and the process's stderr, when it exits first or takes longer than `timeoutMs`.
+ */
+export async function spawnGatewayCli(t: Teardown, args: string[], o: { env?: NodeJS.ProcessEnv; openFileLimit?: number; name?: string; timeoutMs?: number } = {}): Promise<GatewayCli> {
+  const name = o.name ?? 'gateway';
   const spawnOpts = { stdio: ['ignore', 'pipe', 'pipe'] as ('ignore' | 'pipe')[], ...(o.env ? { env: { ...process.env, ...o.env } } : {}) };
-  const args = [CLI, 'start', '--config', configFile, ...(o.args ?? [])];
+  const argv = [CLI, 'start', ...args];
   const child = o.openFileLimit === undefined
-    ? spawnTracked(NODE_BIN, args, spawnOpts)
-    : spawnTracked('/bin/sh', ['-c', `ulimit -n ${o.openFileLimit} && exec "$0" "$@"`, NODE_BIN, ...args], spawnOpts);
+    ? spawnTracked(NODE_BIN, argv, spawnOpts)
+    : spawnTracked('/bin/sh', ['-c', `ulimit -n ${o.openFileLimit} && exec "$0" "$@"`, NODE_BIN, ...argv], spawnOpts);
   const exited = new Promise<number | string | null>((resolve) => child.once('exit', (code, sig) => resolve(code ?? sig)));
   t.teardown(() => stopTracked(child, 0, 'SIGKILL'));
   let out = '';
@@ -95,19 +124,12 @@ export async function startGatewayProcess(t: Teardown, o: GatewayProcessOptions 
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (d: string) => { err += d; });
   const banner = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gateway did not start in time: ${err}`)), 30_000);
+    const timer = setTimeout(() => reject(new Error(`${name} did not start in time: ${err}`)), o.timeoutMs ?? 30_000);
     child.stdout!.on('data', (d: string) => {
       out += d;
       if (/^\s+admin\s+http:\/\/\S+/m.test(out)) { clearTimeout(timer); resolve(out); }
     });
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`gateway exited (${code}): ${err}`)); });
+    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`${name} exited (${code}): ${err}`)); });
   });
-  const find = (re: RegExp): string | undefined => re.exec(banner)?.[1];
-  return {
-    child, model, exited, dir, configFile,
-    url: find(/data plane\s+(http:\/\/\S+)/)!,
-    tlsUrl: find(/data plane\s+(https:\/\/\S+)/),
-    adminUrl: find(/admin\s+(http:\/\/\S+)/)!,
-    stdout: () => out,
-  };
+  return { child, exited, banner, stdout: () => out };
 }

@@ -11,10 +11,10 @@ import type { ClientHttp2Session } from 'node:http2';
 import net from 'node:net';
 import path from 'node:path';
 import { collect, firstData, open } from './h2.ts';
-import { NODE_BIN, ROOT, spawnTracked, stopTracked } from './proc.ts';
+import { spawnGatewayCli } from './gateway-process.ts';
+import { ROOT, spawnTracked, stopTracked } from './proc.ts';
 
 export const HAPROXY_CFG = path.join(ROOT, 'docs/deploy/haproxy.cfg');
-const CLI = path.join(ROOT, 'bin/ghostgate.ts');
 
 export function findHaproxy(): string | undefined {
   for (const p of ['/usr/sbin/haproxy', '/usr/local/sbin/haproxy']) if (existsSync(p)) return p;
@@ -78,25 +78,11 @@ export class Instance {
 
   async start(t: { teardown(fn: () => unknown): void }): Promise<void> {
     writeFileSync(this.configFile, this.#config(this.port, this.adminPort));
-    const child = spawnTracked(NODE_BIN, [CLI, 'start', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child = child;
-    this.exited = new Promise((resolve) => child.once('exit', (code, sig) => resolve(code ?? sig)));
-    t.teardown(() => stopTracked(child, 0, 'SIGKILL'));
-    let out = '';
-    let err = '';
-    child.stdout!.setEncoding('utf8');
-    child.stderr!.setEncoding('utf8');
-    child.stderr!.on('data', (d: string) => { err += d; });
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${this.name} did not start: ${err}`)), 60_000);
-      child.stdout!.on('data', (d: string) => {
-        out += d;
-        const admin = /^\s+admin\s+http:\/\/127\.0\.0\.1:(\d+)/m.exec(out);
-        const data = /data plane\s+http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
-        if (admin && data) { this.port = Number(data[1]); this.adminPort = Number(admin[1]); clearTimeout(timer); resolve(); }
-      });
-      child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`${this.name} exited (${code}): ${err}`)); });
-    });
+    const g = await spawnGatewayCli(t, ['--config', this.configFile], { name: this.name, timeoutMs: 60_000 });
+    this.child = g.child;
+    this.exited = g.exited;
+    this.port = Number(/data plane\s+http:\/\/127\.0\.0\.1:(\d+)/.exec(g.banner)![1]);
+    this.adminPort = Number(/^\s+admin\s+http:\/\/127\.0\.0\.1:(\d+)/m.exec(g.banner)![1]);
   }
 
   /** SIGTERM: the gateway drains (fails /_ping, then finishes its streams) and exits. */
