@@ -17,25 +17,24 @@
  * into undici (reply-from passes none of its own), and on HTTP/1.1 undici closes that upstream
  * connection. Shutdown: a passthrough request is in flight on its runtime like a completion, so
  * the grace period waits for it and its deadline cuts it (a coded 503 before the upstream's
- * headers; upstream aborted). docs/operations.md#passthrough-routes.
+ * headers; upstream aborted). How: core/server/passthrough-cancel.ts;
+ * docs/operations.md#passthrough-routes.
  *
  * `GET /v1/models` (and `/v1/models/{id}`) is answered by the gateway from its logical models, in
  * OpenAI's shape, behind a gateway token when `auth:` is configured.
  */
-import { constants as h2 } from 'node:http2';
-import type { ServerHttp2Stream } from 'node:http2';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import proxy from '@fastify/http-proxy';
 import { Counter } from 'prom-client';
 import { Agent } from 'undici';
-import type { Dispatcher } from 'undici';
 import { bearerToken } from '../auth/bearer.ts';
 import { GatewayError, JSON_TYPE } from '../errors.ts';
 import type { ErrorCode } from '../errors.ts';
 import type { GatewayMetrics } from '../metrics.ts';
-import type { Cancellable, Runtime } from '../runtime.ts';
+import type { Runtime } from '../runtime.ts';
 import type { Logger } from '../types.ts';
+import { cancellableDispatcher, clientGone, InFlight, resetOnBodyError, SIGNAL } from './passthrough-cancel.ts';
 import type { PassthroughTarget } from './passthrough-table.ts';
 
 /** What these routes read of the gateway. */
@@ -66,55 +65,6 @@ function authenticate(req: FastifyRequest, rt: Runtime): unknown {
   if (token === null) throw auth.reject('GW_ERR_AUTH_MALFORMED_TOKEN');
   if (token === undefined) throw auth.reject('GW_ERR_AUTH_MISSING_TOKEN');
   return auth.verify(token);
-}
-
-/**
- * One passthrough request from its authentication to its response's close. It is in its
- * runtime's `live` set meanwhile, so shutdown waits for it and cuts it at the deadline.
- */
-class InFlight implements Cancellable {
-  readonly #ac = new AbortController();
-  /** Why the upstream request was aborted, once it was. */
-  why: 'client' | 'shutdown' | undefined;
-  /** Handed to undici with the request. */
-  readonly signal = this.#ac.signal;
-  /** The entry as the runtime the request started on has it. */
-  readonly target: PassthroughTarget;
-  constructor(target: PassthroughTarget) { this.target = target; }
-  /** The client left: the upstream request is abandoned. */
-  clientGone(): void { this.#abort('client'); }
-  /** The shutdown deadline (Runtime.live). */
-  cancel(): void { this.#abort('shutdown'); }
-  #abort(why: 'client' | 'shutdown'): void {
-    if (this.why !== undefined) return;
-    this.why = why;
-    this.#ac.abort();
-  }
-}
-
-/**
- * How a request's signal reaches undici: reply-from builds undici's request options itself and
- * takes no per-request ones, but it copies the request headers with Object.assign, which keeps a
- * symbol-keyed property. The dispatcher below takes it out again (never sent).
- */
-const SIGNAL = Symbol('ghostgate.passthrough.signal');
-
-/** An undici Agent as reply-from calls it (`request(opts, cb)`), with each request's signal put in. */
-function cancellableDispatcher(agent: Agent): Pick<Dispatcher, 'request'> {
-  return {
-    request(opts: Dispatcher.RequestOptions, cb?: unknown) {
-      const headers = opts.headers as Record<string | symbol, unknown>;
-      const signal = headers[SIGNAL] as AbortSignal | undefined;
-      delete headers[SIGNAL];
-      return (agent.request as (o: Dispatcher.RequestOptions, cb: unknown) => unknown)({ ...opts, signal }, cb);
-    },
-  } as Pick<Dispatcher, 'request'>;
-}
-
-/** The client's response is gone (a reset stream or a destroyed socket) before it ended. */
-function clientGone(res: FastifyReply['raw']): boolean {
-  const r = res as { destroyed?: boolean; stream?: { destroyed: boolean } };
-  return !res.writableEnded && (r.destroyed === true || r.stream?.destroyed === true);
 }
 
 /** The upstream failure reply-from reports, onto the catalog. */
@@ -186,7 +136,7 @@ export const passthroughPlugin = fp<{ gw: PassthroughState }>(async (app, { gw }
             r.leave(f);
             if (!res.writableEnded) f.clientGone();
           });
-          // A client gone while it was authenticated: its request is never sent.
+          // A client gone while it was authenticated: undici gets a signal already aborted.
           if (clientGone(res)) f.clientGone();
           return undefined;
         },
@@ -208,12 +158,7 @@ export const passthroughPlugin = fp<{ gw: PassthroughState }>(async (app, { gw }
           onResponse: (req: FastifyRequest, reply: FastifyReply, res: { statusCode: number; stream: NodeJS.ReadableStream }) => {
             const f = current(req);
             counter.labels(entry.path, f?.target.upstream ?? entry.upstream, String(res.statusCode)).inc();
-            // A body cut short (the upstream failed mid-body, or we aborted it) must not look
-            // whole. Fastify destroys the response: on HTTP/1.1 the connection closes before the
-            // last chunk, but an HTTP/2 stream destroyed without an error ends with
-            // RST_STREAM(NO_ERROR), which Node's client takes for a clean end. Reset it first.
-            const stream = (reply.raw as { stream?: ServerHttp2Stream }).stream;
-            if (stream) res.stream.once('error', () => { if (!stream.closed) stream.close(h2.NGHTTP2_INTERNAL_ERROR); });
+            resetOnBodyError(reply, res.stream);
             reply.send(res.stream);
           },
           onError: (reply: FastifyReply, { error }: { error: { code?: string; statusCode?: number } }) => {
