@@ -34,6 +34,9 @@ type Tap = Test;
 /** A raw client socket on the cleartext or TLS port that records what it receives and when it closes. */
 async function raw(t: Tap, g: TestGateway, secure: boolean): Promise<{ sock: net.Socket; text: () => string; closed: Promise<number> }> {
   const a = g.gw.addresses!;
+  // From before the connect: the gateway's deadlines run from the connection (a TLS handshake,
+  // slow on a busy machine, counts), so a clock started after it could read less than the deadline.
+  const t0 = Date.now();
   const sock: net.Socket = secure
     ? tls.connect({ port: a.tlsPort!, host: '127.0.0.1', ca: cert.cert, servername: 'localhost', ALPNProtocols: ['http/1.1'] })
     : net.connect(a.port, '127.0.0.1');
@@ -43,7 +46,6 @@ async function raw(t: Tap, g: TestGateway, secure: boolean): Promise<{ sock: net
   sock.setEncoding('utf8');
   sock.on('data', (d: string) => { text += d; });
   sock.on('error', () => { /* reset by the gateway: fine */ });
-  const t0 = Date.now();
   const closed = new Promise<number>((r) => sock.once('close', () => r(Date.now() - t0)));
   return { sock, text: () => text, closed };
 }
