@@ -88,7 +88,10 @@ t.test('sessions opened above pool.size for a burst close again once idle for a 
   for (const h of held.splice(0)) h.c.complete(h.id);
   for (const r of await Promise.all(burst)) t.equal(r.status, 200);
   await waitFor('the extra sessions to close', async () => { const x = await stats(); return x.live === 1 && x.draining === 0; }, 30_000);
-  t.equal((await stats()).sessionsOpened, 3, 'and none was replaced: the pool is back at its size');
+  // A session the upstream fake (in this busy process) did not answer a PING for within 100 ms is
+  // replaced, and says so in the log: that is PING's job, not the shrink's.
+  const pingReplaced = g.logs.filter((l) => l.includes('did not answer PING')).length;
+  t.equal((await stats()).sessionsOpened, 3 + pingReplaced, `and none was replaced but for a missed PING (${pingReplaced}): the pool is back at its size`);
   // The pool still serves.
   const next = post(s, '/v1/completions', BODY);
   await waitFor('the next request upstream', () => held.length === 1, 30_000);
