@@ -849,7 +849,7 @@ function fallbacksBy(scrapes: Prom[]): Record<string, number> {
 }
 const fallbacksSince = (a: Record<string, number>, b: Record<string, number>): Record<string, number> =>
   Object.fromEntries(Object.entries(b).map(([k, v]) => [k, v - (a[k] ?? 0)]).filter(([, v]) => (v as number) > 0));
-/** ghostgate_store_late_answer_seconds: how many takes given up on were answered after all, and how late on average (ms). */
+/** ghostgate_store_late_answer_seconds: how many store calls given up on (takes, leases) were answered after all, and how late on average (ms). */
 function lateAnswers(m: Prom): { n: number; meanMs: number } {
   const n = promSum(m, 'ghostgate_store_late_answer_seconds_count');
   return { n, meanMs: n ? (promSum(m, 'ghostgate_store_late_answer_seconds_sum') * 1000) / n : NaN };
@@ -945,7 +945,7 @@ async function storeSection(env: Env, protocol: ClientProtocol = 'h2'): Promise<
         const st = await typingPhase(lg, model, gw, 'gateway', r, tag, OPT.seconds, protocol);
         const m = await gw.metrics();
         const late = lateAnswers(m);
-        log(`    store fallbacks: ${fallbacksStr(fallbacksSince(f0, fallbacksBy([m])))}; late answers of takes given up on (since start): ${late.n}${late.n ? `, mean ${f(late.meanMs)} ms after sending` : ''}`);
+        log(`    store fallbacks: ${fallbacksStr(fallbacksSince(f0, fallbacksBy([m])))}; late answers of store calls given up on (takes, leases) (since start): ${late.n}${late.n ? `, mean ${f(late.meanMs)} ms after sending` : ''}`);
         return st;
       };
       const rounds: StoreRounds = [];
