@@ -80,8 +80,8 @@ export const H1_DRAIN_BYTES = 8 * 1024 * 1024;
  * response (`Connection: close`, HTTP/1.0): Node closes the socket once the response is out, and
  * closing a socket with unread input sends a TCP reset, which makes the client fail its write
  * (EPIPE) and drop the reply it had not read yet: a client over the body limit saw a reset, not
- * the 413 (in 5 of 10 tries of a 2 MB body against a gateway process). So the rest of the body is read and dropped first, up
- * to H1_DRAIN_BYTES (past that the reply goes out anyway); the head and body deadlines
+ * the 413 (in 5 of 10 tries of a 2 MB body against a gateway process). So the rest of the body
+ * is read and dropped first, up to H1_DRAIN_BYTES (past that the reply goes out anyway); the head and body deadlines
  * (core/net/http1.ts) still bound a client that sends slowly. On a kept-alive connection Node
  * drops the unread body itself after the reply, which then goes out at once.
  * test/core/bad-input.test.ts.

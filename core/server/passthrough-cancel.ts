@@ -4,10 +4,11 @@
  * undici through @fastify/reply-from, and the reset that keeps a body cut short from looking
  * whole. Tests: test/core/passthrough-cancel.test.ts.
  */
-import { constants as h2 } from 'node:http2';
 import type { ServerHttp2Stream } from 'node:http2';
 import type { FastifyReply } from 'fastify';
 import type { Agent, Dispatcher } from 'undici';
+import { resetClient } from '../request/response.ts';
+import type { ClientResponse } from '../request/response.ts';
 import type { Cancellable } from '../runtime.ts';
 import type { PassthroughTarget } from './passthrough-table.ts';
 
@@ -64,9 +65,10 @@ export function clientGone(res: FastifyReply['raw']): boolean {
  * A body cut short (the upstream failed mid-body, or we aborted it) must not look whole. Fastify
  * destroys the response: on HTTP/1.1 the connection closes before the last chunk, but an HTTP/2
  * stream destroyed without an error ends with RST_STREAM(NO_ERROR), which Node's client takes for
- * a clean end. So on the body's error the HTTP/2 stream is reset with INTERNAL_ERROR first.
+ * a clean end. So on the body's error the HTTP/2 stream is reset with INTERNAL_ERROR first (resetClient).
  */
 export function resetOnBodyError(reply: FastifyReply, body: NodeJS.ReadableStream): void {
   const stream = (reply.raw as { stream?: ServerHttp2Stream }).stream;
-  if (stream) body.once('error', () => { if (!stream.closed) stream.close(h2.NGHTTP2_INTERNAL_ERROR); });
+  // resetClient, as a completion cut short: destroy(err) sends only the RST; close(code) may send END_STREAM first.
+  if (stream) body.once('error', () => { if (!stream.closed) resetClient(reply.raw as unknown as ClientResponse, 'upstream body failed'); });
 }
