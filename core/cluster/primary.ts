@@ -166,6 +166,9 @@ export class Primary {
   #fork(slot: number): Promise<StartedMessage> {
     const worker = cluster.fork(testWorkerEnv(slot));
     const s: WorkerSlot = { slot, worker, rpc: new Rpc((m) => worker.send(m)), ready: false, startedAt: Date.now() };
+    // A send to a worker that just died (its exit not seen yet) fails with an 'error' event, not a
+    // throw; unheard, it would end the primary. The call waiting on it fails at the worker's exit.
+    worker.on('error', (e: Error) => this.log.warn({ slot, workerPid: worker.process.pid, err: e.message }, 'worker channel error'));
     this.slots.set(slot, s);
     return new Promise<StartedMessage>((resolve) => {
       const timer = setTimeout(() => {
