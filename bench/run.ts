@@ -11,6 +11,8 @@
  *
  * Sections (each starts a fresh model server and gateway):
  *   1. latency    typing users, phases alternate direct, gateway, direct, gateway, … (--rounds each)
+ *   1b. floor     the same typing users through bench/null-proxy.ts (Node HTTP/2 relaying and nothing
+ *                 else) and HAProxy beside the gateway: what any proxy hop costs on this machine
  *   2. throughput closed loop, no think time, same concurrency on both sides, alternating rounds
  *   3. goaway     model server GOAWAYs every 100 streams per session; typing users via the gateway
  *   4. h1-latency    as 1 with HTTP/1.1 keep-alive clients (a cancel closes the socket)
@@ -25,11 +27,11 @@
  * BENCH_CHILD_LOG=<prefix> also appends each child's stdout to <prefix>.<name>.<pid> (e.g. the
  * gateway's GC trace with --gateway-node-args=--trace-gc-nvp).
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -75,8 +77,8 @@ if (argv.help) {
   --goaway-seconds N  GOAWAY phase length (default 10; quick 4)
   --goaway-every N    model server GOAWAY period in streams (default 100)
   --quick             small numbers for a smoke run (< 60 s)
-  --only LIST         run only these sections (comma-separated): latency, throughput, goaway, failover,
-                      h1-latency, h1-throughput, store, fastlane-off, workers; h2 = latency,throughput;
+  --only LIST         run only these sections (comma-separated): latency, floor, throughput, goaway,
+                      failover, h1-latency, h1-throughput, store, fastlane-off, workers; h2 = latency,throughput;
                       h1 = h1-latency,h1-throughput
   --gateway-cpu-prof  run the gateway with --cpu-prof; profiles go to bench/results/prof-<time>/
   --gateway-node-args 'A B'  extra Node flags for the gateway process only (e.g. '--trace-gc')
@@ -84,7 +86,7 @@ if (argv.help) {
   process.exit(0);
 }
 const quick = argv.quick === true;
-const SECTIONS = ['latency', 'throughput', 'goaway', 'h1-latency', 'h1-throughput', 'store', 'fastlane-off', 'workers', 'failover'] as const;
+const SECTIONS = ['latency', 'floor', 'throughput', 'goaway', 'h1-latency', 'h1-throughput', 'store', 'fastlane-off', 'workers', 'failover'] as const;
 type Section = typeof SECTIONS[number];
 const ALIASES: Record<string, Section[]> = { h2: ['latency', 'throughput'], h1: ['h1-latency', 'h1-throughput'], all: [...SECTIONS] };
 const ONLY = new Set<Section>();
@@ -149,9 +151,9 @@ class Child {
   stdoutBuf = '';
   exitCode: number | null | undefined = undefined;
 
-  constructor(name: string, args: string[], env: NodeJS.ProcessEnv = process.env, ipc = false) {
+  constructor(name: string, args: string[], env: NodeJS.ProcessEnv = process.env, ipc = false, cmd = NODE) {
     this.name = name;
-    this.proc = spawn(NODE, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe', ...(ipc ? ['ipc' as const] : [])] });
+    this.proc = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe', ...(ipc ? ['ipc' as const] : [])] });
     children.add(this);
     this.proc.stderr!.setEncoding('utf8');
     this.proc.stderr!.on('data', (d: string) => { this.stderrTail = (this.stderrTail + d).slice(-4000); });
@@ -549,8 +551,14 @@ function isTruncated(r: ReqRecord): boolean {
 
 interface Snapshot { model: ModelServerStats; prom: Prom | null }
 
-async function snapshot(model: ModelProc, gw: GatewayProc | null): Promise<Snapshot> {
-  return { model: await model.stats(), prom: gw ? await gw.metrics() : null };
+/**
+ * What typing users go through besides the model: the gateway, or another proxy (the floor
+ * section's), which has no metrics to read and a name of its own in the log.
+ */
+interface Hop { readonly url: string; readonly child: Child; metrics?(): Promise<Prom>; readonly label?: string }
+
+async function snapshot(model: ModelProc, gw: Hop | null): Promise<Snapshot> {
+  return { model: await model.stats(), prom: gw?.metrics ? await gw.metrics() : null };
 }
 
 function analyseTyping(side: 'direct' | 'gateway', round: number, job: TypingJob, res: TypingResult, s0: Snapshot, s1: Snapshot, arrivals: Arrivals, cpu: CpuUse): TypingStats {
@@ -632,9 +640,9 @@ function typingJob(url: string, tag: string, users: number, seconds: number, pro
   };
 }
 
-const pidsOf = (lg: LoadGen, model: ModelProc, gw: GatewayProc): Pids => ({ model: model.child.proc.pid, gateway: gw.child.proc.pid, loadgen: lg.child.proc.pid });
+const pidsOf = (lg: LoadGen, model: ModelProc, gw: Hop): Pids => ({ model: model.child.proc.pid, gateway: gw.child.proc.pid, loadgen: lg.child.proc.pid });
 
-async function typingPhase(lg: LoadGen, model: ModelProc, gw: GatewayProc, side: 'direct' | 'gateway', round: number, tag: string, seconds: number, protocol: ClientProtocol = 'h2'): Promise<TypingStats> {
+async function typingPhase(lg: LoadGen, model: ModelProc, gw: Hop, side: 'direct' | 'gateway', round: number, tag: string, seconds: number, protocol: ClientProtocol = 'h2'): Promise<TypingStats> {
   const job = typingJob(side === 'direct' ? model.url : gw.url, tag, OPT.users, seconds, protocol);
   // Scraping the gateway also resets its event-loop lag histogram (prom-client), so s1 covers the phase.
   const s0 = await snapshot(model, gw);
@@ -648,7 +656,7 @@ async function typingPhase(lg: LoadGen, model: ModelProc, gw: GatewayProc, side:
   const st = analyseTyping(side, round, job, res, s0, side === 'gateway' ? s1 : { ...s1, prom: null }, arrivals, cpuUse(c0, c1, side));
   if (side === 'direct') { st.gatewayLoopLagMaxMs = null; st.gatewayLoopLagP99Ms = null; }
   const c = st.cancels;
-  log(`  ${side.padEnd(7)} round ${round}: ${st.requests} req (${f(st.requestsPerSecond, 0)}/s), ttfb p50 ${f(st.ttfbP50Ms)} p99 ${f(st.ttfbP99Ms)} ms`
+  log(`  ${(side === 'gateway' ? gw.label ?? side : side).padEnd(7)} round ${round}: ${st.requests} req (${f(st.requestsPerSecond, 0)}/s), ttfb p50 ${f(st.ttfbP50Ms)} p99 ${f(st.ttfbP99Ms)} ms`
     + `${protocol === 'h1' ? ` (reused sockets: p50 ${f(st.ttfbReusedP50Ms)} ms, ${pctStr(st.reusedShare)} of requests; ${st.clientSessionsOpened} sockets opened)` : ''}, `
     + `cancels ${st.cancelled} (reached ${pctStr(c.all.reachedShare)}, never sent ${c.all.neverSent}, p99 ${f(c.beforeFirstToken.delayP99Ms)}/${f(c.midStream.delayP99Ms)} ms), `
     + `failed ${st.failed}, truncated ${st.truncated}; loop p99/max loadgen ${f(st.loadgenLoopDelayP99Ms, 1)}/${f(st.loadgenLoopDelayMaxMs, 1)}`
@@ -731,6 +739,82 @@ async function latencySection(env: Env, protocol: ClientProtocol, tagPrefix: str
   const modelSessionsOpened = (await model.stats()).sessions.opened;
   await stopServers(env);
   return { rounds, upstreamSessionsOpened, modelSessionsOpened };
+}
+
+type FloorRound = { direct: TypingStats; gateway: TypingStats; node: TypingStats; haproxy?: TypingStats };
+interface FloorRun { rounds: FloorRound[]; haproxySkipped?: string }
+
+/** HAProxy relaying h2c to the model: one thread (the gateway is one process), upstream connections reused. */
+function haproxyConfig(port: number, modelPort: number): string {
+  return [
+    'global', '  nbthread 1', '  maxconn 4000',
+    'defaults', '  mode http', '  timeout connect 5s', '  timeout client 60s', '  timeout server 60s',
+    'frontend floor', `  bind 127.0.0.1:${port} proto h2`, '  default_backend model',
+    'backend model', '  http-reuse always', `  server m 127.0.0.1:${modelPort} proto h2 maxconn 4000`,
+  ].join('\n') + '\n';
+}
+
+/** Start HAProxy (Debian's package) in the foreground on `port`, or say why not. */
+async function startHaproxy(dir: string, port: number, modelPort: number): Promise<Child | string> {
+  const v = spawnSync('haproxy', ['-v'], { encoding: 'utf8' });
+  if (v.error || v.status !== 0) return `haproxy is not installed (${v.error?.message ?? `exit ${v.status}`}); apt-get install haproxy`;
+  const cfg = path.join(dir, 'haproxy.cfg');
+  writeFileSync(cfg, haproxyConfig(port, modelPort));
+  const child = new Child('haproxy', ['-db', '-f', cfg], process.env, false, 'haproxy');
+  for (let i = 0; i < 150 && child.exitCode === undefined; i++) {
+    const up = await new Promise<boolean>((resolve) => {
+      const c = net.connect(port, '127.0.0.1');
+      c.once('connect', () => { c.destroy(); resolve(true); });
+      c.once('error', () => resolve(false));
+    });
+    if (up) return child;
+    await sleep(100);
+  }
+  await child.stop();
+  return `haproxy did not listen (exit ${child.exitCode}): ${child.stderrTail.trim().slice(-300)}`;
+}
+
+/**
+ * What any proxy hop costs on this machine: typing users direct, through the gateway, through
+ * bench/null-proxy.ts (Node's HTTP/2 relaying streams and nothing else) and through HAProxy (h2c
+ * both sides), alternating, same model, same load. The two floors do no work of the gateway's
+ * (auth, policies, metrics, SSE checks): the gateway's overhead less theirs is what its own work
+ * costs; theirs is the two more loopback hops and one more process to wake on this machine.
+ */
+async function floorSection(env: Env): Promise<FloorRun> {
+  const { lg } = env;
+  const { model, gw } = await startServers(env, LATENCY_MODEL);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-bench-floor-'));
+  const nodePort = await freePort();
+  const nodeChild = new Child('null proxy', ['bench/null-proxy.ts', '--port', String(nodePort), '--upstream', model.url]);
+  const haproxyPort = await freePort();
+  let haproxy: Child | string = 'not started';
+  try {
+    await nodeChild.waitStdout(/"event":"listening"/, 15_000);
+    const node: Hop = { url: `http://127.0.0.1:${nodePort}`, child: nodeChild, label: 'node h2' };
+    haproxy = await startHaproxy(dir, haproxyPort, model.port);
+    if (typeof haproxy === 'string') log(`  haproxy skipped: ${haproxy}`);
+    const hap: Hop | undefined = typeof haproxy === 'string' ? undefined : { url: `http://127.0.0.1:${haproxyPort}`, child: haproxy, label: 'haproxy' };
+    await preflight(gw, AUTH_TOKENS[0]);
+    for (const [url, tag] of [[model.url, 'Wd'], [gw.url, 'Wg'], [node.url, 'Wn'], ...(hap ? [[hap.url, 'Wh']] : [])] as Array<[string, string]>) {
+      await lg.run(typingJob(url, tag, OPT.users, OPT.warmupSeconds));
+    }
+    await model.arrivals('W');
+    const rounds: FloorRound[] = [];
+    for (let r = 1; r <= OPT.rounds; r++) {
+      const direct = await typingPhase(lg, model, gw, 'direct', r, `P${r}d`, OPT.seconds);
+      const gateway = await typingPhase(lg, model, gw, 'gateway', r, `P${r}g`, OPT.seconds);
+      const nodeSt = await typingPhase(lg, model, node, 'gateway', r, `P${r}n`, OPT.seconds);
+      const hapSt = hap ? await typingPhase(lg, model, hap, 'gateway', r, `P${r}h`, OPT.seconds) : undefined;
+      rounds.push({ direct, gateway, node: nodeSt, haproxy: hapSt });
+    }
+    return { rounds, haproxySkipped: typeof haproxy === 'string' ? haproxy : undefined };
+  } finally {
+    if (typeof haproxy !== 'string') await haproxy.stop();
+    await nodeChild.stop();
+    await stopServers(env);
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 type TputRounds = Array<{ direct: TputStats; gateway: TputStats }> & { sequential?: { direct: ClosedResult; gateway: ClosedResult } };
@@ -1156,6 +1240,8 @@ async function main(): Promise<void> {
     const latencyModel = `model --ttft-ms ${LATENCY_MODEL.ttftMs} --token-ms ${LATENCY_MODEL.tokenMs} --tokens ${LATENCY_MODEL.tokens}`;
     const tputModel = `model --ttft-ms ${TPUT_MODEL.ttftMs} --token-ms ${TPUT_MODEL.tokenMs} --tokens ${TPUT_MODEL.tokens}`;
     if (runs('latency')) { head(`latency, HTTP/2 clients: ${latencyModel}`); latency = await latencySection(env, 'h2', 'L'); }
+    let floor: FloorRun | undefined;
+    if (runs('floor')) { head(`what any proxy costs here: HTTP/2 typing users direct, via the gateway, via bench/null-proxy.ts, via haproxy: ${latencyModel}`); floor = await floorSection(env); }
     if (runs('throughput')) { head(`throughput, HTTP/2 clients: ${tputModel}; ${OPT.concurrency} streams over ${OPT.sessions} sessions`); tput = await throughputSection(env, 'h2', 'T'); }
     if (runs('goaway')) { head(`GOAWAY: model --goaway-every ${OPT.goawayEvery} (latency settings), typing users via the gateway for ${OPT.goawaySeconds} s`); goaway = await goawaySection(env); }
     if (runs('h1-latency')) { head(`latency, HTTP/1.1 keep-alive clients (a cancel closes the socket): ${latencyModel}`); h1Latency = await latencySection(env, 'h1', 'H'); }
@@ -1181,6 +1267,26 @@ async function main(): Promise<void> {
       summary.latency = S;
       latencyRows(R, S, '', 'h2');
       noiseValues.push(S.noise.othersCores.direct, S.noise.othersCores.gateway);
+    }
+    if (floor) {
+      const S = floor.rounds;
+      const hop = (k: 'gateway' | 'node' | 'haproxy') => ({
+        ttfbOverheadP50Ms: med(S, (r) => r[k]!.ttfbP50Ms - r.direct.ttfbP50Ms),
+        ttfbOverheadP99Ms: med(S, (r) => r[k]!.ttfbP99Ms - r.direct.ttfbP99Ms),
+        cpuMsPer1000: med(S, (r) => (r[k]!.cpu.gatewayCpuMs * 1000) / Math.max(1, r[k]!.requests)),
+        failedOrTruncated: sumOf(S, (r) => r[k]!.failed + r[k]!.truncated),
+      });
+      const F = { gateway: hop('gateway'), node: hop('node'), haproxy: floor.haproxySkipped === undefined ? hop('haproxy') : null, haproxySkipped: floor.haproxySkipped ?? null };
+      summary.floor = F;
+      R.sep();
+      R.row('What a proxy hop costs here (HTTP/2 typing users, same run)', 'TTFB p50 − direct', 'p99 − direct', 'CPU ms / 1000 req', 'failed', '');
+      const hopRow = (name: string, h: ReturnType<typeof hop>): void => R.row(name, signMs(h.ttfbOverheadP50Ms), signMs(h.ttfbOverheadP99Ms), f(h.cpuMsPer1000, 0), String(h.failedOrTruncated), '');
+      hopRow('  gateway (auth, policies, metrics, SSE checks)', F.gateway);
+      hopRow('  node h2 relay, nothing else (bench/null-proxy.ts)', F.node);
+      if (F.haproxy) hopRow('  haproxy 1 thread, h2c both sides', F.haproxy);
+      else R.row(`  haproxy skipped: ${floor.haproxySkipped}`);
+      R.row('  gateway − node h2 relay: the gateway\'s own work', signMs(F.gateway.ttfbOverheadP50Ms - F.node.ttfbOverheadP50Ms), signMs(F.gateway.ttfbOverheadP99Ms - F.node.ttfbOverheadP99Ms), f(F.gateway.cpuMsPer1000 - F.node.cpuMsPer1000, 0), '', '');
+      noiseValues.push(...S.map((r) => r.direct.cpu.others));
     }
     if (tput) {
       const T = summarizeTput(tput);
@@ -1283,7 +1389,7 @@ async function main(): Promise<void> {
     writeFileSync(file, JSON.stringify({
       startedAt: startedAt.toISOString(), elapsedSeconds: elapsed, node: process.version, cpus: os.cpus().length, quick, loadavg: os.loadavg(),
       options: OPT, models: { latency: LATENCY_MODEL, throughput: TPUT_MODEL }, targets: TARGETS, checks, summary,
-      rounds: { latency: latency?.rounds, throughput: tput && { rounds: [...tput], sequential: tput.sequential }, goaway: goaway?.phase, h1Latency: h1Latency?.rounds, h1Throughput: h1Tput && { rounds: [...h1Tput], sequential: h1Tput.sequential }, store: store?.rounds }, table: out.join('\n'),
+      rounds: { latency: latency?.rounds, floor: floor?.rounds, throughput: tput && { rounds: [...tput], sequential: tput.sequential }, goaway: goaway?.phase, h1Latency: h1Latency?.rounds, h1Throughput: h1Tput && { rounds: [...h1Tput], sequential: h1Tput.sequential }, store: store?.rounds }, table: out.join('\n'),
     }, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2));
     process.stdout.write(`\nresults: ${path.relative(process.cwd(), file)}\n`);
   } finally {
