@@ -921,7 +921,8 @@ async function goawaySection(env: Env): Promise<{ phase: TypingStats; sessions: 
   };
 }
 
-type StoreRounds = Array<{ local: TypingStats; redis: TypingStats; fast: TypingStats }>;
+/** One round: each gateway's phase. `twin` is a second in-process gateway: in process vs in process is the comparison's own noise. */
+type StoreRounds = Array<{ local: TypingStats; redis: TypingStats; fast: TypingStats; twin: TypingStats }>;
 /** Store fallbacks during the measured phases (both redis gateways): the total, and `op/reason` → count. */
 interface StoreRun { rounds: StoreRounds; redisFallbacks: number; redisFallbacksBy: Record<string, number>; redisUp: number; skipped?: string }
 
@@ -1009,6 +1010,8 @@ async function storeSection(env: Env, protocol: ClientProtocol = 'h2'): Promise<
     env.servers.model = model;
     const local = await GatewayProc.start(env.ports, storeConfig(dir, false));
     env.servers.gw = local;
+    const tPorts: Ports = { model: env.ports.model, gateway: await freePort(), admin: await freePort() };
+    const twin = await GatewayProc.start(tPorts, storeConfig(dir, false));
     const rPorts: Ports = { model: env.ports.model, gateway: await freePort(), admin: await freePort() };
     const shared = await GatewayProc.start(rPorts, storeConfig(dir, true), { BENCH_REDIS_URL: `redis://127.0.0.1:${redisPort}` });
     const fPorts: Ports = { model: env.ports.model, gateway: await freePort(), admin: await freePort() };
@@ -1017,7 +1020,9 @@ async function storeSection(env: Env, protocol: ClientProtocol = 'h2'): Promise<
       await preflight(local, AUTH_TOKENS[0]);
       await preflight(shared, AUTH_TOKENS[0]);
       await preflight(fast, AUTH_TOKENS[0]);
+      await preflight(twin, AUTH_TOKENS[0]);
       await lg.run(typingJob(local.url, 'Wl', OPT.users, OPT.warmupSeconds, protocol));
+      await lg.run(typingJob(twin.url, 'Wt', OPT.users, OPT.warmupSeconds, protocol));
       await lg.run(typingJob(shared.url, 'Wr', OPT.users, OPT.warmupSeconds, protocol));
       await lg.run(typingJob(fast.url, 'Wf', OPT.users, OPT.warmupSeconds, protocol));
       await model.arrivals('W');
@@ -1033,14 +1038,22 @@ async function storeSection(env: Env, protocol: ClientProtocol = 'h2'): Promise<
         return st;
       };
       const rounds: StoreRounds = [];
+      type Side = keyof StoreRounds[number];
+      const phases: Record<Side, (r: number) => Promise<TypingStats>> = {
+        local: (r) => { log('  in process:'); return typingPhase(lg, model, local, 'gateway', r, `S${r}l`, OPT.seconds, protocol); },
+        redis: (r) => { log('  on redis:'); return redisPhase(shared, r, `S${r}r`); },
+        fast: (r) => { log('  on redis, rate-limit shared: fast:'); return redisPhase(fast, r, `S${r}f`); },
+        twin: (r) => { log('  in process, a second gateway:'); return typingPhase(lg, model, twin, 'gateway', r, `S${r}t`, OPT.seconds, protocol); },
+      };
+      // The order rotates round by round, so no gateway always runs first.
+      const order: Side[] = ['local', 'redis', 'twin', 'fast'];
       for (let r = 1; r <= OPT.rounds; r++) {
-        log('  in process:');
-        const l = await typingPhase(lg, model, local, 'gateway', r, `S${r}l`, OPT.seconds, protocol);
-        log('  on redis:');
-        const rd = await redisPhase(shared, r, `S${r}r`);
-        log('  on redis, rate-limit shared: fast:');
-        const fa = await redisPhase(fast, r, `S${r}f`);
-        rounds.push({ local: l, redis: rd, fast: fa });
+        const got: Partial<StoreRounds[number]> = {};
+        for (let i = 0; i < order.length; i++) {
+          const side = order[(i + r - 1) % order.length]!;
+          got[side] = await phases[side](r);
+        }
+        rounds.push(got as StoreRounds[number]);
       }
       const m = [await shared.metrics(), await fast.metrics()];
       const by = fallbacksSince(before, fallbacksBy(m));
@@ -1048,6 +1061,7 @@ async function storeSection(env: Env, protocol: ClientProtocol = 'h2'): Promise<
     } finally {
       await fast.child.stop();
       await shared.child.stop();
+      await twin.child.stop();
       await stopServers(env);
     }
   } finally {
@@ -1342,7 +1356,7 @@ async function main(): Promise<void> {
         const S = store.rounds;
         const p50 = { local: med(S, (r) => r.local.ttfbP50Ms), redis: med(S, (r) => r.redis.ttfbP50Ms) };
         const p99 = { local: med(S, (r) => r.local.ttfbP99Ms), redis: med(S, (r) => r.redis.ttfbP99Ms) };
-        const failed = sumOf(S, (r) => r.local.failed + r.redis.failed + r.fast.failed + r.local.truncated + r.redis.truncated + r.fast.truncated);
+        const failed = sumOf(S, (r) => r.local.failed + r.redis.failed + r.fast.failed + r.twin.failed + r.local.truncated + r.redis.truncated + r.fast.truncated + r.twin.truncated);
         summary.store = { ttfbP50Ms: p50, ttfbP99Ms: p99, failedOrTruncated: failed, redisFallbacks: store.redisFallbacks, redisFallbacksBy: store.redisFallbacksBy, redisUp: store.redisUp };
         R.row('  TTFB p50', `${f(p50.local)} ms`, `${f(p50.redis)} ms`, signMs(p50.redis - p50.local), '≤ +0.20 ms',
           R.check('store: redis TTFB p50 overhead', signMs(p50.redis - p50.local), '≤ +0.20 ms', p50.redis - p50.local <= 0.2));
@@ -1350,6 +1364,9 @@ async function main(): Promise<void> {
         const fastP50 = med(S, (r) => r.fast.ttfbP50Ms);
         summary.store = { ...(summary.store as object), fastTtfbP50Ms: fastP50, fastTtfbP99Ms: med(S, (r) => r.fast.ttfbP99Ms) };
         R.row('  TTFB p50, rate-limit shared: fast (no wait with headroom)', `${f(p50.local)} ms`, `${f(fastP50)} ms`, signMs(fastP50 - p50.local), '', '');
+        const twinP50 = med(S, (r) => r.twin.ttfbP50Ms);
+        summary.store = { ...(summary.store as object), twinTtfbP50Ms: twinP50 };
+        R.row('  TTFB p50, a second in-process gateway (the comparison\'s own noise)', `${f(p50.local)} ms`, `${f(twinP50)} ms`, signMs(twinP50 - p50.local), '', '');
         R.row('  failed + truncated / store fallbacks in the phases (redis side)', `${failed}`, `${store.redisFallbacks}`, fallbacksStr(store.redisFallbacksBy), '0 / 0',
           R.check('store: no failures, no fallbacks', `${failed} / ${store.redisFallbacks}`, '0 / 0', failed === 0 && store.redisFallbacks === 0));
         const others = { local: med(S, (r) => r.local.cpu.others), redis: med(S, (r) => r.redis.cpu.others) };
