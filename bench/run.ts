@@ -678,7 +678,7 @@ interface TputStats {
   cpuMsPer1000: { gateway: number; model: number; loadgen: number };
 }
 
-async function tputPhase(lg: LoadGen, model: ModelProc, gw: GatewayProc, side: 'direct' | 'gateway', round: number, tag: string, seconds: number, protocol: ClientProtocol = 'h2', sessions = OPT.sessions): Promise<TputStats> {
+async function tputPhase(lg: LoadGen, model: ModelProc, gw: Hop, side: 'direct' | 'gateway', round: number, tag: string, seconds: number, protocol: ClientProtocol = 'h2', sessions = OPT.sessions): Promise<TputStats> {
   const job: ClosedJob = { cmd: 'closed', url: side === 'direct' ? model.url : gw.url, protocol, tag, sessions, concurrency: OPT.concurrency, seconds, maxTokens: TPUT_MODEL.tokens, requestTimeoutMs: 10_000, authTokens: AUTH_TOKENS };
   const m0 = await model.stats();
   const c0 = cpuSample(pidsOf(lg, model, gw));
@@ -741,8 +741,8 @@ async function latencySection(env: Env, protocol: ClientProtocol, tagPrefix: str
   return { rounds, upstreamSessionsOpened, modelSessionsOpened };
 }
 
-type FloorRound = { direct: TypingStats; gateway: TypingStats; node: TypingStats; haproxy?: TypingStats };
-interface FloorRun { rounds: FloorRound[]; haproxySkipped?: string }
+type FloorRound<T> = { direct: T; gateway: T; node: T; haproxy?: T };
+interface FloorRun { typing: Array<FloorRound<TypingStats>>; closed: Array<FloorRound<TputStats>>; haproxySkipped?: string }
 
 /** HAProxy relaying h2c to the model: one thread (the gateway is one process), upstream connections reused. */
 function haproxyConfig(port: number, modelPort: number): string {
@@ -775,46 +775,58 @@ async function startHaproxy(dir: string, port: number, modelPort: number): Promi
 }
 
 /**
- * What any proxy hop costs on this machine: typing users direct, through the gateway, through
+ * What any proxy hop costs on this machine: the same clients direct, through the gateway, through
  * bench/null-proxy.ts (Node's HTTP/2 relaying streams and nothing else) and through HAProxy (h2c
- * both sides), alternating, same model, same load. The two floors do no work of the gateway's
- * (auth, policies, metrics, SSE checks): the gateway's overhead less theirs is what its own work
- * costs; theirs is the two more loopback hops and one more process to wake on this machine.
+ * both sides), alternating, same model, same load: typing users (latency settings), then the
+ * closed loop (throughput settings). The two floors do no work of the gateway's (auth, policies,
+ * metrics, SSE checks): the gateway's overhead less theirs is what its own work costs; theirs is
+ * the two more loopback hops and one more process to wake on this machine.
  */
 async function floorSection(env: Env): Promise<FloorRun> {
+  let haproxySkipped: string | undefined;
+  /** Start the model (`m`), the gateway and both floors in front of it, run `rounds`, stop them all. */
+  const withHops = async <T>(m: typeof LATENCY_MODEL, trackArrivals: boolean, warm: (url: string, tag: string) => Promise<unknown>,
+    phase: (model: ModelProc, hop: Hop, side: 'direct' | 'gateway', r: number, tag: string) => Promise<T>, tagPrefix: string): Promise<Array<FloorRound<T>>> => {
+    const { model, gw } = await startServers(env, m, 0, trackArrivals);
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-bench-floor-'));
+    const nodePort = await freePort();
+    const nodeChild = new Child('null proxy', ['bench/null-proxy.ts', '--port', String(nodePort), '--upstream', model.url]);
+    const haproxyPort = await freePort();
+    let haproxy: Child | string = 'not started';
+    try {
+      await nodeChild.waitStdout(/"event":"listening"/, 15_000);
+      const node: Hop = { url: `http://127.0.0.1:${nodePort}`, child: nodeChild, label: 'node h2' };
+      haproxy = await startHaproxy(dir, haproxyPort, model.port);
+      if (typeof haproxy === 'string') { haproxySkipped = haproxy; log(`  haproxy skipped: ${haproxy}`); }
+      const hap: Hop | undefined = typeof haproxy === 'string' ? undefined : { url: `http://127.0.0.1:${haproxyPort}`, child: haproxy, label: 'haproxy' };
+      await preflight(gw, AUTH_TOKENS[0]);
+      for (const [url, tag] of [[model.url, 'd'], [gw.url, 'g'], [node.url, 'n'], ...(hap ? [[hap.url, 'h']] : [])] as Array<[string, string]>) await warm(url, `W${tagPrefix}${tag}`);
+      if (trackArrivals) await model.arrivals('W');
+      const rounds: Array<FloorRound<T>> = [];
+      for (let r = 1; r <= OPT.rounds; r++) {
+        const direct = await phase(model, gw, 'direct', r, `${tagPrefix}${r}d`);
+        const gateway = await phase(model, gw, 'gateway', r, `${tagPrefix}${r}g`);
+        const nodeSt = await phase(model, node, 'gateway', r, `${tagPrefix}${r}n`);
+        const hapSt = hap ? await phase(model, hap, 'gateway', r, `${tagPrefix}${r}h`) : undefined;
+        rounds.push({ direct, gateway, node: nodeSt, haproxy: hapSt });
+      }
+      return rounds;
+    } finally {
+      if (typeof haproxy !== 'string') await haproxy.stop();
+      await nodeChild.stop();
+      await stopServers(env);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
   const { lg } = env;
-  const { model, gw } = await startServers(env, LATENCY_MODEL);
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-bench-floor-'));
-  const nodePort = await freePort();
-  const nodeChild = new Child('null proxy', ['bench/null-proxy.ts', '--port', String(nodePort), '--upstream', model.url]);
-  const haproxyPort = await freePort();
-  let haproxy: Child | string = 'not started';
-  try {
-    await nodeChild.waitStdout(/"event":"listening"/, 15_000);
-    const node: Hop = { url: `http://127.0.0.1:${nodePort}`, child: nodeChild, label: 'node h2' };
-    haproxy = await startHaproxy(dir, haproxyPort, model.port);
-    if (typeof haproxy === 'string') log(`  haproxy skipped: ${haproxy}`);
-    const hap: Hop | undefined = typeof haproxy === 'string' ? undefined : { url: `http://127.0.0.1:${haproxyPort}`, child: haproxy, label: 'haproxy' };
-    await preflight(gw, AUTH_TOKENS[0]);
-    for (const [url, tag] of [[model.url, 'Wd'], [gw.url, 'Wg'], [node.url, 'Wn'], ...(hap ? [[hap.url, 'Wh']] : [])] as Array<[string, string]>) {
-      await lg.run(typingJob(url, tag, OPT.users, OPT.warmupSeconds));
-    }
-    await model.arrivals('W');
-    const rounds: FloorRound[] = [];
-    for (let r = 1; r <= OPT.rounds; r++) {
-      const direct = await typingPhase(lg, model, gw, 'direct', r, `P${r}d`, OPT.seconds);
-      const gateway = await typingPhase(lg, model, gw, 'gateway', r, `P${r}g`, OPT.seconds);
-      const nodeSt = await typingPhase(lg, model, node, 'gateway', r, `P${r}n`, OPT.seconds);
-      const hapSt = hap ? await typingPhase(lg, model, hap, 'gateway', r, `P${r}h`, OPT.seconds) : undefined;
-      rounds.push({ direct, gateway, node: nodeSt, haproxy: hapSt });
-    }
-    return { rounds, haproxySkipped: typeof haproxy === 'string' ? haproxy : undefined };
-  } finally {
-    if (typeof haproxy !== 'string') await haproxy.stop();
-    await nodeChild.stop();
-    await stopServers(env);
-    rmSync(dir, { recursive: true, force: true });
-  }
+  log('  typing users:');
+  const typing = await withHops(LATENCY_MODEL, true, (url, tag) => lg.run(typingJob(url, tag, OPT.users, OPT.warmupSeconds)),
+    (model, hop, side, r, tag) => typingPhase(lg, model, hop, side, r, tag, OPT.seconds), 'P');
+  log(`  closed loop (${OPT.concurrency} streams over ${OPT.sessions} sessions):`);
+  const warmJob = (url: string, tag: string): ClosedJob => ({ cmd: 'closed', url, protocol: 'h2', tag, sessions: OPT.sessions, concurrency: OPT.concurrency, seconds: OPT.warmupSeconds, maxTokens: TPUT_MODEL.tokens, requestTimeoutMs: 10_000, authTokens: AUTH_TOKENS });
+  const closed = await withHops(TPUT_MODEL, false, (url, tag) => lg.run(warmJob(url, tag)),
+    (model, hop, side, r, tag) => tputPhase(lg, model, hop, side, r, tag, OPT.tputSeconds), 'Q');
+  return { typing, closed, haproxySkipped };
 }
 
 type TputRounds = Array<{ direct: TputStats; gateway: TputStats }> & { sequential?: { direct: ClosedResult; gateway: ClosedResult } };
@@ -1283,24 +1295,29 @@ async function main(): Promise<void> {
       noiseValues.push(S.noise.othersCores.direct, S.noise.othersCores.gateway);
     }
     if (floor) {
-      const S = floor.rounds;
-      const hop = (k: 'gateway' | 'node' | 'haproxy') => ({
+      const S = floor.typing;
+      const C = floor.closed;
+      type HopName = 'gateway' | 'node' | 'haproxy';
+      const hop = (k: HopName) => ({
         ttfbOverheadP50Ms: med(S, (r) => r[k]!.ttfbP50Ms - r.direct.ttfbP50Ms),
         ttfbOverheadP99Ms: med(S, (r) => r[k]!.ttfbP99Ms - r.direct.ttfbP99Ms),
         cpuMsPer1000: med(S, (r) => (r[k]!.cpu.gatewayCpuMs * 1000) / Math.max(1, r[k]!.requests)),
-        failedOrTruncated: sumOf(S, (r) => r[k]!.failed + r[k]!.truncated),
+        throughputRatio: med(C, (r) => r[k]!.result.rps / r.direct.result.rps),
+        closedCpuMsPer1000: med(C, (r) => r[k]!.cpuMsPer1000.gateway),
+        failedOrTruncated: sumOf(S, (r) => r[k]!.failed + r[k]!.truncated) + sumOf(C, (r) => r[k]!.result.failed + r[k]!.result.truncated),
       });
       const F = { gateway: hop('gateway'), node: hop('node'), haproxy: floor.haproxySkipped === undefined ? hop('haproxy') : null, haproxySkipped: floor.haproxySkipped ?? null };
       summary.floor = F;
       R.sep();
-      R.row('What a proxy hop costs here (HTTP/2 typing users, same run)', 'TTFB p50 − direct', 'p99 − direct', 'CPU ms / 1000 req', 'failed', '');
-      const hopRow = (name: string, h: ReturnType<typeof hop>): void => R.row(name, signMs(h.ttfbOverheadP50Ms), signMs(h.ttfbOverheadP99Ms), f(h.cpuMsPer1000, 0), String(h.failedOrTruncated), '');
+      R.row('What a proxy hop costs here (HTTP/2 clients, same run)', 'TTFB p50 / p99 − direct', 'CPU ms/1000 typing', 'throughput / direct', 'CPU ms/1000 closed', 'failed');
+      const hopRow = (name: string, h: ReturnType<typeof hop>): void => R.row(name, `${signMs(h.ttfbOverheadP50Ms)} / ${signMs(h.ttfbOverheadP99Ms)}`, f(h.cpuMsPer1000, 0), `${f(h.throughputRatio)}×`, f(h.closedCpuMsPer1000, 0), String(h.failedOrTruncated));
       hopRow('  gateway (auth, policies, metrics, SSE checks)', F.gateway);
       hopRow('  node h2 relay, nothing else (bench/null-proxy.ts)', F.node);
       if (F.haproxy) hopRow('  haproxy 1 thread, h2c both sides', F.haproxy);
       else R.row(`  haproxy skipped: ${floor.haproxySkipped}`);
-      R.row('  gateway − node h2 relay: the gateway\'s own work', signMs(F.gateway.ttfbOverheadP50Ms - F.node.ttfbOverheadP50Ms), signMs(F.gateway.ttfbOverheadP99Ms - F.node.ttfbOverheadP99Ms), f(F.gateway.cpuMsPer1000 - F.node.cpuMsPer1000, 0), '', '');
-      noiseValues.push(...S.map((r) => r.direct.cpu.others));
+      R.row('  gateway − node h2 relay: the gateway\'s own work', `${signMs(F.gateway.ttfbOverheadP50Ms - F.node.ttfbOverheadP50Ms)} / ${signMs(F.gateway.ttfbOverheadP99Ms - F.node.ttfbOverheadP99Ms)}`,
+        f(F.gateway.cpuMsPer1000 - F.node.cpuMsPer1000, 0), `${f(F.gateway.throughputRatio / F.node.throughputRatio)}× of the relay's`, f(F.gateway.closedCpuMsPer1000 - F.node.closedCpuMsPer1000, 0), '');
+      noiseValues.push(...S.map((r) => r.direct.cpu.others), ...C.map((r) => r.direct.cpu.others));
     }
     if (tput) {
       const T = summarizeTput(tput);
@@ -1406,7 +1423,7 @@ async function main(): Promise<void> {
     writeFileSync(file, JSON.stringify({
       startedAt: startedAt.toISOString(), elapsedSeconds: elapsed, node: process.version, cpus: os.cpus().length, quick, loadavg: os.loadavg(),
       options: OPT, models: { latency: LATENCY_MODEL, throughput: TPUT_MODEL }, targets: TARGETS, checks, summary,
-      rounds: { latency: latency?.rounds, floor: floor?.rounds, throughput: tput && { rounds: [...tput], sequential: tput.sequential }, goaway: goaway?.phase, h1Latency: h1Latency?.rounds, h1Throughput: h1Tput && { rounds: [...h1Tput], sequential: h1Tput.sequential }, store: store?.rounds }, table: out.join('\n'),
+      rounds: { latency: latency?.rounds, floor, throughput: tput && { rounds: [...tput], sequential: tput.sequential }, goaway: goaway?.phase, h1Latency: h1Latency?.rounds, h1Throughput: h1Tput && { rounds: [...h1Tput], sequential: h1Tput.sequential }, store: store?.rounds }, table: out.join('\n'),
     }, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2));
     process.stdout.write(`\nresults: ${path.relative(process.cwd(), file)}\n`);
   } finally {
