@@ -256,8 +256,17 @@ export class H2Pool {
     // checked first to say why (test/core/upstream-goaway.test.ts).
     if (slot.goawayLastStreamId >= 0 && stream.id !== undefined && stream.id > slot.goawayLastStreamId) return 'goaway';
     if (code === NGHTTP2_REFUSED_STREAM) return 'refused_stream';
-    // The upstream refused it for load ("calm down"): not processed.
-    if (code === NGHTTP2_ENHANCE_YOUR_CALM) return 'enhance_your_calm';
+    // The upstream refused it for load ("calm down"): not processed. A session that took streams
+    // before and now refuses one is full: a Node upstream answers so when the session's memory
+    // (`maxSessionMemory`) is used up, e.g. by responses queued for a client that does not read,
+    // and it went on refusing after those streams were cancelled, while a new connection was
+    // served. So it is retired (its streams in flight finish) and a fresh one replaces it; a
+    // session refusing its very first stream is kept (a new one would not fare better).
+    // test/core/upstream-session-memory.test.ts
+    if (code === NGHTTP2_ENHANCE_YOUR_CALM) {
+      if (slot.streamsOpened > 1) { this.#retire(slot); this.#replenish(); }
+      return 'enhance_your_calm';
+    }
     if (stream.id === undefined) return 'never_sent';
     // The peer stopped answering PING and no response came: the request waits on a dead session.
     if (slot.dead) return 'dead_session';
