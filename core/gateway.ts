@@ -30,6 +30,7 @@ import { createAdminServer, readAdminCredential } from './server/admin.ts';
 import { dataPlanePlugin, registerDataPlane } from './server/data-plane.ts';
 import { copilotPlugin } from './copilot/routes.ts';
 import { passthroughPlugin } from './server/passthrough.ts';
+import { BodyBudget } from './server/body-budget.ts';
 import { ClientInflight, installStreamGuards } from './server/client-sessions.ts';
 import type { GatewayState } from './server/data-plane.ts';
 import { createDataPlaneServers } from './server/listeners.ts';
@@ -94,6 +95,7 @@ export class Gateway implements GatewayState {
   readonly log: FastifyBaseLogger;
   closing = false;
   readonly clientInflight = new ClientInflight();
+  readonly bodyBudget = new BodyBudget();
   readonly lanes = { fast: 0, fastify: 0 };
   lastReload: ReloadResult | undefined;
   addresses: Addresses | undefined;

@@ -117,6 +117,8 @@ export const gatewayConfigSchema = {
         jsonDepth: { type: 'integer', minimum: 2, maximum: 10_000, default: 64, description: 'Deepest JSON nesting accepted in a request body; deeper gets 400 GW_ERR_REQ_JSON_TOO_DEEP' },
         maxInflightPerClientIp: { type: 'integer', minimum: 0, maximum: 1_000_000, default: 128, description: 'Requests one client IP address may have in flight upstream at once, across all its connections; more get 429 GW_ERR_REQ_TOO_MANY_IN_FLIGHT. 0 = no per-IP cap. Raise it, or set 0, behind a load balancer (all traffic from its address)' },
         clientStallMs: ms(10_000, 'A response whose client takes no byte for this long is cancelled upstream and reset; 0 = never'),
+        bodyBufferBytesPerClientIp: { type: 'integer', minimum: 0, default: 33_554_432, description: 'Bytes of request bodies being received (not complete yet) that one client IP address may hold, across its connections; a body that would go over gets 429 GW_ERR_REQ_TOO_MANY_IN_FLIGHT. Below bodyBytes counts as bodyBytes. 0 = no per-IP cap' },
+        bodyBufferBytes: { type: 'integer', minimum: 0, default: 268_435_456, description: 'Bytes of request bodies being received (not complete yet) in the whole process; a body that would go over gets 503 GW_ERR_SERVER_OVERLOADED. Below bodyBytes counts as bodyBytes. 0 = no cap' },
       },
     },
     facts: {

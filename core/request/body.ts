@@ -3,28 +3,40 @@
  * Fastify routes from their `application/json` content-type parser (on the request stream).
  * It reads exactly Content-Length bytes when declared (HTTP/2 clients often omit it), never more
  * than `limits.bodyBytes`, and parses with the one parser (`parseJsonBody`: depth limit, then
- * secure-json-parse). Errors are the catalog's: 413 too large, 400 length mismatch or not JSON.
+ * secure-json-parse). Errors are the catalog's: 413 too large, 400 length mismatch or not JSON,
+ * and, with a `hold`, 429/503 when unfinished bodies would pass the client address's or the
+ * process's budget (core/server/body-budget.ts).
  */
 import type { Readable } from 'node:stream';
 import { GatewayError } from '../errors.ts';
+import type { BodyBudget, BodyCaps } from '../server/body-budget.ts';
 import { parseJsonBody } from '../server/json-body.ts';
 
 /** Called once: an error to answer, or the bytes and their parse. Not called if the client went away. */
 export type BodyDone = (err: GatewayError | undefined, raw: Buffer | undefined, body: unknown) => void;
+
+/** The bytes a body holds while it is being received are taken from `budget` for `ip` (core/server/body-budget.ts). */
+export interface BodyHold {
+  readonly budget: BodyBudget;
+  readonly ip: string;
+  readonly caps: BodyCaps;
+}
 
 /**
  * Read and parse a JSON request body from `source`. `declared` is the Content-Length header
  * (undefined when absent). A client that goes away mid-body gets no callback: there is no one
  * to answer, and whoever watches the stream (the session guard, the request's close) counts it.
  */
-export function readJsonBody(source: Readable, declared: string | undefined, limit: number, maxDepth: number, done: BodyDone): void {
+export function readJsonBody(source: Readable, declared: string | undefined, limit: number, maxDepth: number, done: BodyDone, hold?: BodyHold): void {
   const len = declared === undefined ? -1 : Number(declared);
   if (Number.isNaN(len)) return done(new GatewayError('GW_ERR_REQ_BAD_REQUEST', ['Content-Length is not a number']), undefined, undefined);
   if (len > limit) return done(new GatewayError('GW_ERR_REQ_BODY_TOO_LARGE', [limit]), undefined, undefined);
-  const r = new BodyRead(source, len, limit, maxDepth, done);
+  const r = new BodyRead(source, len, limit, maxDepth, done, hold);
   source.on('data', r.onData);
   source.on('end', r.onEnd);
   source.on('error', noop);
+  // A client that goes away mid-body gives back what its body held.
+  if (hold !== undefined) source.once('close', r.release);
 }
 
 /** One read in progress (a class: one allocation and two bound listeners, a fixed shape). */
@@ -34,27 +46,52 @@ class BodyRead {
   readonly limit: number;
   readonly maxDepth: number;
   readonly done: BodyDone;
+  readonly hold: BodyHold | undefined;
   first: Buffer | undefined = undefined;
   chunks: Buffer[] | undefined = undefined;
   got = 0;
-  constructor(source: Readable, len: number, limit: number, maxDepth: number, done: BodyDone) {
-    this.source = source; this.len = len; this.limit = limit; this.maxDepth = maxDepth; this.done = done;
+  /** Bytes taken from the hold's budget and not given back yet. */
+  held = 0;
+  constructor(source: Readable, len: number, limit: number, maxDepth: number, done: BodyDone, hold: BodyHold | undefined) {
+    this.source = source; this.len = len; this.limit = limit; this.maxDepth = maxDepth; this.done = done; this.hold = hold;
   }
 
   readonly onData = (c: Buffer): void => {
     this.got += c.length;
-    if (this.got > this.limit) {
-      this.source.removeListener('data', this.onData);
-      this.source.removeListener('end', this.onEnd);
-      this.done(new GatewayError('GW_ERR_REQ_BODY_TOO_LARGE', [this.limit]), undefined, undefined);
-      return;
+    if (this.got > this.limit) return this.refuse(new GatewayError('GW_ERR_REQ_BODY_TOO_LARGE', [this.limit]));
+    const h = this.hold;
+    if (h !== undefined) {
+      const over = h.budget.take(h.ip, c.length, h.caps);
+      if (over !== undefined) return this.refuse(over);
+      this.held += c.length;
     }
     if (this.first === undefined) this.first = c;
     else (this.chunks ??= [this.first]).push(c);
   };
 
+  /** Stop keeping the body (the rest is read and dropped), give back what it held, answer `err`. */
+  refuse(err: GatewayError): void {
+    this.source.removeListener('data', this.onData);
+    this.source.removeListener('end', this.onEnd);
+    this.first = undefined; this.chunks = undefined;
+    this.release();
+    // With no 'data' listener left the stream stops flowing, and what the client still sends
+    // would pile up unread: 100 such HTTP/2 streams went over the session's memory limit.
+    this.source.resume();
+    this.done(err, undefined, undefined);
+  }
+
+  /** Give back the bytes taken from the budget (once; also when the client goes away). */
+  readonly release = (): void => {
+    if (this.held === 0) return;
+    this.hold!.budget.release(this.hold!.ip, this.held);
+    this.held = 0;
+  };
+
   readonly onEnd = (): void => {
     this.source.removeListener('data', this.onData);
+    // Complete: no longer a body being received (the request holds it from here).
+    this.release();
     const got = this.got;
     if (got === 0) return this.done(new GatewayError('GW_ERR_REQ_INVALID_JSON'), undefined, undefined);
     if (this.len >= 0 && got !== this.len) return this.done(new GatewayError('GW_ERR_REQ_BAD_REQUEST', ['Content-Length does not match the body']), undefined, undefined);

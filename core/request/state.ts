@@ -2,6 +2,7 @@
 import type { HealthMonitor } from '../health.ts';
 import type { GatewayMetrics } from '../metrics.ts';
 import type { Runtime } from '../runtime.ts';
+import type { BodyBudget } from '../server/body-budget.ts';
 import type { ClientInflight } from '../server/client-sessions.ts';
 import type { Logger } from '../types.ts';
 
@@ -13,6 +14,8 @@ export interface GatewayState {
   readonly closing: boolean;
   /** Requests in flight upstream per client IP (`limits.maxInflightPerClientIp`). */
   readonly clientInflight: ClientInflight;
+  /** Bytes of request bodies being received, per client IP and in total (`limits.bodyBufferBytes*`). */
+  readonly bodyBudget: BodyBudget;
   /**
    * Completion requests taken by each adapter (the HTTP/2 fast lane, Fastify's route): two
    * increments' worth of bookkeeping, so tests and operators can see which path served what.

@@ -42,7 +42,7 @@ export function registerDataPlane(app: FastifyInstance, gw: GatewayState, opts: 
       if (err !== undefined) return done(err, undefined);
       (req as RawBodyRequest).rawBody = raw;
       done(null, body);
-    });
+    }, { budget: gw.bodyBudget, ip: req.socket?.remoteAddress ?? '', caps: limits });
   });
 
   for (const path of ROUTES) {

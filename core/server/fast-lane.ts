@@ -15,6 +15,7 @@
  * (or Node's HTTP/1.1 request and response) into a `CompletionRequest` and a `ClientResponse`.
  */
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, Server as Http1Server, ServerResponse } from 'node:http';
+import http2 from 'node:http2';
 import type { Http2Server, Http2SecureServer, ServerHttp2Stream } from 'node:http2';
 import { readJsonBody } from '../request/body.ts';
 import { writeError } from '../request/error-reply.ts';
@@ -36,12 +37,18 @@ export function installFastLane(server: Http2Server | Http2SecureServer, gw: Gat
     if (hot === undefined) return slow(stream, headers, flags, raw);
     gw.lanes.fast++;
     const limits = gw.runtime.config.limits;
+    const ip = stream.session?.socket?.remoteAddress ?? '';
     readJsonBody(stream, headers['content-length'], limits.bodyBytes, limits.jsonDepth, (err, body, parsed) => {
       const res = new RawH2Response(stream, headers);
-      if (err !== undefined) return writeError(res, err, gw, headers);
+      if (err !== undefined) {
+        // Refused mid-body (too large, over a body budget): once the reply is out, RST_STREAM(NO_ERROR)
+        // tells the client to stop sending the rest (RFC 9113 §8.1).
+        if (!stream.readableEnded) stream.once('finish', stopRequest);
+        return writeError(res, err, gw, headers);
+      }
       if (stream.destroyed) return;
-      serveCompletion(gw, completionOf(stream, headers, hot, body, parsed, res));
-    });
+      serveCompletion(gw, completionOf(ip, stream, headers, hot, body, parsed, res));
+    }, { budget: gw.bodyBudget, ip, caps: limits });
   });
 }
 
@@ -61,14 +68,15 @@ export function installFastLaneHttp1(server: Http1Server, gw: GatewayState): voi
     gw.lanes.fast++;
     const limits = gw.runtime.config.limits;
     const out = res as unknown as ClientResponse;
+    const ip = req.socket.remoteAddress ?? '';
     readJsonBody(req, headers['content-length'], limits.bodyBytes, limits.jsonDepth, (err, body, parsed) => {
       if (err !== undefined) {
         if (req.complete || res.shouldKeepAlive) return writeError(out, err, gw, headers);
         // The client asked to close after this response and is still sending its body: drain it first.
         return drainThen(req, () => writeError(out, err, gw, headers));
       }
-      serveCompletion(gw, { route: hot.route, pathModel: hot.model, headers, ip: req.socket.remoteAddress ?? '', protocol: 'h1', raw: body, body: parsed, res: out });
-    });
+      serveCompletion(gw, { route: hot.route, pathModel: hot.model, headers, ip, protocol: 'h1', raw: body, body: parsed, res: out });
+    }, { budget: gw.bodyBudget, ip, caps: limits });
   });
 }
 
@@ -107,8 +115,12 @@ function takes(gw: GatewayState, method: unknown, path: unknown, ct: unknown): R
   return gw.runtime.config.server.fastLane ? hot : undefined;
 }
 
-function completionOf(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, hot: RouteMatch, raw: Buffer | undefined, body: unknown, res: ClientResponse) {
-  return { route: hot.route, pathModel: hot.model, headers, ip: stream.session?.socket?.remoteAddress ?? '', protocol: 'h2' as const, raw, body, res };
+function completionOf(ip: string, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, hot: RouteMatch, raw: Buffer | undefined, body: unknown, res: ClientResponse) {
+  return { route: hot.route, pathModel: hot.model, headers, ip, protocol: 'h2' as const, raw, body, res };
+}
+
+function stopRequest(this: ServerHttp2Stream): void {
+  if (!this.closed && !this.destroyed) this.close(http2.constants.NGHTTP2_NO_ERROR);
 }
 
 /** The ClientResponse the Call writes to, over a raw HTTP/2 stream (no compat objects). */

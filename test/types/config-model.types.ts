@@ -18,6 +18,7 @@ export type Checks = [
   Expect<Equal<LimitsConfig, {
     bodyBytes: number; headerBytes: number; headersTimeoutMs: number; bodyTimeoutMs: number; maxConnections: number;
     maxConnectionsPerIp: number; jsonDepth: number; maxInflightPerClientIp: number; clientStallMs: number;
+    bodyBufferBytesPerClientIp: number; bodyBufferBytes: number;
   }>>,
   Expect<Equal<UpstreamConfig['protocol'], 'h2c' | 'h2' | 'http1'>>,
   Expect<Equal<UpstreamConfig['pool'], { size: number; pingIntervalMs: number; warm: boolean }>>,
