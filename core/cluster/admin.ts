@@ -48,6 +48,11 @@ function send(reply: FastifyReply, err: GatewayError): FastifyReply {
   return reply.code(err.status).header('content-type', JSON_TYPE).header('cache-control', 'no-store').send(JSON.stringify(err.toJSON()));
 }
 
+/** A worker's failed call, in its entry of an aggregated answer: the message, and its code if it has one. */
+function failure(e: unknown): { error: string; code?: string } {
+  return { error: e instanceof Error ? e.message : String(e), ...(e instanceof GatewayError ? { code: e.code } : {}) };
+}
+
 export function createClusterAdmin(p: ClusterAdminState): FastifyInstance {
   const app = Fastify({ loggerInstance: p.log, logController: new LogController({ disableRequestLogging: true }), bodyLimit: ADMIN_BODY_LIMIT }) as unknown as FastifyInstance;
   // Bodies go to a worker as they came: its admin app parses and answers (bad JSON included).
@@ -68,7 +73,7 @@ export function createClusterAdmin(p: ClusterAdminState): FastifyInstance {
     const slots = p.ready();
     const workers = await Promise.all(slots.map(async (s) => {
       try { return { slot: s.slot, pid: s.worker.process.pid, ...(await s.rpc.call('health', undefined, CALL_TIMEOUT_MS)) }; } catch (e) {
-        return { slot: s.slot, pid: s.worker.process.pid, healthy: false, error: e instanceof Error ? e.message : String(e) };
+        return { slot: s.slot, pid: s.worker.process.pid, healthy: false, ...failure(e) };
       }
     }));
     const healthy = !p.draining && workers.length > 0 && workers.every((w) => w.healthy);
@@ -89,7 +94,7 @@ export function createClusterAdmin(p: ClusterAdminState): FastifyInstance {
     const one = JSON.parse((await w.rpc.call('inject', { method: 'GET', url: '/-/config', headers: {} }, CALL_TIMEOUT_MS)).body) as Record<string, unknown>;
     const workers = await Promise.all(p.ready().map(async (s) => {
       try { return { slot: s.slot, pid: s.worker.process.pid, ...(await s.rpc.call('info', undefined, CALL_TIMEOUT_MS)) }; } catch (e) {
-        return { slot: s.slot, pid: s.worker.process.pid, error: e instanceof Error ? e.message : String(e) };
+        return { slot: s.slot, pid: s.worker.process.pid, ...failure(e) };
       }
     }));
     return { ...one, lastReload: p.lastReload ?? one.lastReload, workers };

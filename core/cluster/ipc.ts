@@ -6,11 +6,12 @@
  * newline and parsed whole (Node's lib/internal/child_process/serialization.js, `json`, the
  * cluster default); test/cluster/config-snapshot.test.ts sends one with a 256 KiB policy file.
  *
- *   const rpc = new Rpc((m) => worker.send(m));
+ *   const rpc = new Rpc(1, (m, sent) => worker.send(m, sent));
  *   worker.on('message', (m) => rpc.receive(m));
  *   const v = await rpc.call('health', undefined, 5000);
  */
 import type { ConfigSnapshot } from '../config/load.ts';
+import { GatewayError } from '../errors.ts';
 import type { ReloadResult } from '../gateway.ts';
 import type { HealthStatus } from '../health.ts';
 
@@ -76,25 +77,40 @@ export function isClusterMessage(m: unknown): m is ClusterMessage {
   return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
 }
 
-/** The calling side (primary): one per worker. */
+/**
+ * The calling side (primary): one per worker. Every failure to get an answer (not sent, no answer
+ * in time, the worker gone) rejects with `GW_ERR_CLUSTER_WORKER` naming the worker; an answer
+ * that is an error rejects with the worker's message.
+ */
 export class Rpc {
   #next = 1;
   readonly #pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
-  readonly #send: (m: ClusterMessage) => void;
-  constructor(send: (m: ClusterMessage) => void) { this.#send = send; }
+  readonly #slot: number;
+  readonly #send: (m: ClusterMessage, sent: (err: Error | null) => void) => void;
+  /**
+   * `send` must report a failed send to `sent` (Node's `worker.send(m, callback)`): a message to
+   * a worker whose channel has closed then fails this call at once, instead of an 'error' event
+   * on the worker and a call that waits for its timeout.
+   */
+  constructor(slot: number, send: (m: ClusterMessage, sent: (err: Error | null) => void) => void) { this.#slot = slot; this.#send = send; }
 
-  /** Ask the worker; rejects after `timeoutMs` or when the worker goes away. */
+  /** Ask the worker; rejects after `timeoutMs`, when the message cannot be sent, or when the worker goes away. */
   call<K extends OpName>(op: K, args: WorkerOps[K]['args'], timeoutMs: number): Promise<WorkerOps[K]['result']> {
     const id = this.#next++;
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { this.#pending.delete(id); reject(new Error(`no answer to "${op}" within ${timeoutMs} ms`)); }, timeoutMs);
+      const timer = setTimeout(() => this.#fail(id, `no answer to "${op}" within ${timeoutMs} ms`), timeoutMs);
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
-      try { this.#send({ t: 'call', id, op, args }); } catch (e) {
-        clearTimeout(timer);
-        this.#pending.delete(id);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      }
+      const sent = (e: Error | null): void => { if (e) this.#fail(id, `"${op}" not sent: ${(e as { code?: string }).code ?? e.message}`); };
+      try { this.#send({ t: 'call', id, op, args }, sent); } catch (e) { sent(e instanceof Error ? e : new Error(String(e))); }
     });
+  }
+
+  #fail(id: number, why: string): void {
+    const p = this.#pending.get(id);
+    if (!p) return;
+    this.#pending.delete(id);
+    clearTimeout(p.timer);
+    p.reject(new GatewayError('GW_ERR_CLUSTER_WORKER', [this.#slot, why]));
   }
 
   /** Feed a message from the worker; returns false if it was not an answer. */
@@ -108,9 +124,9 @@ export class Rpc {
     return true;
   }
 
-  /** The worker is gone: fail every call still waiting. */
+  /** The worker is gone (or can no longer be reached): fail every call still waiting. */
   close(why: string): void {
-    for (const [id, p] of this.#pending) { clearTimeout(p.timer); p.reject(new Error(why)); this.#pending.delete(id); }
+    for (const id of [...this.#pending.keys()]) this.#fail(id, why);
   }
 }
 

@@ -68,6 +68,8 @@ export interface WorkerSlot {
   worker: Worker;
   rpc: Rpc;
   ready: boolean;
+  /** It reported that it could not start (it then closes its channel and exits). */
+  failed?: boolean;
   startedAt: number;
 }
 
@@ -165,10 +167,23 @@ export class Primary {
   /** Fork a worker for `slot`; resolves with its first message (ready or failed). */
   #fork(slot: number): Promise<StartedMessage> {
     const worker = cluster.fork(testWorkerEnv(slot));
-    const s: WorkerSlot = { slot, worker, rpc: new Rpc((m) => worker.send(m)), ready: false, startedAt: Date.now() };
-    // A send to a worker that just died (its exit not seen yet) fails with an 'error' event, not a
-    // throw; unheard, it would end the primary. The call waiting on it fails at the worker's exit.
+    // Every send names a callback: one to a worker whose channel has closed (it died, its exit not
+    // seen yet) fails there and the call waiting on it fails at once (ipc.ts, Rpc).
+    const s: WorkerSlot = { slot, worker, rpc: new Rpc(slot, (m, sent) => worker.send(m, sent)), ready: false, startedAt: Date.now() };
+    // Any other 'error' a worker emits (a message node:cluster sends itself, a failed kill): an
+    // 'error' event nobody hears is an uncaught exception that would end the primary, and with it
+    // the whole gateway.
     worker.on('error', (e: Error) => this.log.warn({ slot, workerPid: worker.process.pid, err: e.message }, 'worker channel error'));
+    // A channel that closes unasked (the worker died and its exit is not seen yet, or it is alive
+    // and unreachable): its calls fail now, it stops counting as ready, and a worker still running
+    // is ended, as node:cluster ends a worker whose channel closes, so it is replaced at its exit.
+    worker.once('disconnect', () => {
+      s.ready = false;
+      s.rpc.close('its IPC channel closed');
+      if (this.draining || s.failed || worker.isDead()) return;
+      this.log.error({ slot, workerPid: worker.process.pid }, 'worker IPC channel closed; ending the worker');
+      try { worker.process.kill('SIGKILL'); } catch { /* gone */ }
+    });
     this.slots.set(slot, s);
     return new Promise<StartedMessage>((resolve) => {
       const timer = setTimeout(() => {
@@ -177,7 +192,8 @@ export class Primary {
       }, START_TIMEOUT_MS);
       worker.once('online', () => {
         const init: InitMessage = { t: 'init', slot, workers: this.#opts.workers, configFile: this.#opts.configFile, config: this.#config, dev: this.#dev, ...(this.#ports ? { listen: this.#ports } : {}) };
-        worker.send(init);
+        // A failed send: the channel closed, which 'disconnect' handles.
+        worker.send(init, () => { /* see 'disconnect' */ });
       });
       worker.on('message', (m: unknown) => {
         if (!isClusterMessage(m)) return;
@@ -189,13 +205,14 @@ export class Primary {
           resolve(m);
         } else if (m.t === 'failed') {
           clearTimeout(timer);
+          s.failed = true;
           this.log.error({ slot, workerPid: worker.process.pid, code: m.code, err: m.message }, 'worker could not start');
           resolve(m);
         }
       });
       worker.once('exit', (code, signal) => {
         clearTimeout(timer);
-        s.rpc.close(`worker ${slot} exited`);
+        s.rpc.close('it exited');
         if (this.slots.get(slot) === s) this.slots.delete(slot);
         resolve({ t: 'failed', code: 'GW_ERR_CLUSTER_WORKER', message: `worker ${slot} exited (${signal ?? code}) while starting`, exitCode: 1 });
         this.#onExit(s, code, signal);
@@ -270,7 +287,7 @@ export class Primary {
         const r = await s.rpc.call('reload', { trigger, config }, RELOAD_TIMEOUT_MS);
         return { slot: s.slot, pid, ok: r.ok, version: r.version, ...(r.unchanged ? { unchanged: true } : {}), ...(r.restartRequired ? { restartRequired: r.restartRequired } : {}), ...(r.error ? { error: r.error } : {}) };
       } catch (e) {
-        return { slot: s.slot, pid, ok: false, error: new GatewayError('GW_ERR_CLUSTER_WORKER', [s.slot, e instanceof Error ? e.message : String(e)]).toJSON().error };
+        return { slot: s.slot, pid, ok: false, error: (e instanceof GatewayError ? e : new GatewayError('GW_ERR_CLUSTER_WORKER', [s.slot, e instanceof Error ? e.message : String(e)])).toJSON().error };
       }
     }));
     const failed = results.filter((w) => !w.ok);

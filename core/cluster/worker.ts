@@ -32,6 +32,7 @@ export async function runWorker(): Promise<void> {
   });
   useSharedDevCredentials(init.dev);
   applyTestEnv(init.slot);
+  testDisconnectHook();
   // The primary reloads every worker; a SIGHUP sent to the whole process group must not make
   // this worker reload on its own (unvalidated, out of step with the others).
   process.on('SIGHUP', () => { /* the primary handles it */ });
@@ -102,4 +103,20 @@ function applyTestEnv(slot: number): void {
   if (!spec || !process.env.GHOSTGATE_TEST_RUN) return;
   const forSlot = (JSON.parse(spec) as Record<string, Record<string, string | null>>)[String(slot)] ?? {};
   for (const [k, v] of Object.entries(forSlot)) { if (v === null) delete process.env[k]; else process.env[k] = v; }
+}
+
+/**
+ * Test-only fault injection: with `GHOSTGATE_TEST_DISCONNECT_ON_SIGUSR2` set (for one slot, through
+ * GHOSTGATE_TEST_WORKER_ENV), SIGUSR2 closes this worker's IPC channel and keeps the process
+ * alive and serving: the state between a worker's channel closing and its exit, held open, so a
+ * test can see what the primary does with it. (node:cluster ends a worker whose channel closes
+ * unasked at once: its 'disconnect' listener is removed first.) Honoured only in a test run.
+ */
+function testDisconnectHook(): void {
+  if (!process.env.GHOSTGATE_TEST_DISCONNECT_ON_SIGUSR2 || !process.env.GHOSTGATE_TEST_RUN) return;
+  process.on('SIGUSR2', () => {
+    process.removeAllListeners('disconnect');
+    process.disconnect?.();
+    process.stdout.write(`test hook: worker ${process.pid} closed its IPC channel\n`);
+  });
 }
