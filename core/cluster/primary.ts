@@ -68,6 +68,8 @@ export interface WorkerSlot {
   worker: Worker;
   rpc: Rpc;
   ready: boolean;
+  /** The version of the config it runs (sent with `init`, then each reload it took). */
+  version: number;
   /** It reported that it could not start (it then closes its channel and exits). */
   failed?: boolean;
   startedAt: number;
@@ -169,7 +171,7 @@ export class Primary {
     const worker = cluster.fork(testWorkerEnv(slot));
     // Every send names a callback: one to a worker whose channel has closed (it died, its exit not
     // seen yet) fails there and the call waiting on it fails at once (ipc.ts, Rpc).
-    const s: WorkerSlot = { slot, worker, rpc: new Rpc(slot, (m, sent) => worker.send(m, sent)), ready: false, startedAt: Date.now() };
+    const s: WorkerSlot = { slot, worker, rpc: new Rpc(slot, (m, sent) => worker.send(m, sent)), ready: false, version: this.#config.version, startedAt: Date.now() };
     // Any other 'error' a worker emits (a message node:cluster sends itself, a failed kill): an
     // 'error' event nobody hears is an uncaught exception that would end the primary, and with it
     // the whole gateway.
@@ -191,6 +193,7 @@ export class Primary {
         worker.process.kill('SIGKILL');
       }, START_TIMEOUT_MS);
       worker.once('online', () => {
+        s.version = this.#config.version;
         const init: InitMessage = { t: 'init', slot, workers: this.#opts.workers, configFile: this.#opts.configFile, config: this.#config, dev: this.#dev, ...(this.#ports ? { listen: this.#ports } : {}) };
         // A failed send: the channel closed, which 'disconnect' handles.
         worker.send(init, () => { /* see 'disconnect' */ });
@@ -200,9 +203,14 @@ export class Primary {
         if (s.rpc.receive(m)) return;
         if (m.t === 'ready') {
           clearTimeout(timer);
-          s.ready = true;
-          this.log.info({ slot, workerPid: worker.process.pid }, 'worker ready');
-          resolve(m);
+          // A reload that ran while it started did not ask it: it counts as ready once it runs
+          // the config its siblings run.
+          void this.#catchUp(s).then(() => {
+            if (!worker.isConnected()) return;
+            s.ready = true;
+            this.log.info({ slot, workerPid: worker.process.pid, version: s.version }, 'worker ready');
+            resolve(m);
+          });
         } else if (m.t === 'failed') {
           clearTimeout(timer);
           s.failed = true;
@@ -285,6 +293,7 @@ export class Primary {
       const pid = s.worker.process.pid;
       try {
         const r = await s.rpc.call('reload', { trigger, config }, RELOAD_TIMEOUT_MS);
+        if (r.ok) s.version = config.version;
         return { slot: s.slot, pid, ok: r.ok, version: r.version, ...(r.unchanged ? { unchanged: true } : {}), ...(r.restartRequired ? { restartRequired: r.restartRequired } : {}), ...(r.error ? { error: r.error } : {}) };
       } catch (e) {
         return { slot: s.slot, pid, ok: false, error: (e instanceof GatewayError ? e : new GatewayError('GW_ERR_CLUSTER_WORKER', [s.slot, e instanceof Error ? e.message : String(e)])).toJSON().error };
@@ -297,6 +306,8 @@ export class Primary {
       this.#config = config;
       this.adminCredential = credential;
       this.#pointWatcher();
+      // A worker that became ready after the reload chose its targets runs the older config.
+      for (const s of this.ready()) if (!targets.includes(s)) void this.#catchUp(s);
     }
     const versions = results.map((w) => w.version ?? 0);
     const r: ClusterReloadResult = {
@@ -312,6 +323,27 @@ export class Primary {
     if (r.ok) this.log.info({ trigger, workers: results.map((w) => ({ slot: w.slot, version: w.version })) }, 'config reloaded on every worker');
     else this.log.error({ trigger, workers: results }, 'config reload: not every worker took the new config');
     return r;
+  }
+
+  /**
+   * Bring a worker to the running config if it runs another: one that started, or became ready,
+   * while a reload ran (its `init` carried the config of the time). Again while the running config
+   * moves on meanwhile; a worker that cannot load it keeps its own, and the log says why.
+   */
+  async #catchUp(s: WorkerSlot): Promise<void> {
+    let tried: number | undefined;
+    while (s.version !== this.#config.version && tried !== this.#config.version && !this.draining) {
+      const config = this.#config;
+      tried = config.version;
+      try {
+        const r = await s.rpc.call('reload', { trigger: 'catch-up', config }, RELOAD_TIMEOUT_MS);
+        if (r.ok) s.version = config.version;
+        else this.log.error({ slot: s.slot, workerPid: s.worker.process.pid, version: s.version, err: r.error }, 'worker could not load the running config; it keeps its own');
+      } catch (e) {
+        this.log.error({ slot: s.slot, workerPid: s.worker.process.pid, err: e instanceof Error ? e.message : String(e) }, 'worker did not take the running config');
+        return;
+      }
+    }
   }
 
   /** Drain every worker (each runs its own drain delay and grace), then close the admin plane. */

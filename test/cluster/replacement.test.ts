@@ -1,0 +1,83 @@
+/**
+ * A reload while a worker is being replaced: the replacement got the running config with its
+ * `init`, the reload does not ask it (it is not ready yet), and yet it must end up running the
+ * reloaded config, as its sibling does, before it counts as ready.
+ *
+ * "While it starts" is made exact, without a time window, by a test plugin that holds worker 2's
+ * start (inside its runtime build, after `init`) until the test lets it go, when told to by a file.
+ */
+import { existsSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { clusterClient } from '../helpers/cluster.ts';
+import { startGatewayProcess } from '../helpers/gateway-process.ts';
+import { until } from '../helpers/h2.ts';
+
+const policy = (cfg: string): string => [
+  'name: default',
+  'match: { paths: [/v1/completions] }',
+  'steps:',
+  '  - use: set-headers',
+  `    params: { response: { x-cfg: ${cfg} } }`,
+  '  - use: hold-start',
+  '',
+].join('\n');
+
+/**
+ * Test plugin: in worker 2, when hold.flag exists beside it, removes it, writes held.flag and
+ * blocks until go.flag appears (then removes it). Nothing in the primary or in worker 1.
+ */
+const HOLD_PLUGIN = `import cluster from 'node:cluster';
+import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
+const f = (n) => new URL('./' + n, import.meta.url);
+export default {
+  name: 'hold-start',
+  description: 'Test only: holds worker 2 while it builds its runtime, until go.flag exists.',
+  paramsSchema: { type: 'object', additionalProperties: false, properties: {} },
+  create() {
+    if (cluster.isPrimary || process.env.GHOSTGATE_WORKER_SLOT !== '2' || !existsSync(f('hold.flag'))) return {};
+    unlinkSync(f('hold.flag'));
+    writeFileSync(f('held.flag'), String(process.pid));
+    const nap = new Int32Array(new SharedArrayBuffer(4));
+    while (!existsSync(f('go.flag'))) Atomics.wait(nap, 0, 0, 10);
+    unlinkSync(f('go.flag'));
+    return {};
+  },
+};
+`;
+
+const g = await startGatewayProcess(t, {
+  args: ['--workers', '2'],
+  extraConfig: 'plugins: [./hold-start.mjs]',
+  files: { 'policies/default.yaml': policy('a'), 'hold-start.mjs': HOLD_PLUGIN },
+});
+const c = clusterClient(g);
+const flag = (n: string): string => path.join(g.dir, n);
+
+interface ConfigView { workers: Array<{ slot: number; pid: number; version: number; fingerprint: string }> }
+
+t.test('a worker that was starting during a reload runs the reloaded config once it is ready', async (t) => {
+  // Let a held worker go on failure too (a blocked start would wait for the teardown's kill).
+  t.teardown(() => writeFileSync(flag('go.flag'), ''));
+  const victim = (await c.ping()).workers.find((w) => w.slot === 2)!.pid;
+  writeFileSync(flag('hold.flag'), '');
+  process.kill(victim, 'SIGKILL');
+  await until(() => existsSync(flag('held.flag')), 60_000);
+  // The replacement has its init (version 1) and is held in its start: reload now.
+  writeFileSync(path.join(g.dir, 'policies/default.yaml'), policy('b'));
+  const r = await c.admin<{ ok: boolean; version: number; workers: Array<{ slot: number; version: number }> }>('/-/reload', { method: 'POST' });
+  t.equal(r.body.ok, true);
+  t.same(r.body.workers.map((w) => [w.slot, w.version]), [[1, 2]], 'only worker 1 was ready to ask; it took version 2');
+  writeFileSync(flag('go.flag'), '');
+  await until(async () => {
+    const p = await c.ping();
+    return p.workers.length === 2 && p.workers.every((w) => w.pid !== victim);
+  }, 60_000);
+  const view = (await c.admin<ConfigView>('/-/config')).body;
+  t.same(view.workers.map((w) => [w.slot, w.version]), [[1, 2], [2, 2]], 'the replacement runs version 2 as soon as it counts as ready');
+  t.equal(view.workers[0]!.fingerprint, view.workers[1]!.fingerprint, 'the same texts');
+  // The kernel spreads connections by hash: 16 reach both workers but with odds of 2 in 65,536.
+  const answers = new Set<string>();
+  for (let i = 0; i < 16; i++) answers.add(String((await c.oneShot()).headers['x-cfg']));
+  t.same([...answers], ['b'], 'every answer comes from the reloaded policy');
+});
