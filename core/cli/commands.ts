@@ -66,15 +66,16 @@ export const commands: Record<string, Command> = {
         printBanner(file, gw!.addresses!, await bannerInfo(gw!), model);
       }
       process.on('SIGHUP', () => { void (primary ? primary.reload('SIGHUP') : gw!.reload('SIGHUP')); });
-      await new Promise<void>((resolve) => {
+      return new Promise<number>((resolve) => {
         const stop = (sig: string): void => {
           log.info({ signal: sig }, 'shutting down: finishing in-flight requests');
-          void (primary ? primary.close() : gw!.close()).then(() => model?.stop()).then(() => resolve());
+          void (primary ? primary.close() : gw!.close()).then(() => model?.stop()).then(() => resolve(0));
         };
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));
+        // A cluster whose worker keeps dying young shuts itself down (core/cluster/primary.ts).
+        void primary?.gaveUp.then((e) => { process.stderr.write(`ghostgate start: ${e.code} ${e.message}\n`); return model?.stop(); }).then(() => resolve(1));
       });
-      return 0;
     },
   },
 

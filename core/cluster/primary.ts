@@ -25,8 +25,10 @@
  *   worker reloads from the snapshot; one that cannot keeps its running config and says so in the
  *   answer. The snapshot becomes the running one unless every worker refused it.
  * - **Crash**: a worker that exits unasked is replaced in its slot (back-off when it keeps dying
- *   young), and the replacement loads the running snapshot: the config its siblings run, with
- *   their version, whatever is on disk now (an edit not reloaded, or one a reload refused).
+ *   young; the fifth young death in a row ends the gateway, exit 1), and the replacement loads the
+ *   running snapshot: the config its siblings run, with their version, whatever is on disk now
+ *   (an edit not reloaded, or one a reload refused), or the config a reload brought meanwhile.
+ *   A worker whose IPC channel closes while it still runs is ended and replaced the same way.
  *   **SIGTERM** drains every worker (each: health fails, drain delay, grace), then exits.
  * - **Dev key**: the primary makes the dev signing key and API key and hands them to every
  *   worker, so a token minted by one verifies on all.
@@ -60,6 +62,10 @@ import { Coalesced } from '../coalesce.ts';
 const WORKER_MAIN = path.join(import.meta.dirname, 'worker-main.ts');
 /** How long a worker may take to start (load, warm pools, listen). */
 const START_TIMEOUT_MS = 60_000;
+/** A worker that exits this soon after its fork died young (see Primary#onExit). */
+const YOUNG_MS = 10_000;
+/** Young deaths in a row of one slot after which the primary gives up and exits 1. */
+const YOUNG_EXITS_MAX = 5;
 /** How long a reload may take in a worker before the primary reports it unanswered. */
 const RELOAD_TIMEOUT_MS = 60_000;
 
@@ -70,8 +76,8 @@ export interface WorkerSlot {
   ready: boolean;
   /** The version of the config it runs (sent with `init`, then each reload it took). */
   version: number;
-  /** It reported that it could not start (it then closes its channel and exits). */
-  failed?: boolean;
+  /** Why it could not start, as it reported (it then closes its channel and exits). */
+  failure?: string;
   startedAt: number;
 }
 
@@ -109,7 +115,10 @@ export class Primary {
   #watcher: ConfigWatcher | undefined;
   readonly #reloads = new Coalesced<ClusterReloadResult>((trigger) => this.#reload(trigger), (trigger) => void this.reload(trigger));
   #closed: Promise<void> | undefined;
-  readonly #respawns = new Map<number, { delay: number; timer?: NodeJS.Timeout }>();
+  readonly #respawns = new Map<number, { delay: number; young: number; timer?: NodeJS.Timeout }>();
+  #giveUp!: (e: GatewayError) => void;
+  /** Resolves, once every worker has exited, when the primary gave up on a worker that kept dying young (see #onExit). */
+  readonly gaveUp = new Promise<GatewayError>((resolve) => { this.#giveUp = resolve; });
 
   private constructor(opts: PrimaryOptions, loaded: LoadedConfig, config: ValidatedConfig, log: FastifyBaseLogger) {
     this.#opts = opts;
@@ -182,13 +191,14 @@ export class Primary {
     worker.once('disconnect', () => {
       s.ready = false;
       s.rpc.close('its IPC channel closed');
-      if (this.draining || s.failed || worker.isDead()) return;
+      if (this.draining || s.failure || worker.isDead()) return;
       this.log.error({ slot, workerPid: worker.process.pid }, 'worker IPC channel closed; ending the worker');
       try { worker.process.kill('SIGKILL'); } catch { /* gone */ }
     });
     this.slots.set(slot, s);
     return new Promise<StartedMessage>((resolve) => {
       const timer = setTimeout(() => {
+        s.failure = `did not start within ${START_TIMEOUT_MS} ms`;
         resolve({ t: 'failed', code: 'GW_ERR_CLUSTER_WORKER', message: `worker ${slot} did not start within ${START_TIMEOUT_MS} ms`, exitCode: 1 });
         worker.process.kill('SIGKILL');
       }, START_TIMEOUT_MS);
@@ -213,7 +223,7 @@ export class Primary {
           });
         } else if (m.t === 'failed') {
           clearTimeout(timer);
-          s.failed = true;
+          s.failure = `${m.code}: ${m.message}`;
           this.log.error({ slot, workerPid: worker.process.pid, code: m.code, err: m.message }, 'worker could not start');
           resolve(m);
         }
@@ -228,14 +238,29 @@ export class Primary {
     });
   }
 
-  /** A worker ended: if nobody asked it to, replace it (back-off if it keeps dying young). */
+  /**
+   * A worker ended: if nobody asked it to, replace it, with a back-off while it keeps dying young
+   * (within YOUNG_MS of its fork: 200 ms, doubling, at most 10 s). The YOUNG_EXITS_MAX-th young
+   * death in a row of one slot ends the primary: it drains the other workers and `gaveUp`
+   * resolves with the reason (the CLI exits 1), so a supervisor sees a gateway that cannot keep
+   * its workers running instead of one restarting them for ever.
+   */
   #onExit(s: WorkerSlot, code: number | null, signal: string | null): void {
     if (this.draining) return;
-    this.restarts.inc();
     const lived = Date.now() - s.startedAt;
-    const r = this.#respawns.get(s.slot) ?? { delay: 0 };
-    r.delay = lived > 10_000 ? 0 : Math.min(Math.max(r.delay * 2, 200), 10_000);
+    const r = this.#respawns.get(s.slot) ?? { delay: 0, young: 0 };
+    const young = lived <= YOUNG_MS;
+    r.young = young ? r.young + 1 : 0;
+    r.delay = young ? Math.min(Math.max(r.delay * 2, 200), 10_000) : 0;
     this.#respawns.set(s.slot, r);
+    const why = s.failure ?? `exit ${signal ?? code}`;
+    if (r.young >= YOUNG_EXITS_MAX) {
+      const e = new GatewayError('GW_ERR_CLUSTER_WORKER', [], { message: `worker ${s.slot} ended ${r.young} times in a row within ${YOUNG_MS / 1000} s of its start (last: ${why}); shutting down` });
+      this.log.error({ slot: s.slot, workerPid: s.worker.process.pid, code, signal, youngExits: r.young, last: why }, 'worker keeps dying young; shutting down the gateway');
+      void this.close().then(() => this.#giveUp(e));
+      return;
+    }
+    this.restarts.inc();
     this.log.error({ slot: s.slot, workerPid: s.worker.process.pid, code, signal, restartInMs: r.delay }, 'worker exited unexpectedly; replacing it');
     r.timer = setTimeout(() => {
       r.timer = undefined;

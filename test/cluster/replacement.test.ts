@@ -1,56 +1,19 @@
 /**
  * A reload while a worker is being replaced: the replacement got the running config with its
- * `init`, the reload does not ask it (it is not ready yet), and yet it must end up running the
- * reloaded config, as its sibling does, before it counts as ready.
- *
- * "While it starts" is made exact, without a time window, by a test plugin that holds worker 2's
- * start (inside its runtime build, after `init`) until the test lets it go, when told to by a file.
+ * `init`, the reload does not ask it (it is not ready yet), and yet it must run the reloaded
+ * config, as its sibling does, once it counts as ready. "While it starts" is made exact, without a
+ * time window, by a test plugin that holds worker 2's start (inside its runtime build, after
+ * `init`) until the test lets it go (test/cluster/fixtures/slot-2-faults.mjs).
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { clusterClient } from '../helpers/cluster.ts';
+import { clusterClient, slot2Faults, slot2Policy } from '../helpers/cluster.ts';
 import { startGatewayProcess } from '../helpers/gateway-process.ts';
 import { until } from '../helpers/h2.ts';
 
-const policy = (cfg: string): string => [
-  'name: default',
-  'match: { paths: [/v1/completions] }',
-  'steps:',
-  '  - use: set-headers',
-  `    params: { response: { x-cfg: ${cfg} } }`,
-  '  - use: hold-start',
-  '',
-].join('\n');
-
-/**
- * Test plugin: in worker 2, when hold.flag exists beside it, removes it, writes held.flag and
- * blocks until go.flag appears (then removes it). Nothing in the primary or in worker 1.
- */
-const HOLD_PLUGIN = `import cluster from 'node:cluster';
-import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
-const f = (n) => new URL('./' + n, import.meta.url);
-export default {
-  name: 'hold-start',
-  description: 'Test only: holds worker 2 while it builds its runtime, until go.flag exists.',
-  paramsSchema: { type: 'object', additionalProperties: false, properties: {} },
-  create() {
-    if (cluster.isPrimary || process.env.GHOSTGATE_WORKER_SLOT !== '2' || !existsSync(f('hold.flag'))) return {};
-    unlinkSync(f('hold.flag'));
-    writeFileSync(f('held.flag'), String(process.pid));
-    const nap = new Int32Array(new SharedArrayBuffer(4));
-    while (!existsSync(f('go.flag'))) Atomics.wait(nap, 0, 0, 10);
-    unlinkSync(f('go.flag'));
-    return {};
-  },
-};
-`;
-
-const g = await startGatewayProcess(t, {
-  args: ['--workers', '2'],
-  extraConfig: 'plugins: [./hold-start.mjs]',
-  files: { 'policies/default.yaml': policy('a'), 'hold-start.mjs': HOLD_PLUGIN },
-});
+const header = (cfg: string): string[] => ['  - use: set-headers', `    params: { response: { x-cfg: ${cfg} } }`];
+const g = await startGatewayProcess(t, { args: ['--workers', '2'], ...slot2Faults(header('a')) });
 const c = clusterClient(g);
 const flag = (n: string): string => path.join(g.dir, n);
 
@@ -64,7 +27,7 @@ t.test('a worker that was starting during a reload runs the reloaded config once
   process.kill(victim, 'SIGKILL');
   await until(() => existsSync(flag('held.flag')), 60_000);
   // The replacement has its init (version 1) and is held in its start: reload now.
-  writeFileSync(path.join(g.dir, 'policies/default.yaml'), policy('b'));
+  writeFileSync(path.join(g.dir, 'policies/default.yaml'), slot2Policy(header('b')));
   const r = await c.admin<{ ok: boolean; version: number; workers: Array<{ slot: number; version: number }> }>('/-/reload', { method: 'POST' });
   t.equal(r.body.ok, true);
   t.same(r.body.workers.map((w) => [w.slot, w.version]), [[1, 2]], 'only worker 1 was ready to ask; it took version 2');

@@ -6,7 +6,9 @@
  *   const { body } = await c.admin<{ ok: boolean }>('/-/reload', { method: 'POST' });
  *   const pids = (await c.ping()).workers.map((w) => w.pid);
  */
+import { readFileSync } from 'node:fs';
 import type { IncomingHttpHeaders } from 'node:http2';
+import path from 'node:path';
 import type { GatewayProcess } from './gateway-process.ts';
 import { connect, post } from './h2.ts';
 
@@ -44,6 +46,25 @@ export function clusterClient(g: Pick<GatewayProcess, 'adminUrl' | 'url'>): Clus
         const r = await post(s, '/v1/completions', body, headers);
         return { status: r.status, headers: r.headers };
       } finally { s.close(); }
+    },
+  };
+}
+
+/** A default policy of `steps` (YAML lines), then the step of test/cluster/fixtures/slot-2-faults.mjs. */
+export function slot2Policy(steps: string[]): string {
+  return ['name: default', 'match: { paths: [/v1/completions] }', 'steps:', ...steps, '  - use: slot-2-faults', ''].join('\n');
+}
+
+/**
+ * Options for startGatewayProcess: a cluster whose worker 2 can be made to fail or to hold its
+ * start (test/cluster/fixtures/slot-2-faults.mjs) by flag files in the gateway's folder.
+ */
+export function slot2Faults(steps: string[]): { files: Record<string, string>; extraConfig: string } {
+  return {
+    extraConfig: 'plugins: [./slot-2-faults.mjs]',
+    files: {
+      'slot-2-faults.mjs': readFileSync(path.join(import.meta.dirname, '../cluster/fixtures/slot-2-faults.mjs'), 'utf8'),
+      'policies/default.yaml': slot2Policy(steps),
     },
   };
 }

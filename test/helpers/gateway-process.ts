@@ -50,6 +50,8 @@ export interface GatewayProcess {
   adminUrl: string;
   /** Everything the process wrote to stdout (banner, JSON log lines). */
   stdout(): string;
+  /** Everything the process wrote to stderr. */
+  stderr(): string;
   /** Resolves with the exit code (or signal name) when the process ends. */
   exited: Promise<number | string | null>;
 }
@@ -82,7 +84,7 @@ export async function startGatewayProcess(t: Teardown, o: GatewayProcessOptions 
     'logging: { level: info }',
     o.extraConfig ?? '',
   ].join('\n') + '\n');
-  const { child, exited, banner, stdout } = await spawnGatewayCli(t, ['--config', configFile, ...(o.args ?? [])], { env: o.env, openFileLimit: o.openFileLimit });
+  const { child, exited, banner, stdout, stderr } = await spawnGatewayCli(t, ['--config', configFile, ...(o.args ?? [])], { env: o.env, openFileLimit: o.openFileLimit });
   const find = (re: RegExp): string | undefined => re.exec(banner)?.[1];
   return {
     child, model, exited, dir, configFile,
@@ -90,6 +92,7 @@ export async function startGatewayProcess(t: Teardown, o: GatewayProcessOptions 
     tlsUrl: find(/data plane\s+(https:\/\/\S+)/),
     adminUrl: find(/admin\s+(http:\/\/\S+)/)!,
     stdout,
+    stderr,
   };
 }
 
@@ -102,6 +105,8 @@ export interface GatewayCli {
   banner: string;
   /** Everything the process wrote to stdout so far. */
   stdout(): string;
+  /** Everything the process wrote to stderr so far. */
+  stderr(): string;
 }
 
 /**
@@ -131,5 +136,5 @@ export async function spawnGatewayCli(t: Teardown, args: string[], o: { env?: No
     });
     child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`${name} exited (${code}): ${err}`)); });
   });
-  return { child, exited, banner, stdout: () => out };
+  return { child, exited, banner, stdout: () => out, stderr: () => err };
 }

@@ -1,0 +1,33 @@
+/**
+ * A worker that cannot start any more (test/cluster/fixtures/slot-2-faults.mjs makes worker 2's
+ * start fail): it is replaced with a doubling back-off, each failure logged with its reason, and
+ * at the fifth young death in a row the primary gives up: it drains the other worker and exits 1,
+ * saying why on stderr, so a supervisor sees it.
+ */
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { clusterClient, slot2Faults } from '../helpers/cluster.ts';
+import { startGatewayProcess } from '../helpers/gateway-process.ts';
+import { within } from '../helpers/h2.ts';
+
+const g = await startGatewayProcess(t, { args: ['--workers', '2'], ...slot2Faults([]) });
+
+interface Line { msg: string; slot?: number; err?: string; restartInMs?: number; youngExits?: number }
+
+t.test('a worker that keeps failing to start: replaced with a back-off, then the primary drains and exits 1, saying why', async (t) => {
+  const pids = (await clusterClient(g).ping()).workers.map((w) => w.pid);
+  writeFileSync(path.join(g.dir, 'fail.flag'), '');
+  process.kill(pids[1]!, 'SIGKILL');
+  t.equal(await within('the primary\'s exit', g.exited, 100_000), 1, 'the primary exits 1');
+  const log = g.stdout().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Line);
+  const failed = log.filter((l) => l.msg === 'worker could not start');
+  t.ok(failed.length >= 1 && failed.every((l) => l.slot === 2 && /test: worker 2 cannot start/.test(l.err!)), 'each failed start is logged with its reason');
+  // Young deaths in a row (within 10 s of the fork) since the last one that was not (replaced at
+  // once): the killed worker's counts too, unless it had lived longer (a slow machine).
+  const delays = log.filter((l) => l.msg === 'worker exited unexpectedly; replacing it').map((l) => l.restartInMs);
+  t.same(delays.slice(delays.lastIndexOf(0) + 1), [200, 400, 800, 1600], 'four young deaths, replaced with a doubling back-off');
+  t.match(log.find((l) => l.youngExits), { msg: 'worker keeps dying young; shutting down the gateway', slot: 2, youngExits: 5 }, 'at the fifth the primary says why it gives up');
+  t.match(g.stderr(), /^ghostgate start: GW_ERR_CLUSTER_WORKER worker 2 ended 5 times in a row within 10 s of its start \(last: GW_ERR_CONFIG_INVALID: .*test: worker 2 cannot start\); shutting down$/m);
+  for (const pid of pids) t.throws(() => process.kill(pid, 0), `worker ${pid} is gone`);
+});
