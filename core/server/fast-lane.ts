@@ -91,10 +91,11 @@ export const H1_DRAIN_BYTES = 8 * 1024 * 1024;
  * the 413 (in 5 of 10 tries of a 2 MB body against a gateway process). So the rest of the body
  * is read and dropped first, up to H1_DRAIN_BYTES (past that the reply goes out anyway); the head and body deadlines
  * (core/net/http1.ts) still bound a client that sends slowly. On a kept-alive connection Node
- * drops the unread body itself after the reply, which then goes out at once.
- * test/core/bad-input.test.ts.
+ * drops the unread body itself after the reply, which then goes out at once. Fastify's data
+ * plane (core/server/data-plane.ts) drains the same way before its error replies.
+ * test/core/bad-input.test.ts, both lanes.
  */
-function drainThen(req: IncomingMessage, reply: () => void): void {
+export function drainThen(req: IncomingMessage, reply: () => void): void {
   let got = 0;
   const done = (): void => {
     req.removeListener('data', onData);

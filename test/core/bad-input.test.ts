@@ -68,8 +68,9 @@ t.test('a client that sends too many concurrent streams is held to maxConcurrent
 // fails (EPIPE) and it never reads the reply. The gateway reads the rest of the body first.
 // A gateway process: in this test's own process the client's writes and the gateway's close take
 // turns on one event loop and the reset did not show (it did in 5 of 10 tries against a process).
-t.test('HTTP/1.1 with Connection: close, a body past the limit: the client reads the 413, not a reset', async (t) => {
-  const g = await startGatewayProcess(t, { extraConfig: 'limits: { bodyBytes: 4096 }' });
+// Both adapters: the HTTP/1.1 fast lane, and Fastify's route (server.fastLane: false).
+for (const fastLane of [true, false]) t.test(`HTTP/1.1 with Connection: close, a body past the limit: the client reads the 413, not a reset (fastLane: ${fastLane})`, async (t) => {
+  const g = await startGatewayProcess(t, { extraConfig: `limits: { bodyBytes: 4096 }\nserver: { fastLane: ${fastLane} }` });
   const port = Number(new URL(g.url).port);
   const body = Buffer.from(JSON.stringify({ model: 'ghost-small', prompt: 'x'.repeat(2_000_000) }));
   for (const [framing, head] of [
