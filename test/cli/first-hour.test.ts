@@ -130,6 +130,17 @@ t.test('`npm run -s gg -- <command>` (the README\'s way to run the CLI): only th
   t.notMatch(npm.out + npm.err, /EBADENGINE|> ghostgate@/, 'no engine warning, no npm banner');
 });
 
+// `npm ci` runs the `node` devDependency's preinstall, which installs the pinned Node 24 the npm
+// scripts run on. npm 11.16+ lists install scripts that package.json's `allowScripts` does not
+// cover after every install, and npm 12 skips them: no Node 24, nothing runs. So it is listed.
+t.test('`npm ci` installs the pinned Node: its install script is approved in allowScripts', async (t) => {
+  const npm = userNpm(t, ['install-scripts', 'ls', '--json']);
+  const code = await npm.closed;
+  if (code !== 0 && /Unknown command|install-scripts/.test(npm.err)) { void t.skip(`this npm has no install-scripts command: ${npm.err.split('\n')[0]}`, () => {}); return; }
+  t.equal(code, 0, npm.err);
+  t.same((JSON.parse(npm.out) as { allowScripts: unknown[] }).allowScripts, [], 'no package with an install script left unreviewed');
+});
+
 // A process manager, `timeout` or a container runtime that runs `npm start` stops it with SIGTERM
 // to npm alone. npm passes it to the script's shell; had the shell not exec'd node, the shell
 // would die and the gateway run on, orphaned, holding its ports (the next `npm start`: EADDRINUSE).
