@@ -35,11 +35,13 @@ export function readJsonBody(source: Readable, declared: string | undefined, lim
   source.on('data', r.onData);
   source.on('end', r.onEnd);
   source.on('error', noop);
-  // A client that goes away mid-body gives back what its body held.
-  if (hold !== undefined) source.once('close', r.release);
+  // A client that goes away mid-body gives back what its body held: an HTTP/1.1 request cut off
+  // emits no 'end', only 'close' (test/core/body-budget.test.ts, both protocols). `on`, not
+  // `once`: release is idempotent, and `once` would allocate a wrapper per request.
+  if (hold !== undefined) source.on('close', r.release);
 }
 
-/** One read in progress (a class: one allocation and two bound listeners, a fixed shape). */
+/** One read in progress (a class: one allocation and its bound listeners, a fixed shape). */
 class BodyRead {
   readonly source: Readable;
   readonly len: number;
