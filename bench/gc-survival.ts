@@ -29,7 +29,11 @@ import { parseArgs } from 'node:util';
 import { h1ClosedLoop, h2ClosedLoop } from './closed-loop.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-const { values } = parseArgs({ options: { requests: { type: 'string', default: '100000' }, rounds: { type: 'string', default: '2' }, only: { type: 'string' } } });
+const { values } = parseArgs({ options: {
+  requests: { type: 'string', default: '100000' }, rounds: { type: 'string', default: '2' }, only: { type: 'string' },
+  // More gateways, with their own Node flags: --variant 'big=--max-semi-space-size=64 --scavenger-max-new-space-capacity-mb=128'
+  variant: { type: 'string', multiple: true, default: [] },
+} });
 const N = Number(values.requests);
 const ROUNDS = Number(values.rounds);
 const BODY = JSON.stringify({ model: 'ghost-small', prompt: 'def fib(n):', stream: true, max_tokens: 4 });
@@ -86,7 +90,7 @@ async function freePort(): Promise<number> {
 const h2Load = (url: string, n: number): Promise<void> => h2ClosedLoop(url, n, BODY, 64, 4);
 const h1Load = (url: string, n: number): Promise<void> => h1ClosedLoop(url, n, BODY, 16);
 
-interface GcStats { scavenges: number; survivedPct: number; promotedPct: number; pauseP50: number; pauseMax: number }
+interface GcStats { scavenges: number; survivedPct: number; promotedPct: number; pauseP50: number; pauseMax: number; pauseTotal: number; markCompacts: number; mcPauseMax: number }
 
 /** Scavenges logged by --trace-gc-nvp in `text` (from `from` on). */
 function gcStats(text: string): GcStats {
@@ -94,7 +98,11 @@ function gcStats(text: string): GcStats {
   const num = (l: string, k: string): number => Number(l.match(new RegExp(` ${k}=([\\d.]+)`))?.[1] ?? 0);
   const alloc = lines.reduce((a, l) => a + num(l, 'allocated'), 0);
   const pauses = lines.map((l) => num(l, 'pause')).sort((a, b) => a - b);
+  const mc = text.split('\n').filter((l) => l.includes(' gc=mc ')).map((l) => num(l, 'pause'));
   return {
+    pauseTotal: pauses.reduce((a, x) => a + x, 0),
+    markCompacts: mc.length,
+    mcPauseMax: Math.max(0, ...mc),
     scavenges: lines.length,
     survivedPct: alloc > 0 ? 100 * lines.reduce((a, l) => a + num(l, 'new_space_survived'), 0) / alloc : 0,
     promotedPct: alloc > 0 ? 100 * lines.reduce((a, l) => a + num(l, 'promoted'), 0) / alloc : 0,
@@ -124,7 +132,7 @@ const subjects: Subject[] = [
     const port = await portIn(p, /"event":"listening","port":(\d+)/);
     return { url: `http://127.0.0.1:${port}`, log: () => p.out, stop: () => stopAll(p) };
   } },
-  { name: 'gateway', proto: 'h2', async run() {
+  ...[['gateway', ''], ...values.variant.map((v) => [`gateway:${v.slice(0, v.indexOf('='))}`, v.slice(v.indexOf('=') + 1)])].map(([name, flags]): Subject => ({ name: name!, proto: 'h2', async run() {
     const m = start(['model-server/main.ts', '--port', '0', ...MODEL_ARGS]);
     const modelPort = await portIn(m, /"event":"listening","port":(\d+)/);
     const dir = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-gc-'));
@@ -135,7 +143,7 @@ const subjects: Subject[] = [
       'models: { ghost-small: { upstream: local } }', 'defaultModel: ghost-small', 'policies: []',
       'modelServer: { enabled: false }', 'reload: { watch: false }', 'logging: { level: warn }', '',
     ].join('\n'));
-    const g = start([...GC, 'bin/ghostgate.ts', 'start', '--config', path.join(dir, 'gateway.config.yaml')]);
+    const g = start([...GC, ...flags!.split(' ').filter(Boolean), 'bin/ghostgate.ts', 'start', '--config', path.join(dir, 'gateway.config.yaml')]);
     const until = Date.now() + 30_000;
     for (;;) {
       const up = await fetch(`http://127.0.0.1:${admin}/-/upstreams`).then((r) => r.json() as Promise<{ local?: { live: number } }>, () => undefined);
@@ -144,7 +152,7 @@ const subjects: Subject[] = [
       await new Promise((r) => setTimeout(r, 50));
     }
     return { url: `http://127.0.0.1:${port}`, log: () => g.out, stop: () => stopAll(g, m) };
-  } },
+  } })),
 ];
 
 const only = values.only?.split(',');
@@ -160,7 +168,7 @@ for (let round = 1; round <= ROUNDS; round++) {
       await new Promise((r) => setTimeout(r, 100));
       const st = gcStats(h.log().slice(from));
       (results.get(s.name) ?? results.set(s.name, []).get(s.name)!).push(st);
-      console.log(`round ${round} ${s.name.padEnd(8)} scavenges ${st.scavenges}, survived ${st.survivedPct.toFixed(1)}%, promoted ${st.promotedPct.toFixed(1)}%, pause p50 ${st.pauseP50.toFixed(1)} ms, max ${st.pauseMax.toFixed(1)} ms`);
+      console.log(`round ${round} ${s.name.padEnd(8)} scavenges ${st.scavenges}, survived ${st.survivedPct.toFixed(1)}%, promoted ${st.promotedPct.toFixed(1)}%, pause p50 ${st.pauseP50.toFixed(1)} ms, max ${st.pauseMax.toFixed(1)} ms, total ${st.pauseTotal.toFixed(0)} ms; mark-compacts ${st.markCompacts} (max ${st.mcPauseMax.toFixed(1)} ms)`);
     } finally {
       await h.stop();
     }
@@ -169,5 +177,5 @@ for (let round = 1; round <= ROUNDS; round++) {
 const med = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
 console.log(`\nmedians over ${ROUNDS} rounds of ${N} requests (young-generation allocation alive at a scavenge, promoted, scavenge pauses):`);
 for (const [name, xs] of results) {
-  console.log(`  ${name.padEnd(8)} survived ${med(xs.map((x) => x.survivedPct)).toFixed(1).padStart(5)}%   promoted ${med(xs.map((x) => x.promotedPct)).toFixed(1).padStart(5)}%   pause p50 ${med(xs.map((x) => x.pauseP50)).toFixed(1).padStart(5)} ms   max ${med(xs.map((x) => x.pauseMax)).toFixed(1).padStart(5)} ms   (${med(xs.map((x) => x.scavenges))} scavenges)`);
+  console.log(`  ${name.padEnd(8)} survived ${med(xs.map((x) => x.survivedPct)).toFixed(1).padStart(5)}%   promoted ${med(xs.map((x) => x.promotedPct)).toFixed(1).padStart(5)}%   pause p50 ${med(xs.map((x) => x.pauseP50)).toFixed(1).padStart(5)} ms   max ${med(xs.map((x) => x.pauseMax)).toFixed(1).padStart(5)} ms   total ${med(xs.map((x) => x.pauseTotal)).toFixed(0).padStart(5)} ms   (${med(xs.map((x) => x.scavenges))} scavenges; ${med(xs.map((x) => x.markCompacts))} mark-compacts, max ${med(xs.map((x) => x.mcPauseMax)).toFixed(1)} ms)`);
 }

@@ -62,6 +62,7 @@ const { values: argv } = parseArgs({
     only: { type: 'string' },
     'gateway-cpu-prof': { type: 'boolean' },
     'gateway-node-args': { type: 'string' },
+    'floor-variant': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -82,6 +83,8 @@ if (argv.help) {
                       h1 = h1-latency,h1-throughput
   --gateway-cpu-prof  run the gateway with --cpu-prof; profiles go to bench/results/prof-<time>/
   --gateway-node-args 'A B'  extra Node flags for the gateway process only (e.g. '--trace-gc')
+  --floor-variant 'NAME=A B'  floor: also a second gateway run with these Node flags, same rounds
+                      (e.g. 'semi8=--max-semi-space-size=8'): a flag's effect measured in one run
 `);
   process.exit(0);
 }
@@ -114,6 +117,7 @@ const OPT = {
   warmupSeconds: quick ? 1 : 2,
   gatewayCpuProf: argv['gateway-cpu-prof'] === true,
   gatewayNodeArgs: (argv['gateway-node-args'] ?? '').split(' ').filter(Boolean),
+  floorVariant: ((v) => v === undefined ? undefined : { name: v.slice(0, Math.max(0, v.indexOf('='))) || 'variant', nodeArgs: v.slice(v.indexOf('=') + 1).split(' ').filter(Boolean) })(argv['floor-variant']),
   only: SECTIONS.filter((x) => ONLY.has(x)),
 };
 /** The gateway's token signing key for this run (bench/gateway.bench.yaml reads it from the env). */
@@ -263,10 +267,10 @@ class GatewayProc {
     this.url = `http://127.0.0.1:${ports.gateway}`;
     this.admin = `http://127.0.0.1:${ports.admin}`;
   }
-  static async start(ports: Ports, config = 'bench/gateway.bench.yaml', extraEnv: NodeJS.ProcessEnv = {}, args: string[] = []): Promise<GatewayProc> {
+  static async start(ports: Ports, config = 'bench/gateway.bench.yaml', extraEnv: NodeJS.ProcessEnv = {}, args: string[] = [], nodeArgs = OPT.gatewayNodeArgs): Promise<GatewayProc> {
     const env = { ...BENCH_ENV, ...extraEnv, BENCH_GATEWAY_PORT: String(ports.gateway), BENCH_ADMIN_PORT: String(ports.admin), BENCH_MODEL_PORT: String(ports.model) };
     const prof = OPT.gatewayCpuProf ? ['--cpu-prof', '--cpu-prof-dir', path.join(RESULTS_DIR, `prof-${STAMP}`)] : [];
-    const child = new Child('gateway', [...OPT.gatewayNodeArgs, ...prof, 'bin/ghostgate.ts', 'start', '--config', config, ...args], env);
+    const child = new Child('gateway', [...nodeArgs, ...prof, 'bin/ghostgate.ts', 'start', '--config', config, ...args], env);
     const g = new GatewayProc(child, ports);
     const until = Date.now() + 20_000;
     while (Date.now() < until && child.exitCode === undefined) {
@@ -741,7 +745,7 @@ async function latencySection(env: Env, protocol: ClientProtocol, tagPrefix: str
   return { rounds, upstreamSessionsOpened, modelSessionsOpened };
 }
 
-type FloorRound<T> = { direct: T; gateway: T; node: T; haproxy?: T };
+type FloorRound<T> = { direct: T; gateway: T; node: T; haproxy?: T; variant?: T };
 interface FloorRun { typing: Array<FloorRound<TypingStats>>; closed: Array<FloorRound<TputStats>>; haproxySkipped?: string }
 
 /** HAProxy relaying h2c to the model: one thread (the gateway is one process), upstream connections reused. */
@@ -793,6 +797,7 @@ async function floorSection(env: Env): Promise<FloorRun> {
     const nodeChild = new Child('null proxy', ['bench/null-proxy.ts', '--port', String(nodePort), '--upstream', model.url]);
     const haproxyPort = await freePort();
     let haproxy: Child | string = 'not started';
+    let variant: GatewayProc | undefined;
     try {
       await nodeChild.waitStdout(/"event":"listening"/, 15_000);
       const node: Hop = { url: `http://127.0.0.1:${nodePort}`, child: nodeChild, label: 'node h2' };
@@ -800,7 +805,11 @@ async function floorSection(env: Env): Promise<FloorRun> {
       if (typeof haproxy === 'string') { haproxySkipped = haproxy; log(`  haproxy skipped: ${haproxy}`); }
       const hap: Hop | undefined = typeof haproxy === 'string' ? undefined : { url: `http://127.0.0.1:${haproxyPort}`, child: haproxy, label: 'haproxy' };
       await preflight(gw, AUTH_TOKENS[0]);
-      for (const [url, tag] of [[model.url, 'd'], [gw.url, 'g'], [node.url, 'n'], ...(hap ? [[hap.url, 'h']] : [])] as Array<[string, string]>) await warm(url, `W${tagPrefix}${tag}`);
+      if (OPT.floorVariant) {
+        variant = await GatewayProc.start({ model: env.ports.model, gateway: await freePort(), admin: await freePort() }, undefined, {}, [], [...OPT.gatewayNodeArgs, ...OPT.floorVariant.nodeArgs]);
+        await preflight(variant, AUTH_TOKENS[0]);
+      }
+      for (const [url, tag] of [[model.url, 'd'], [gw.url, 'g'], [node.url, 'n'], ...(hap ? [[hap.url, 'h']] : []), ...(variant ? [[variant.url, 'v']] : [])] as Array<[string, string]>) await warm(url, `W${tagPrefix}${tag}`);
       if (trackArrivals) await model.arrivals('W');
       const rounds: Array<FloorRound<T>> = [];
       for (let r = 1; r <= OPT.rounds; r++) {
@@ -808,11 +817,13 @@ async function floorSection(env: Env): Promise<FloorRun> {
         const gateway = await phase(model, gw, 'gateway', r, `${tagPrefix}${r}g`);
         const nodeSt = await phase(model, node, 'gateway', r, `${tagPrefix}${r}n`);
         const hapSt = hap ? await phase(model, hap, 'gateway', r, `${tagPrefix}${r}h`) : undefined;
-        rounds.push({ direct, gateway, node: nodeSt, haproxy: hapSt });
+        const variantSt = variant ? await phase(model, variant, 'gateway', r, `${tagPrefix}${r}v`) : undefined;
+        rounds.push({ direct, gateway, node: nodeSt, haproxy: hapSt, variant: variantSt });
       }
       return rounds;
     } finally {
       if (typeof haproxy !== 'string') await haproxy.stop();
+      await variant?.child.stop();
       await nodeChild.stop();
       await stopServers(env);
       rmSync(dir, { recursive: true, force: true });
@@ -1297,7 +1308,7 @@ async function main(): Promise<void> {
     if (floor) {
       const S = floor.typing;
       const C = floor.closed;
-      type HopName = 'gateway' | 'node' | 'haproxy';
+      type HopName = 'gateway' | 'node' | 'haproxy' | 'variant';
       const hop = (k: HopName) => ({
         ttfbOverheadP50Ms: med(S, (r) => r[k]!.ttfbP50Ms - r.direct.ttfbP50Ms),
         ttfbOverheadP99Ms: med(S, (r) => r[k]!.ttfbP99Ms - r.direct.ttfbP99Ms),
@@ -1306,7 +1317,8 @@ async function main(): Promise<void> {
         closedCpuMsPer1000: med(C, (r) => r[k]!.cpuMsPer1000.gateway),
         failedOrTruncated: sumOf(S, (r) => r[k]!.failed + r[k]!.truncated) + sumOf(C, (r) => r[k]!.result.failed + r[k]!.result.truncated),
       });
-      const F = { gateway: hop('gateway'), node: hop('node'), haproxy: floor.haproxySkipped === undefined ? hop('haproxy') : null, haproxySkipped: floor.haproxySkipped ?? null };
+      const F = { gateway: hop('gateway'), node: hop('node'), haproxy: floor.haproxySkipped === undefined ? hop('haproxy') : null, haproxySkipped: floor.haproxySkipped ?? null,
+        variant: OPT.floorVariant ? { ...OPT.floorVariant, ...hop('variant') } : null };
       summary.floor = F;
       R.sep();
       R.row('What a proxy hop costs here (HTTP/2 clients, same run)', 'TTFB p50 / p99 − direct', 'CPU ms/1000 typing', 'throughput / direct', 'CPU ms/1000 closed', 'failed');
@@ -1315,6 +1327,7 @@ async function main(): Promise<void> {
       hopRow('  node h2 relay, nothing else (bench/null-proxy.ts)', F.node);
       if (F.haproxy) hopRow('  haproxy 1 thread, h2c both sides', F.haproxy);
       else R.row(`  haproxy skipped: ${floor.haproxySkipped}`);
+      if (F.variant) hopRow(`  gateway ${F.variant.name} (Node ${F.variant.nodeArgs.join(' ')})`, F.variant);
       R.row('  gateway − node h2 relay: the gateway\'s own work', `${signMs(F.gateway.ttfbOverheadP50Ms - F.node.ttfbOverheadP50Ms)} / ${signMs(F.gateway.ttfbOverheadP99Ms - F.node.ttfbOverheadP99Ms)}`,
         f(F.gateway.cpuMsPer1000 - F.node.cpuMsPer1000, 0), `${f(F.gateway.throughputRatio / F.node.throughputRatio)}× of the relay's`, f(F.gateway.closedCpuMsPer1000 - F.node.closedCpuMsPer1000, 0), '');
       noiseValues.push(...S.map((r) => r.direct.cpu.others), ...C.map((r) => r.direct.cpu.others));
