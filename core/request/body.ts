@@ -6,7 +6,16 @@
  * secure-json-parse). Errors are the catalog's: 413 too large, 400 length mismatch or not JSON,
  * and, with a `hold`, 429/503 when unfinished bodies would pass the client address's or the
  * process's budget (core/server/body-budget.ts).
+ *
+ * A body with a Content-Encoding other than `identity` (gzip, deflate, br, zstd, anything) is
+ * refused before it is read: 415 `GW_ERR_REQ_UNSUPPORTED_ENCODING`, naming the encoding, with
+ * `Accept-Encoding: identity` (RFC 9110 §12.5.3). The gateway reads and edits these bodies, and
+ * would otherwise parse compressed bytes as JSON (a 400 that blames the JSON) or, worse, apply
+ * policies to a plain body the client labelled compressed and forward it without its label.
+ * Completion bodies are a few KB, sent by IDEs and SDKs that do not compress them; decoding
+ * would add CPU to the hot path and a decompression-bomb surface for no client that needs it.
  */
+import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import { GatewayError } from '../errors.ts';
 import type { BodyBudget, BodyCaps } from '../server/body-budget.ts';
@@ -23,11 +32,14 @@ export interface BodyHold {
 }
 
 /**
- * Read and parse a JSON request body from `source`. `declared` is the Content-Length header
- * (undefined when absent). A client that goes away mid-body gets no callback: there is no one
+ * Read and parse a JSON request body from `source`, by its `headers`' Content-Length (absent:
+ * read to the end) and Content-Encoding (anything but `identity` is refused). A client that goes away mid-body gets no callback: there is no one
  * to answer, and whoever watches the stream (the session guard, the request's close) counts it.
  */
-export function readJsonBody(source: Readable, declared: string | undefined, limit: number, maxDepth: number, done: BodyDone, hold?: BodyHold): void {
+export function readJsonBody(source: Readable, headers: IncomingHttpHeaders, limit: number, maxDepth: number, done: BodyDone, hold?: BodyHold): void {
+  const encoding = headers['content-encoding'];
+  if (encoding !== undefined && !isIdentity(encoding)) return done(unsupportedEncoding(encoding), undefined, undefined);
+  const declared = headers['content-length'];
   const len = declared === undefined ? -1 : Number(declared);
   if (Number.isNaN(len)) return done(new GatewayError('GW_ERR_REQ_BAD_REQUEST', ['Content-Length is not a number']), undefined, undefined);
   if (len > limit) return done(new GatewayError('GW_ERR_REQ_BODY_TOO_LARGE', [limit]), undefined, undefined);
@@ -106,6 +118,18 @@ class BodyRead {
     }
     this.done(undefined, raw, body);
   };
+}
+
+/** `identity` (any case, surrounding spaces), or an empty header: no coding applied. */
+function isIdentity(encoding: string): boolean {
+  const e = encoding.trim();
+  return e === '' || e.toLowerCase() === 'identity';
+}
+
+function unsupportedEncoding(encoding: string): GatewayError {
+  // Printable ASCII only, and not much of it: the header is the client's.
+  const shown = encoding.replace(/[^\x20-\x7e]/g, '?').slice(0, 64);
+  return new GatewayError('GW_ERR_REQ_UNSUPPORTED_ENCODING', [shown], { headers: { 'accept-encoding': 'identity' } });
 }
 
 function noop(): void { /* a reset while reading: nothing to answer (see readJsonBody) */ }

@@ -39,7 +39,7 @@ export function registerDataPlane(app: FastifyInstance, gw: GatewayState, opts: 
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', (req, payload, done) => {
     const limits = gw.runtime.config.limits;
-    readJsonBody(payload, req.headers['content-length'], limits.bodyBytes, limits.jsonDepth, (err, raw, body) => {
+    readJsonBody(payload, req.headers, limits.bodyBytes, limits.jsonDepth, (err, raw, body) => {
       if (err !== undefined) return done(err, undefined);
       (req as RawBodyRequest).rawBody = raw;
       done(null, body);

@@ -38,7 +38,7 @@ export function installFastLane(server: Http2Server | Http2SecureServer, gw: Gat
     gw.lanes.fast++;
     const limits = gw.runtime.config.limits;
     const ip = stream.session?.socket?.remoteAddress ?? '';
-    readJsonBody(stream, headers['content-length'], limits.bodyBytes, limits.jsonDepth, (err, body, parsed) => {
+    readJsonBody(stream, headers, limits.bodyBytes, limits.jsonDepth, (err, body, parsed) => {
       const res = new RawH2Response(stream, headers);
       if (err !== undefined) {
         // Refused mid-body (too large, over a body budget): once the reply is out, RST_STREAM(NO_ERROR)
@@ -69,7 +69,7 @@ export function installFastLaneHttp1(server: Http1Server, gw: GatewayState): voi
     const limits = gw.runtime.config.limits;
     const out = res as unknown as ClientResponse;
     const ip = req.socket.remoteAddress ?? '';
-    readJsonBody(req, headers['content-length'], limits.bodyBytes, limits.jsonDepth, (err, body, parsed) => {
+    readJsonBody(req, headers, limits.bodyBytes, limits.jsonDepth, (err, body, parsed) => {
       if (err !== undefined) {
         if (req.complete || res.shouldKeepAlive) return writeError(out, err, gw, headers);
         // The client asked to close after this response and is still sending its body: drain it first.

@@ -18,7 +18,7 @@ import { startGateway } from './gateway.ts';
 import type { TestGateway } from './gateway.ts';
 import { within } from './h2.ts';
 
-export interface Seen { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }
+export interface Seen { method: string; url: string; headers: http.IncomingHttpHeaders; body: string; /** The body's bytes. */ raw: Buffer }
 
 /** A held request: answer it with `res`; `gone` once its connection closed unanswered. */
 export interface Held { res: http.ServerResponse; gone: boolean; /** performance.now() when it was seen gone. */ goneAt: number }
@@ -61,11 +61,12 @@ export async function fakeOpenAI(t: Teardown): Promise<FakeOpenAI> {
       req.on('end', () => { held.push(h); events.emit('held', h); });
       return;
     }
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('data', (d: string) => { body += d; });
+    const chunks: Buffer[] = [];
+    req.on('data', (d: Buffer) => { chunks.push(d); });
     req.on('end', () => {
-      seen.push({ method: req.method!, url: req.url!, headers: req.headers, body });
+      const raw = Buffer.concat(chunks);
+      const body = raw.toString();
+      seen.push({ method: req.method!, url: req.url!, headers: req.headers, body, raw });
       if (req.url === '/v1/files/busy') {
         res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '0' });
         res.end('{"error":{"message":"busy"}}');

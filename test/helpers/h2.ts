@@ -40,9 +40,9 @@ export function destroyClientSessions(ports: ReadonlyArray<number | undefined>):
   return n;
 }
 
-/** Open a POST stream with a JSON body; returns the stream (for cancel tests). */
+/** Open a POST stream with a JSON body (a string or Buffer is sent as it is); returns the stream (for cancel tests). */
 export function open(session: ClientHttp2Session, path: string, body: unknown, headers: OutgoingHttpHeaders = {}): ClientHttp2Stream {
-  const payload = typeof body === 'string' ? body : JSON.stringify(body);
+  const payload = typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
   const st = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/json', ...headers });
   st.end(payload);
   return st;
@@ -72,7 +72,7 @@ export function post(session: ClientHttp2Session, path: string, body: unknown, h
 
 /** HTTP/1.1 POST with a keep-alive agent; `complete` is false if the body was cut. */
 export function post1(url: string, body: unknown, headers: Record<string, string> = {}, agent?: http.Agent): Promise<Response> {
-  const payload = typeof body === 'string' ? body : JSON.stringify(body);
+  const payload = typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
   return new Promise((resolve) => {
     const req = http.request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), ...headers } }, (res) => {
       let text = '';
