@@ -54,6 +54,8 @@ export class Call {
   /** Armed while the relay waits for the client to take bytes (relay.ts, `stallCheck`). */
   stallTimer: NodeJS.Timeout | undefined = undefined;
   stallLength = 0;
+  /** The upstream response ended and the client has not taken all of it yet (relay.ts). */
+  delivering = false;
 
   constructor(gw: GatewayState, rt: Runtime, p: CompiledPipeline, ex: GatewayExchange, res: ClientResponse, rawBody: Buffer | undefined, path: RoutePath, asked: string) {
     this.gw = gw; this.rt = rt; this.p = p; this.ex = ex; this.res = res; this.rawBody = rawBody; this.path = path; this.asked = asked;
@@ -83,9 +85,11 @@ export class Call {
     this.local(r as LocalReply);
   }
 
-  /** The client's stream or socket closed. Before we ended the response, that is a cancel. */
+  /** The client's stream or socket closed. Before we ended the response, that is a cancel; after, the end of its delivery. */
   onClientClose(): void {
-    if (this.res.writableEnded || this.finished) return;
+    if (this.finished) return;
+    if (this.delivering) return this.finish('ok');
+    if (this.res.writableEnded) return;
     this.ex.clientGone();
   }
 

@@ -34,6 +34,8 @@ export interface RelayCall {
   upstreamBody: UpstreamResponse['body'] | undefined;
   stallTimer: NodeJS.Timeout | undefined;
   stallLength: number;
+  /** The upstream response ended; the client has not taken all of it yet. */
+  delivering: boolean;
   failBeforeHeaders(e: unknown): void;
   endWithError(err: GatewayError, outcome: Outcome): void;
   finish(outcome: Outcome): void;
@@ -93,6 +95,10 @@ function relayUnsafe(call: Call, r: UpstreamResponse): void {
     if (call.finished || ex.cancellation.aborted) return;
     if (!r.complete()) return call.endWithError(new GatewayError('GW_ERR_UPSTREAM_ABORTED', [call.upstreamName]), 'upstream_aborted');
     res.end();
+    // An HTTP/2 client whose window is closed has not taken the end of the response: it stays
+    // open, holding its bytes, until the client takes them (the Call's 'close': ok) or takes
+    // none for clientStallMs (the stall timer: reset, client_stalled).
+    if (res.writableLength > 0 && armStall(call)) { call.delivering = true; return; }
     call.finish('ok');
   });
   let failure: GatewayError | undefined;
@@ -138,11 +144,13 @@ class WriteBatch {
  * cancelled upstream and the client's stream reset (HAProxy's `timeout client`), so a reader
  * that never reads does not hold an upstream stream, and the bytes buffered for it, forever.
  */
-function armStall(call: Call): void {
+function armStall(call: Call): boolean {
   const ms = call.rt.config.limits.clientStallMs;
-  if (ms === 0 || call.stallTimer !== undefined || call.finished) return;
+  if (ms === 0 || call.finished) return false;
+  if (call.stallTimer !== undefined) return true;
   call.stallLength = call.res.writableLength;
   call.stallTimer = setTimeout(stallCheck, ms, call, ms);
+  return true;
 }
 
 export function clearStall(call: Call): void {
@@ -156,13 +164,15 @@ function stallCheck(call: Call, ms: number): void {
   call.stallTimer = undefined;
   if (call.finished) return;
   const len = call.res.writableLength;
+  // Delivering: all taken, the stream's close is on its way.
+  if (call.delivering && len === 0) return call.finish('ok');
   if (len < call.stallLength) {
     call.stallLength = len;
     call.stallTimer = setTimeout(stallCheck, ms, call, ms);
     return;
   }
-  // No byte taken for `clientStallMs`: cancel upstream, reset the client.
-  if (call.upstreamBody && !call.upstreamBody.destroyed) cancelUpstream(call.upstreamBody);
+  // No byte taken for `clientStallMs`: cancel upstream (unless it already ended), reset the client.
+  if (!call.delivering && call.upstreamBody && !call.upstreamBody.destroyed) cancelUpstream(call.upstreamBody);
   call.finish('client_stalled');
   resetClient(call.res, 'client stalled');
 }
