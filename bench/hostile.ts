@@ -10,6 +10,11 @@
  *   one-write     raw HTTP/2: HEADERS + DATA + RST_STREAM(CANCEL) in one TCP write, many times
  *   deep-json     1 MB bodies nested ~500,000 levels deep
  *   idle-conns    many connections that send a preface (or nothing) and then stay idle
+ *   open-bodies   request bodies that never end: HTTP/2 streams and HTTP/1.1 sockets that send part
+ *                 of a 1 MB body and then nothing (the body budget, core/server/body-budget.ts)
+ *   calm          HTTP/2 with a receive window of 0: 128 streams of 20,000-token completions, so the
+ *                 upstream queues responses past its session memory and refuses new streams with
+ *                 ENHANCE_YOUR_CALM (the pool retires such sessions, core/upstream/h2-pool.ts)
  *
  * Started with an IPC channel: parent → {cmd: 'start', url, port, token, seconds, slotSeconds};
  * child → {done: true, stats} when the time is up (or on {cmd: 'stop'}).
@@ -259,9 +264,59 @@ async function idleConns(a: Start, until: number, bag: Bag): Promise<void> {
   await sleep(Math.max(0, until - Date.now()));
 }
 
+async function openBodies(a: Start, until: number, bag: Bag): Promise<void> {
+  const r = rec('open-bodies');
+  r.note = 'bodies declared 1,000,000 B, 256 KB sent, never ended: HTTP/2 2 connections x 100 streams, HTTP/1.1 20 sockets';
+  const head = Buffer.from('{"model":"ghost-small","prompt":"');
+  const part = Buffer.alloc(256 * 1024, 0x61);
+  for (let k = 0; k < 2 && Date.now() < until; k++) {
+    const s = connectH2(a.url, bag);
+    for (let i = 0; i < 100; i++) {
+      let st: http2.ClientHttp2Stream;
+      try {
+        st = s.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json', 'content-length': '1000000', authorization: `Bearer ${a.token}` }, { endStream: false });
+      } catch { break; }
+      r.opened++;
+      st.on('response', (h) => bump(r.answers, `h2 ${h[':status']}`));
+      st.on('error', () => bump(r.answers, 'h2 reset'));
+      st.resume();
+      st.write(head);
+      st.write(part);
+    }
+  }
+  for (let i = 0; i < 20; i++) {
+    const s = rawSocket(a.port, bag);
+    r.opened++;
+    s.on('data', (d) => { const m = /^HTTP\/1\.1 (\d{3})/.exec(d.toString('latin1')); if (m) bump(r.answers, `h1 ${m[1]}`); });
+    s.write(`POST /v1/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\nauthorization: Bearer ${a.token}\r\ncontent-length: 1000000\r\n\r\n`);
+    s.write(head);
+    s.write(part);
+  }
+  await sleep(Math.max(0, until - Date.now()));
+}
+
+async function calm(a: Start, until: number, bag: Bag): Promise<void> {
+  const r = rec('calm');
+  r.note = 'HTTP/2 window 0, 128 streams of 20,000-token completions never read (about 2 MB each, queued by the upstream)';
+  const body = JSON.stringify({ model: 'ghost-small', prompt: 'never read', stream: true });
+  const s = connectH2(a.url, bag, { initialWindowSize: 0 });
+  for (let i = 0; i < 128; i++) {
+    let st: http2.ClientHttp2Stream;
+    try {
+      st = s.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json', authorization: `Bearer ${a.token}`, 'x-tokens': '20000', 'x-token-ms': '0' });
+    } catch { break; }
+    r.opened++;
+    st.on('response', (h) => bump(r.answers, String(h[':status'])));
+    st.on('error', () => bump(r.answers, 'reset'));
+    st.pause(); // never read
+    st.end(body);
+  }
+  await sleep(Math.max(0, until - Date.now()));
+}
+
 export const ATTACKS: Array<[string, (a: Start, until: number, bag: Bag) => Promise<void>]> = [
   ['slow-reader', slowReader], ['rapid-reset', rapidReset], ['trickle', trickle], ['no-body', noBody],
-  ['one-write', oneWrite], ['deep-json', deepJson], ['idle-conns', idleConns],
+  ['one-write', oneWrite], ['deep-json', deepJson], ['idle-conns', idleConns], ['open-bodies', openBodies], ['calm', calm],
 ];
 
 async function run(a: Start): Promise<void> {
