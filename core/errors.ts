@@ -20,6 +20,7 @@ export const catalog = {
   GW_ERR_REQ_JSON_TOO_DEEP: { status: 400, message: 'Request body JSON is nested deeper than %s levels' },
   GW_ERR_REQ_TOO_MANY_IN_FLIGHT: { status: 429, message: 'Too many requests in flight %s; retry when one ends' },
   GW_ERR_REQ_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Content-Type must be application/json' },
+  GW_ERR_REQ_UNSUPPORTED_TRANSFER_CODING: { status: 501, message: 'Transfer-Encoding "%s" is not supported; send the body with chunked alone, or with a Content-Length' },
   GW_ERR_REQ_UNSUPPORTED_ENCODING: { status: 415, message: 'Content-Encoding "%s" is not supported for this request body; send it uncompressed' },
   GW_ERR_REQ_NOT_FOUND: { status: 404, message: 'No route for %s %s' },
   GW_ERR_REQ_METHOD_NOT_ALLOWED: { status: 405, message: 'Method %s is not allowed on %s' },

@@ -39,6 +39,8 @@ export interface BodyHold {
 export function readJsonBody(source: Readable, headers: IncomingHttpHeaders, limit: number, maxDepth: number, done: BodyDone, hold?: BodyHold): void {
   const encoding = headers['content-encoding'];
   if (encoding !== undefined && !isIdentity(encoding)) return done(unsupportedEncoding(encoding), undefined, undefined);
+  const coding = unsupportedTransferCoding(headers);
+  if (coding !== undefined) return done(coding, undefined, undefined);
   const declared = headers['content-length'];
   const len = declared === undefined ? -1 : Number(declared);
   if (Number.isNaN(len)) return done(new GatewayError('GW_ERR_REQ_BAD_REQUEST', ['Content-Length is not a number']), undefined, undefined);
@@ -127,9 +129,23 @@ function isIdentity(encoding: string): boolean {
 }
 
 function unsupportedEncoding(encoding: string): GatewayError {
-  // Printable ASCII only, and not much of it: the header is the client's.
-  const shown = encoding.replace(/[^\x20-\x7e]/g, '?').slice(0, 64);
-  return new GatewayError('GW_ERR_REQ_UNSUPPORTED_ENCODING', [shown], { headers: { 'accept-encoding': 'identity' } });
+  return new GatewayError('GW_ERR_REQ_UNSUPPORTED_ENCODING', [shown(encoding)], { headers: { 'accept-encoding': 'identity' } });
+}
+
+/**
+ * An HTTP/1.1 request whose Transfer-Encoding is more than `chunked` (`gzip, chunked`): Node's
+ * parser takes it and undoes only the chunking, so the body read would still be gzip, and a
+ * passthrough would forward it without the label. 501 (RFC 9112 §6.1), else undefined.
+ */
+export function unsupportedTransferCoding(headers: IncomingHttpHeaders): GatewayError | undefined {
+  const te = headers['transfer-encoding'];
+  if (te === undefined || te.trim().toLowerCase() === 'chunked') return undefined;
+  return new GatewayError('GW_ERR_REQ_UNSUPPORTED_TRANSFER_CODING', [shown(te)]);
+}
+
+/** A header value of the client's, to quote in a message: printable ASCII only, and not much of it. */
+function shown(v: string): string {
+  return v.replace(/[^\x20-\x7e]/g, '?').slice(0, 64);
 }
 
 function noop(): void { /* a reset while reading: nothing to answer (see readJsonBody) */ }

@@ -34,6 +34,7 @@ import type { ErrorCode } from '../errors.ts';
 import type { GatewayMetrics } from '../metrics.ts';
 import type { Runtime } from '../runtime.ts';
 import type { Logger } from '../types.ts';
+import { unsupportedTransferCoding } from '../request/body.ts';
 import { cancellableDispatcher, clientGone, InFlight, resetOnBodyError, SIGNAL } from './passthrough-cancel.ts';
 import type { PassthroughTarget } from './passthrough-table.ts';
 
@@ -122,6 +123,9 @@ export const passthroughPlugin = fp<{ gw: PassthroughState }>(async (app, { gw }
           // limits.bodyBytes, by the declared length (the body is streamed, not read here).
           const limit = r.config.limits.bodyBytes;
           if (Number(req.headers['content-length'] ?? 0) > limit) return send(reply, new GatewayError('GW_ERR_REQ_BODY_TOO_LARGE', [limit]), gw.metrics);
+          // A body still coded after Node undid the chunking would go upstream without its label.
+          const coding = unsupportedTransferCoding(req.headers);
+          if (coding !== undefined) return send(reply, coding, gw.metrics);
           if (t.auth) {
             try { await authenticate(req, r); } catch (e) {
               return send(reply, e instanceof GatewayError ? e : new GatewayError('GW_ERR_SERVER_INTERNAL'), gw.metrics);

@@ -3,7 +3,8 @@
  * 415 GW_ERR_REQ_UNSUPPORTED_ENCODING naming the encoding, with Accept-Encoding: identity, on
  * every route whose body the gateway parses (completions on both lanes and both protocols, the
  * token exchange). Nothing reaches the model. Passthrough routes, which never read the body,
- * forward it byte for byte with its Content-Encoding, for the upstream to decode.
+ * forward it byte for byte with its Content-Encoding, for the upstream to decode. An HTTP/1.1
+ * Transfer-Encoding with a coding besides chunked (`gzip, chunked`) gets 501 on all of them.
  */
 import zlib from 'node:zlib';
 import t from 'tap';
@@ -11,6 +12,7 @@ import type { Test } from 'tap';
 import { passthroughRig } from '../helpers/fake-openai.ts';
 import { connect, post, post1 } from '../helpers/h2.ts';
 import type { Response } from '../helpers/h2.ts';
+import { h1Bytes, h1Raw } from '../../bench/harness.ts';
 
 const JSON_BODY = JSON.stringify({ model: 'ghost-small', prompt: 'def f(' });
 const PLAIN = Buffer.from(JSON_BODY);
@@ -60,4 +62,17 @@ for (const fastLane of [true, false]) t.test(`completions and the token exchange
   const seen = up.seen.at(-1)!;
   t.equal(seen.headers['content-encoding'], 'gzip', 'passthrough: the label goes upstream');
   t.same(seen.raw, gz, 'passthrough: the bytes as sent');
+
+  // Transfer-Encoding: gzip, chunked: Node undoes the chunking only; the rest is refused everywhere.
+  const port = Number(new URL(g.url).port);
+  const seenBefore = up.seen.length;
+  for (const path of ['/v1/completions', '/v1/token', '/v1/embeddings']) {
+    const gzBody = zlib.gzipSync(PLAIN);
+    const chunked = Buffer.concat([Buffer.from(`${gzBody.length.toString(16)}\r\n`), gzBody, Buffer.from('\r\n0\r\n\r\n')]);
+    const r1 = await h1Raw(port, h1Bytes(`POST ${path} HTTP/1.1`, ['host: 127.0.0.1', 'connection: close', 'content-type: application/json', `authorization: Bearer ${token}`, 'transfer-encoding: gzip, chunked'], chunked), 30_000);
+    t.equal(r1.status, 501, `${path} gzip, chunked: status`);
+    t.equal((JSON.parse(r1.body.toString()) as { error: { code: string } }).error.code, 'GW_ERR_REQ_UNSUPPORTED_TRANSFER_CODING', `${path}: code`);
+  }
+  t.equal(up.seen.length, seenBefore, 'passthrough: nothing forwarded');
+  t.equal((await g.modelRequests()).length, 4, 'completions: nothing forwarded');
 });
