@@ -78,6 +78,7 @@ export const catalog = {
   GW_ERR_CONFIG_UNKNOWN_PLUGIN: { status: 400, message: 'Unknown plugin "%s"' },
   GW_ERR_CONFIG_PLUGIN_PARAMS: { status: 400, message: 'Invalid params for plugin "%s": %s' },
   GW_ERR_CONFIG_PLUGIN_LOAD: { status: 400, message: 'Cannot load plugin %s: %s' },
+  GW_ERR_CONFIG_PLUGIN_CREATE: { status: 400, message: 'Plugin "%s" (%s) could not build its step: %s' },
   GW_ERR_CONFIG_CONDITION: { status: 400, message: 'Invalid when condition: %s' },
   GW_ERR_CONFIG_UNKNOWN_UPSTREAM: { status: 400, message: 'Unknown upstream "%s"' },
   GW_ERR_CONFIG_UNKNOWN_MODEL: { status: 400, message: 'Unknown model "%s"' },

@@ -63,3 +63,20 @@ export function createPluginContext(o: PluginContextOptions): PluginContext {
     onClose(fn) { closers.push(fn); },
   };
 }
+
+/** What a log line about a failing step names: its plugin and the file the plugin came from. */
+export interface StepOrigin { readonly plugin: string; readonly file: string }
+const origins = new WeakMap<object, StepOrigin>();
+/** Remember where a Step came from (core/plugin-loader.ts `createStep`; read only on failure). */
+export function recordStepOrigin(step: object, origin: StepOrigin): void { origins.set(step, origin); }
+/** The plugin and file of a Step built by `createStep`, if it was. */
+export function stepOrigin(step: object): StepOrigin | undefined { return origins.get(step); }
+
+/** A value for a message: its type, and short primitives as they are. */
+export function describe(v: unknown): string {
+  if (v === null || v === undefined) return String(v);
+  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
+  if (typeof v === 'number' || typeof v === 'boolean') return `the ${typeof v} ${String(v)}`;
+  if (Array.isArray(v)) return 'an array';
+  return `a ${typeof v}`;
+}

@@ -20,7 +20,9 @@ import { loadConfig } from './config/load.ts';
 import { paramsAjv, validatorFor } from './config/validate.ts';
 import type { YamlSource } from './config/yaml-source.ts';
 import { ConfigErrors, GatewayError } from './errors.ts';
-import type { PluginDefinition } from './types.ts';
+import type { SourceLocation } from './errors.ts';
+import { describe, recordStepOrigin } from './plugin-context.ts';
+import type { PluginContext, PluginDefinition, Step } from './types.ts';
 
 const NAME = /^[a-z0-9][a-z0-9_.-]*$/;
 /** Tried in this order when a plugin is named by its folder. */
@@ -59,6 +61,14 @@ function entryFile(spec: string, dir: string, configFile: string): string {
   return index;
 }
 
+/** The file each plugin loaded from a `plugins:` entry came from (a definition object is imported once per process). */
+const sources = new WeakMap<object, string>();
+
+/** The file a plugin was imported from (`plugins:` entries), or `built-in`. */
+export function pluginSource(def: PluginDefinition<unknown>): string {
+  return sources.get(def) ?? 'built-in';
+}
+
 /** Why a module's default export is not a plugin definition, or undefined when it is one. */
 function notAPlugin(def: unknown): string | undefined {
   if (def === null || typeof def !== 'object') return 'its default export is not a plugin definition (export default definePlugin({...}) from ghostgate/plugin)';
@@ -91,7 +101,10 @@ export async function loadExternalPlugins(
       fail(`importing ${file} failed: ${e instanceof Error ? e.message : String(e)}`);
       continue;
     }
-    const why = notAPlugin(mod.default);
+    const named = Object.keys(mod).filter((k) => k !== 'default');
+    const why = mod.default === undefined
+      ? `it has no default export${named.length ? ` (it exports ${named.join(', ')})` : ''}; a plugin module is \`export default definePlugin({...})\` from ghostgate/plugin`
+      : notAPlugin(mod.default);
     if (why) { fail(`${file}: ${why}`); continue; }
     const def = mod.default as PluginDefinition<unknown>;
     if (known.has(def.name)) { fail(`${file}: its name "${def.name}" is a built-in plugin's; give it another name`); continue; }
@@ -104,6 +117,7 @@ export async function loadExternalPlugins(
       continue;
     }
     taken.set(def.name, spec);
+    sources.set(def, file);
     out.push(def);
   }
   return out;
@@ -119,4 +133,47 @@ export async function pluginsOfConfig(configFile: string, env: NodeJS.ProcessEnv
   const external = await loadExternalPlugins(loadConfig(configFile, env), new Set(builtins.map((p) => p.name)), errors);
   if (errors.length) throw new ConfigErrors(errors);
   return [...builtins, ...external];
+}
+
+/** Longest a plugin's `create` may take before its load is refused (it should do no I/O). */
+export const CREATE_TIMEOUT_MS = 10_000;
+const PHASES: ReadonlySet<string> = new Set(['request', 'forwarding', 'responseHeaders', 'responseEvent', 'done']);
+
+/** Why what `create` returned is not a Step, or undefined when it is one. */
+function notAStep(step: unknown): string | undefined {
+  if (step === null || typeof step !== 'object') return `create returned ${describe(step)}, not a step (an object of phase functions: ${[...PHASES].join(', ')})`;
+  for (const [k, v] of Object.entries(step)) {
+    if (!PHASES.has(k)) return `create returned a step with "${k}", which is not a phase (${[...PHASES].join(', ')})`;
+    if (v !== undefined && typeof v !== 'function') return `its step's ${k} is ${describe(v)}, not a function`;
+  }
+  return undefined;
+}
+
+/**
+ * Run a plugin's `create` for one policy step, bounded: a throw or rejection that is not a
+ * GatewayError, a promise that does not settle within `timeoutMs`, or a result that is not a
+ * Step becomes `GW_ERR_CONFIG_PLUGIN_CREATE` at `location`, naming the plugin and its file. A
+ * GatewayError (`ctx.error(...)`) is passed on as it is.
+ */
+export async function createStep(
+  def: PluginDefinition<unknown>, params: unknown, ctx: PluginContext, location: SourceLocation, timeoutMs = CREATE_TIMEOUT_MS,
+): Promise<Step> {
+  const fail = (why: string): GatewayError => new GatewayError('GW_ERR_CONFIG_PLUGIN_CREATE', [def.name, pluginSource(def), why], { location });
+  let step: unknown;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const made = def.create(params, ctx);
+    step = typeof (made as Promise<Step> | undefined)?.then === 'function'
+      ? await Promise.race([made, new Promise((_, reject) => { timer = setTimeout(() => reject(fail(`create did not settle within ${timeoutMs} ms (do no I/O in create)`)), timeoutMs); })])
+      : made;
+  } catch (e) {
+    if (e instanceof GatewayError) throw e;
+    throw fail(`create threw: ${e instanceof Error ? e.message : String(e)}`);
+  } finally {
+    clearTimeout(timer);
+  }
+  const why = notAStep(step);
+  if (why) throw fail(why);
+  recordStepOrigin(step as Step, { plugin: def.name, file: pluginSource(def) });
+  return step as Step;
 }

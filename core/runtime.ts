@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import type { Registry } from 'prom-client';
 import { compileAuth } from './auth/index.ts';
-import { loadExternalPlugins } from './plugin-loader.ts';
+import { createStep, loadExternalPlugins } from './plugin-loader.ts';
 import type { AuthService } from './auth/index.ts';
 import { compileCondition, ConditionError } from './conditions.ts';
 import type { GatewayConfig, PolicyConfig, SecretRef } from './config/model.ts';
@@ -307,12 +307,13 @@ async function buildStep(
   if (checkOnly) return undefined;
   let step: Step;
   try {
+    const location = lp.source.locate([...at, 'params']);
     const ctx = createPluginContext({
-      plugin: plugin.name, where, location: lp.source.locate([...at, 'params']), configDir: lp.source.file.replace(/\/[^/]*$/, ''),
+      plugin: plugin.name, where, location, configDir: lp.source.file.replace(/\/[^/]*$/, ''),
       log: deps.log, metrics: deps.metrics.registry, upstreams: shared.clients, models: shared.modelDefaults,
       auth: shared.auth, sharedStore: deps.sharedStore, closers: shared.closers,
     });
-    step = await plugin.create(params, ctx);
+    step = await createStep(plugin, params, ctx, location);
   } catch (e) {
     errors.push(located(e, lp.source.locate([...at, 'params'])));
     return undefined;
