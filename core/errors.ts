@@ -44,6 +44,7 @@ export const catalog = {
   GW_ERR_POLICY_RATE_LIMITED: { status: 429, message: 'Rate limit exceeded; retry after %s s' },
   GW_ERR_POLICY_SUPERSEDED: { status: 409, message: 'Superseded by a newer completion request for the same document' },
   GW_ERR_POLICY_STEP_FAILED: { status: 500, message: 'Policy step "%s" failed' },
+  GW_ERR_POLICY_STEP_TIMEOUT: { status: 504, message: 'Policy step "%s" did not finish within %s ms' },
   // Authentication
   GW_ERR_AUTH_MISSING_TOKEN: { status: 401, message: 'Missing bearer token' },
   GW_ERR_AUTH_MALFORMED_TOKEN: { status: 401, message: 'Malformed bearer token' },

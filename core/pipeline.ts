@@ -10,6 +10,8 @@ import { GatewayError } from './errors.ts';
 import type { GatewayExchange } from './exchange.ts';
 import type { Predicate } from './conditions.ts';
 import type { IncomingHttpHeaders } from 'node:http';
+import type { Counter } from 'prom-client';
+import { describe, stepOrigin } from './plugin-context.ts';
 import type { LocalReply, Logger, OutboundRequest, Outcome, Step, StepResult } from './types.ts';
 
 export interface CompiledStep {
@@ -41,6 +43,14 @@ export interface PipelineTrace {
   result(s: CompiledStep, reply: LocalReply | undefined, failed: boolean): void;
 }
 
+/** Options of a pipeline beyond its steps (the runtime passes both; tests and benches may not). */
+export interface PipelineOptions {
+  /** Longest a `request` phase's promise may take (`server.stepTimeoutMs`). Default 5000. */
+  readonly stepTimeoutMs?: number;
+  /** `ghostgate_plugin_failures_total`: counted on failure paths only. */
+  readonly failures?: Counter<'plugin' | 'phase' | 'reason'>;
+}
+
 export class CompiledPipeline {
   readonly steps: readonly CompiledStep[];
   readonly forwarding: readonly CompiledStep[];
@@ -48,8 +58,12 @@ export class CompiledPipeline {
   readonly responseEvent: readonly CompiledStep[];
   readonly done: readonly CompiledStep[];
   readonly log: Logger;
+  readonly stepTimeoutMs: number;
+  readonly failures: Counter<'plugin' | 'phase' | 'reason'> | undefined;
 
-  constructor(steps: readonly CompiledStep[], log: Logger) {
+  constructor(steps: readonly CompiledStep[], log: Logger, options: PipelineOptions = {}) {
+    this.stepTimeoutMs = options.stepTimeoutMs ?? 5_000;
+    this.failures = options.failures;
     if (steps.length > MAX_STEPS) throw new Error(`a pipeline has ${steps.length} steps; at most ${MAX_STEPS} are supported`);
     this.steps = steps;
     this.forwarding = steps.filter((s) => s.step.forwarding);
@@ -93,17 +107,12 @@ export class CompiledPipeline {
         if (trace !== undefined) trace.result(s, undefined, false);
         continue;
       }
-      if (isPromise(r)) {
-        return r.then(
-          (v) => {
-            if (trace !== undefined) trace.result(s, v as LocalReply | undefined, false);
-            return v === undefined ? this.#runFrom(ex, i + 1, trace) : v;
-          },
-          (e: unknown) => {
-            if (trace !== undefined) trace.result(s, undefined, true);
-            throw this.#stepError(s, e);
-          },
-        );
+      if (isPromise(r)) return this.#settle(ex, s, r, trace);
+      // A reply (the rare path): check its shape here, where the step can be named.
+      const bad = badReply(r);
+      if (bad !== undefined) {
+        if (trace !== undefined) trace.result(s, undefined, true);
+        throw this.#stepFailed(s, 'bad_result', bad, undefined);
       }
       if (trace !== undefined) trace.result(s, r, false);
       return r;
@@ -111,38 +120,104 @@ export class CompiledPipeline {
     return undefined;
   }
 
+  /**
+   * A step's `request` returned a promise: wait for it at most `stepTimeoutMs`, then go on with
+   * the next step, answer its reply, or fail. Past the bound the request fails with
+   * GW_ERR_POLICY_STEP_TIMEOUT and whatever the promise does later is ignored (no later step
+   * runs for it). Costs one timer per async step; bench/pipeline-async-step.ts measures it.
+   */
+  #settle(ex: GatewayExchange, s: CompiledStep, r: Promise<StepResult>, trace: PipelineTrace | undefined): Promise<LocalReply | undefined> {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(() => {
+        settled = true;
+        if (trace !== undefined) trace.result(s, undefined, true);
+        reject(this.#stepFailed(s, 'timeout', `its promise did not settle within ${this.stepTimeoutMs} ms`, undefined));
+      }, this.stepTimeoutMs);
+      r.then(
+        (v) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          if (v === undefined) {
+            if (trace !== undefined) trace.result(s, undefined, false);
+            try { resolve(this.#runFrom(ex, s.index + 1, trace)); } catch (e) { reject(e); }
+            return;
+          }
+          const bad = badReply(v);
+          if (trace !== undefined) trace.result(s, bad === undefined ? v : undefined, bad !== undefined);
+          if (bad === undefined) resolve(v);
+          else reject(this.#stepFailed(s, 'bad_result', `its promise resolved: ${bad}`, undefined));
+        },
+        (e: unknown) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          if (trace !== undefined) trace.result(s, undefined, true);
+          reject(this.#stepError(s, e));
+        },
+      );
+    });
+  }
+
   runForwarding(ex: GatewayExchange, out: OutboundRequest): void {
     for (const s of this.forwarding) {
       if ((ex.activeSteps & (1 << s.index)) === 0) continue;
-      try { s.step.forwarding!(ex, out); } catch (e) { this.log.error({ err: errMsg(e), step: s.where }, 'forwarding phase failed'); }
+      try { s.step.forwarding!(ex, out); } catch (e) { this.#phaseFailed(s, 'forwarding', e); }
     }
   }
 
   runResponseHeaders(ex: GatewayExchange, status: number, headers: IncomingHttpHeaders): void {
     for (const s of this.responseHeaders) {
       if ((ex.activeSteps & (1 << s.index)) === 0) continue;
-      try { s.step.responseHeaders!(ex, status, headers); } catch (e) { this.log.error({ err: errMsg(e), step: s.where }, 'responseHeaders phase failed'); }
+      try { s.step.responseHeaders!(ex, status, headers); } catch (e) { this.#phaseFailed(s, 'responseHeaders', e); }
     }
   }
 
   runResponseEvent(ex: GatewayExchange, data: string): void {
     for (const s of this.responseEvent) {
       if ((ex.activeSteps & (1 << s.index)) === 0) continue;
-      try { s.step.responseEvent!(ex, data); } catch (e) { this.log.error({ err: errMsg(e), step: s.where }, 'responseEvent phase failed'); }
+      try { s.step.responseEvent!(ex, data); } catch (e) { this.#phaseFailed(s, 'responseEvent', e); }
     }
   }
 
   runDone(ex: GatewayExchange, outcome: Outcome): void {
     for (const s of this.done) {
       if ((ex.activeSteps & (1 << s.index)) === 0) continue;
-      try { s.step.done!(ex, outcome); } catch (e) { this.log.error({ err: errMsg(e), step: s.where }, 'done phase failed'); }
+      try { s.step.done!(ex, outcome); } catch (e) { this.#phaseFailed(s, 'done', e); }
     }
   }
 
+  /** A `request` phase threw or rejected: a GatewayError is the step's answer, anything else a failure. */
   #stepError(s: CompiledStep, e: unknown): GatewayError {
     if (e instanceof GatewayError) return e;
-    this.log.error({ err: errMsg(e), step: s.where }, 'policy step threw');
-    return new GatewayError('GW_ERR_POLICY_STEP_FAILED', [s.name]);
+    return this.#stepFailed(s, 'threw', errMsg(e), e);
+  }
+
+  /**
+   * A `request` phase failed: log it for the plugin's author (the plugin, its file, the step's
+   * file:line, why, the stack), count it, and give the client a coded error naming the step.
+   */
+  #stepFailed(s: CompiledStep, reason: 'threw' | 'bad_result' | 'timeout', why: string, e: unknown): GatewayError {
+    this.#report(s, 'request', reason, why, e);
+    return reason === 'timeout'
+      ? new GatewayError('GW_ERR_POLICY_STEP_TIMEOUT', [s.name, this.stepTimeoutMs])
+      : new GatewayError('GW_ERR_POLICY_STEP_FAILED', [s.name]);
+  }
+
+  /** A later phase threw: logged and counted; the request goes on. */
+  #phaseFailed(s: CompiledStep, phase: string, e: unknown): void {
+    this.#report(s, phase, 'threw', errMsg(e), e);
+  }
+
+  #report(s: CompiledStep, phase: string, reason: string, why: string, e: unknown): void {
+    const o = stepOrigin(s.step);
+    const plugin = o?.plugin ?? s.use;
+    this.failures?.labels(plugin, phase, reason).inc();
+    this.log.error({
+      plugin, pluginFile: o?.file, step: s.where, phase, reason, err: why,
+      ...(e instanceof Error && e.stack !== undefined ? { stack: e.stack } : {}),
+    }, `policy step ${phase === 'request' ? 'failed' : `${phase} phase failed`}: plugin "${plugin}" (${o?.file ?? 'unknown file'}) at ${s.where}: ${why}`);
   }
 }
 
@@ -150,3 +225,13 @@ function isPromise(v: unknown): v is Promise<StepResult> {
   return typeof (v as Promise<unknown>)?.then === 'function';
 }
 function errMsg(e: unknown): string { return e instanceof Error ? e.message : String(e); }
+
+/** Why a `request` phase's non-undefined result is not a LocalReply the core can send, or undefined. */
+function badReply(r: unknown): string | undefined {
+  if (r === null || typeof r !== 'object') return `returned ${describe(r)}; request must return undefined (continue), a LocalReply {status, body, headers?} or a promise of one`;
+  const { status, body, headers } = r as Partial<LocalReply>;
+  if (typeof status !== 'number' || !Number.isInteger(status) || status < 200 || status > 599) return `returned a reply whose status is ${describe(status)}, not an integer from 200 to 599`;
+  if (body === null || typeof body !== 'object') return `returned a reply whose body is ${describe(body)}, not an object`;
+  if (headers !== undefined && (headers === null || typeof headers !== 'object')) return `returned a reply whose headers are ${describe(headers)}, not an object`;
+  return undefined;
+}

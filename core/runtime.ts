@@ -252,7 +252,7 @@ export async function buildRuntime(loaded: LoadedConfig, deps: RuntimeDeps, prev
         errors.push(new GatewayError('GW_ERR_CONFIG_INVALID', [`route ${route} with model "${model || '*'}" would run ${steps.length} steps; at most ${MAX_STEPS} are supported`], { location: { file: loaded.file } }));
         continue;
       }
-      pipelines.set(route + '\0' + model, new CompiledPipeline(steps, deps.log));
+      pipelines.set(route + '\0' + model, new CompiledPipeline(steps, deps.log, { stepTimeoutMs: config.server.stepTimeoutMs, failures: deps.metrics.pluginFailures }));
     }
   }
 

@@ -213,6 +213,7 @@ export const gatewayConfigSchema = {
     server: {
       type: 'object', additionalProperties: false, default: {},
       properties: {
+        stepTimeoutMs: { type: 'integer', minimum: 1, maximum: 600_000, default: 5_000, description: 'A policy step whose request phase returns a promise must settle it within this; else the request ends with 504 GW_ERR_POLICY_STEP_TIMEOUT, logged and counted in ghostgate_plugin_failures_total. Hot: applies at the next reload.' },
         fastLane: { type: 'boolean', default: true, description: 'Serve completion requests (HTTP/2 and HTTP/1.1) straight from the raw stream or Node\'s request (the fast lanes) instead of through Fastify\'s request objects. Same behaviour either way, less CPU per request on. Hot: applies to new requests at the next reload.' },
         workers: {
           oneOf: [{ type: 'integer', minimum: 1, maximum: 256 }, { const: 'auto' }], default: 1,

@@ -120,10 +120,12 @@ export class Call {
     try {
       const code = (r.body as { error?: { code?: string } }).error?.code;
       if (code) this.gw.metrics.errors.labels(code).inc();
-      this.status = r.status;
-      this.headersSent = true;
+      // headersSent only once writeHead took them: a body that does not serialise or a header
+      // value Node refuses (a step's bug) throws first, and the client gets a coded JSON error.
       const body = JSON.stringify(r.body);
       this.res.writeHead(r.status, { 'content-type': JSON_TYPE, 'cache-control': 'no-store', 'x-request-id': this.ex.id, ...this.ex.responseHeaders, ...r.headers, 'content-length': Buffer.byteLength(body) });
+      this.status = r.status;
+      this.headersSent = true;
       this.res.end(body);
       this.finish('local');
     } catch (e) {
