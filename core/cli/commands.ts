@@ -194,7 +194,11 @@ export const commands: Record<string, Command> = {
         if (e instanceof ConfigErrors && file) { printConfigErrors(file, e); return 1; }
         throw e;
       }
-      for (const p of all) console.log(`${p.name.padEnd(15)} ${p.description}`);
+      const { pluginSource } = await import('../plugin-loader.ts');
+      for (const p of all) {
+        const from = pluginSource(p);
+        console.log(`${p.name.padEnd(15)} ${p.description}${from === 'built-in' ? '' : `  [${from}]`}`);
+      }
       console.log('\nParams and examples: plugins/<name>/README.md; JSON Schema: docs/schema/policy.schema.json');
       return 0;
     },

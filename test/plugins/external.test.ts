@@ -13,14 +13,13 @@ import t from 'tap';
 import { startCli } from '../cli/run.ts';
 import { startGatewayProcess } from '../helpers/gateway-process.ts';
 import { collect, connect, open, until } from '../helpers/h2.ts';
+import { docBlocks } from '../helpers/docs.ts';
 import { ROOT } from '../helpers/proc.ts';
 
 /** The header-gate example of docs/plugins.md, as a plugin outside this repository would write it. */
-function docsExample(): string {
-  const md = readFileSync(path.join(ROOT, 'docs/plugins.md'), 'utf8');
-  const start = md.indexOf('```ts\n/**\n * header-gate:');
-  const code = md.slice(start + '```ts\n'.length, md.indexOf('\n```', start));
-  if (start < 0 || !code.includes('definePlugin')) throw new Error('docs/plugins.md has no header-gate example');
+export function docsExample(): string {
+  const code = docBlocks('docs/plugins.md', 'ts', '### Example: header-gate', '### Registering')[0];
+  if (code === undefined || !code.includes('definePlugin')) throw new Error('docs/plugins.md has no header-gate example');
   return code.replaceAll("'../../core/plugin-api.ts'", "'ghostgate/plugin'");
 }
 
@@ -178,6 +177,14 @@ t.test('explain runs them; schema and plugins list them', async (t) => {
 
   const p = startCli(t, ['plugins', '--config', config]);
   t.equal(await p.exited, 0, p.stderr());
-  t.match(p.stdout(), /^stamp\s+Set one body field to a fixed string\.$/m);
-  t.match(p.stdout(), /^header-gate\s+Reject requests/m);
+  t.match(p.stdout(), /^stamp\s+Set one body field to a fixed string\.  \[\S+node_modules\/ghostgate-plugin-stamp\/index\.js\]$/m, 'an out-of-tree plugin shows its file');
+  t.match(p.stdout(), /^header-gate\s+Reject requests.*  \[\S+local\/header-gate\/index\.ts\]$/m);
+  t.match(p.stdout(), /^auth\s+Verify the bearer token[^[]*$/m, 'a built-in shows none');
+
+  // A listed plugin with a problem: `plugins` says which and why, at the list entry.
+  writeFileSync(path.join(dir, 'local/broken.js'), "export default { name: 'broken', description: 'x', paramsSchema: { type: 'nope' }, create() { return {}; } };\n");
+  writeFileSync(config, readFileSync(config, 'utf8').replace('plugins: [', 'plugins: [./local/broken.js, '));
+  const b = startCli(t, ['plugins', '--config', config]);
+  t.equal(await b.exited, 1);
+  t.match(b.stderr(), /gateway\.config\.yaml:\d+:\d+: GW_ERR_CONFIG_PLUGIN_LOAD Cannot load plugin \.\/local\/broken\.js: \S+broken\.js: its paramsSchema does not compile/);
 });
