@@ -6,7 +6,7 @@
  * plugin and its file; a running gateway refuses such a reload and keeps serving the last good
  * config.
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { startCli } from '../cli/run.ts';
@@ -59,7 +59,7 @@ t.test('validate names the plugin, its file and the step for every create failur
   t.match(err, `${at(6)}`, 'ctx.error keeps its own code and location');
   t.match(err, /GW_ERR_CONFIG_PLUGIN_PARAMS Invalid params for plugin "misbehave": mode: not like this/);
 
-  writeFileSync(config, (await import('node:fs')).readFileSync(config, 'utf8').replace('plugins: [./local/misbehave.js]', 'plugins: [./local/misbehave.js, ./local/named.js]'));
+  writeFileSync(config, readFileSync(config, 'utf8').replace('plugins: [./local/misbehave.js]', 'plugins: [./local/misbehave.js, ./local/named.js]'));
   g.write('policies/bad.yaml', policy(['ok']));
   const n = startCli(t, ['validate', '--config', config]);
   t.equal(await n.exited, 1);

@@ -6,6 +6,7 @@
  * file:line, and `ghostgate_plugin_failures_total` a count; the gateway keeps serving, and no
  * request stays in flight (a hung step used to hold its request, and its runtime, for ever).
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import t from 'tap';
@@ -115,4 +116,11 @@ t.test('a plugin that fails at request time: coded errors, a log line and a metr
   await collect(st);
   await until(async () => /ghostgate_inflight_requests 0\n/.test(await metrics()));
   t.match(await metrics(), /ghostgate_requests_total\{[^}]*outcome="cancelled_before_forward"[^}]*\} 1/, 'ended as cancelled before forward');
+
+  // server.stepTimeoutMs is hot: a reload applies it.
+  g.write('gateway.config.yaml', readFileSync(g.configFile, 'utf8').replace('stepTimeoutMs: 300', 'stepTimeoutMs: 250'));
+  t.equal((await g.gw.reload('test')).ok, true);
+  const after = await post(s, '/v1/completions', { prompt: 'x' }, { 'x-mode': 'hang' });
+  t.equal(after.status, 504);
+  t.match(JSON.parse(after.text).error.message, 'did not finish within 250 ms', 'the reloaded bound');
 });
