@@ -28,6 +28,6 @@ t.test('a worker that keeps failing to start: replaced with a back-off, then the
   const delays = log.filter((l) => l.msg === 'worker exited unexpectedly; replacing it').map((l) => l.restartInMs);
   t.same(delays.slice(delays.lastIndexOf(0) + 1), [200, 400, 800, 1600], 'four young deaths, replaced with a doubling back-off');
   t.match(log.find((l) => l.youngExits), { msg: 'worker keeps dying young; shutting down the gateway', slot: 2, youngExits: 5 }, 'at the fifth the primary says why it gives up');
-  t.match(g.stderr(), /^ghostgate start: GW_ERR_CLUSTER_WORKER worker 2 ended 5 times in a row within 10 s of its start \(last: GW_ERR_CONFIG_INVALID: .*test: worker 2 cannot start\); shutting down$/m);
+  t.match(g.stderr(), /^ghostgate start: GW_ERR_CLUSTER_WORKER worker 2 ended 5 times in a row within 10 s of its start \(last: GW_ERR_CONFIG_PLUGIN_CREATE: .*Plugin "slot-2-faults" \(\S+slot-2-faults\.mjs\) could not build its step: create threw: test: worker 2 cannot start\); shutting down$/m);
   for (const pid of pids) t.throws(() => process.kill(pid, 0), `worker ${pid} is gone`);
 });
