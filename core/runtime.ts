@@ -21,8 +21,10 @@ import type { GatewayMetrics } from './metrics.ts';
 import { CompiledPipeline, MAX_STEPS } from './pipeline.ts';
 import type { CompiledStep } from './pipeline.ts';
 import { createPluginContext } from './plugin-context.ts';
+import { checkEnv, runClosers, standInAuth, standInClient } from './step-check.ts';
+import type { Declared, StepEnv } from './step-check.ts';
 import { secretReader } from './secrets.ts';
-import type { AuthRuntime, Logger, PluginDefinition, Step, UpstreamClient } from './types.ts';
+import type { Logger, PluginDefinition, Step } from './types.ts';
 import { createUpstream } from './upstream/client.ts';
 import { DeploymentSet } from './upstream/deployments.ts';
 import type { ManagedUpstream } from './upstream/client.ts';
@@ -212,18 +214,29 @@ export async function buildRuntime(loaded: LoadedConfig, deps: RuntimeDeps, prev
   // Plugins named in the config's `plugins:` list (outside plugins/) come after the built-ins.
   const external = await loadExternalPlugins(loaded, new Set(deps.plugins.map((p) => p.name)), errors);
   const byName = new Map([...deps.plugins, ...external].map((p) => [p.name, p]));
-  const clients: ReadonlyMap<string, UpstreamClient> = upstreams;
+  // An upstream or auth section that failed above is still declared: steps naming it are not
+  // told it is unknown (the runtime is not built, so the stand-ins never serve).
+  const clients = new Map(Object.keys(config.upstreams).map((n) => [n, upstreams.get(n) ?? standInClient(n)]));
   const modelDefaults = new Map([...models].map(([k, v]) => [k, { model: v.model, upstream: v.upstream, upstreamModel: v.upstreamModel }]));
+  const env: StepEnv = {
+    log: deps.log, registry: deps.metrics.registry, sharedStore: deps.sharedStore, clients, modelDefaults, closers,
+    auth: auth ?? (config.auth ? standInAuth : undefined),
+  };
   type Built = { policy: PolicyConfig; file: string; steps: Array<Omit<CompiledStep, 'index'>> };
   const built: Built[] = [];
   for (const lp of loaded.policies) {
+    if (!lp.policy.enabled) {
+      // A disabled policy is still checked, its plugins' own checks too (so enabling it later
+      // cannot fail), but created aside and dropped: it touches no shared state.
+      await checkPolicySteps(lp, byName, errors, { upstreams: [...clients.keys()], models: modelDefaults, auth: config.auth !== undefined });
+      continue;
+    }
     const b: Built = { policy: lp.policy, file: lp.file, steps: [] };
     for (let i = 0; i < lp.policy.steps.length; i++) {
-      // A disabled policy is still checked (so enabling it later cannot fail), but not built.
-      const step = await buildStep(lp, i, byName, deps, { clients, modelDefaults, auth, closers }, errors, !lp.policy.enabled);
+      const step = await buildStep(lp, i, byName, env, errors);
       if (step) b.steps.push(step);
     }
-    if (lp.policy.enabled) built.push(b);
+    built.push(b);
   }
   if (errors.length) {
     // Close what we opened for this attempt (not what we borrowed from `previous`).
@@ -268,19 +281,22 @@ export async function buildRuntime(loaded: LoadedConfig, deps: RuntimeDeps, prev
 }
 
 /**
- * Check a policy's steps without building them (plugin known, `when` compiles, params match the
- * plugin's schema): what `validate` can still say about policies when the main config is broken.
+ * Check a policy's steps without a runtime: plugin known, `when` compiles, params match the
+ * plugin's schema, and the plugin's own checks at create time (core/step-check.ts), against what
+ * the config declares. What `validate` can still say about policies when the main config is broken.
  */
-export async function checkPolicySteps(lp: LoadedPolicy, plugins: ReadonlyArray<PluginDefinition<unknown>>, errors: GatewayError[]): Promise<void> {
-  const byName = new Map(plugins.map((p) => [p.name, p]));
-  // With checkOnly, buildStep returns before it touches deps or the shared parts.
-  for (let i = 0; i < lp.policy.steps.length; i++) await buildStep(lp, i, byName, undefined as never, undefined as never, errors, true);
+export async function checkPolicySteps(lp: LoadedPolicy, plugins: ReadonlyArray<PluginDefinition<unknown>> | ReadonlyMap<string, PluginDefinition<unknown>>, errors: GatewayError[], declared: Declared = {}): Promise<void> {
+  const byName = plugins instanceof Map ? plugins : new Map((plugins as ReadonlyArray<PluginDefinition<unknown>>).map((p) => [p.name, p]));
+  const env = checkEnv(declared, lp);
+  try {
+    for (let i = 0; i < lp.policy.steps.length; i++) await buildStep(lp, i, byName, env, errors);
+  } finally {
+    await runClosers(env.closers);
+  }
 }
 
 async function buildStep(
-  lp: LoadedPolicy, i: number, byName: Map<string, PluginDefinition<unknown>>, deps: RuntimeDeps,
-  shared: { clients: ReadonlyMap<string, UpstreamClient>; modelDefaults: Map<string, { model: string; upstream: string; upstreamModel: string }>; auth: AuthRuntime | undefined; closers: Array<() => void | Promise<void>> },
-  errors: GatewayError[], checkOnly = false,
+  lp: LoadedPolicy, i: number, byName: ReadonlyMap<string, PluginDefinition<unknown>>, env: StepEnv, errors: GatewayError[],
 ): Promise<Omit<CompiledStep, 'index'> | undefined> {
   const sc = lp.policy.steps[i]!;
   const at = ['steps', i];
@@ -304,14 +320,13 @@ async function buildStep(
   }
   const params = sc.params ?? {};
   if (!validateInto(validatorFor(paramsAjv, plugin.paramsSchema), params, lp.source, lp.file, errors, 'GW_ERR_CONFIG_PLUGIN_PARAMS', [...at, 'params'], [sc.use])) return undefined;
-  if (checkOnly) return undefined;
   let step: Step;
   try {
     const location = lp.source.locate([...at, 'params']);
     const ctx = createPluginContext({
       plugin: plugin.name, where, location, configDir: lp.source.file.replace(/\/[^/]*$/, ''),
-      log: deps.log, metrics: deps.metrics.registry, upstreams: shared.clients, models: shared.modelDefaults,
-      auth: shared.auth, sharedStore: deps.sharedStore, closers: shared.closers,
+      log: env.log, metrics: env.registry, upstreams: env.clients, models: env.modelDefaults,
+      auth: env.auth, sharedStore: env.sharedStore, closers: env.closers,
     });
     step = await createStep(plugin, params, ctx, location);
   } catch (e) {

@@ -16,6 +16,7 @@ import { GatewayMetrics } from '../metrics.ts';
 import { silentLogger } from '../plugin-context.ts';
 import { secretReader } from '../secrets.ts';
 import { buildRuntime, checkPolicySteps } from '../runtime.ts';
+import { declaredIn } from '../step-check.ts';
 import type { BannerInfo } from '../cluster/ipc.ts';
 import { Primary } from '../cluster/primary.ts';
 import { bannerInfo } from '../cluster/worker.ts';
@@ -99,10 +100,12 @@ export const commands: Record<string, Command> = {
           errors.push(...e.errors);
         }
       } else {
-        // Plugins the config lists are still loaded, so their steps are checked, not called unknown.
+        // Plugins the config lists are still loaded, so their steps are checked, not called unknown;
+        // each step's plugin is created against what the main file declares, as far as it reads.
         const { loadExternalPlugins } = await import('../plugin-loader.ts');
         const listed = st.pluginList ? await loadExternalPlugins(st.pluginList, new Set(plugins.map((p) => p.name)), errors) : [];
-        for (const lp of st.policies) await checkPolicySteps(lp, [...plugins, ...listed], errors);
+        const declared = declaredIn(st.mainValue);
+        for (const lp of st.policies) await checkPolicySteps(lp, [...plugins, ...listed], errors, declared);
       }
       if (errors.length) { printConfigErrors(file, new ConfigErrors(errors)); return 1; }
       const loaded = st.loaded!;

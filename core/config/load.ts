@@ -129,6 +129,11 @@ export interface StagedLoad {
    * main config failed: steps that use a listed plugin are checked against it, not called unknown).
    */
   pluginList: { file: string; dir: string; source: YamlSource; config: { plugins: string[] } } | undefined;
+  /**
+   * The main file's value when it parsed, schema-valid or not (what it declares for steps to
+   * refer to when the main config failed: core/step-check.ts declaredIn).
+   */
+  mainValue: unknown;
 }
 
 /** Load every file as far as it goes, collecting each stage's problems (never stops at the first file). */
@@ -142,8 +147,10 @@ export function loadConfigStaged(file: string, env: NodeJS.ProcessEnv = process.
   let config: GatewayConfig | undefined;
   let patterns: string[] = [];
   let pluginList: StagedLoad['pluginList'];
+  let mainValue: unknown;
   if (source) {
     const value = source.value() ?? {};
+    mainValue = value;
     if (typeof value !== 'object' || Array.isArray(value)) {
       schemaErrors.push(new GatewayError('GW_ERR_CONFIG_SCHEMA', ['the config must be a YAML mapping'], { location: { file: abs, line: 1 } }));
     } else {
@@ -200,7 +207,7 @@ export function loadConfigStaged(file: string, env: NodeJS.ProcessEnv = process.
   }
   const errors = [...yamlErrors, ...schemaErrors, ...refErrors];
   if (!config || !source || yamlErrors.some((e) => e.location?.file === abs) || refErrors.some((e) => e.location?.file === abs)) {
-    return { errors, loaded: undefined, policies, pluginList };
+    return { errors, loaded: undefined, policies, pluginList, mainValue };
   }
   // Files the config reads secrets or lists from (API keys, deny lists…): a change reloads too.
   const watchFiles = new Set<string>();
@@ -210,7 +217,7 @@ export function loadConfigStaged(file: string, env: NodeJS.ProcessEnv = process.
     // A file that cannot be read is reported by the runtime.
     hash.update('\0').update(full).update('\0').update(reader.digest(full) ?? '');
   }
-  return { errors, policies, pluginList, loaded: { file: abs, dir, source, config, policies, fingerprint: hash.digest('hex'), watchFiles: [...watchFiles] } };
+  return { errors, policies, pluginList, mainValue, loaded: { file: abs, dir, source, config, policies, fingerprint: hash.digest('hex'), watchFiles: [...watchFiles] } };
 }
 
 function defaultPolicies(): string[] {
