@@ -258,7 +258,7 @@ class GatewayAuthService implements AuthService {
     if (!this.#keys.signer) this.#fail('GW_ERR_AUTH_NOT_CONFIGURED');
     if (typeof claims?.sub !== 'string' || claims.sub === '') throw new GatewayError('GW_ERR_REQ_BAD_REQUEST', ['sub must be a non-empty string']);
     const ttl = ttlSeconds ?? this.#cfg.tokenTtl;
-    if (!Number.isInteger(ttl) || ttl < 1 || ttl > MAX_MINT_TTL) throw new GatewayError('GW_ERR_REQ_BAD_REQUEST', [`ttl must be 1..${MAX_MINT_TTL} seconds`]);
+    if (!Number.isInteger(ttl) || ttl < 1 || ttl > MAX_MINT_TTL) throw new GatewayError('GW_ERR_REQ_BAD_REQUEST', [`ttl must be a whole number of seconds from 1 to ${MAX_MINT_TTL} (7 days), got ${ttl}`]);
     if (this.#revocation.has(claims.sub, undefined)) this.#fail('GW_ERR_AUTH_REVOKED');
     const { token, expires_at } = await this.#issue(claims.sub, claims, ttl);
     this.#metrics.issued.inc({ via: 'mint' });

@@ -18,7 +18,7 @@ import Fastify, { LogController } from 'fastify';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { GatewayError, JSON_TYPE } from '../errors.ts';
-import { presented } from '../server/admin.ts';
+import { presented, refuseReloadBody } from '../server/admin.ts';
 import type { Rpc } from './ipc.ts';
 
 /** One worker, as the admin plane sees it. */
@@ -110,6 +110,13 @@ export function createClusterAdmin(p: ClusterAdminState): FastifyInstance {
   const reload = async (req: FastifyRequest, reply: FastifyReply): Promise<unknown> => {
     const digest = p.adminCredential;
     if (digest && !presented(req, digest)) throw new GatewayError('GW_ERR_ADMIN_UNAUTHORIZED', [], { headers: { 'www-authenticate': 'Bearer realm="ghostgate-admin"' } });
+    // Bodies arrive unparsed here (see the content-type parser): the same check as one process's.
+    const text = typeof req.body === 'string' ? req.body.trim() : '';
+    if (text !== '') {
+      let body: unknown;
+      try { body = JSON.parse(text); } catch { throw new GatewayError('GW_ERR_REQ_INVALID_JSON'); }
+      refuseReloadBody(body);
+    }
     const r = await p.reload('admin');
     reply.code(r.ok ? 200 : r.error?.code === 'GW_ERR_CLUSTER_NO_WORKER' ? 503 : 400).header('cache-control', 'no-store');
     return r;

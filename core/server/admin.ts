@@ -13,6 +13,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { LogController } from 'fastify';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { bearerToken } from '../auth/bearer.ts';
+import { parseMintRequest } from '../auth/mint-request.ts';
 import { clientErrorReply, frameworkErrorReply } from './client-error.ts';
 import type { LoadedConfig } from '../config/load.ts';
 import { ConfigErrors, GatewayError, JSON_TYPE } from '../errors.ts';
@@ -69,6 +70,17 @@ export function presented(req: FastifyRequest, digest: Buffer): boolean {
   const b = bearerToken(req.headers.authorization);
   const got = createHash('sha256').update(typeof b === 'string' ? b : '').digest();
   return timingSafeEqual(got, digest) && typeof b === 'string';
+}
+
+/**
+ * `POST /-/reload` takes no body: it reloads the config file the gateway started with. A body
+ * with fields (`{"file": …}`) is refused rather than ignored; none, or `{}`, is fine.
+ */
+export function refuseReloadBody(body: unknown): void {
+  if (body === undefined || body === null) return;
+  if (typeof body === 'object' && !Array.isArray(body) && Object.keys(body).length === 0) return;
+  const what = typeof body === 'object' && !Array.isArray(body) ? `fields ${Object.keys(body).map((k) => `"${k}"`).join(', ')}` : 'a body';
+  throw new GatewayError('GW_ERR_REQ_INVALID_BODY', [`POST /-/reload takes no body (it reloads the config file the gateway started with); got ${what}`]);
 }
 
 function send(reply: FastifyReply, err: GatewayError): FastifyReply {
@@ -141,7 +153,8 @@ export function createAdminServer(gw: AdminState, logger: FastifyBaseLogger): Fa
     };
   });
 
-  app.post('/-/reload', { preHandler: needsCredential }, async (_req, reply) => {
+  app.post('/-/reload', { preHandler: needsCredential }, async (req, reply) => {
+    refuseReloadBody(req.body);
     const r = await gw.reload('admin');
     reply.code(r.ok ? 200 : 400);
     return r;
@@ -153,14 +166,9 @@ export function createAdminServer(gw: AdminState, logger: FastifyBaseLogger): Fa
     if (!auth) throw new GatewayError('GW_ERR_AUTH_NOT_CONFIGURED');
     const dev = (gw.runtime.config.auth as { dev?: boolean } | undefined)?.dev === true;
     if (!dev && !gw.adminCredential) throw new GatewayError('GW_ERR_ADMIN_MINT_FORBIDDEN');
-    const b = req.body ?? {};
-    if (typeof b !== 'object' || Array.isArray(b)) throw new GatewayError('GW_ERR_REQ_INVALID_BODY', ['the body must be a JSON object {sub, ttlSeconds?, claims?}']);
-    const { sub, ttlSeconds, claims } = b as { sub?: unknown; ttlSeconds?: unknown; claims?: unknown };
-    if (typeof sub !== 'string' || sub === '') throw new GatewayError('GW_ERR_REQ_INVALID_BODY', ['"sub" must be a non-empty string']);
-    if (ttlSeconds !== undefined && typeof ttlSeconds !== 'number') throw new GatewayError('GW_ERR_REQ_INVALID_BODY', ['"ttlSeconds" must be a number of seconds']);
-    if (claims !== undefined && (claims === null || typeof claims !== 'object' || Array.isArray(claims))) throw new GatewayError('GW_ERR_REQ_INVALID_BODY', ['"claims" must be an object']);
+    const { sub, ttlSeconds, claims } = parseMintRequest(req.body);
     reply.header('cache-control', 'no-store');
-    return auth.mint({ ...(claims as Record<string, unknown> | undefined), sub }, ttlSeconds);
+    return auth.mint({ ...claims, sub }, ttlSeconds);
   });
 
   registerDeploymentMetrics(gw.metrics.registry, () => deploymentSets(gw.runtime.models));

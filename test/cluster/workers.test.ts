@@ -1,8 +1,8 @@
 /**
  * `ghostgate start --workers 2`, as a real process tree: a primary, two workers sharing the
  * data-plane port, a real model server. One cluster runs the whole file, in order: shared
- * listeners, a dev token minted once verifying on both workers, aggregated metrics, reload
- * fan-out (valid, invalid, one worker that cannot load it), a crashed worker replaced, then
+ * listeners, a dev token minted once verifying on both workers, aggregated metrics, admin
+ * bodies checked as in one process, reload fan-out (valid, invalid, one worker that cannot load it), a crashed worker replaced, then
  * SIGTERM draining both workers with streams in flight.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -49,6 +49,17 @@ t.test('/metrics sums every worker', async (t) => {
   t.equal(after - before, 6, 'six requests on two workers count six');
   t.equal(await metricValue(/^ghostgate_cluster_workers /), 2);
   t.equal(await metricValue(/^ghostgate_healthy /), 1, 'healthy is the lowest worker value, not a sum');
+});
+
+t.test('admin bodies as in one process: a reload with fields and a mint with an unknown field are refused', async (t) => {
+  const json = { 'content-type': 'application/json' };
+  const reload = await admin<{ error: { code: string; message: string } }>('/-/reload', { method: 'POST', headers: json, body: '{"file":"other.yaml"}' });
+  t.equal(reload.status, 400);
+  t.equal(reload.body.error.code, 'GW_ERR_REQ_INVALID_BODY');
+  t.match(reload.body.error.message, /POST \/-\/reload takes no body .*"file"/);
+  const mint = await admin<{ error: { code: string; message: string } }>('/-/token', { method: 'POST', headers: json, body: '{"sub":"a","ttl":60}' });
+  t.equal(mint.status, 400);
+  t.match(mint.body.error.message, /unknown field "ttl" \(did you mean "ttlSeconds"\?\)/);
 });
 
 t.test('reload: validated once, reaches every worker, reports each version', async (t) => {
