@@ -55,8 +55,9 @@ export const commands: Record<string, Command> = {
       } catch (e) {
         await model?.stop();
         if (e instanceof ConfigErrors) { printConfigErrors(file, e); return 1; }
-        // One line, naming the port and what sets it; everything that started is closed.
-        if (e instanceof GatewayError && (e.code === 'GW_ERR_SERVER_LISTEN' || e.code.startsWith('GW_ERR_CLUSTER') || e.code.startsWith('GW_ERR_CONFIG'))) { process.stderr.write(`ghostgate start: ${e.code} ${e.message}\n`); return 1; }
+        // One line (for a port: which, and what sets it), exit 1; everything that started is
+        // closed. Any coded failure: a worker reports whatever code stopped it.
+        if (e instanceof GatewayError) { process.stderr.write(`ghostgate start: ${e.code} ${e.message}\n`); return 1; }
         throw e;
       }
       const log = primary?.log ?? gw!.log;

@@ -57,6 +57,10 @@ export function createClusterAdmin(p: ClusterAdminState): FastifyInstance {
   const app = Fastify({ loggerInstance: p.log, logController: new LogController({ disableRequestLogging: true }), bodyLimit: ADMIN_BODY_LIMIT }) as unknown as FastifyInstance;
   // Bodies go to a worker as they came: its admin app parses and answers (bad JSON included).
   app.removeAllContentTypeParsers();
+  // An 'error' on the listening server with no listener is an uncaught exception: it would end
+  // the primary, and with it every worker. Logged instead (a bind failure at start is listen's
+  // to report); the workers go on serving (test/cluster/admin-error.test.ts).
+  app.server.on('error', (e: NodeJS.ErrnoException) => { if (app.server.listening) p.log.error({ err: e.message, code: e.code }, 'admin plane server error'); });
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => { done(null, body); });
 
   const own = new Registry();

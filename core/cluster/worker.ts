@@ -45,9 +45,11 @@ export async function runWorker(): Promise<void> {
   } catch (e) {
     const err = e instanceof ConfigErrors ? e.errors[0]! : e instanceof GatewayError ? e : undefined;
     const message = e instanceof ConfigErrors ? e.errors.map((x) => x.describe()).join('; ') : e instanceof Error ? e.message : String(e);
-    send({ t: 'failed', code: err?.code ?? 'GW_ERR_SERVER_INTERNAL', message, exitCode: 1 });
-    process.exitCode = 1;
-    process.disconnect?.();
+    // Exit 1 once the message is out. (Not by closing the channel with exitCode 1: node:cluster
+    // ends a worker whose channel closes with exit 0, whatever exitCode says.)
+    const failed: ClusterMessage = { t: 'failed', code: err?.code ?? 'GW_ERR_SERVER_INTERNAL', message, exitCode: 1 };
+    if (process.send) process.send(failed, () => process.exit(failed.exitCode));
+    else process.exit(failed.exitCode);
     return;
   }
   const health = (): WorkerHealth => {

@@ -111,6 +111,9 @@ export function createAdminServer(gw: AdminState, logger: FastifyBaseLogger): Fa
     loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: ADMIN_BODY_LIMIT,
     frameworkErrors: frameworkErrorReply(), clientErrorHandler: clientErrorReply(),
   }) as unknown as FastifyInstance;
+  // An 'error' on the listening server with no listener would be an uncaught exception ending
+  // the gateway (test/cluster/admin-error.test.ts); logged instead (a bind failure: listen reports it).
+  app.server.on('error', (e: NodeJS.ErrnoException) => { if (app.server.listening) gw.log.error({ err: e.message, code: e.code }, 'admin plane server error'); });
   // JSON only; prototype keys (FORBIDDEN_KEYS: `__proto__`, `constructor`, `prototype`) refused.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {

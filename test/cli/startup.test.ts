@@ -46,6 +46,14 @@ t.test('admin port taken: the data plane and the bundled model server it started
   await refused(t, { ...(await ports()), GHOSTGATE_ADMIN_PORT: taken }, taken, 'admin.port', 'GHOSTGATE_ADMIN_PORT');
 });
 
+t.test('--workers 2: data plane or admin port taken, the same one line and exit 1', async (t) => {
+  for (const [env, key] of [['GHOSTGATE_PORT', 'listen.port'], ['GHOSTGATE_ADMIN_PORT', 'admin.port']] as const) {
+    const taken = await takePort(t);
+    const p = { ...(await ports()), [env]: taken };
+    await t.test(key, (t) => refused(t, p, taken, key, env, ['start', '--workers', '2']));
+  }
+});
+
 t.test('bundled model server port taken', async (t) => {
   const taken = await takePort(t);
   await refused(t, { ...(await ports()), GHOSTGATE_MODEL_PORT: taken }, taken, 'modelServer.port', 'GHOSTGATE_MODEL_PORT');
