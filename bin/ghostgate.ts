@@ -16,16 +16,20 @@ import { parseArgs } from 'node:util';
 import { commands } from '../core/cli/commands.ts';
 
 const [cmd, ...rest] = process.argv.slice(2);
-const run = cmd ? commands[cmd] : undefined;
+const run = cmd !== undefined && Object.hasOwn(commands, cmd) ? commands[cmd] : undefined;
 if (!run || cmd === '--help' || cmd === '-h') {
-  process.stdout.write(`Usage: ghostgate <command> [options]
+  const usage = `Usage: ghostgate <command> [options]
 
 Commands:
 ${Object.entries(commands).map(([name, c]) => `  ${name.padEnd(13)} ${c.summary}`).join('\n')}
 
 Run "ghostgate <command> --help" for a command's options.
-`);
-  process.exit(run || cmd === undefined || cmd === '--help' || cmd === '-h' ? 0 : 2);
+`;
+  // Asked for (no command, --help): stdout, exit 0. A command that does not exist: say so first,
+  // all on stderr, exit 2 (a usage error, as a wrong option of a command).
+  if (cmd === undefined || cmd === '--help' || cmd === '-h') process.stdout.write(usage);
+  else { process.stderr.write(`ghostgate: unknown command "${cmd}"\n${usage}`); process.exitCode = 2; }
+  process.exit();
 }
 void parseArgs;
 try {
