@@ -39,5 +39,5 @@ t.test('a worker that keeps failing to start: replaced with a back-off, then the
 t.test('a worker that cannot start at all: ghostgate start --workers 2 exits 1 with its reason on one line', async (t) => {
   const faults = slot2Faults([]);
   const err = await startGatewayProcess(t, { args: ['--workers', '2'], ...faults, files: { ...faults.files, 'fail.flag': '' } }).then(() => undefined, (e: unknown) => e as Error);
-  t.match(err?.message, /^gateway exited \(1\): ghostgate start: GW_ERR_CONFIG_INVALID [^\n]*test: worker 2 cannot start\n$/);
+  t.match(err?.message, /^gateway exited \(1\): ghostgate start: GW_ERR_CONFIG_PLUGIN_CREATE [^\n]*test: worker 2 cannot start\n$/);
 });
