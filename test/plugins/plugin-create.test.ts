@@ -36,13 +36,13 @@ const modes = ['throw', 'reject', 'hang', 'undefined', 'not-a-function', 'misspe
 const policy = (ms: string[]): string => `name: bad\nsteps:\n${ms.map((m) => `  - use: misbehave\n    params: { mode: ${m} }\n`).join('')}`;
 
 t.test('validate names the plugin, its file and the step for every create failure', async (t) => {
-  const g = await startGateway(t, { noModel: true, files: { 'local/misbehave.js': MISBEHAVE, 'local/named.js': NAMED_ONLY }, extraConfig: 'plugins: [./local/misbehave.js]' });
+  const g = await startGateway(t, { noModel: true, files: { 'local/misbehave.mjs': MISBEHAVE, 'local/named.mjs': NAMED_ONLY }, extraConfig: 'plugins: [./local/misbehave.mjs]' });
   g.write('policies/bad.yaml', policy(modes));
   const config = g.configFile;
   const v = startCli(t, ['validate', '--config', config]);
   t.equal(await v.exited, 1);
   const err = v.stderr();
-  const file = path.join(g.dir, 'local/misbehave.js');
+  const file = path.join(g.dir, 'local/misbehave.mjs');
   const at = (i: number): string => `${path.join(g.dir, 'policies/bad.yaml')}:${4 + 2 * i}:`;
   const expect: Record<string, string> = {
     throw: 'create threw: boom in create',
@@ -59,15 +59,15 @@ t.test('validate names the plugin, its file and the step for every create failur
   t.match(err, `${at(6)}`, 'ctx.error keeps its own code and location');
   t.match(err, /GW_ERR_CONFIG_PLUGIN_PARAMS Invalid params for plugin "misbehave": mode: not like this/);
 
-  writeFileSync(config, readFileSync(config, 'utf8').replace('plugins: [./local/misbehave.js]', 'plugins: [./local/misbehave.js, ./local/named.js]'));
+  writeFileSync(config, readFileSync(config, 'utf8').replace('plugins: [./local/misbehave.mjs]', 'plugins: [./local/misbehave.mjs, ./local/named.mjs]'));
   g.write('policies/bad.yaml', policy(['ok']));
   const n = startCli(t, ['validate', '--config', config]);
   t.equal(await n.exited, 1);
-  t.match(n.stderr(), /GW_ERR_CONFIG_PLUGIN_LOAD Cannot load plugin \.\/local\/named\.js: \S+named\.js: it has no default export \(it exports plugin\)/, 'a module with a named export only');
+  t.match(n.stderr(), /GW_ERR_CONFIG_PLUGIN_LOAD Cannot load plugin \.\/local\/named\.mjs: \S+named\.mjs: it has no default export \(it exports plugin\)/, 'a module with a named export only');
 });
 
 t.test('a running gateway refuses a reload whose plugin cannot build its step, and keeps serving', async (t) => {
-  const g = await startGateway(t, { files: { 'local/misbehave.js': MISBEHAVE }, policies: { 'bad.yaml': policy(['ok']) }, extraConfig: 'plugins: [./local/misbehave.js]' });
+  const g = await startGateway(t, { files: { 'local/misbehave.mjs': MISBEHAVE }, policies: { 'bad.yaml': policy(['ok']) }, extraConfig: 'plugins: [./local/misbehave.mjs]' });
   const s = await connect(g.url);
   t.teardown(() => s.destroy());
   t.equal((await post(s, '/v1/completions', { prompt: 'x' })).status, 200);
@@ -75,13 +75,13 @@ t.test('a running gateway refuses a reload whose plugin cannot build its step, a
     g.write('policies/bad.yaml', policy([m]));
     const r = await g.gw.reload('test');
     t.equal(r.ok, false, `${m}: the reload is refused`);
-    t.match(r.errors, [{ code: 'GW_ERR_CONFIG_PLUGIN_CREATE', message: `Plugin "misbehave" (${path.join(g.dir, 'local/misbehave.js')})`, file: path.join(g.dir, 'policies/bad.yaml'), line: 4 }]);
+    t.match(r.errors, [{ code: 'GW_ERR_CONFIG_PLUGIN_CREATE', message: `Plugin "misbehave" (${path.join(g.dir, 'local/misbehave.mjs')})`, file: path.join(g.dir, 'policies/bad.yaml'), line: 4 }]);
     t.equal((await post(s, '/v1/completions', { prompt: 'x' })).status, 200, `${m}: the last good config keeps serving`);
   }
 
   // docs/plugins.md: a plugin's code is imported once per process. An edit to it is not picked
   // up by a reload, even one that changes the plugin's params: restart to change code.
-  g.write('local/misbehave.js', MISBEHAVE.replace('default: return { request: function misbehave() {} };', "default: return { request: () => ({ status: 418, body: { error: { code: 'GW_ERR_POLICY_REJECTED', message: 'new code' } } }) };"));
+  g.write('local/misbehave.mjs', MISBEHAVE.replace('default: return { request: function misbehave() {} };', "default: return { request: () => ({ status: 418, body: { error: { code: 'GW_ERR_POLICY_REJECTED', message: 'new code' } } }) };"));
   g.write('policies/bad.yaml', policy(['ok-again']));
   const r = await g.gw.reload('test');
   t.equal(r.ok, true, 'the params edit reloads');

@@ -51,13 +51,13 @@ const g2 = globalThis as { __ggLate?: (v: unknown) => void; __ggAfter?: number }
 
 t.test('a plugin that fails at request time: coded errors, a log line and a metric naming it; the gateway keeps serving', async (t) => {
   const g = await startGateway(t, {
-    files: { 'local/misbehave.js': MISBEHAVE, 'local/after.js': AFTER },
+    files: { 'local/misbehave.mjs': MISBEHAVE, 'local/after.mjs': AFTER },
     policies: { 'bad.yaml': POLICY },
-    extraConfig: 'facts: { headers: [user-agent, x-mode] }\nplugins: [./local/misbehave.js, ./local/after.js]\nserver: { stepTimeoutMs: 300 }',
+    extraConfig: 'facts: { headers: [user-agent, x-mode] }\nplugins: [./local/misbehave.mjs, ./local/after.mjs]\nserver: { stepTimeoutMs: 300 }',
   });
   const s = await connect(g.url);
   t.teardown(() => s.destroy());
-  const pluginFile = path.join(g.dir, 'local/misbehave.js');
+  const pluginFile = path.join(g.dir, 'local/misbehave.mjs');
   const metrics = async (): Promise<string> => (await fetch(`${g.adminUrl}/metrics`)).text();
 
   const cases: Array<[mode: string, status: number, code: string, reason?: string, why?: RegExp, protos?: Array<'h2' | 'h1'>]> = [
