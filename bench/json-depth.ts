@@ -7,6 +7,7 @@
  *
  *   node_modules/.bin/node bench/json-depth.ts [runs=9]
  */
+import { microsPerCall } from './types.ts';
 import { jsonTooDeep } from '../core/server/json-body.ts';
 
 const RUNS = Number(process.argv[2] ?? 9);
@@ -28,17 +29,8 @@ const deep = Buffer.from('['.repeat(499_000) + ']'.repeat(499_000));
 /** A flat body of the same size, to compare what the deep one costs to parse. */
 const flat = Buffer.from(JSON.stringify({ model: 'ghost-small', prompt: 'x'.repeat(998_000 - 40) }));
 
-function median(xs: number[]): number { return xs.sort((a, b) => a - b)[xs.length >> 1]!; }
 
-function time(fn: () => unknown, calls: number): number {
-  const runs: number[] = [];
-  for (let r = 0; r < RUNS; r++) {
-    const t0 = performance.now();
-    for (let i = 0; i < calls; i++) fn();
-    runs.push(((performance.now() - t0) * 1000) / calls);
-  }
-  return median(runs);
-}
+const time = (fn: () => unknown, calls: number): number => microsPerCall(fn, calls, RUNS);
 
 for (const [name, buf, calls] of [['completion', completion, 50_000], ['chat', chat, 5_000], ['code', code, 5_000], ['flat 1 MB', flat, 20], ['deep 1 MB', deep, 20]] as const) {
   const text = buf.toString();

@@ -7,6 +7,7 @@
  *   npx node bench/json-numbers.ts [runs=9]
  */
 import sjson from 'secure-json-parse';
+import { microsPerCall } from './types.ts';
 import { firstNonFinite, parseJsonBody, scanJson } from '../core/server/json-body.ts';
 
 const RUNS = Number(process.argv[2] ?? 9);
@@ -19,16 +20,7 @@ function body(bytes: number, temperature: string): Buffer {
   return Buffer.from(JSON.stringify({ ...head, prompt, suffix: '\n' }).replace(/}$/, `,"temperature":${temperature}}`));
 }
 
-function median(xs: number[]): number { return xs.sort((a, b) => a - b)[xs.length >> 1]!; }
-function time(fn: () => unknown, calls: number): number {
-  const runs: number[] = [];
-  for (let r = 0; r < RUNS; r++) {
-    const t0 = performance.now();
-    for (let i = 0; i < calls; i++) fn();
-    runs.push(((performance.now() - t0) * 1000) / calls);
-  }
-  return median(runs);
-}
+const time = (fn: () => unknown, calls: number): number => microsPerCall(fn, calls, RUNS);
 
 for (const size of [4096, 16384]) {
   for (const temperature of ['0.2', '2e-1']) {

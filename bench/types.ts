@@ -131,3 +131,14 @@ export function mean(values: readonly number[]): number {
 }
 
 export const epochNow = (): number => performance.timeOrigin + performance.now();
+
+/** Microseconds per call of `fn`: the median of `runs` timed loops of `calls` calls each. */
+export function microsPerCall(fn: () => unknown, calls: number, runs: number): number {
+  const per: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    const t0 = performance.now();
+    for (let i = 0; i < calls; i++) fn();
+    per.push(((performance.now() - t0) * 1000) / calls);
+  }
+  return median(per);
+}
