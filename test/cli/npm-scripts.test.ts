@@ -20,7 +20,7 @@ import { freePort, ROOT } from './run.ts';
 function userNpm(t: { teardown(fn: () => unknown): void }, args: string[], extraEnv: Record<string, string> = {}) {
   const PATH = (process.env.PATH ?? '').split(path.delimiter).filter((d) => !d.includes('node_modules')).join(path.delimiter);
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k)));
-  const child = spawnTracked('npm', args, { cwd: ROOT, env: { ...env, ...extraEnv, PATH }, stdio: ['ignore', 'pipe', 'pipe'] }, { parentWatch: false });
+  const child = spawnTracked('npm', args, { cwd: ROOT, env: { ...env, ...extraEnv, PATH }, stdio: ['ignore', 'pipe', 'pipe'] }, { node: false });
   t.teardown(() => stopTracked(child, 0, 'SIGKILL'));
   const io = { child, out: '', err: '', exited: new Promise<void>((r) => child.once('exit', () => r())), closed: new Promise<number | null>((r) => child.once('close', r)) };
   child.stdout!.setEncoding('utf8').on('data', (d: string) => { io.out += d; });

@@ -78,7 +78,7 @@ export class Instance {
 
   async start(t: { teardown(fn: () => unknown): void }): Promise<void> {
     writeFileSync(this.configFile, this.#config(this.port, this.adminPort));
-    const g = await spawnGatewayCli(t, ['--config', this.configFile], { name: this.name, timeoutMs: 60_000 });
+    const g = await spawnGatewayCli(t, ['--config', this.configFile], { name: this.name });
     this.child = g.child;
     this.exited = g.exited;
     this.port = Number(/data plane\s+http:\/\/127\.0\.0\.1:(\d+)/.exec(g.banner)![1]);
@@ -176,7 +176,7 @@ export async function startHaproxy(t: { teardown(fn: () => unknown): void }, hap
       ...process.env, HAPROXY_STATS_SOCKET: socket, HAPROXY_BIND: `127.0.0.1:${lbPort}`,
       GW1_ADDR: `127.0.0.1:${a.port}`, GW1_ADMIN_PORT: String(a.adminPort), GW2_ADDR: `127.0.0.1:${b.port}`, GW2_ADMIN_PORT: String(b.adminPort),
     },
-  }, { parentWatch: false });
+  }, { node: false });
   let hpErr = '';
   hp.stderr!.setEncoding('utf8');
   hp.stderr!.on('data', (d: string) => { hpErr = (hpErr + d).slice(-20_000); });

@@ -11,7 +11,10 @@
  *   handler SIGKILLs every group still alive;
  * - if the test process is killed outright (tap's per-file timeout ends in SIGALRM/SIGKILL, which
  *   runs no handler), each child notices on its own: `parent-watch.ts` is preloaded into it
- *   through NODE_OPTIONS and kills the child's group when its parent is gone.
+ *   through NODE_OPTIONS and kills the child's group when its parent is gone. A command that is
+ *   not the pinned Node (redis-server, haproxy, npm on the machine's older node) cannot preload
+ *   it: it runs under a small guard on the pinned Node (`GUARD`), in the guard's process group,
+ *   and goes with it.
  * Every child also carries the run's `GHOSTGATE_TEST_RUN` marker (set by `scripts/test.ts`), by
  * which `npm test` finds and reports anything still alive once the suite is over.
  */
@@ -37,16 +40,12 @@ export function killGroup(child: ChildProcess, signal: NodeJS.Signals = 'SIGKILL
 
 process.on('exit', () => { for (const c of live) killGroup(c); });
 
-/**
- * The environment for a test child: the caller's env plus the run marker and (unless
- * `parentWatch` is false) the parent watch.
- */
-export function trackedEnv(env: NodeJS.ProcessEnv = process.env, parentWatch = true): NodeJS.ProcessEnv {
-  const marked = { ...env, [TEST_RUN_ENV]: env[TEST_RUN_ENV] ?? process.env[TEST_RUN_ENV] ?? `adhoc-${process.pid}` };
-  if (!parentWatch) return marked;
+/** The environment for a test child: the caller's env plus the run marker and the parent watch. */
+export function trackedEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   const nodeOptions = env.NODE_OPTIONS ?? '';
   return {
-    ...marked,
+    ...env,
+    [TEST_RUN_ENV]: env[TEST_RUN_ENV] ?? process.env[TEST_RUN_ENV] ?? `adhoc-${process.pid}`,
     GHOSTGATE_TEST_PARENT: String(process.pid),
     GHOSTGATE_TEST_NODE_OPTIONS: nodeOptions,
     NODE_OPTIONS: `${nodeOptions} --import "${WATCH}"`.trim(),
@@ -54,12 +53,32 @@ export function trackedEnv(env: NodeJS.ProcessEnv = process.env, parentWatch = t
 }
 
 /**
- * `spawn`, as the leader of a new process group, with the run marker and the parent watch.
- * `parentWatch: false` for a command that is not the pinned Node (e.g. `npm` on the machine's
- * own, older node, which cannot preload a .ts file): it is still killed by group and marked.
+ * The guard a command other than the pinned Node runs under (`node -e GUARD cmd args…`): it
+ * starts the command in the guard's process group (stdio passed through), passes SIGTERM and
+ * SIGINT on to it, and ends as it ended (its exit code, or the same signal). The parent watch runs in
+ * the guard, so a killed test process takes the command with it.
  */
-export function spawnTracked(cmd: string, args: string[], opts: SpawnOptions = {}, { parentWatch = true } = {}): ChildProcess {
-  const child = spawn(cmd, args, { ...opts, detached: true, env: trackedEnv(opts.env, parentWatch) });
+const GUARD = `
+const { spawn } = require('node:child_process');
+const c = spawn(process.argv[1], process.argv.slice(2), { stdio: 'inherit' });
+c.on('error', (e) => { process.stderr.write(String(e) + '\\n'); process.exit(127); });
+c.on('exit', (code, sig) => {
+  if (sig === null) process.exit(code ?? 1);
+  process.removeAllListeners(sig);
+  process.kill(process.pid, sig);
+});
+for (const s of ['SIGTERM', 'SIGINT']) process.on(s, () => c.kill(s));
+`;
+
+/**
+ * `spawn`, as the leader of a new process group, with the run marker and the parent watch.
+ * A command that is not the pinned Node (`node: false`: e.g. redis-server, haproxy, or `npm` on
+ * the machine's own, older node, which cannot preload a .ts file) runs under `GUARD`: the
+ * returned child is the guard, which passes signals on and exits as the command does.
+ */
+export function spawnTracked(cmd: string, args: string[], opts: SpawnOptions = {}, { node = true } = {}): ChildProcess {
+  const [file, argv] = node ? [cmd, args] : [NODE_BIN, ['-e', GUARD, cmd, ...args]];
+  const child = spawn(file, argv, { ...opts, detached: true, env: trackedEnv(opts.env) });
   live.add(child);
   child.once('exit', () => live.delete(child));
   child.once('error', () => live.delete(child));

@@ -5,8 +5,8 @@
  *   ... r.url ...
  *   r.kill();  await r.restart();           // SIGKILL, then a fresh server on the same port
  *
- * It runs under a small Node parent (in its process group) so the parent watch of proc.ts also
- * covers it: a test killed by tap's timeout leaves no redis-server behind. `t.teardown` kills it.
+ * It runs under proc.ts's guard (a small Node parent, in its process group) so the parent watch
+ * also covers it: a test killed by tap's timeout leaves no redis-server behind. `t.teardown` kills it.
  */
 import { execFileSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -14,7 +14,7 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { NODE_BIN, killGroup, spawnTracked } from './proc.ts';
+import { killGroup, spawnTracked } from './proc.ts';
 
 export interface TestRedis {
   url: string;
@@ -59,13 +59,6 @@ async function freePort(): Promise<number> {
   });
 }
 
-const WRAPPER = `
-const { spawn } = require('node:child_process');
-const c = spawn(process.argv[1], process.argv.slice(2), { stdio: 'inherit' });
-c.on('exit', (code, sig) => process.exit(code ?? 1));
-for (const s of ['SIGTERM', 'SIGINT']) process.on(s, () => c.kill(s));
-`;
-
 /** Start redis-server, or skip the test (with a clear message) where it is not installed. */
 export async function startRedis(t: Skipper, o: { password?: string } = {}): Promise<TestRedis | undefined> {
   const bin = redisServerPath();
@@ -74,10 +67,10 @@ export async function startRedis(t: Skipper, o: { password?: string } = {}): Pro
   let port = await freePort();
   let child: ChildProcess | undefined;
   const start = async (): Promise<void> => {
-    const c = spawnTracked(NODE_BIN, ['-e', WRAPPER, bin, '--port', String(port), '--bind', '127.0.0.1', '--dir', dir,
+    const c = spawnTracked(bin, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir,
       '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'warning', '--logfile', '',
       ...(o.password ? ['--requirepass', o.password] : [])],
-    { stdio: ['ignore', 'pipe', 'pipe'] });
+    { stdio: ['ignore', 'pipe', 'pipe'] }, { node: false });
     child = c;
     let err = '';
     c.stderr!.on('data', (d: Buffer) => { err += String(d); });
@@ -85,7 +78,7 @@ export async function startRedis(t: Skipper, o: { password?: string } = {}): Pro
     // Ready when it answers PING (redis-cli ships with redis-server), bounded.
     const deadline = Date.now() + 15_000;
     for (;;) {
-      if (c.exitCode !== null) throw new Error(`redis-server exited (${c.exitCode}): ${err}`);
+      if (c.exitCode !== null || c.signalCode !== null) throw new Error(`redis-server exited (${c.exitCode ?? c.signalCode}): ${err}`);
       const ok = await new Promise<boolean>((resolve) => {
         const s = net.connect(port, '127.0.0.1');
         s.once('connect', () => { s.write('PING\r\n'); });

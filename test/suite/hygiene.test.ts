@@ -48,23 +48,37 @@ t.test('stopTracked ends the child and what it started (its process group)', asy
   t.pass('the grandchild went with the group');
 });
 
-t.test('a child whose test process is killed outright stops by itself (parent watch)', async (t) => {
-  // A stand-in for a test process: it starts a tracked child, prints its pid, and is then SIGKILLed
-  // (no teardown, no exit handler runs: what tap's timeout does to a hung test).
+t.test('a child whose test process is killed outright stops by itself (parent watch), a command other than Node too', async (t) => {
+  // A stand-in for a test process: it starts a tracked Node child and a tracked `sleep` (not Node:
+  // under the guard), prints their pids, and is then SIGKILLed (no teardown, no exit handler runs:
+  // what tap's timeout does to a hung test).
   const proc = pathToFileURL(path.join(import.meta.dirname, '../helpers/proc.ts')).href;
   const testProcess = spawn(NODE_BIN, ['--input-type=module', '-e', `
     import { NODE_BIN, spawnTracked } from ${JSON.stringify(proc)};
     const c = spawnTracked(NODE_BIN, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
-    console.log(c.pid);
+    const g = spawnTracked('sh', ['-c', 'echo $$; exec sleep 300'], { stdio: ['ignore', 'pipe', 'ignore'] }, { node: false });
+    g.stdout.once('data', (d) => console.log(c.pid, String(d).trim()));
     setInterval(() => {}, 1000);
   `], { stdio: ['ignore', 'pipe', 'inherit'] });
   t.teardown(() => killQuietly(testProcess.pid!));
-  const child = Number(await firstLine(testProcess));
-  t.teardown(() => killQuietly(child));
-  t.ok(running(child), 'the tracked child runs');
+  const [child, sleeper] = (await firstLine(testProcess)).split(' ').map(Number) as [number, number];
+  t.teardown(() => { killQuietly(child); killQuietly(sleeper); });
+  t.ok(running(child) && running(sleeper), 'the tracked children run');
   testProcess.kill('SIGKILL');
-  await waitFor('the orphaned child to stop', () => !running(child));
-  t.pass('the orphan stopped by itself');
+  await waitFor('the orphaned Node child to stop', () => !running(child));
+  await waitFor('the orphaned sleep to stop', () => !running(sleeper));
+  t.pass('both orphans stopped by themselves');
+});
+
+t.test('a command other than Node under the guard: signals pass on, its exit is the guard\'s', async (t) => {
+  const exit = (c: ReturnType<typeof spawn>): Promise<[number | null, string | null]> => new Promise((r) => c.once('exit', (code, sig) => r([code, sig])));
+  const three = spawnTracked('sh', ['-c', 'exit 3'], { stdio: 'ignore' }, { node: false });
+  t.same(await exit(three), [3, null], 'exit code 3 comes through');
+  const sleeper = spawnTracked('sh', ['-c', 'echo started; exec sleep 300'], { stdio: ['ignore', 'pipe', 'ignore'] }, { node: false });
+  t.teardown(() => stopTracked(sleeper, 0, 'SIGKILL'));
+  await firstLine(sleeper);
+  sleeper.kill('SIGTERM');
+  t.same(await exit(sleeper), [null, 'SIGTERM'], 'SIGTERM to the guard ends the command, and the guard as it did');
 });
 
 t.test('a process left behind is found by the run marker, reported and killed', async (t) => {
