@@ -41,7 +41,9 @@ t.test('IdP token exchange', async (t) => {
   const h = harness();
   const p = await idp();
   t.teardown(async () => { h.dir.remove(); await p.close(); });
-  const oidc = { issuer: 'https://idp.example', audience: ['ghostgate', 'other'], jwksUri: p.url, timeoutMs: 500 };
+  // No fetch budget to race here (that is the last test's): the longest allowed, so a busy
+  // machine never turns this test's one JWKS fetch into IDP_UNAVAILABLE.
+  const oidc = { issuer: 'https://idp.example', audience: ['ghostgate', 'other'], jwksUri: p.url, timeoutMs: 60_000 };
   const auth = await h.compile({ signingKeys: [signingEntry(h, await makeKey('k1'))], credentials: { oidc } });
 
   const r = await auth.exchange(bearer(await p.token()));
@@ -92,13 +94,15 @@ t.test('IdP down, slow or broken: IDP_UNAVAILABLE within the timeout; our tokens
   const p = await idp();
   t.teardown(async () => { h.dir.remove(); await p.close(); });
   const key = signingEntry(h, await makeKey('k1'));
-  const mk = (jwksUri: string, prev?: Awaited<ReturnType<typeof h.compile>>) =>
-    h.compile({ signingKeys: [key], credentials: { oidc: { issuer: 'https://idp.example', audience: 'ghostgate', jwksUri, timeoutMs: 300, cooldownMs: 0 } } }, prev);
+  // A 300 ms budget where the IdP hangs (the budget is what is tested); elsewhere the longest
+  // allowed, so an answer that a busy machine delays is never taken for an IdP that is down.
+  const mk = (jwksUri: string, timeoutMs = 60_000) =>
+    h.compile({ signingKeys: [key], credentials: { oidc: { issuer: 'https://idp.example', audience: 'ghostgate', jwksUri, timeoutMs, cooldownMs: 0 } } });
   const idpToken = await p.token();
 
   // slow: accepts the connection, never answers
   p.state.mode = 'hang';
-  const slow = await mk(p.url);
+  const slow = await mk(p.url, 300);
   const own = (await slow.mint({ sub: 'bob' })).token;
   const t0 = performance.now();
   const pending = caught(() => slow.exchange(bearer(idpToken)));
