@@ -4,10 +4,15 @@ import t from 'tap';
 import { startGateway } from '../helpers/gateway.ts';
 import { connect, open, post, until } from '../helpers/h2.ts';
 
-const h1 = (m: { url: string }): string => `upstreams:\n  local:\n    url: ${m.url}\n    protocol: http1\n    pool: { size: 4 }\n    timeouts: { idleMs: 300 }\n    forwardHeaders: [x-ttft-ms, x-token-ms]\nmodels:\n  ghost-small: { upstream: local }`;
+/**
+ * The HTTP/1.1 upstream block. `idleMs` only where the idle timeout is what is tested: elsewhere
+ * a busy machine that holds the model server for 300 ms between two tokens would cut a healthy
+ * stream.
+ */
+const h1 = (idleMs?: number) => (m: { url: string }): string => `upstreams:\n  local:\n    url: ${m.url}\n    protocol: http1\n    pool: { size: 4 }\n${idleMs ? `    timeouts: { idleMs: ${idleMs} }\n` : ''}    forwardHeaders: [x-ttft-ms, x-token-ms]\nmodels:\n  ghost-small: { upstream: local }`;
 
 t.test('streams to [DONE] over a keep-alive HTTP/1.1 pool', async (t) => {
-  const g = await startGateway(t, { upstreamsYaml: h1 });
+  const g = await startGateway(t, { upstreamsYaml: h1() });
   const s = await connect(g.url);
   t.teardown(() => s.close());
   const rs = await Promise.all(Array.from({ length: 12 }, () => post(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true })));
@@ -18,10 +23,11 @@ t.test('streams to [DONE] over a keep-alive HTTP/1.1 pool', async (t) => {
 });
 
 t.test('a client cancel closes the HTTP/1.1 upstream request at once', async (t) => {
-  const g = await startGateway(t, { upstreamsYaml: h1, modelArgs: ['--ttft-ms', '400', '--token-ms', '20', '--tokens', '20'] });
+  const g = await startGateway(t, { upstreamsYaml: h1() });
   const s = await connect(g.url);
   t.teardown(() => s.close());
-  const st = open(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true }, { 'x-request-id': 'h1-cancel' });
+  // A first token a minute away: the cancel is surely before it, however slow the machine.
+  const st = open(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true }, { 'x-request-id': 'h1-cancel', 'x-ttft-ms': '60000' });
   st.on('error', () => {});
   await until(async () => (await g.modelStats()).inFlight === 1);
   const up = g.gw.runtime.upstreams.get('local')!;
@@ -35,7 +41,7 @@ t.test('a client cancel closes the HTTP/1.1 upstream request at once', async (t)
 });
 
 t.test('an upstream that goes silent mid-response hits the idle timeout: coded error, abnormal end', async (t) => {
-  const g = await startGateway(t, { upstreamsYaml: h1 });
+  const g = await startGateway(t, { upstreamsYaml: h1(300) });
   const s = await connect(g.url);
   t.teardown(() => s.close());
   const r = await post(s, '/v1/completions', { model: 'ghost-small', prompt: 'x', stream: true }, { 'x-token-ms': '2000' });

@@ -156,9 +156,10 @@ t.test('cancelling the primary aborts the mirror stream; the shadow server recor
   t.equal(await value(r.reg, 'ghostgate_mirror_requests_total', { side: 'primary', upstream: 'primary', outcome: 'cancelled' }), 1);
 
   // Superseded primary (ex.cancel) before the shadow even answered.
+  // Its first token a minute away (the shadow honours x-ttft-ms): the cancel is surely before it.
   const ex2 = makeExchange({ id: 'superseded', body: { model: 'ghost-small', prompt: 'x', stream: true } });
   const got2 = new Promise((res) => r.shadow.events.once('request', res));
-  step.forwarding!(ex2, outbound(ex2));
+  step.forwarding!(ex2, outbound(ex2, { 'x-ttft-ms': '60000' }));
   await within('the second shadow request', got2);
   const aborted2 = new Promise<{ phase: string }>((res) => r.shadow.events.once('abort', res));
   ex2.cancel('GW_ERR_POLICY_SUPERSEDED');
