@@ -81,13 +81,17 @@ t.test('leases: tokens held by processes count as in the bucket (it never refill
   t.match(await a.store.lease('slow', slow, 8, 1, 3), { granted: 1 }, 'A used 1 of its 4 and keeps 3: that one is gone');
   a.store.giveBack('slow', slow, 8, 4);
   await waitFor('A\'s give-back', () => r.cli('HEXISTS', 'gg-test:rl:slow', `p:${a.store.instanceId}`).trim() === '0');
+  const leasedAt = performance.now();
   t.match(await b.store.lease('slow', slow, 8, 8, 0), { granted: 7 }, '8 - 1 used: 7 are back in the bucket');
   const ttl = Number(r.cli('PTTL', 'gg-test:rl:slow'));
-  t.ok(ttl > 480_000 + 10_000 && ttl <= 480_000 + 1000 + 10_000, `while someone holds tokens, the key lives until full again (8 tokens at 1/min) plus their lease TTL (${ttl} ms)`);
+  // Less what went by between the lease and the PTTL (a busy machine takes a while to run redis-cli).
+  const since = performance.now() - leasedAt;
+  t.ok(ttl > 480_000 + 10_000 - since && ttl <= 480_000 + 1000 + 10_000, `while someone holds tokens, the key lives until full again (8 tokens at 1/min) plus their lease TTL (${ttl} ms, read ${since.toFixed(0)} ms after the lease)`);
 
   // A process that holds tokens and dies: its lease lapses after its TTL, and its tokens with it.
-  const c = await open(t, r.url, { leaseTtlMs: 200 });
-  t.same(await c.store.lease('lapse', 1, 4, 4, 0), { granted: 4, tokens: 0 }, 'C (lease TTL 200 ms) holds the whole bucket');
+  // Its TTL long enough that a busy machine does not let it lapse between C's lease and B's.
+  const c = await open(t, r.url, { leaseTtlMs: 2000 });
+  t.same(await c.store.lease('lapse', 1, 4, 4, 0), { granted: 4, tokens: 0 }, 'C (lease TTL 2 s) holds the whole bucket');
   t.match(await b.store.lease('lapse', 1, 4, 4, 0), { granted: 0 }, 'B gets nothing while C holds it');
   await c.store.close();
   await waitFor('C\'s lease to lapse', async () => (await b.store.lease('lapse', 1, 4, 4, 0))?.granted === 4);
@@ -215,7 +219,11 @@ t.test('a take\'s answer that arrived while our own event loop was blocked past 
   t.ok(blocked >= 200, `the loop was blocked ${blocked.toFixed(0)} ms (timeoutMs 50)`);
   t.match(await p, { taken: true, tokens: 4 }, 'Redis\'s answer is used');
   t.ok(store.up, 'the store is still up after the take');
-  t.match(await store.take('blocked', 1 / 3_600_000, 5), { taken: true, tokens: 3 }, 'and the next call goes to Redis');
+  // Its answer may take longer than 50 ms on a busy machine (a fallback then): what is tested is
+  // that the call goes to Redis, not how fast Redis answers.
+  const next = store.take('blocked', 1 / 3_600_000, 5);
+  t.ok(next instanceof Promise, 'and the next call goes to Redis (a promise, not an answer in process)');
+  await next;
 });
 
 /**
@@ -257,7 +265,12 @@ t.test('a claim\'s answer that arrived while the loop was blocked is used: the n
   const warm = store.newToken();
   store.claim('doc-warm', warm); // Redis loads the script (a first EVALSHA is answered NOSCRIPT, then EVAL)
   await waitFor('the first claim', () => r.cli('GET', 'gg-test:sup:k:doc-warm').trim() === warm);
-  t.ok(await store.take('warm', 1, 5), 'answered in order after it: nothing of the claim is left to hold');
+  // A take answered after it (in order, one connection): nothing of the claim is left to hold. A
+  // take a busy machine delays past the 50 ms budget falls back and the store probes its way back
+  // up: then try again. What that counted is the baseline of the checks at the end.
+  await waitFor('a take answered after the claim', async () => store.up && (await store.take('warm', 1, 5)) !== undefined, 30_000);
+  const fallbacks = await metric('ghostgate_store_fallback_total');
+  const downs = log.lines.filter((l) => /down/.test(l.msg)).length;
   const held = proxy.holdNext();
   store.claim('doc-a', store.newToken());
   await held; // Redis answered; the proxy holds it. We go on in the poll phase, as a request does:
@@ -269,8 +282,8 @@ t.test('a claim\'s answer that arrived while the loop was blocked is used: the n
   await new Promise((resolve) => setImmediate(resolve));
   await new Promise((resolve) => setImmediate(resolve));
   t.ok(store.up, 'the store is still up');
-  t.notMatch(await metric('ghostgate_store_fallback_total'), /ghostgate_store_fallback_total\{/, 'no fallback counted');
-  t.equal(log.lines.filter((l) => /down/.test(l.msg)).length, 0, 'nothing logged as down');
+  t.equal(await metric('ghostgate_store_fallback_total'), fallbacks, 'no fallback counted');
+  t.equal(log.lines.filter((l) => /down/.test(l.msg)).length, downs, 'nothing logged as down');
 });
 
 t.test('a claim is written after the caller\'s turn (the request goes upstream first), all of the turn\'s claims together', async (t) => {
