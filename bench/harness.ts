@@ -13,6 +13,8 @@ import type { ClientHttp2Session, OutgoingHttpHeaders } from 'node:http2';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { START_MS } from '../test/helpers/h2.ts';
+import { TEST_RUN_ENV, trackedEnv } from '../test/helpers/proc.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
 const NODE = process.execPath;
@@ -77,7 +79,11 @@ export class Proc {
   stderrTail = '';
   constructor(name: string, args: string[], env: NodeJS.ProcessEnv = process.env, ipc = false) {
     this.name = name;
-    this.child = spawn(NODE, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe', ...(ipc ? ['ipc' as const] : [])] });
+    // Under npm test (tap killed the test file at its timeout, say), tracked as the tests' own
+    // children are (test/helpers/proc.ts): its own process group and the parent watch, so it
+    // does not outlive the test process. A benchmark run starts it plainly.
+    const tracked = process.env[TEST_RUN_ENV] !== undefined;
+    this.child = spawn(NODE, args, { cwd: ROOT, env: tracked ? trackedEnv(env) : env, detached: tracked, stdio: ['ignore', 'pipe', 'pipe', ...(ipc ? ['ipc' as const] : [])] });
     LIVE.add(this);
     this.child.on('error', () => { /* an IPC send to a child that is gone: its exit says why */ });
     this.child.stdout!.setEncoding('utf8');
@@ -121,7 +127,7 @@ export async function startModel(args: string[], tracked = false): Promise<{ pro
   const proc = tracked
     ? new Proc('model server', ['bench/model-proc.ts', '--port', '0', ...args], { ...process.env, BENCH_TRACK_ARRIVALS: '1' }, true)
     : new Proc('model server', ['model-server/main.ts', '--port', '0', ...args]);
-  const m = await proc.waitStdout(/"event":"listening","port":(\d+)/, 15_000);
+  const m = await proc.waitStdout(/"event":"listening","port":(\d+)/, START_MS);
   const port = Number(m[1]);
   return { proc, port, url: `http://127.0.0.1:${port}` };
 }
@@ -133,7 +139,7 @@ export async function startModelOn(port: number, args: string[], tracked = false
       ? new Proc('model server', ['bench/model-proc.ts', '--port', String(port), ...args], { ...process.env, BENCH_TRACK_ARRIVALS: '1' }, true)
       : new Proc('model server', ['model-server/main.ts', '--port', String(port), ...args]);
     try {
-      await proc.waitStdout(/"event":"listening"/, 15_000);
+      await proc.waitStdout(/"event":"listening"/, START_MS);
       return proc;
     } catch (e) {
       if (i >= 20) throw e;
@@ -172,7 +178,7 @@ export class GatewayProc {
   static async start(configFile: string, port: number, adminPort: number, env: NodeJS.ProcessEnv = process.env): Promise<GatewayProc> {
     const proc = new Proc('gateway', ['bin/ghostgate.ts', 'start', '--config', configFile], env);
     const g = new GatewayProc(proc, port, adminPort);
-    const until = Date.now() + 30_000;
+    const until = Date.now() + START_MS;
     while (Date.now() < until && proc.alive) {
       try {
         const r = await fetch(`${g.admin}/_ping`, { signal: AbortSignal.timeout(1000) });

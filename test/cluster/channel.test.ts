@@ -9,7 +9,7 @@
 import t from 'tap';
 import { clusterClient } from '../helpers/cluster.ts';
 import { startGatewayProcess } from '../helpers/gateway-process.ts';
-import { until, within } from '../helpers/h2.ts';
+import { START_MS, until, within } from '../helpers/h2.ts';
 
 const g = await startGatewayProcess(t, {
   args: ['--workers', '2'],
@@ -42,7 +42,7 @@ t.test('a worker that closed its IPC channel: calls fail at once with a code, th
   const after = await until(async () => {
     const p = await c.ping();
     return p.workers.length === 2 && p.workers.every((w) => w.pid !== victim) ? p : undefined;
-  }, 60_000);
+  }, START_MS);
   t.ok(after.healthy, 'two healthy workers again');
   t.equal(await c.metricValue(/^ghostgate_cluster_worker_restarts_total /), 1, 'counted as one restart');
   const again = await c.admin<ReloadView>('/-/reload', { method: 'POST' });

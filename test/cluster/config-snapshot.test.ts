@@ -16,7 +16,7 @@ import t from 'tap';
 import type { Test } from 'tap';
 import { clusterClient } from '../helpers/cluster.ts';
 import { startGatewayProcess } from '../helpers/gateway-process.ts';
-import { until } from '../helpers/h2.ts';
+import { START_MS, until } from '../helpers/h2.ts';
 
 /** The policy: a response header naming which config served the request. */
 const policy = (cfg: string): string => [
@@ -81,7 +81,7 @@ async function replace(slot: number): Promise<number> {
     const p = await c.ping();
     const w = p.workers.find((x) => x.slot === slot);
     return p.workers.length === 2 && w && w.pid !== victim ? w.pid : undefined;
-  }, 30_000);
+  }, START_MS);
 }
 
 /**

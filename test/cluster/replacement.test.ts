@@ -10,7 +10,7 @@ import path from 'node:path';
 import t from 'tap';
 import { clusterClient, slot2Faults, slot2Policy } from '../helpers/cluster.ts';
 import { startGatewayProcess } from '../helpers/gateway-process.ts';
-import { until } from '../helpers/h2.ts';
+import { START_MS, until } from '../helpers/h2.ts';
 
 const header = (cfg: string): string[] => ['  - use: set-headers', `    params: { response: { x-cfg: ${cfg} } }`];
 const g = await startGatewayProcess(t, { args: ['--workers', '2'], ...slot2Faults(header('a')) });
@@ -25,7 +25,7 @@ t.test('a worker that was starting during a reload runs the reloaded config once
   const victim = (await c.ping()).workers.find((w) => w.slot === 2)!.pid;
   writeFileSync(flag('hold.flag'), '');
   process.kill(victim, 'SIGKILL');
-  await until(() => existsSync(flag('held.flag')), 60_000);
+  await until(() => existsSync(flag('held.flag')), START_MS);
   // The replacement has its init (version 1) and is held in its start: reload now.
   writeFileSync(path.join(g.dir, 'policies/default.yaml'), slot2Policy(header('b')));
   const r = await c.admin<{ ok: boolean; version: number; workers: Array<{ slot: number; version: number }> }>('/-/reload', { method: 'POST' });
@@ -35,7 +35,7 @@ t.test('a worker that was starting during a reload runs the reloaded config once
   await until(async () => {
     const p = await c.ping();
     return p.workers.length === 2 && p.workers.every((w) => w.pid !== victim);
-  }, 60_000);
+  }, START_MS);
   const view = (await c.admin<ConfigView>('/-/config')).body;
   t.same(view.workers.map((w) => [w.slot, w.version]), [[1, 2], [2, 2]], 'the replacement runs version 2 as soon as it counts as ready');
   t.equal(view.workers[0]!.fingerprint, view.workers[1]!.fingerprint, 'the same texts');

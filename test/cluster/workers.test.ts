@@ -10,7 +10,7 @@ import path from 'node:path';
 import t from 'tap';
 import { clusterClient } from '../helpers/cluster.ts';
 import { startGatewayProcess } from '../helpers/gateway-process.ts';
-import { collect, connect, open, post, until } from '../helpers/h2.ts';
+import { collect, connect, open, post, START_MS, until } from '../helpers/h2.ts';
 
 const POLICY = ['name: default', 'match: { paths: [/v1/completions] }', 'steps:', '  - use: auth', ''].join('\n');
 
@@ -135,7 +135,7 @@ t.test('a crashed worker is replaced; requests keep succeeding', async (t) => {
   const after = await until(async () => {
     const p = await ping();
     return p.workers.length === 2 && p.workers.every((w) => w.pid !== victim.pid) ? p : undefined;
-  }, 60_000);
+  }, START_MS);
   t.ok(after.workers.find((w) => w.slot === victim.slot), `a new worker took slot ${victim.slot}`);
   t.equal(await metricValue(/^ghostgate_cluster_worker_restarts_total /), 1);
   for (let i = 0; i < 4; i++) t.equal(await oneShot(), 200);

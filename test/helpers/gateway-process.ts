@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnModelServer } from '../model-server/fixtures/spawn.ts';
 import type { SpawnedModelServer } from '../model-server/fixtures/spawn.ts';
+import { START_MS } from './h2.ts';
 import { NODE_BIN, ROOT, spawnTracked, stopTracked } from './proc.ts';
 
 const CLI = path.join(ROOT, 'bin/ghostgate.ts');
@@ -112,7 +113,7 @@ export interface GatewayCli {
 /**
  * Spawn `ghostgate start <args>` (a tracked child, SIGKILLed by `t.teardown` if still running) and
  * wait for its banner to name the admin address (the last listener it prints). Rejects, with
- * `name` and the process's stderr, when it exits first or takes longer than `timeoutMs`.
+ * `name` and the process's stderr, when it exits first or takes longer than `timeoutMs` (START_MS).
  */
 export async function spawnGatewayCli(t: Teardown, args: string[], o: { env?: NodeJS.ProcessEnv; openFileLimit?: number; name?: string; timeoutMs?: number } = {}): Promise<GatewayCli> {
   const name = o.name ?? 'gateway';
@@ -129,7 +130,7 @@ export async function spawnGatewayCli(t: Teardown, args: string[], o: { env?: No
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (d: string) => { err += d; });
   const banner = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not start in time: ${err}`)), o.timeoutMs ?? 30_000);
+    const timer = setTimeout(() => reject(new Error(`${name} did not start in time: ${err}`)), o.timeoutMs ?? START_MS);
     child.stdout!.on('data', (d: string) => {
       out += d;
       if (/^\s+admin\s+http:\/\/\S+/m.test(out)) { clearTimeout(timer); resolve(out); }

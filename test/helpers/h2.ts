@@ -89,6 +89,14 @@ export function post1(url: string, body: unknown, headers: Record<string, string
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * How long a process the tests start (a gateway, its cluster workers, a model server) may take to
+ * be up before it counts as hung. Starting is CPU work (Node loads and compiles the TypeScript):
+ * on the 2-core machine at load 15-20 a gateway that starts in 2 s when quiet took over 30 s. A
+ * bound against hangs only, never a measure; tap's per-file timeout (300 s) stays the last resort.
+ */
+export const START_MS = 120_000;
+
+/**
  * Poll `fn` until it returns truthy. The deadline only turns a hang into a failure: it is generous
  * (a busy 2-core machine can stall a process for seconds), never a measure of speed.
  */
