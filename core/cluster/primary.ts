@@ -62,8 +62,13 @@ import { Coalesced } from '../coalesce.ts';
 const WORKER_MAIN = path.join(import.meta.dirname, 'worker-main.ts');
 /** How long a worker may take to start (load, warm pools, listen). */
 const START_TIMEOUT_MS = 60_000;
-/** A worker that exits this soon after its fork died young (see Primary#onExit). */
-const YOUNG_MS = 10_000;
+/**
+ * A worker that exits before it was ready, or this soon after, died young (see Primary#onExit).
+ * Counted from ready, not from the fork: how long a start takes depends on the machine's load.
+ * Test-only: GHOSTGATE_TEST_YOUNG_MS sets it (test/cluster/crash-loop.test.ts: 1 ms, so only a
+ * start that failed counts, however long it took).
+ */
+const YOUNG_MS = Number(process.env.GHOSTGATE_TEST_YOUNG_MS) || 10_000;
 /** Young deaths in a row of one slot after which the primary gives up and exits 1. */
 const YOUNG_EXITS_MAX = 5;
 /** How long a reload may take in a worker before the primary reports it unanswered. */
@@ -78,7 +83,8 @@ export interface WorkerSlot {
   version: number;
   /** Why it could not start, as it reported (it then closes its channel and exits). */
   failure?: string;
-  startedAt: number;
+  /** When it became ready (Date.now()); undefined while it starts. */
+  readyAt?: number;
 }
 
 /** One worker's part of a reload answer. */
@@ -180,7 +186,7 @@ export class Primary {
     const worker = cluster.fork(testWorkerEnv(slot));
     // Every send names a callback: one to a worker whose channel has closed (it died, its exit not
     // seen yet) fails there and the call waiting on it fails at once (ipc.ts, Rpc).
-    const s: WorkerSlot = { slot, worker, rpc: new Rpc(slot, (m, sent) => worker.send(m, sent)), ready: false, version: this.#config.version, startedAt: Date.now() };
+    const s: WorkerSlot = { slot, worker, rpc: new Rpc(slot, (m, sent) => worker.send(m, sent)), ready: false, version: this.#config.version };
     // Any other 'error' a worker emits (a message node:cluster sends itself, a failed kill): an
     // 'error' event nobody hears is an uncaught exception that would end the primary, and with it
     // the whole gateway.
@@ -218,6 +224,7 @@ export class Primary {
           void this.#catchUp(s).then(() => {
             if (!worker.isConnected()) return;
             s.ready = true;
+            s.readyAt = Date.now();
             this.log.info({ slot, workerPid: worker.process.pid, version: s.version }, 'worker ready');
             resolve(m);
           });
@@ -240,22 +247,23 @@ export class Primary {
 
   /**
    * A worker ended: if nobody asked it to, replace it, with a back-off while it keeps dying young
-   * (within YOUNG_MS of its fork: 200 ms, doubling, at most 10 s). The YOUNG_EXITS_MAX-th young
+   * (before it was ready, or within YOUNG_MS of it: 200 ms, doubling, at most 10 s). A worker that
+   * never got ready died young however long its start took: on a loaded machine a start that
+   * fails can take longer than YOUNG_MS, and it must still count towards giving up. The YOUNG_EXITS_MAX-th young
    * death in a row of one slot ends the primary: it drains the other workers and `gaveUp`
    * resolves with the reason (the CLI exits 1), so a supervisor sees a gateway that cannot keep
    * its workers running instead of one restarting them for ever.
    */
   #onExit(s: WorkerSlot, code: number | null, signal: string | null): void {
     if (this.draining) return;
-    const lived = Date.now() - s.startedAt;
     const r = this.#respawns.get(s.slot) ?? { delay: 0, young: 0 };
-    const young = lived <= YOUNG_MS;
+    const young = s.readyAt === undefined || Date.now() - s.readyAt <= YOUNG_MS;
     r.young = young ? r.young + 1 : 0;
     r.delay = young ? Math.min(Math.max(r.delay * 2, 200), 10_000) : 0;
     this.#respawns.set(s.slot, r);
     const why = s.failure ?? `exit ${signal ?? code}`;
     if (r.young >= YOUNG_EXITS_MAX) {
-      const e = new GatewayError('GW_ERR_CLUSTER_WORKER', [], { message: `worker ${s.slot} ended ${r.young} times in a row within ${YOUNG_MS / 1000} s of its start (last: ${why}); shutting down` });
+      const e = new GatewayError('GW_ERR_CLUSTER_WORKER', [], { message: `worker ${s.slot} ended ${r.young} times in a row before it was ready or within ${YOUNG_MS / 1000} s of it (last: ${why}); shutting down` });
       this.log.error({ slot: s.slot, workerPid: s.worker.process.pid, code, signal, youngExits: r.young, last: why }, 'worker keeps dying young; shutting down the gateway');
       void this.close().then(() => this.#giveUp(e));
       return;
