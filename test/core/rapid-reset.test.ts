@@ -1,7 +1,8 @@
 /**
  * Rapid reset: a session that opens streams and resets them as fast as it can is sent
- * GOAWAY(ENHANCE_YOUR_CALM) and closed within a fraction of a second, its requests do not reach
- * the model, and a bystander sees no failure. A load balancer multiplexing many editors that
+ * GOAWAY(ENHANCE_YOUR_CALM) and closed after at most ten times `http2.rapidResetLimit` streams
+ * (200 here; test/core/rapid-reset-no-error.test.ts floods at the default), its requests do not
+ * reach the model, and a bystander sees no failure. A load balancer multiplexing many editors that
  * cancel ~45% of their requests (some within milliseconds) on one connection, for thousands of
  * streams and more resets than nghttp2's default bucket of 1000, is never cut.
  */
@@ -13,8 +14,14 @@ import { rawConnect, request, rst } from '../helpers/raw-h2.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
 
+// The limit a flood must exceed in one to two seconds: 200 here (default 1000), because the
+// attacker runs in this process and a loaded machine slows it below the default's 500-1000
+// resets/s (2,500 streams took 5.4 s at load 13; it was not cut for 17 s at load 19). How soon it
+// is cut is then counted in streams, which does not depend on the machine's speed.
+const LIMIT = 200;
+
 t.test('an open+reset flood is cut off fast; none of it reaches the model; a bystander sees no failure', async (t) => {
-  const g = await startGateway(t, { modelArgs: ['--ttft-ms', '5', '--token-ms', '1', '--tokens', '8'] });
+  const g = await startGateway(t, { extraConfig: `http2: { rapidResetLimit: ${LIMIT} }`, modelArgs: ['--ttft-ms', '5', '--token-ms', '1', '--tokens', '8'] });
   // The bystander: a well-behaved client on its own connection, requests back to back.
   const b = await connect(g.url);
   t.teardown(() => b.close());
@@ -40,7 +47,8 @@ t.test('an open+reset flood is cut off fast; none of it reaches the model; a bys
   const started = performance.now();
   let sent = 0;
   let id = 1;
-  // As fast as the socket takes it: batches of 100 open+reset pairs, one write each.
+  // As fast as the socket takes it: batches of 100 open+reset pairs, one write each (the gateway
+  // reads each batch before the next: one setImmediate, a poll phase between).
   while (cutCode === undefined && !closed && sent < 200_000) {
     const batch: Buffer[] = [];
     for (let i = 0; i < 100; i++, id += 2) batch.push(request(id, '/v1/completions', body, [['x-request-id', `atk-${id}`]]), rst(id));
@@ -53,7 +61,7 @@ t.test('an open+reset flood is cut off fast; none of it reaches the model; a bys
   attackOver = true;
   t.equal(await c.goaway, NGHTTP2_ENHANCE_YOUR_CALM, 'GOAWAY(ENHANCE_YOUR_CALM)');
   t.comment(`cut after ${cutAfterMs.toFixed(0)} ms and ${sent} streams written`);
-  t.ok(cutAfterMs < 8000, `cut off within seconds at most (${cutAfterMs.toFixed(0)} ms)`);
+  t.ok(sent <= 10 * LIMIT, `cut off within ten times the limit of streams (${sent} written, limit ${LIMIT})`);
   const cut = (await g.gw.metrics.clientSessionsCut.get()).values.find((v) => v.labels.reason === 'rapid_reset');
   t.equal(cut?.value, 1, 'counted in ghostgate_client_sessions_cut_total{reason="rapid_reset"}');
 
