@@ -27,6 +27,7 @@ export const catalog = {
   GW_ERR_REQ_BAD_REQUEST: { status: 400, message: 'Bad request: %s' },
   GW_ERR_REQ_HEADERS_TOO_LARGE: { status: 431, message: 'Request headers are too large' },
   GW_ERR_REQ_TIMEOUT: { status: 408, message: 'The request was not received in time' },
+  GW_ERR_REQ_EXPECTATION_FAILED: { status: 417, message: 'The request\'s Expect header cannot be met; only 100-continue is supported' },
   // Routing
   GW_ERR_ROUTE_UNKNOWN_MODEL: { status: 404, message: 'Unknown model "%s"' },
   GW_ERR_ROUTE_NO_MODEL: { status: 400, message: 'Request names no model and no default model is configured' },

@@ -17,7 +17,7 @@ import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { GatewayError, JSON_TYPE } from '../errors.ts';
+import { catalog, errorBody, GatewayError, JSON_TYPE } from '../errors.ts';
 import type { ErrorCode } from '../errors.ts';
 import { clientErrorReply } from '../server/client-error.ts';
 
@@ -38,7 +38,7 @@ export interface Http1Options {
   onConnection?: () => void;
   /** A deadline cut a connection (metrics). */
   onTimeout?: (phase: 'h1_headers' | 'h1_body') => void;
-  /** A request the parser refused (bad framing, headers over the limit) was answered (metrics). */
+  /** A request refused before any handler saw it (bad framing, headers over the limit, an `Expect` other than 100-continue) was answered (metrics). */
   onClientError?: (code: ErrorCode) => void;
 }
 
@@ -78,6 +78,9 @@ export class Http1Front {
     this.server.on('request', o.handler);
     // A request the parser refuses gets a catalogued JSON reply, not Node's bare 400/431.
     this.server.on('clientError', clientErrorReply(o.onClientError));
+    // An `Expect` other than 100-continue: Node emits this instead of 'request' (with no listener
+    // it answers a bare 417 with no body). 100-continue is Node's: `100 Continue`, then 'request'.
+    this.server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => this.#expectationFailed(req, res));
   }
 
   /** The request head deadline (ms). */
@@ -142,6 +145,26 @@ export class Http1Front {
       res.shouldKeepAlive = false;
       if (st.linger) { clearTimeout(st.linger); st.linger = undefined; }
     }
+  }
+
+  /**
+   * `417 GW_ERR_REQ_EXPECTATION_FAILED`; the request's deadlines and drain apply as to any other.
+   * On a kept-alive connection Node reads and drops the unread body after the reply; on one that
+   * closes after it, the body is read first, else the close would reset the connection under the
+   * reply (the body deadline still bounds a client that sends slowly).
+   */
+  #expectationFailed(req: IncomingMessage, res: ServerResponse): void {
+    this.#onRequest(req, res);
+    const code: ErrorCode = 'GW_ERR_REQ_EXPECTATION_FAILED';
+    this.#o.onClientError?.(code);
+    const body = errorBody(code);
+    const send = (): void => {
+      res.writeHead(catalog[code].status, { 'content-type': JSON_TYPE, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    };
+    if (req.complete || res.shouldKeepAlive) { send(); return; }
+    req.once('end', send);
+    req.resume();
   }
 
   /** A deadline passed: answer 408 if no response started, and close. */
