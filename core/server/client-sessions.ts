@@ -17,11 +17,11 @@
  * - A completion stream the client resets before any Call took it (during its body, or before the
  *   server handled it at all) is counted as cancelled before forward, like the ones the Call's
  *   last look catches.
- * - A request with an `Expect` other than 100-continue is answered here (417) and reaches no
- *   lane (see `installStreamGuards`).
+ * - A request with more header fields than MAX_HEADER_PAIRS, or an `Expect` other than
+ *   100-continue, is answered here (431, 417) and reaches no lane (see `installStreamGuards`).
  *
  * Cost per stream: a window check, two counter updates and one 'close' listener (on, not once:
- * no wrapper to allocate and remove) and an `expect` check; no timer.
+ * no wrapper to allocate and remove), a header count and an `expect` check; no timer.
  */
 import http2 from 'node:http2';
 import type { IncomingHttpHeaders } from 'node:http';
@@ -169,17 +169,27 @@ function destroyCut(s: Http2Session): void {
 type StreamListener = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => void;
 
 /**
+ * Most header fields an HTTP/2 request may carry, pseudo-headers included. Node's own cap
+ * (`maxHeaderListPairs`, core/server/listeners.ts) is set above it: past Node's cap nghttp2 resets
+ * the stream (RST_STREAM ENHANCE_YOUR_CALM) with no response, so the count is checked here,
+ * where the client can get a coded `431`.
+ */
+export const MAX_HEADER_PAIRS = 256;
+const MAX_RAW_HEADERS = MAX_HEADER_PAIRS * 2;
+
+/**
  * Watch every stream of every client session of `server`, first (before the fast lane or
  * Fastify see it): per-session reset accounting (rapid reset) and in-flight counting; and answer
- * here, before any route, a request with an `Expect` other than 100-continue (`417
+ * here, before any route, a request with more than MAX_HEADER_PAIRS header fields (`431
+ * GW_ERR_REQ_HEADERS_TOO_LARGE`) or an `Expect` other than 100-continue (`417
  * GW_ERR_REQ_EXPECTATION_FAILED`), as the HTTP/1.1 side does; send `100 Continue` to one with
  * `expect: 100-continue` whose body is still to come, whichever lane takes it. Installed whether
  * or not the fast lane is on.
  *
  * The session's own 'stream' listeners (Node's, which hands the stream to the server's 'stream'
  * event, and the deadlines' of core/net/h2-sessions.ts) are called from this one, so a refused
- * stream reaches none of them. Per stream that is one property read more than before, and one
- * listener call instead of three.
+ * stream reaches none of them. Per stream that is one length check and one property read more
+ * than before, and one listener call instead of three (bench/stream-guard.ts).
  */
 export function installStreamGuards(server: Http2Server | Http2SecureServer, gw: { readonly metrics: GatewayMetrics; readonly log: Logger; readonly runtime: { readonly config: { readonly http2: Http2Settings } } }): void {
   const ctx: GuardContext = { metrics: gw.metrics, log: gw.log, get settings() { return gw.runtime.config.http2; } };
@@ -188,6 +198,7 @@ export function installStreamGuards(server: Http2Server | Http2SecureServer, gw:
     session.removeAllListeners('stream');
     session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, raw: string[]) => {
       watchStream(session, stream, ctx, headers[':method'] === 'POST' && matchRoute(headers[':path'] as string) !== undefined);
+      if (raw.length > MAX_RAW_HEADERS) return refuse(stream, flags, 'GW_ERR_REQ_HEADERS_TOO_LARGE', ctx);
       const expect = headers.expect;
       if (expect !== undefined) {
         // `100-continue` as Node's HTTP/2 layer takes it: in these letters alone (its answer to any

@@ -16,6 +16,7 @@ import { watchH2Sessions } from '../net/h2-sessions.ts';
 import { Http1Front } from '../net/http1.ts';
 import type { RequestHandler } from '../net/http1.ts';
 import { clientErrorReply, frameworkErrorReply } from './client-error.ts';
+import { MAX_HEADER_PAIRS } from './client-sessions.ts';
 import type { GatewayMetrics } from '../metrics.ts';
 
 /** HTTP/2 server settings from config. */
@@ -31,7 +32,11 @@ export function h2ServerOptions(c: GatewayConfig): ServerOptions {
     streamResetBurst: c.http2.streamResetBurst,
     streamResetRate: c.http2.streamResetRate,
     maxSessionMemory: 64,
-    maxHeaderListPairs: 256,
+    // Node's own cap on header fields resets the stream with no response (RST_STREAM
+    // ENHANCE_YOUR_CALM). The gateway's cap, MAX_HEADER_PAIRS, is checked where the client can get
+    // a coded 431 (installStreamGuards); Node's is set where the header bytes limit binds first
+    // (Node counts 32 bytes and more per field against SETTINGS_MAX_HEADER_LIST_SIZE).
+    maxHeaderListPairs: Math.max(MAX_HEADER_PAIRS, Math.ceil(c.limits.headerBytes / 32)) + 1,
   } as ServerOptions;
 }
 
