@@ -14,6 +14,7 @@ import { ConnectionGate, connectionBudget } from '../net/conn-limits.ts';
 import { routeHttp1, routeHttp1OverTls } from '../net/dual-protocol.ts';
 import { watchH2Sessions } from '../net/h2-sessions.ts';
 import { Http1Front } from '../net/http1.ts';
+import { logServerErrors } from '../net/server-errors.ts';
 import type { RequestHandler } from '../net/http1.ts';
 import { clientErrorReply, frameworkErrorReply } from './client-error.ts';
 import { MAX_HEADER_PAIRS } from './client-sessions.ts';
@@ -99,6 +100,7 @@ export function createDataPlaneServers(c: GatewayConfig, logger: FastifyBaseLogg
       routeHttp1(server, front(handler as unknown as RequestHandler), c.limits.headersTimeoutMs);
       watchH2Sessions(server, sessions, h2);
       gate.guard(server);
+      logServerErrors(server, logger, 'cleartext');
       return server;
     },
   }) as unknown as FastifyInstance;
@@ -119,6 +121,7 @@ export function createDataPlaneServers(c: GatewayConfig, logger: FastifyBaseLogg
     routeHttp1OverTls(server, front(handler));
     watchH2Sessions(server, sessions, h2);
     gate.guard(server);
+    logServerErrors(server, logger, 'tls');
   }
   return { cleartext, tls: secure, sessions, http1, gate };
 }
