@@ -15,6 +15,9 @@
  *   calm          HTTP/2 with a receive window of 0: 128 streams of 20,000-token completions, so the
  *                 upstream queues responses past its session memory and refuses new streams with
  *                 ENHANCE_YOUR_CALM (the pool retires such sessions, core/upstream/h2-pool.ts)
+ *   odd-heads     requests refused before any route, as fast as they are answered: HTTP/2 streams
+ *                 with 300 header fields (431) or `expect: bogus` (417), HTTP/1.1 `Expect: bogus`
+ *                 pipelined on keep-alive sockets (417)
  *
  * Started with an IPC channel: parent → {cmd: 'start', url, port, token, seconds, slotSeconds};
  * child → {done: true, stats} when the time is up (or on {cmd: 'stop'}).
@@ -314,9 +317,39 @@ async function calm(a: Start, until: number, bag: Bag): Promise<void> {
   await sleep(Math.max(0, until - Date.now()));
 }
 
+async function oddHeads(a: Start, until: number, bag: Bag): Promise<void> {
+  const r = rec('odd-heads');
+  r.note = 'HTTP/2: 20 streams per 10 ms with 300 header fields or expect: bogus; HTTP/1.1: 10 Expect: bogus requests per 10 ms pipelined on one socket';
+  const many = Object.fromEntries(Array.from({ length: 296 }, (_, i) => [`x-h${i}`, 'v']));
+  const h1 = Buffer.from(`POST /v1/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\nexpect: bogus\r\nauthorization: Bearer ${a.token}\r\ncontent-length: 2\r\n\r\n{}`.repeat(10));
+  let s = connectH2(a.url, bag);
+  let sock = rawSocket(a.port, bag);
+  const onH1 = (d: Buffer): void => { for (const m of d.toString('latin1').matchAll(/HTTP\/1\.1 (\d{3})/g)) bump(r.answers, `h1 ${m[1]}`); };
+  sock.on('data', onH1);
+  while (Date.now() < until && !stopping) {
+    if (s.closed || s.destroyed) { bump(r.answers, 'h2 session closed'); s = connectH2(a.url, bag); }
+    if (sock.destroyed) { bump(r.answers, 'h1 socket closed'); sock = rawSocket(a.port, bag); sock.on('data', onH1); }
+    for (let i = 0; i < 20; i++) {
+      const odd = i % 2 === 0 ? many : { expect: 'bogus' };
+      try {
+        const st = s.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json', authorization: `Bearer ${a.token}`, ...odd });
+        r.opened++;
+        st.on('response', (h) => bump(r.answers, `h2 ${h[':status']}`));
+        st.on('error', () => bump(r.answers, 'h2 reset'));
+        st.resume();
+        st.end('{}');
+      } catch { break; }
+    }
+    sock.write(h1);
+    r.opened += 10;
+    await sleep(10);
+  }
+}
+
 export const ATTACKS: Array<[string, (a: Start, until: number, bag: Bag) => Promise<void>]> = [
   ['slow-reader', slowReader], ['rapid-reset', rapidReset], ['trickle', trickle], ['no-body', noBody],
   ['one-write', oneWrite], ['deep-json', deepJson], ['idle-conns', idleConns], ['open-bodies', openBodies], ['calm', calm],
+  ['odd-heads', oddHeads],
 ];
 
 async function run(a: Start): Promise<void> {
