@@ -1,6 +1,6 @@
 /**
  * Micro-benchmark of how a client HTTP/2 stream is handed on by its session (core/server/
- * client-sessions.ts `installStreamGuards`): ns per 'stream' event, for a typical editor request
+ * stream-guard.ts `installStreamGuards`): ns per 'stream' event, for a typical editor request
  * (18 header fields, a 900-byte bearer token).
  *
  * - before:   the guard prepended as a listener of its own: three listeners on the session's

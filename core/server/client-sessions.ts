@@ -17,25 +17,19 @@
  * - A completion stream the client resets before any Call took it (during its body, or before the
  *   server handled it at all) is counted as cancelled before forward, like the ones the Call's
  *   last look catches.
- * - A request with more header fields than MAX_HEADER_PAIRS, or an `Expect` other than
- *   100-continue, is answered here (431, 417) and reaches no lane (see `installStreamGuards`).
  *
  * Cost per stream: a window check, two counter updates and one 'close' listener (on, not once:
- * no wrapper to allocate and remove), a header count and an `expect` check; no timer.
+ * no wrapper to allocate and remove); no timer. What calls it for every stream, and answers the
+ * requests no lane may see: core/server/stream-guard.ts.
  */
 import http2 from 'node:http2';
-import type { IncomingHttpHeaders } from 'node:http';
-import type { Http2SecureServer, Http2Server, Http2ServerRequest, Http2ServerResponse, Http2Session, ServerHttp2Stream } from 'node:http2';
+import type { Http2Session, ServerHttp2Stream } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import type { Http2Settings } from '../config/model.ts';
-import { catalog, errorBody, JSON_TYPE } from '../errors.ts';
-import type { ErrorCode } from '../errors.ts';
 import type { GatewayMetrics } from '../metrics.ts';
-import { matchRoute } from '../request/routes.ts';
 import type { Logger } from '../types.ts';
 
-const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR } = http2.constants;
-const END_STREAM = 0x1;
+const { NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
 /** The length of one counting window (ms); the decision looks at the current and the previous one. */
 const WINDOW_MS = 1000;
 
@@ -164,73 +158,6 @@ export class ClientInflight {
 function destroyCut(s: Http2Session): void {
   if (!s.destroyed) s.destroy(new Error('rapid reset'), NGHTTP2_ENHANCE_YOUR_CALM);
 }
-
-/** A session's 'stream' listener (Node passes the flat [name, value, ...] list last). */
-type StreamListener = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => void;
-
-/**
- * Most header fields an HTTP/2 request may carry, pseudo-headers included. Node's own cap
- * (`maxHeaderListPairs`, core/server/listeners.ts) is set above it: past Node's cap nghttp2 resets
- * the stream (RST_STREAM ENHANCE_YOUR_CALM) with no response, so the count is checked here,
- * where the client can get a coded `431`.
- */
-export const MAX_HEADER_PAIRS = 256;
-const MAX_RAW_HEADERS = MAX_HEADER_PAIRS * 2;
-
-/**
- * Watch every stream of every client session of `server`, first (before the fast lane or
- * Fastify see it): per-session reset accounting (rapid reset) and in-flight counting; and answer
- * here, before any route, a request with more than MAX_HEADER_PAIRS header fields (`431
- * GW_ERR_REQ_HEADERS_TOO_LARGE`) or an `Expect` other than 100-continue (`417
- * GW_ERR_REQ_EXPECTATION_FAILED`), as the HTTP/1.1 side does; send `100 Continue` to one with
- * `expect: 100-continue` whose body is still to come, whichever lane takes it. Installed whether
- * or not the fast lane is on.
- *
- * The session's own 'stream' listeners (Node's, which hands the stream to the server's 'stream'
- * event, and the deadlines' of core/net/h2-sessions.ts) are called from this one, so a refused
- * stream reaches none of them. Per stream that is one length check and one property read more
- * than before, and one listener call instead of three (bench/stream-guard.ts).
- */
-export function installStreamGuards(server: Http2Server | Http2SecureServer, gw: { readonly metrics: GatewayMetrics; readonly log: Logger; readonly runtime: { readonly config: { readonly http2: Http2Settings } } }): void {
-  const ctx: GuardContext = { metrics: gw.metrics, log: gw.log, get settings() { return gw.runtime.config.http2; } };
-  server.on('session', (session: Http2Session) => {
-    const onward = session.listeners('stream') as StreamListener[];
-    session.removeAllListeners('stream');
-    session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, raw: string[]) => {
-      watchStream(session, stream, ctx, headers[':method'] === 'POST' && matchRoute(headers[':path'] as string) !== undefined);
-      if (raw.length > MAX_RAW_HEADERS) return refuse(stream, flags, 'GW_ERR_REQ_HEADERS_TOO_LARGE', ctx);
-      const expect = headers.expect;
-      if (expect !== undefined) {
-        // `100-continue` as Node's HTTP/2 layer takes it: in these letters alone (its answer to any
-        // other Expect is a bare 417, and the fast lane would not look).
-        if (expect !== '100-continue') return refuse(stream, flags, 'GW_ERR_REQ_EXPECTATION_FAILED', ctx);
-        // The client may wait for it before it sends its body: sent here for both lanes.
-        if ((flags & END_STREAM) === 0 && !stream.closed && !stream.destroyed) stream.additionalHeaders({ ':status': 100 });
-      }
-      for (let i = 0; i < onward.length; i++) onward[i]!.call(session, stream, headers, flags, raw);
-    });
-  });
-  // Node's compat layer (Fastify's lane) would send a second `100 Continue`; with a
-  // 'checkContinue' listener it leaves the request to it instead.
-  server.on('checkContinue', (req: Http2ServerRequest, res: Http2ServerResponse) => server.emit('request', req, res));
-}
-
-/**
- * Answer a stream no route will see with `code`, then stop the rest of its request, if any is
- * still coming, with RST_STREAM(NO_ERROR) (RFC 9113 §8.1). A client whose window is closed does
- * not hold the stream: it is reset after 1 s regardless.
- */
-function refuse(stream: ServerHttp2Stream, flags: number, code: ErrorCode, ctx: GuardContext): void {
-  ctx.metrics.errors.labels(code).inc();
-  stream.on('error', noop);
-  if (stream.destroyed || stream.closed) return;
-  const body = errorBody(code);
-  stream.respond({ ':status': catalog[code].status, 'content-type': JSON_TYPE, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
-  stream.end(body, (flags & END_STREAM) === 0 ? () => stream.close(NGHTTP2_NO_ERROR) : undefined);
-  setTimeout(() => { if (!stream.closed) stream.close(NGHTTP2_CANCEL); }, 1000).unref();
-}
-
-function noop(): void { /* a refused stream: nothing more to tell its client */ }
 
 /** The guard of a client session, created on its first stream. */
 export function guardOf(session: Http2Session, ctx: GuardContext): SessionGuard {

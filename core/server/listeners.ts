@@ -17,7 +17,7 @@ import { Http1Front } from '../net/http1.ts';
 import { logServerErrors } from '../net/server-errors.ts';
 import type { RequestHandler } from '../net/http1.ts';
 import { clientErrorReply, frameworkErrorReply } from './client-error.ts';
-import { MAX_HEADER_PAIRS } from './client-sessions.ts';
+import { MAX_HEADER_PAIRS } from './stream-guard.ts';
 import type { GatewayMetrics } from '../metrics.ts';
 
 /** HTTP/2 server settings from config. */
