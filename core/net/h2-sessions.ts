@@ -66,6 +66,7 @@ export function watchH2Sessions(server: Http2Server | Http2SecureServer, session
       if ((flags & END_STREAM) !== 0) { st.last = now; return; }
       // The body follows (usually in the same packet, processed right after this event). No timer
       // per stream: the stream joins the session's pending list, whose oldest entry one timer watches.
+      dropFinished(st, now);
       if (st.pending.length >= COMPACT_AT) compact(st, now);
       st.pending.push(stream);
       st.opened.push(now);
@@ -83,6 +84,24 @@ function later(fn: (session: Http2Session, st: SessionState) => void, ms: number
 /** The client has sent the whole request (END_STREAM seen), whether or not it was read yet (`_readableState`: a Node internal, test/core/node-internals.test.ts). */
 function requestComplete(stream: ServerHttp2Stream): boolean {
   return stream.readableEnded || (stream as unknown as { _readableState?: { ended?: boolean } })._readableState?.ended === true;
+}
+
+/**
+ * Drop the oldest pending streams that are done with their body (as a rule all but the newest).
+ * A stream kept here after its request ended keeps the whole request reachable (its listeners
+ * reach the request's objects) until the list is compacted: across young-generation GCs, which
+ * then promote it. That was most of what survived them (bench/README.md, GC;
+ * test/core/request-retention.test.ts).
+ */
+function dropFinished(st: SessionState, now: number): void {
+  const p = st.pending;
+  while (p.length > 0) {
+    const s = p[0]!;
+    if (requestComplete(s)) st.last = now;
+    else if (!s.closed && !s.destroyed) return;
+    p.shift();
+    st.opened.shift();
+  }
 }
 
 /** Drop pending streams that are done with their body (counting completed ones as activity). */
