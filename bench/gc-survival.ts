@@ -46,6 +46,8 @@ const { values } = parseArgs({ options: {
   // Also the allocation sites whose objects outlive scavenges (bench/gc-sites.ts), per subject and round.
   sites: { type: 'boolean', default: false },
   by: { type: 'string', default: 'chain' },
+  // How node-h2-client uses each stream (SEQUENTIAL_CLIENT): resume, data, close, destroy, array.
+  'client-mode': { type: 'string', default: 'resume' },
 } });
 const N = Number(values.requests);
 const ROUNDS = Number(values.rounds);
@@ -64,14 +66,23 @@ if (proto === 'h2') {
   s.listen(0, '127.0.0.1', () => console.log(JSON.stringify({ port: s.address().port })));
 }`;
 
-/** Sequential POSTs on one HTTP/2 session, for ever; prints {"done":n} every 1000 requests. */
+/**
+ * Sequential POSTs on one HTTP/2 session, for ever; prints {"done":n} every 1000 requests. Mode
+ * (argv[2]): resume (read by resume()), data (a 'data' listener), close / destroy (stream.close()
+ * or destroy() at 'end'), array (headers as a raw array instead of an object).
+ */
 const SEQUENTIAL_CLIENT = `
 const s = require('node:http2').connect(process.argv[1]);
+const mode = process.argv[2];
 const body = ${JSON.stringify(BODY)};
 let n = 0;
 const one = () => {
-  const st = s.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json' });
-  st.resume();
+  const st = mode === 'array'
+    ? s.request([':method', 'POST', ':path', '/v1/completions', 'content-type', 'application/json'])
+    : s.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json' });
+  if (mode === 'data') st.on('data', () => {}); else st.resume();
+  if (mode === 'close') st.on('end', () => st.close());
+  if (mode === 'destroy') st.on('end', () => st.destroy());
   st.on('close', () => { if (++n % 1000 === 0) console.log(JSON.stringify({ done: n })); one(); });
   st.end(body);
 };
@@ -174,7 +185,7 @@ const subjects: Subject[] = [
   { name: 'node-h2-client', proto: 'h2', async run() {
     const srv = start(['-e', PLAIN_SERVER, 'h2'], false);
     const url = `http://127.0.0.1:${await portIn(srv, /\{"port":(\d+)\}/)}`;
-    const c = start([...GC, '-e', SEQUENTIAL_CLIENT, url]);
+    const c = start([...GC, '-e', SEQUENTIAL_CLIENT, url, values['client-mode']]);
     const done = (): number => { const i = c.out.lastIndexOf('{"done":'); return i < 0 ? 0 : Number(c.out.slice(i + 8, c.out.indexOf('}', i))); };
     const load = async (n: number): Promise<void> => { const until = done() + n; await waitFor(`${n} requests`, () => done() >= until || undefined, 600_000); };
     return { url, server: c, stop: () => stopAll(c, srv), load };
