@@ -48,6 +48,8 @@ const { values } = parseArgs({ options: {
   by: { type: 'string', default: 'chain' },
   // How node-h2-client uses each stream (SEQUENTIAL_CLIENT): resume, data, close, destroy, array.
   'client-mode': { type: 'string', default: 'resume' },
+  // Node flags for node-h2-client's process, e.g. '--import ./bench/bind-hook.mjs'.
+  'client-flags': { type: 'string', default: '' },
 } });
 const N = Number(values.requests);
 const ROUNDS = Number(values.rounds);
@@ -185,7 +187,7 @@ const subjects: Subject[] = [
   { name: 'node-h2-client', proto: 'h2', async run() {
     const srv = start(['-e', PLAIN_SERVER, 'h2'], false);
     const url = `http://127.0.0.1:${await portIn(srv, /\{"port":(\d+)\}/)}`;
-    const c = start([...GC, '-e', SEQUENTIAL_CLIENT, url, values['client-mode']]);
+    const c = start([...GC, ...values['client-flags'].split(' ').filter(Boolean), '-e', SEQUENTIAL_CLIENT, url, values['client-mode']]);
     const done = (): number => { const i = c.out.lastIndexOf('{"done":'); return i < 0 ? 0 : Number(c.out.slice(i + 8, c.out.indexOf('}', i))); };
     const load = async (n: number): Promise<void> => { const until = done() + n; await waitFor(`${n} requests`, () => done() >= until || undefined, 600_000); };
     return { url, server: c, stop: () => stopAll(c, srv), load };
