@@ -76,9 +76,9 @@ t.test('4 connections x 128 streams that are never read, from one IP: a client o
   const slowest = Math.max(...results.map((r) => r.ms));
   t.comment(`bystander: ${results.length} requests, slowest ${slowest.toFixed(0)} ms`);
   t.same(results.filter((r) => r.status !== 200 || !r.done), [], 'every bystander request completed');
-  // Waiting until the attacker's streams are cut (clientStallMs, 10 s) is a failure too.
-  t.ok(slowest < 5000, `no bystander request waited on the attacker (slowest ${slowest.toFixed(0)} ms)`);
-  t.equal(await stalled(g), 0, 'the bystander was served while the attacker\'s streams were still held');
+  // Waiting until the attacker's streams are cut (clientStallMs, 10 s) is a failure too: counted,
+  // not timed (a loaded machine can hold one request for seconds): the cut counts client_stalled.
+  t.equal(await stalled(g), 0, 'the bystander was served while the attacker\'s streams were still held: none waited on the attacker');
   t.equal(refused, 3 * 128, 'one address may have 128 requests in flight: the other 384 got 429 GW_ERR_REQ_TOO_MANY_IN_FLIGHT');
   for (const c of conns) c.socket.destroy();
   await waitFor('nothing in flight', () => g.gw.runtime.inflight === 0, 30_000);
