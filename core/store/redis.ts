@@ -34,9 +34,12 @@
  * `ghostgate_store_fallback_total` counts it. "Overran" is decided only after the event loop has
  * read its sockets (`afterNextPoll`): when this process was blocked (a GC pause, a long turn) past
  * `timeoutMs`, the budget timer would fire before the poll phase reads an answer that is already
- * there; that is not Redis being slow, and the answer is used (test/store/redis-store.test.ts). A probe (PING within the same budget, every
- * `retryMs`) brings it back up by itself. Each state change is logged once. The URL (it may carry
- * a password) is never logged: messages name the host and port only.
+ * there; that is not Redis being slow, and the answer is used (test/store/redis-store.test.ts).
+ * A probe (PING within the same budget: `timeoutMs` after a call overran, else every `retryMs`)
+ * brings it back up by itself; a probe's PING that overran too is awaited, and its late answer
+ * sends the next probe at once (a Redis slow for a moment is back as soon as it answers). Each
+ * state change is logged once. The URL (it may carry a password) is never logged: messages name
+ * the host and port only.
  *
  * Why one file over 250 lines: the budgeted call and the up/down state machine are one fail-open
  * contract, used by every operation. The Lua scripts are in redis-scripts.ts.
@@ -113,6 +116,9 @@ export class RedisStore implements SharedStore {
   #wasUp = false;
   #probe: NodeJS.Timeout | undefined;
   #probing = false;
+  /** A probe's PING that overran the budget is still unanswered (at most one is outstanding). */
+  #pingOutstanding = false;
+  readonly #probes: Counter<'result'>;
   #closed = false;
   #seq = 0;
   /** Send times (performance.now) of unanswered fire-and-forget calls, oldest at #pendingHead. */
@@ -145,6 +151,11 @@ export class RedisStore implements SharedStore {
       name: 'ghostgate_store_late_answer_seconds',
       help: 'For calls given up on after store.redis.timeoutMs (they fell back): the time from sending to the answer that came after all. Shows how much budget would have sufficed.',
       labelNames: ['op'], buckets: [0.005, 0.0075, 0.01, 0.015, 0.02, 0.05, 0.1, 0.5, 1, 5], registers: [registry],
+    });
+    this.#probes = (registry.getSingleMetric('ghostgate_store_probes_total') as Counter<'result'> | undefined) ?? new Counter({
+      name: 'ghostgate_store_probes_total',
+      help: 'PINGs sent while the shared store was down, by result: ok (up again), timeout (no answer within store.redis.timeoutMs; when it answers later, the next probe goes at once), error.',
+      labelNames: ['result'], registers: [registry],
     });
     const common = {
       // No autopipelining: it holds each command until setImmediate (one more event-loop turn
@@ -341,24 +352,42 @@ export class RedisStore implements SharedStore {
     this.#probe.unref();
   }
 
-  /** PING within the budget: up if it answers, else try again in `retryMs`. */
+  /**
+   * PING within the budget: up if it answers. A PING that overran it is not abandoned: Redis that
+   * was slow for a moment (paused, swapping, not given a core) answers it later, and then the next
+   * probe goes at once rather than after `retryMs` (every call meanwhile falls back). Until then no
+   * other PING is sent (a hung Redis does not collect one per probe); the `retryMs` timer still
+   * probes, and a dropped connection rejects the PING, so the store never waits on it forever.
+   */
   #probeNow(): void {
     if (this.#closed || this.#up || this.#probing) return;
     if (this.#client.status !== 'ready') { this.#scheduleProbe(); return; }
+    if (this.#pingOutstanding) { this.#scheduleProbe(); return; }
     this.#probing = true;
+    this.#pingOutstanding = true;
     const sentAt = performance.now();
     const expire = (): void => { // as in #budget
       const left = this.#o.timeoutMs - (performance.now() - sentAt);
-      if (left > 0) timer = setTimeout(afterNextPoll, Math.ceil(left), expire); else done(false);
+      if (left > 0) timer = setTimeout(afterNextPoll, Math.ceil(left), expire); else done('timeout');
     };
     let timer = setTimeout(afterNextPoll, this.#o.timeoutMs, expire);
-    const done = (ok: boolean): void => {
+    const done = (result: 'ok' | 'timeout' | 'error'): void => {
       if (!this.#probing) return;
       this.#probing = false;
       clearTimeout(timer);
-      if (ok) this.#setUp(); else this.#scheduleProbe();
+      this.#probes.labels(result).inc();
+      if (result === 'ok') this.#setUp(); else this.#scheduleProbe();
     };
-    this.#client.ping().then(() => done(true), () => done(false));
+    const answered = (ok: boolean): void => {
+      this.#pingOutstanding = false;
+      if (this.#probing) { done(ok ? 'ok' : 'error'); return; }
+      // The answer to a PING given up on: Redis answers again, so probe again now.
+      if (ok && !this.#up && !this.#closed) {
+        if (this.#probe) { clearTimeout(this.#probe); this.#probe = undefined; }
+        this.#probeNow();
+      }
+    };
+    this.#client.ping().then(() => answered(true), () => answered(false));
   }
 
   #setUp(): void {

@@ -22,10 +22,10 @@ function recordingLog(): Logger & { lines: Line[] } {
   return { lines, info: at('info'), warn: at('warn'), error: at('error'), debug: at('debug') };
 }
 
-async function open(t: Test, url: string, o: { timeoutMs?: number; prefix?: string; leaseTtlMs?: number } = {}) {
+async function open(t: Test, url: string, o: { timeoutMs?: number; retryMs?: number; prefix?: string; leaseTtlMs?: number } = {}) {
   const log = recordingLog();
   const registry = new Registry();
-  const store = new RedisStore({ url, timeoutMs: o.timeoutMs ?? 2000, retryMs: 50, keyPrefix: o.prefix ?? 'gg-test:', leaseTtlMs: o.leaseTtlMs }, log, registry);
+  const store = new RedisStore({ url, timeoutMs: o.timeoutMs ?? 2000, retryMs: o.retryMs ?? 50, keyPrefix: o.prefix ?? 'gg-test:', leaseTtlMs: o.leaseTtlMs }, log, registry);
   t.teardown(() => store.close());
   t.ok(await store.whenUp(15_000), 'the store connects');
   const metric = async (name: string): Promise<string> => registry.getSingleMetricAsString(name);
@@ -193,6 +193,24 @@ t.test('Redis slow (SIGSTOP): a call waits at most timeoutMs, then the store is 
   t.match(await metric('ghostgate_store_fallback_total'), /op="claim",reason="timeout"} 1/, 'counted as a timeout');
   r.resume();
   await waitFor('back again', () => store.up, 20_000);
+});
+
+t.test('Redis slow past a probe too: the store is back as soon as Redis answers the probe it gave up on, not retryMs later', async (t) => {
+  const r = await startRedis(t);
+  if (!r) return;
+  // retryMs far beyond the test's own timeout: only the late PING's answer can bring it back in time.
+  const { store, metric } = await open(t, r.url, { timeoutMs: 200, retryMs: 600_000 });
+  r.pause();
+  t.equal(await within('the call to give up on Redis', Promise.resolve(store.take('k3', 1 / 60_000, 5)), 10_000), undefined, 'no answer within the budget');
+  t.notOk(store.up, 'down');
+  await waitFor('a probe to overrun its budget as well', async () => /ghostgate_store_probes_total\{result="timeout"\} 1/.test(await metric('ghostgate_store_probes_total')), 20_000);
+  t.notOk(store.up, 'still down');
+  r.resume();
+  await waitFor('the store to come back up', () => store.up, 20_000);
+  const probes = await metric('ghostgate_store_probes_total');
+  t.match(probes, /result="ok"\} 2/, 'by a probe sent when the late PING was answered (the first ok is the connect)');
+  t.match(probes, /result="timeout"\} 1/, 'and only one PING was outstanding while Redis was paused');
+  t.match(await store.take('k3', 1 / 60_000, 5), { taken: true }, 'answers again');
 });
 
 /**
