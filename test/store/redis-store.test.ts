@@ -213,6 +213,32 @@ t.test('Redis slow past a probe too: the store is back as soon as Redis answers 
   t.match(await store.take('k3', 1 / 60_000, 5), { taken: true }, 'answers again');
 });
 
+t.test('claims and a probe\'s PING in flight when the connection drops: after Redis is back the store comes up and stays up', async (t) => {
+  const r = await startRedis(t);
+  if (!r) return;
+  // An unanswered claim would look overdue forever, and a PING the probe waits for would keep it
+  // from sending another. ioredis settles them (rejects) only because maxRetriesPerRequest is 0:
+  // it flushes its queue at the first reconnect; otherwise, with autoResendUnfulfilledCommands
+  // off, ioredis 6.0.0 drops them unsettled (redis/ioredis#2193).
+  const { store, metric } = await open(t, r.url, { timeoutMs: 200 });
+  r.pause();
+  for (let i = 0; i < 3; i++) store.claim(`doc${i}`, store.newToken());
+  await new Promise((resolve) => setImmediate(resolve)); // claims are written after the turn
+  t.equal(await within('the take to give up', Promise.resolve(store.take('k4', 1 / 60_000, 5)), 10_000), undefined, 'a take gives up on the paused Redis');
+  await waitFor('a probe to overrun its budget too', async () => /result="timeout"\} 1/.test(await metric('ghostgate_store_probes_total')), 20_000);
+  r.kill(); // claims and a PING unanswered on the connection
+  r.resume();
+  await r.restart();
+  await waitFor('the store to come back', () => store.up, 20_000);
+  t.match(await store.take('k4', 1 / 60_000, 5), { taken: true }, 'Redis answers');
+  store.claim('doc0', store.newToken()); // finds the oldest unanswered claim, if any, overdue
+  await new Promise((resolve) => setImmediate(resolve));
+  await new Promise((resolve) => setImmediate(resolve));
+  t.match(await store.take('k4', 1 / 60_000, 5), { taken: true }, 'and goes on answering');
+  t.ok(store.up, 'the store stays up: the claims lost with the old connection do not count as overdue');
+  t.notMatch(await metric('ghostgate_store_fallback_total'), /op="claim",reason="timeout"/, 'no claim counted as timed out');
+});
+
 /**
  * Block this event loop (as a long GC pause or a busy turn does) until Redis has run the command
  * (seen from another connection, redis-cli: its answer is in our socket then) and `ms` have passed.
