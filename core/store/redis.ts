@@ -163,6 +163,10 @@ export class RedisStore implements SharedStore {
       // would wait for that turn too. Each command is written at once instead.
       enableAutoPipelining: false,
       // Never queue while disconnected, never replay after a reconnect: the caller has moved on.
+      // maxRetriesPerRequest 0 also makes ioredis reject what was in flight on a dropped
+      // connection at its first reconnect; with autoResendUnfulfilledCommands off it would
+      // otherwise never settle it (redis/ioredis#2193), and an unanswered claim or probe PING
+      // would keep the store down (test/store/redis-store.test.ts, "in flight when the connection drops").
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
@@ -177,13 +181,18 @@ export class RedisStore implements SharedStore {
     this.#client.on('ready', () => this.#probeNow());
     this.#client.on('close', () => this.#down('connection closed'));
     this.#client.on('error', (e: Error) => this.#down(e.message));
-    // Pub/sub needs its own connection; it resubscribes by itself after a reconnect.
-    this.#sub = new Redis(o.url, { ...common, enableOfflineQueue: true, connectionName: `ghostgate-${this.instanceId}-sub` });
+    // Pub/sub needs its own connection. It subscribes on every 'ready', not by ioredis's
+    // autoResubscribe: that resubscribes only to channels whose SUBSCRIBE was answered, so a
+    // connection that dropped again before the answer came back unsubscribed for good (this
+    // process deaf to supersedes), and it let that SUBSCRIBE's rejection go unhandled
+    // (test/store/redis-resubscribe.test.ts).
+    this.#sub = new Redis(o.url, { ...common, autoResubscribe: false, connectionName: `ghostgate-${this.instanceId}-sub` });
     this.#sub.on('error', noop);
     this.#sub.on('message', (_channel: string, token: string) => {
       for (const h of this.#handlers) { try { h(token); } catch { /* a handler must not break the others */ } }
     });
-    this.#sub.subscribe(`${o.keyPrefix}sup:${this.instanceId}`).catch(noop);
+    const channel = `${o.keyPrefix}sup:${this.instanceId}`;
+    this.#sub.on('ready', () => { this.#sub.subscribe(channel).catch(noop); });
   }
 
   /** Resolves once the store is up, or after `ms` (the gateway starts either way: fail open). */
