@@ -1,18 +1,8 @@
-// Loaded only by benchmarks (`node --import`), never by the gateway otherwise: replaces
-// AsyncResource.prototype.bind with the same function minus the deprecated (DEP0172)
-// `asyncResource` accessor it defines on every bound function. That accessor's getter and setter
-// are fresh closures over the resource and the bound function, stored in a map V8 allocates in
-// the old generation, so whatever the bound function reaches (for ClientHttp2Session.request():
-// the stream, and all that hangs off it) survives every scavenge until a mark-compact
-// (bench/README.md, GC).
-import { AsyncResource } from 'node:async_hooks';
+// For benchmarks of processes other than the gateway (`node --import ./bench/bind-hook.mjs`, e.g.
+// gc-survival.ts --client-flags for node-h2-client): the gateway's own runtime patch
+// (core/runtime-patches.ts: AsyncResource.prototype.bind without the deprecated `asyncResource`
+// accessor, which makes every HTTP/2 client stream survive scavenges; bench/README.md, GC), applied
+// to any Node process. The gateway applies it itself (`ghostgate start`).
+import { applyRuntimePatches } from '../core/runtime-patches.ts';
 
-AsyncResource.prototype.bind = function bind(fn, thisArg) {
-  if (typeof fn !== 'function') throw new TypeError('fn must be a function');
-  const resource = this;
-  const bound = thisArg === undefined
-    ? function (...args) { return resource.runInAsyncScope(fn, this, ...args); }
-    : resource.runInAsyncScope.bind(resource, fn, thisArg);
-  Object.defineProperty(bound, 'length', { configurable: true, enumerable: false, value: fn.length, writable: false });
-  return bound;
-};
+applyRuntimePatches();

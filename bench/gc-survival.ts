@@ -12,10 +12,12 @@
  *   - model:    the bundled model server (model-server/main.ts, Node http2), as the bench runs it
  *   - relay:    bench/null-proxy.ts (Node's http2 relaying each stream, nothing else) before the model
  *   - gateway:  ghostgate (`start`, no policies) in front of the model server, HTTP/2 clients
+ *   - gateway:keep: the same with `server.keepAsyncResourceProperty: true` (Node's own
+ *               AsyncResource.prototype.bind, without core/runtime-patches.ts)
  * The client is this process (HTTP/2: 4 sessions × 16 streams; HTTP/1.1: 16 keep-alive sockets).
  * Per subject: bytes allocated per request, the share of young-generation allocation still alive
  * at a scavenge ("survived"), the share promoted to the old generation, and per 100,000 requests
- * the scavenges, their pauses (p50, max, total) and mark-compacts. Medians of rounds.
+ * the scavenges, their pauses (p50, p99, max, total) and mark-compacts. Medians of rounds.
  * `--sites`: then two more phases of `--requests` each under V8's sampling heap profiler
  * (bench/gc-sites-hook.mjs), and the allocation sites whose objects outlived a scavenge
  * (bench/gc-sites.ts; `--by top|ours|chain`).
@@ -132,7 +134,7 @@ async function freePort(): Promise<number> {
 const h2Load = (url: string, n: number): Promise<void> => h2ClosedLoop(url, n, BODY, 64, 4);
 const h1Load = (url: string, n: number): Promise<void> => h1ClosedLoop(url, n, BODY, 16);
 
-interface GcStats { bytesPerRequest: number; scavenges: number; survivedPct: number; promotedPct: number; pauseP50: number; pauseMax: number; pauseTotal: number; markCompacts: number; mcPauseMax: number }
+interface GcStats { bytesPerRequest: number; scavenges: number; survivedPct: number; promotedPct: number; pauseP50: number; pauseP99: number; pauseMax: number; pauseTotal: number; markCompacts: number; mcPauseMax: number }
 
 /**
  * The GCs logged by --trace-gc-nvp in `text`, over `requests` requests. Scavenges, pauses and
@@ -156,6 +158,7 @@ function gcStats(text: string, requests: number): GcStats {
     survivedPct: alloc > 0 ? 100 * lines.reduce((a, l) => a + num(l, 'new_space_survived'), 0) / alloc : 0,
     promotedPct: alloc > 0 ? 100 * lines.reduce((a, l) => a + num(l, 'promoted'), 0) / alloc : 0,
     pauseP50: pauses[Math.floor(pauses.length / 2)] ?? 0,
+    pauseP99: pauses[Math.min(pauses.length - 1, Math.floor(pauses.length * 0.99))] ?? 0,
     pauseMax: pauses[pauses.length - 1] ?? 0,
   };
 }
@@ -201,7 +204,8 @@ const subjects: Subject[] = [
     const port = await portIn(p, /"event":"listening","port":(\d+)/);
     return { url: `http://127.0.0.1:${port}`, server: p, stop: () => stopAll(p, m) };
   } },
-  ...[['gateway', ''], ...values.variant.map((v) => [`gateway:${v.slice(0, v.indexOf('='))}`, v.slice(v.indexOf('=') + 1)])].map(([name, flags]): Subject => ({ name: name!, proto: 'h2', async run() {
+  // gateway:keep: with Node's own AsyncResource.prototype.bind (core/runtime-patches.ts not applied).
+  ...[['gateway', '', ''], ['gateway:keep', '', 'server: { keepAsyncResourceProperty: true }'], ...values.variant.map((v) => [`gateway:${v.slice(0, v.indexOf('='))}`, v.slice(v.indexOf('=') + 1), ''])].map(([name, flags, yaml]): Subject => ({ name: name!, proto: 'h2', async run() {
     const m = start(['model-server/main.ts', '--port', '0', ...MODEL_ARGS], false);
     const modelPort = await portIn(m, /"event":"listening","port":(\d+)/);
     const dir = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-gc-'));
@@ -210,7 +214,7 @@ const subjects: Subject[] = [
       `listen: { host: 127.0.0.1, port: ${port} }`, `admin: { host: 127.0.0.1, port: ${admin} }`,
       `upstreams: { local: { url: 'http://127.0.0.1:${modelPort}', protocol: h2c, pool: { size: 2 } } }`,
       'models: { ghost-small: { upstream: local } }', 'defaultModel: ghost-small', 'policies: []',
-      'modelServer: { enabled: false }', 'reload: { watch: false }', 'logging: { level: warn }', '',
+      'modelServer: { enabled: false }', 'reload: { watch: false }', 'logging: { level: warn }', yaml!, '',
     ].join('\n'));
     const g = start([...GC, ...flags!.split(' ').filter(Boolean), 'bin/ghostgate.ts', 'start', '--config', path.join(dir, 'gateway.config.yaml')]);
     const until = Date.now() + 30_000;
@@ -253,7 +257,7 @@ for (let round = 1; round <= ROUNDS; round++) {
       await new Promise((r) => setTimeout(r, 100));
       const st = gcStats(h.server.out.slice(from), N);
       (results.get(s.name) ?? results.set(s.name, []).get(s.name)!).push(st);
-      console.log(`round ${round} ${s.name.padEnd(8)} ${(st.bytesPerRequest / 1024).toFixed(1)} KB/request, survived ${st.survivedPct.toFixed(1)}%, promoted ${st.promotedPct.toFixed(1)}%, per 100k requests: ${st.scavenges.toFixed(0)} scavenges, pause p50 ${st.pauseP50.toFixed(1)} ms, max ${st.pauseMax.toFixed(1)} ms, total ${st.pauseTotal.toFixed(0)} ms; ${st.markCompacts.toFixed(0)} mark-compacts (max ${st.mcPauseMax.toFixed(1)} ms)`);
+      console.log(`round ${round} ${s.name.padEnd(8)} ${(st.bytesPerRequest / 1024).toFixed(1)} KB/request, survived ${st.survivedPct.toFixed(1)}%, promoted ${st.promotedPct.toFixed(1)}%, per 100k requests: ${st.scavenges.toFixed(0)} scavenges, pause p50 ${st.pauseP50.toFixed(1)} ms, p99 ${st.pauseP99.toFixed(1)} ms, max ${st.pauseMax.toFixed(1)} ms, total ${st.pauseTotal.toFixed(0)} ms; ${st.markCompacts.toFixed(0)} mark-compacts (max ${st.mcPauseMax.toFixed(1)} ms)`);
       if (values.sites) console.log(await sites(h.server, () => load(h.url, N)));
     } finally {
       await h.stop();
@@ -264,5 +268,5 @@ const med = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b);
 console.log(`\nmedians over ${ROUNDS} rounds of ${N} requests (bytes allocated per request; young-generation allocation alive at a scavenge, promoted; per 100,000 requests: scavenges, their pauses, mark-compacts):`);
 for (const [name, xs] of results) {
   const m = (f: (x: GcStats) => number, d = 1): string => med(xs.map(f)).toFixed(d);
-  console.log(`  ${name.padEnd(8)} ${m((x) => x.bytesPerRequest / 1024).padStart(5)} KB/req   survived ${m((x) => x.survivedPct).padStart(5)}%   promoted ${m((x) => x.promotedPct).padStart(5)}%   ${m((x) => x.scavenges, 0).padStart(4)} scavenges   pause p50 ${m((x) => x.pauseP50).padStart(5)} ms   max ${m((x) => x.pauseMax).padStart(5)} ms   total ${m((x) => x.pauseTotal, 0).padStart(5)} ms   ${m((x) => x.markCompacts, 0)} mark-compacts (max ${m((x) => x.mcPauseMax)} ms)`);
+  console.log(`  ${name.padEnd(8)} ${m((x) => x.bytesPerRequest / 1024).padStart(5)} KB/req   survived ${m((x) => x.survivedPct).padStart(5)}%   promoted ${m((x) => x.promotedPct).padStart(5)}%   ${m((x) => x.scavenges, 0).padStart(4)} scavenges   pause p50 ${m((x) => x.pauseP50).padStart(5)} ms   p99 ${m((x) => x.pauseP99).padStart(5)} ms   max ${m((x) => x.pauseMax).padStart(5)} ms   total ${m((x) => x.pauseTotal, 0).padStart(5)} ms   ${m((x) => x.markCompacts, 0)} mark-compacts (max ${m((x) => x.mcPauseMax)} ms)`);
 }

@@ -37,4 +37,10 @@ async function ghostgate(app: FastifyInstance, opts: GhostgateFastifyOptions): P
   app.addHook('preClose', async () => { await gw.close(); });
 }
 
+/**
+ * Node's runtime patches `ghostgate start` applies to its own processes (core/runtime-patches.ts):
+ * embedded, the process is the application's, so they apply only if it calls this.
+ */
+export { applyRuntimePatches } from './runtime-patches.ts';
+
 export default fp<GhostgateFastifyOptions>(ghostgate, { name: 'ghostgate', fastify: '5.x' });

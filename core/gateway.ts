@@ -40,6 +40,7 @@ import type { Http2SecureServer, Http2Server, Http2Session } from 'node:http2';
 import type { DataPlaneServers } from './server/listeners.ts';
 import type { PluginDefinition } from './types.ts';
 import { Coalesced } from './coalesce.ts';
+import { applyRuntimePatches } from './runtime-patches.ts';
 
 export interface GatewayOptions {
   configFile: string;
@@ -72,6 +73,12 @@ export interface GatewayOptions {
    * every worker; core/cluster/worker.ts). Default: the disk, versions numbered by this process.
    */
   configSource?: () => { reader: ConfigReader; version: number };
+  /**
+   * Apply core/runtime-patches.ts to this process once the config is loaded, before anything
+   * starts (unless `server.keepAsyncResourceProperty`). Set by a cluster worker; `ghostgate start`
+   * applies them itself. Default false: an embedder's process keeps Node as it is.
+   */
+  runtimePatches?: boolean;
 }
 
 export interface ReloadResult {
@@ -139,6 +146,7 @@ export class Gateway implements GatewayState {
     const env = opts.env ?? process.env;
     const { loaded, version } = load(opts, env);
     const config = loaded.config;
+    if (opts.runtimePatches) applyRuntimePatches(config.server);
     const adminCredential = readAdminCredential(loaded, env);
     const log = makeLogger(config, opts);
     if (config.admin.enabled && !isLoopback(config.admin.host) && !adminCredential) {
@@ -413,8 +421,9 @@ function restartOnly(a: GatewayConfig, b: GatewayConfig): string[] {
   // The admin credential is re-read on every reload; the admin listener is not.
   const pick = (c: GatewayConfig, k: typeof keys[number]): string => JSON.stringify(k === 'admin' ? { ...c.admin, credential: undefined } : c[k]);
   const changed: string[] = keys.filter((k) => pick(a, k) !== pick(b, k));
-  // server.fastLane is hot; the number of worker processes is fixed at start.
+  // server.fastLane is hot; the number of worker processes and Node's patches are fixed at start.
   if (a.server.workers !== b.server.workers) changed.push('server.workers');
+  if (a.server.keepAsyncResourceProperty !== b.server.keepAsyncResourceProperty) changed.push('server.keepAsyncResourceProperty');
   // The TLS certificate and key reload in place; addresses need a restart.
   const where = (c: GatewayConfig): string => JSON.stringify([c.listen.host, c.listen.port, c.listen.tls?.host, c.listen.tls?.port]);
   if (where(a) !== where(b)) changed.unshift('listen');

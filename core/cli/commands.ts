@@ -16,6 +16,7 @@ import { GatewayMetrics } from '../metrics.ts';
 import { silentLogger } from '../plugin-context.ts';
 import { secretReader } from '../secrets.ts';
 import { buildRuntime, checkPolicySteps } from '../runtime.ts';
+import { applyRuntimePatches } from '../runtime-patches.ts';
 import { declaredIn } from '../step-check.ts';
 import type { BannerInfo } from '../cluster/ipc.ts';
 import { Primary } from '../cluster/primary.ts';
@@ -42,6 +43,9 @@ export const commands: Record<string, Command> = {
       let primary: Primary | undefined;
       try {
         const pre = loadConfig(file);
+        // This process is the gateway's own (a single one, or the cluster's primary; each worker
+        // applies them at its start): Node's runtime patches, unless the config keeps Node as it is.
+        applyRuntimePatches(pre.config.server);
         const workers = resolveWorkers(values.workers ?? pre.config.server.workers);
         const ms = pre.config.modelServer;
         if (ms.enabled) {

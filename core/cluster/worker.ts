@@ -41,7 +41,7 @@ export async function runWorker(): Promise<void> {
   const configSource = (): { reader: ConfigReader; version: number } => ({ reader: snapshotReader(config.snapshot), version: config.version });
   let gw: Gateway;
   try {
-    gw = await Gateway.start({ configFile: init.configFile, workers: init.workers, watch: false, adminListen: false, listen: { ...init.listen, reusePort: true }, configSource });
+    gw = await Gateway.start({ configFile: init.configFile, workers: init.workers, watch: false, adminListen: false, listen: { ...init.listen, reusePort: true }, configSource, runtimePatches: true });
   } catch (e) {
     const err = e instanceof ConfigErrors ? e.errors[0]! : e instanceof GatewayError ? e : undefined;
     const message = e instanceof ConfigErrors ? e.errors.map((x) => x.describe()).join('; ') : e instanceof Error ? e.message : String(e);

@@ -219,6 +219,7 @@ export const gatewayConfigSchema = {
           oneOf: [{ type: 'integer', minimum: 1, maximum: 256 }, { const: 'auto' }], default: 1,
           description: 'Processes serving the data plane (each binds the data-plane ports with SO_REUSEPORT; the primary serves the admin plane). auto = one per core. `ghostgate start --workers N` overrides it. Restart to change',
         },
+        keepAsyncResourceProperty: { type: 'boolean', default: false, description: 'Leave Node\'s AsyncResource.prototype.bind as it is. By default `ghostgate start` (each of its processes) replaces it with the same function minus the deprecated asyncResource property (DEP0172) of bound functions, which makes every HTTP/2 upstream stream survive young-generation GCs (docs/operations.md#node-runtime-patch). Restart to change' },
       },
     },
     reload: {
