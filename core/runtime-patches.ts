@@ -8,7 +8,7 @@
  *
  * One patch: `AsyncResource.prototype.bind` without the deprecated `asyncResource` property.
  * Node 24's `bind` defines on every bound function an `asyncResource` accessor (DEP0172, a runtime
- * deprecation since Node 24: nodejs/node#46432; removed outright by nodejs/node#58618), whose
+ * deprecation since Node 20: nodejs/node#46432; end of life in nodejs/node#58618, semver-major), whose
  * getter and setter are two fresh `deprecate()` closures. `ClientHttp2Session.request()` binds
  * every request's start with it, and a fresh accessor gives each bound function a new map that V8
  * allocates in the old generation, so the stream and everything reachable from it (our Call and

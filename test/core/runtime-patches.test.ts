@@ -6,7 +6,7 @@
  *   AsyncLocalStorage still follows a request through Node's HTTP/2 client, also when
  *   `request()` is called before the session connected (its start then runs from the session's
  *   'connect', through the bound function): what APM and OpenTelemetry rely on.
- * - `ghostgate start` (one process, or its cluster workers) runs patched;
+ * - `ghostgate start` (one process, or its cluster's primary and workers) runs patched;
  *   `server.keepAsyncResourceProperty: true` keeps Node's `bind`. Seen from inside the process by
  *   test/core/fixtures/bind-probe.ts at its first upstream request.
  */
@@ -119,7 +119,7 @@ async function startProbed(t: Test, o: GatewayProcessOptions = {}): ReturnType<t
   return startGatewayProcess(t, { ...o, modelArgs: ['--ttft-ms', '0', '--token-ms', '0', '--tokens', '2'], env: { NODE_OPTIONS: `--import ${PROBE}` } });
 }
 
-/** What the probe in `g`'s own process (not a worker) reported, once it has. */
+/** What the probe in `g`'s own process (a single gateway, or the primary) reported, once it has. */
 async function probed(g: GatewayProcess): Promise<boolean> {
   const pid = g.child.pid!;
   return (await until(() => { const p = probes(g.stderr()); return p.has(pid) ? p : undefined; })).get(pid)!;
@@ -137,7 +137,7 @@ t.test('server.keepAsyncResourceProperty: true keeps Node\'s bind', async (t) =>
   t.equal(await probed(g), true, 'the property is there');
 });
 
-t.test('cluster workers run patched', async (t) => {
+t.test('a cluster\'s primary and workers run patched', async (t) => {
   const g = await startProbed(t, { args: ['--workers', '2'] });
   const c = clusterClient(g);
   const workers = new Set((await c.ping()).workers.map((w) => w.pid));
@@ -148,4 +148,6 @@ t.test('cluster workers run patched', async (t) => {
     return [...workers].every((pid) => p.has(pid)) ? p : undefined;
   }, 60_000, 0);
   t.strictSame([...workers].map((pid) => seen.get(pid)), [false, false], 'no asyncResource property in either worker');
+  g.child.kill('SIGUSR2');
+  t.equal(await probed(g), false, 'nor in the primary');
 });
