@@ -1,19 +1,21 @@
 /**
- * Changes to Node's runtime that the gateway makes in its own processes (`ghostgate start`, its
- * cluster workers), never when its modules are imported as a library: an embedder calls
- * `applyRuntimePatches()` itself if it wants them (exported by `ghostgate/fastify`).
+ * Changes to Node's runtime that the gateway makes in its own processes (`ghostgate start`: a
+ * single one, a cluster's primary and workers), never when its modules are imported as a
+ * library: an embedder calls `applyRuntimePatches()` itself if it wants them (exported by
+ * `ghostgate/fastify`).
  *
- *   applyRuntimePatches();                                   // what `ghostgate start` does
- *   applyRuntimePatches({ keepAsyncResourceProperty: true }); // server.keepAsyncResourceProperty: true
+ *   applyRuntimePatches();                                    // what `ghostgate start` does
+ *   applyRuntimePatches({ keepAsyncResourceProperty: true }); // the config's escape hatch: a no-op
  *
  * One patch: `AsyncResource.prototype.bind` without the deprecated `asyncResource` property.
- * Node 24's `bind` defines on every bound function an `asyncResource` accessor (DEP0172, a runtime
- * deprecation since Node 20: nodejs/node#46432; end of life in nodejs/node#58618, semver-major), whose
- * getter and setter are two fresh `deprecate()` closures. `ClientHttp2Session.request()` binds
- * every request's start with it, and a fresh accessor gives each bound function a new map that V8
- * allocates in the old generation, so the stream and everything reachable from it (our Call and
- * Exchange included) survive every scavenge until a mark-compact. Without the property:
- * bench/README.md, GC (`npx node bench/gc-survival.ts --only gateway,gateway:keep ...`).
+ * Node 24's `bind` defines on every bound function an `asyncResource` accessor (DEP0172, a
+ * runtime deprecation since Node 20: nodejs/node#46432; end of life in nodejs/node#58618,
+ * semver-major), whose getter and setter are two fresh `deprecate()` closures.
+ * `ClientHttp2Session.request()` binds every request's start with it, and a fresh accessor gives
+ * each bound function a new map that V8 allocates in the old generation, so the stream and
+ * everything reachable from it (our Call and Exchange included) survive every scavenge until a
+ * mark-compact. Without the property: bench/README.md, GC
+ * (`npx node bench/gc-survival.ts --only gateway,gateway:keep ...`).
  * Otherwise the same as Node's: `fn` validated by Node itself (the same ERR_INVALID_ARG_TYPE),
  * the bound function runs `fn` in the resource's async scope (`runInAsyncScope`, so
  * AsyncLocalStorage and async_hooks see what they saw), with `thisArg` or the caller's `this`,
