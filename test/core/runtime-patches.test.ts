@@ -1,7 +1,8 @@
 /**
  * core/runtime-patches.ts: `AsyncResource.prototype.bind` without the deprecated `asyncResource`
  * property, in the gateway's own processes only.
- * - Importing and starting the core as a library (Gateway.start in this process) patches nothing.
+ * - Importing and starting the core as a library (Gateway.start in this process) patches nothing;
+ *   changing the key needs a restart (a reload reports it).
  * - Patched, `bind` behaves as Node's (validation error, `length`, `this`, async scope) and
  *   AsyncLocalStorage still follows a request through Node's HTTP/2 client, also when
  *   `request()` is called before the session connected (its start then runs from the session's
@@ -12,6 +13,7 @@
  */
 import { AsyncLocalStorage, AsyncResource, executionAsyncId } from 'node:async_hooks';
 import diagnostics from 'node:diagnostics_channel';
+import { readFileSync } from 'node:fs';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -37,6 +39,15 @@ t.test('the core imported and started as a library leaves Node as it is', async 
   t.equal(AsyncResource.prototype.bind, nodeBind, 'bind is Node\'s');
   t.ok(hasProperty(), 'bound functions have the asyncResource property');
   t.type(embedding.applyRuntimePatches, 'function', 'ghostgate/fastify exports applyRuntimePatches for embedders');
+});
+
+t.test('changing server.keepAsyncResourceProperty needs a restart', async (t) => {
+  const g = await startGateway(t);
+  g.write('gateway.config.yaml', `${readFileSync(g.configFile, 'utf8')}server: { keepAsyncResourceProperty: true }\n`);
+  const r = await g.gw.reload('test');
+  t.ok(r.ok);
+  t.strictSame(r.restartRequired, ['server.keepAsyncResourceProperty']);
+  t.equal(AsyncResource.prototype.bind, nodeBind, 'a reload patches nothing either');
 });
 
 t.test('patched, bind behaves as Node\'s without the property', async (t) => {
