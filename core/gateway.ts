@@ -186,7 +186,7 @@ export class Gateway implements GatewayState {
         installStreamGuards(servers.tls.server as unknown as Http2SecureServer, gw);
         installFastLane(servers.tls.server as unknown as Http2SecureServer, gw);
       }
-      for (const f of servers.http1) installFastLaneHttp1(f.server, gw);
+      for (const f of servers.http1) installFastLaneHttp1(f, gw);
       await gw.#listen();
     } catch (e) {
       const apps = [servers?.cleartext, servers?.tls, gw ? gw.#admin : undefined].filter((a): a is FastifyInstance => a !== undefined);

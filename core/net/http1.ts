@@ -64,6 +64,11 @@ type Tracked = Socket & { [kState]?: State; _httpMessage?: ServerResponse | null
 
 export class Http1Front {
   readonly server: http.Server;
+  /**
+   * Where a request goes once the front has looked at it (deadlines, drain): the options'
+   * `handler` at first; a lane may wrap it (core/server/fast-lane.ts).
+   */
+  handler: RequestHandler;
   readonly #o: Http1Options;
   readonly #sockets = new Set<Tracked>();
   #draining = false;
@@ -73,9 +78,12 @@ export class Http1Front {
     // requestTimeout/headersTimeout: Node enforces them only for servers that listen themselves
     // (this one never does); our own deadlines below replace them.
     this.server = http.createServer({ keepAliveTimeout: o.keepAliveTimeoutMs ?? 65_000, maxHeaderSize: o.maxHeaderSize, requestTimeout: 0 });
-    // Ours first: during a drain the response is marked `Connection: close` before the handler runs.
-    this.server.on('request', (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res));
-    this.server.on('request', o.handler);
+    this.handler = o.handler;
+    // The front's look first: during a drain the response is marked `Connection: close` before the handler runs.
+    this.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      this.#onRequest(req, res);
+      this.handler.call(this.server, req, res);
+    });
     // A request the parser refuses gets a catalogued JSON reply, not Node's bare 400/431.
     this.server.on('clientError', clientErrorReply(o.onClientError));
     // An `Expect` other than 100-continue: Node emits this instead of 'request' (with no listener

@@ -14,9 +14,10 @@
  * body reader and parser, the same error reply, the same Call. This file only turns a raw stream
  * (or Node's HTTP/1.1 request and response) into a `CompletionRequest` and a `ClientResponse`.
  */
-import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, Server as Http1Server, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import http2 from 'node:http2';
 import type { Http2Server, Http2SecureServer, ServerHttp2Stream } from 'node:http2';
+import type { Http1Front } from '../net/http1.ts';
 import { readJsonBody } from '../request/body.ts';
 import { writeError } from '../request/error-reply.ts';
 import type { ClientResponse } from '../request/response.ts';
@@ -53,15 +54,14 @@ export function installFastLane(server: Http2Server | Http2SecureServer, gw: Gat
 }
 
 /**
- * The HTTP/1.1 fast lane, on the internal server of an HTTP/1.1 front (core/net/http1.ts): its
- * last 'request' listener (Fastify's handler) runs only for what the lane does not take. The
- * front's own listener (deadlines, drain) stays first.
+ * The HTTP/1.1 fast lane, as the handler of an HTTP/1.1 front (core/net/http1.ts): the front's
+ * handler before it (Fastify's) runs only for what the lane does not take. The front looks at
+ * every request first (deadlines, drain, `Host`).
  */
-export function installFastLaneHttp1(server: Http1Server, gw: GatewayState): void {
-  const listeners = server.listeners('request') as Array<(req: IncomingMessage, res: ServerResponse) => void>;
-  const fastify = listeners[listeners.length - 1]!;
-  server.removeListener('request', fastify);
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+export function installFastLaneHttp1(front: Http1Front, gw: GatewayState): void {
+  const fastify = front.handler;
+  const server = front.server;
+  front.handler = (req: IncomingMessage, res: ServerResponse) => {
     const headers = req.headers;
     const hot = takes(gw, req.method, req.url, headers['content-type']);
     if (hot === undefined) return fastify.call(server, req, res);
@@ -77,7 +77,7 @@ export function installFastLaneHttp1(server: Http1Server, gw: GatewayState): voi
       }
       serveCompletion(gw, { route: hot.route, pathModel: hot.model, headers, ip, protocol: 'h1', raw: body, body: parsed, res: out });
     }, { budget: gw.bodyBudget, ip, caps: limits });
-  });
+  };
 }
 
 /** Most of an unwanted request body read (and dropped) before an error reply that closes the connection. */
