@@ -19,6 +19,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest }
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { GatewayError, JSON_TYPE } from '../errors.ts';
 import { presented, refuseReloadBody } from '../server/admin.ts';
+import { clientErrorReply, frameworkErrorReply, guardHttp1Server } from '../server/client-error.ts';
 import type { Rpc } from './ipc.ts';
 
 /** One worker, as the admin plane sees it. */
@@ -54,7 +55,12 @@ function failure(e: unknown): { error: string; code?: string } {
 }
 
 export function createClusterAdmin(p: ClusterAdminState): FastifyInstance {
-  const app = Fastify({ loggerInstance: p.log, logController: new LogController({ disableRequestLogging: true }), bodyLimit: ADMIN_BODY_LIMIT }) as unknown as FastifyInstance;
+  const app = Fastify({
+    loggerInstance: p.log, logController: new LogController({ disableRequestLogging: true }), bodyLimit: ADMIN_BODY_LIMIT,
+    // What Node refuses before any route gets the catalog's JSON, as on one process's admin plane.
+    clientErrorHandler: clientErrorReply(), frameworkErrors: frameworkErrorReply(), http: { requireHostHeader: false },
+  }) as unknown as FastifyInstance;
+  guardHttp1Server(app.server);
   // Bodies go to a worker as they came: its admin app parses and answers (bad JSON included).
   app.removeAllContentTypeParsers();
   // An 'error' on the listening server with no listener is an uncaught exception: it would end

@@ -17,9 +17,9 @@ import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { catalog, errorBody, GatewayError, JSON_TYPE } from '../errors.ts';
+import { GatewayError, JSON_TYPE } from '../errors.ts';
 import type { ErrorCode } from '../errors.ts';
-import { clientErrorReply } from '../server/client-error.ts';
+import { clientErrorReply, expectationFailedReply, refuseBadHost } from '../server/client-error.ts';
 
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -65,8 +65,8 @@ type Tracked = Socket & { [kState]?: State; _httpMessage?: ServerResponse | null
 export class Http1Front {
   readonly server: http.Server;
   /**
-   * Where a request goes once the front has looked at it (deadlines, drain): the options'
-   * `handler` at first; a lane may wrap it (core/server/fast-lane.ts).
+   * Where a request goes once the front has looked at it (deadlines, drain, `Host`): the
+   * options' `handler` at first; a lane may wrap it (core/server/fast-lane.ts).
    */
   handler: RequestHandler;
   readonly #o: Http1Options;
@@ -77,18 +77,25 @@ export class Http1Front {
     this.#o = o;
     // requestTimeout/headersTimeout: Node enforces them only for servers that listen themselves
     // (this one never does); our own deadlines below replace them.
-    this.server = http.createServer({ keepAliveTimeout: o.keepAliveTimeoutMs ?? 65_000, maxHeaderSize: o.maxHeaderSize, requestTimeout: 0 });
+    // requireHostHeader: Node's answer to an HTTP/1.1 request without `Host` is a bare 400; ours
+    // is refuseBadHost's coded one (which also refuses two `Host` lines).
+    this.server = http.createServer({ keepAliveTimeout: o.keepAliveTimeoutMs ?? 65_000, maxHeaderSize: o.maxHeaderSize, requestTimeout: 0, requireHostHeader: false });
     this.handler = o.handler;
     // The front's look first: during a drain the response is marked `Connection: close` before the handler runs.
     this.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
       this.#onRequest(req, res);
-      this.handler.call(this.server, req, res);
+      if (!refuseBadHost(req, res, o.onClientError)) this.handler.call(this.server, req, res);
     });
     // A request the parser refuses gets a catalogued JSON reply, not Node's bare 400/431.
     this.server.on('clientError', clientErrorReply(o.onClientError));
     // An `Expect` other than 100-continue: Node emits this instead of 'request' (with no listener
     // it answers a bare 417 with no body). 100-continue is Node's: `100 Continue`, then 'request'.
-    this.server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => this.#expectationFailed(req, res));
+    // The request's deadlines and drain apply as to any other.
+    const expectationFailed = expectationFailedReply(o.onClientError);
+    this.server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+      this.#onRequest(req, res);
+      expectationFailed(req, res);
+    });
   }
 
   /** The request head deadline (ms). */
@@ -153,26 +160,6 @@ export class Http1Front {
       res.shouldKeepAlive = false;
       if (st.linger) { clearTimeout(st.linger); st.linger = undefined; }
     }
-  }
-
-  /**
-   * `417 GW_ERR_REQ_EXPECTATION_FAILED`; the request's deadlines and drain apply as to any other.
-   * On a kept-alive connection Node reads and drops the unread body after the reply; on one that
-   * closes after it, the body is read first, else the close would reset the connection under the
-   * reply (the body deadline still bounds a client that sends slowly).
-   */
-  #expectationFailed(req: IncomingMessage, res: ServerResponse): void {
-    this.#onRequest(req, res);
-    const code: ErrorCode = 'GW_ERR_REQ_EXPECTATION_FAILED';
-    this.#o.onClientError?.(code);
-    const body = errorBody(code);
-    const send = (): void => {
-      res.writeHead(catalog[code].status, { 'content-type': JSON_TYPE, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
-      res.end(body);
-    };
-    if (req.complete || res.shouldKeepAlive) { send(); return; }
-    req.once('end', send);
-    req.resume();
   }
 
   /** A deadline passed: answer 408 if no response started, and close. */

@@ -3,7 +3,9 @@
  * the effective config (secrets redacted), reload, metrics, and token minting.
  *
  * Every answer that is not a success is `{error: {code, message}}` from the catalog, as on the
- * data plane (unknown route, wrong method, bad JSON, wrong content type, too large).
+ * data plane (unknown route, wrong method, bad JSON, wrong content type, too large; and what
+ * Node refuses before any route: a request it cannot parse, a bad `Host`, an `Expect` other than
+ * 100-continue: core/server/client-error.ts).
  *
  * The routes that change state (POST /-/reload, POST /-/token) take `Authorization: Bearer
  * <admin.credential>` when a credential is configured (compared in constant time). Minting
@@ -14,7 +16,7 @@ import Fastify, { LogController } from 'fastify';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { bearerToken } from '../auth/bearer.ts';
 import { parseMintRequest } from '../auth/mint-request.ts';
-import { clientErrorReply, frameworkErrorReply } from './client-error.ts';
+import { clientErrorReply, frameworkErrorReply, guardHttp1Server } from './client-error.ts';
 import type { LoadedConfig } from '../config/load.ts';
 import { ConfigErrors, GatewayError, JSON_TYPE } from '../errors.ts';
 import { FORBIDDEN_KEYS } from '../safe-object.ts';
@@ -110,7 +112,10 @@ export function createAdminServer(gw: AdminState, logger: FastifyBaseLogger): Fa
   const app = Fastify({
     loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: ADMIN_BODY_LIMIT,
     frameworkErrors: frameworkErrorReply(), clientErrorHandler: clientErrorReply(),
+    // Node's bare 400 for a missing Host is replaced by guardHttp1Server's coded one.
+    http: { requireHostHeader: false },
   }) as unknown as FastifyInstance;
+  guardHttp1Server(app.server);
   // An 'error' on the listening server with no listener would be an uncaught exception ending
   // the gateway (test/cluster/admin-error.test.ts); logged instead (a bind failure: listen reports it).
   app.server.on('error', (e: NodeJS.ErrnoException) => { if (app.server.listening) gw.log.error({ err: e.message, code: e.code }, 'admin plane server error'); });
