@@ -91,7 +91,7 @@ const RUNTIME: Array<[mode: string, why: RegExp]> = [
   ['nul', /header "x-a" has a line break \(CR or LF\) or another control character/],
   ['bad-name', /header name "x a" is not a header name/],
   ['connection', /header "transfer-encoding" is a connection header/],
-  ['not-a-string', /header "x-a" is an? object, not a string/],
+  ['not-a-string', /header "x-a" is an object, not a string/],
   ['bad-in-list', /header "x-list" has a line break/],
 ];
 
