@@ -11,7 +11,7 @@ import type { GatewayExchange } from './exchange.ts';
 import type { Predicate } from './conditions.ts';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Counter } from 'prom-client';
-import { badReply } from './reply-check.ts';
+import { badReply, badWrittenHeaders } from './reply-check.ts';
 import { stepOrigin } from './plugin-context.ts';
 import type { LocalReply, Logger, OutboundRequest, Outcome, Step, StepResult } from './types.ts';
 
@@ -61,6 +61,11 @@ export class CompiledPipeline {
   readonly log: Logger;
   readonly stepTimeoutMs: number;
   readonly failures: Counter<'plugin' | 'phase' | 'reason'> | undefined;
+  /**
+   * Bit i set = `ex.responseHeaders` and `ex.upstreamHeaders` are checked when step i's `request`
+   * returns (badWrittenHeaders): all but built-in plugins' steps (`set-headers` checks at load).
+   */
+  readonly #checkHeaders: number;
 
   constructor(steps: readonly CompiledStep[], log: Logger, options: PipelineOptions = {}) {
     this.stepTimeoutMs = options.stepTimeoutMs ?? 5_000;
@@ -72,6 +77,9 @@ export class CompiledPipeline {
     this.responseEvent = steps.filter((s) => s.step.responseEvent);
     this.done = steps.filter((s) => s.step.done);
     this.log = log;
+    let check = 0;
+    for (const s of steps) if (s.step.request !== undefined && stepOrigin(s.step)?.file !== 'built-in') check |= 1 << s.index;
+    this.#checkHeaders = check;
   }
 
   /** Whether the relay must parse SSE events (only if some step asked for them). */
@@ -104,11 +112,17 @@ export class CompiledPipeline {
         if (trace !== undefined) trace.result(s, undefined, true);
         throw this.#stepError(s, e);
       }
+      if (isPromise(r)) return this.#settle(ex, s, r, trace);
+      // Headers the step wrote, checked here where it can be named, before anything is sent.
+      const wrote = (this.#checkHeaders & (1 << i)) !== 0 ? badWrittenHeaders(ex) : undefined;
+      if (wrote !== undefined) {
+        if (trace !== undefined) trace.result(s, undefined, true);
+        throw this.#stepFailed(s, 'bad_header', wrote, undefined);
+      }
       if (r === undefined) {
         if (trace !== undefined) trace.result(s, undefined, false);
         continue;
       }
-      if (isPromise(r)) return this.#settle(ex, s, r, trace);
       // A reply (the rare path): check its shape here, where the step can be named.
       const bad = badReply(r);
       if (bad !== undefined) {
@@ -140,6 +154,12 @@ export class CompiledPipeline {
           if (settled) return;
           settled = true;
           clearTimeout(timer);
+          const wrote = (this.#checkHeaders & (1 << s.index)) !== 0 ? badWrittenHeaders(ex) : undefined;
+          if (wrote !== undefined) {
+            if (trace !== undefined) trace.result(s, undefined, true);
+            reject(this.#stepFailed(s, 'bad_header', `its promise resolved: ${wrote}`, undefined));
+            return;
+          }
           if (v === undefined) {
             if (trace !== undefined) trace.result(s, undefined, false);
             try { resolve(this.#runFrom(ex, s.index + 1, trace)); } catch (e) { reject(e); }
@@ -199,7 +219,7 @@ export class CompiledPipeline {
    * A `request` phase failed: log it for the plugin's author (the plugin, its file, the step's
    * file:line, why, the stack), count it, and give the client a coded error naming the step.
    */
-  #stepFailed(s: CompiledStep, reason: 'threw' | 'bad_result' | 'timeout', why: string, e: unknown): GatewayError {
+  #stepFailed(s: CompiledStep, reason: 'threw' | 'bad_result' | 'bad_header' | 'timeout', why: string, e: unknown): GatewayError {
     this.#report(s, 'request', reason, why, e);
     return reason === 'timeout'
       ? new GatewayError('GW_ERR_POLICY_STEP_TIMEOUT', [s.name, this.stepTimeoutMs])
