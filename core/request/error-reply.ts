@@ -41,6 +41,10 @@ export function writeError(res: ClientResponse, err: GatewayError, gw: GatewaySt
   const h = errorHeaders(err, gw, req, ids);
   // A length, as Fastify's replies have: an HTTP/1.1 client reads a whole body, not chunks.
   h['content-length'] = Buffer.byteLength(body);
+  // HTTP/1.1: a writeHead that threw (a header Node refused) has set its status's reason phrase,
+  // and Node keeps a phrase once set: the status line read "500 Forbidden". Cleared, Node takes 500's.
+  const h1 = res as { statusMessage?: string };
+  if (st === undefined && h1.statusMessage) h1.statusMessage = '';
   res.writeHead(err.status, h);
   res.end(body);
 }

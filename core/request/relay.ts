@@ -71,9 +71,11 @@ function relayUnsafe(call: Call, r: UpstreamResponse): void {
   }
   out['x-request-id'] = ex.id;
   Object.assign(out, ex.responseHeaders);
+  // Marked sent only once writeHead took the headers: one it refuses (a responseHeaders phase's
+  // bad value) throws first, and the client gets a coded 500, not this status and an SSE error.
+  res.writeHead(r.status, out);
   call.status = r.status;
   call.headersSent = true;
-  res.writeHead(r.status, out);
   const sse = p.wantsEvents ? new SseSplitter((data) => p.runResponseEvent(ex, data)) : undefined;
   let first = true;
   // HTTP/1.1: what arrives from upstream in one loop iteration goes out in one write (below).

@@ -11,6 +11,7 @@
  * was (a CR LF), reset it (a NUL: 502), failed with GW_ERR_SERVER_INTERNAL naming nobody, or
  * went to an HTTP/1.1 upstream as it was (`connection`, `upgrade`, `te`).
  */
+import net from 'node:net';
 import t from 'tap';
 import { startGateway } from '../helpers/gateway.ts';
 import { connect, post, post1 } from '../helpers/h2.ts';
@@ -101,3 +102,40 @@ for (const upstream of ['h2c', 'http1'] as const) {
     t.match(m, /ghostgate_inflight_requests 0\n/, 'nothing left in flight');
   });
 }
+
+/** A plugin whose responseHeaders phase writes a value Node refuses, once the upstream answered. */
+const LATE = `export default {
+  name: 'late', description: 'Write a bad response header after the upstream answered.', paramsSchema: { type: 'object' },
+  create() { return { responseHeaders(ex) { ex.responseHeaders['x-a'] = 'a\\nb'; } }; },
+};
+`;
+
+t.test('a responseHeaders phase that writes a header HTTP/1.1 refuses: a coded 500 whose status line agrees', async (t) => {
+  const g = await startGateway(t, {
+    files: { 'local/late.mjs': LATE },
+    policies: { 'l.yaml': 'name: l\nsteps:\n  - use: late\n' },
+    extraConfig: 'plugins: [./local/late.mjs]',
+  });
+  const body = JSON.stringify({ prompt: 'x', max_tokens: 2 });
+  const s = await connect(g.url);
+  t.teardown(() => s.destroy());
+  // The upstream's status (x-status) was kept for the 500: "500 Forbidden"; before that, the
+  // client got the upstream's 403 with an SSE error event.
+  for (const status of ['403', '429', '200']) {
+    const raw = await new Promise<string>((resolve, reject) => {
+      const c = net.connect(Number(new URL(g.url).port), '127.0.0.1');
+      let buf = '';
+      c.setEncoding('latin1');
+      c.on('data', (d: string) => { buf += d; });
+      c.on('error', reject);
+      c.on('close', () => resolve(buf));
+      c.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nx-status: ${status}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+    });
+    t.match(raw, /^HTTP\/1\.1 500 Internal Server Error\r\n/, `HTTP/1.1, upstream ${status}: the status line says 500 Internal Server Error (${JSON.stringify(raw.slice(0, 40))})`);
+    t.match(raw, /\r\n\r\n\{"error":\{"code":"GW_ERR_SERVER_INTERNAL"/, `HTTP/1.1, upstream ${status}: coded JSON`);
+    // HTTP/2 does not refuse the value: the response goes on, and the header does not reach the client.
+    const r = await post(s, '/v1/completions', JSON.parse(body), { 'x-status': status });
+    t.equal(r.status, Number(status), `HTTP/2, upstream ${status}: relayed`);
+    t.notOk('x-a' in r.headers, `HTTP/2, upstream ${status}: without the header`);
+  }
+});
