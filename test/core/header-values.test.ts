@@ -20,6 +20,7 @@ import { ConfigErrors } from '../../core/errors.ts';
 import { startCli } from '../cli/run.ts';
 import { startGateway } from '../helpers/gateway.ts';
 import { connect, post, post1 } from '../helpers/h2.ts';
+import { assertStepFailures } from '../helpers/step-failures.ts';
 import { makeCert } from '../helpers/tls.ts';
 
 const cert = makeCert();
@@ -122,11 +123,5 @@ t.test('a plugin reply with a header that cannot be sent: 500 GW_ERR_POLICY_STEP
       t.notOk('set-cookie' in r.headers, `${proto}, ${mode}: nothing injected`);
     }
   }
-  const logs = g.logs.map((l) => JSON.parse(l) as Record<string, string>).filter((l) => l.plugin === 'replier');
-  for (const [mode, why] of RUNTIME) {
-    t.ok(logs.some((l) => l.reason === 'bad_result' && why.test(l.err!) && l.msg!.includes('plugin "replier"')), `${mode}: logged naming the plugin and the header`);
-  }
-  const m = await (await fetch(`${g.adminUrl}/metrics`)).text();
-  t.match(m, new RegExp(`ghostgate_plugin_failures_total\\{plugin="replier",phase="request",reason="bad_result"\\} ${RUNTIME.length * send.length}\\n`), 'counted');
-  t.match(m, /ghostgate_inflight_requests 0\n/, 'nothing left in flight');
+  await assertStepFailures(t, g, 'replier', 'bad_result', RUNTIME, RUNTIME.length * send.length);
 });

@@ -15,6 +15,7 @@ import net from 'node:net';
 import t from 'tap';
 import { startGateway } from '../helpers/gateway.ts';
 import { connect, post, post1 } from '../helpers/h2.ts';
+import { assertStepFailures } from '../helpers/step-failures.ts';
 
 /** A plugin that writes the header x-mode names; `async-…` modes write it from an async step. */
 const WRITER = `export default {
@@ -68,7 +69,7 @@ for (const upstream of ['h2c', 'http1'] as const) {
       files: { 'local/writer.mjs': WRITER },
       policies: { 'w.yaml': 'name: w\nsteps:\n  - use: writer\n' },
       extraConfig: 'facts: { headers: [user-agent, x-mode] }\nplugins: [./local/writer.mjs]',
-      upstreamsYaml: (m) => `upstreams:\n  local:\n    url: ${m.url}\n    protocol: ${upstream}\n    pool: { size: 2 }\nmodels:\n  ghost-small: { upstream: local }`,
+      upstreamsYaml: (m) => `upstreams:\n  local:\n    url: ${m.url}\n    protocol: ${upstream}\n    pool: { size: 2 }\n    forwardHeaders: [x-mode]\nmodels:\n  ghost-small: { upstream: local }`,
     });
     const s = await connect(g.url);
     t.teardown(() => s.destroy());
@@ -82,24 +83,18 @@ for (const upstream of ['h2c', 'http1'] as const) {
         t.equal(ok.status, 200, `${proto}, ${mode}: served`);
         t.match(ok.headers, { 'x-down': 'fine\tvalue', 'x-n': '7' }, `${proto}, ${mode}: with the response headers the step wrote`);
       }
-      const before = (await g.modelStats()).requests;
       for (const [mode] of REFUSED) {
         const r = await go(mode);
         t.equal(r.status, 500, `${proto}, ${mode}: 500 (${r.text.slice(0, 100)})`);
         t.same(JSON.parse(r.text), { error: { code: 'GW_ERR_POLICY_STEP_FAILED', message: 'Policy step "writer" failed' } }, `${proto}, ${mode}: coded JSON`);
         t.notOk('set-cookie' in r.headers || 'connection' in r.headers && r.headers.connection !== 'keep-alive', `${proto}, ${mode}: nothing the step wrote reached the client`);
       }
-      t.equal((await g.modelStats()).requests, before, `${proto}: none of the refused requests reached the upstream`);
     }
-    const seen = await g.modelRequests();
-    t.ok(seen.length > 0 && seen.every((r) => r.headers['x-up'] === 'fine é' || r.headers['x-up'] === Buffer.from('fine é').toString('latin1')), 'the valid upstream header was sent');
-    const logs = g.logs.map((l) => JSON.parse(l) as Record<string, string>).filter((l) => l.plugin === 'writer');
-    for (const [mode, why] of REFUSED) {
-      t.ok(logs.some((l) => l.reason === 'bad_header' && why.test(l.err!) && l.msg!.includes('plugin "writer"')), `${mode}: logged naming the plugin and the header`);
-    }
-    const m = await (await fetch(`${g.adminUrl}/metrics`)).text();
-    t.match(m, new RegExp(`ghostgate_plugin_failures_total\\{plugin="writer",phase="request",reason="bad_header"\\} ${REFUSED.length * send.length}\\n`), 'counted');
-    t.match(m, /ghostgate_inflight_requests 0\n/, 'nothing left in flight');
+    const seen = (await g.modelRequests()).filter((r) => r.headers['x-mode'] !== undefined);
+    // A set, not a count: an HTTP/1.1 upstream request retried on a stale connection arrives twice.
+    t.same([...new Set(seen.map((r) => r.headers['x-mode']))].sort(), ['async-ok', 'ok'], 'of the requests, only the valid ones reached the upstream');
+    t.ok(seen.every((r) => r.headers['x-up'] === 'fine é' || r.headers['x-up'] === Buffer.from('fine é').toString('latin1')), 'with the valid upstream header');
+    await assertStepFailures(t, g, 'writer', 'bad_header', REFUSED, REFUSED.length * send.length);
   });
 }
 
