@@ -5,7 +5,7 @@
  *
  * - before:   the guard prepended as a listener of its own: three listeners on the session's
  *             'stream' event (the guard, Node's hand-off to the server, the body deadlines').
- * - after:    one listener (the guard) that checks the header count and `expect`, then calls the
+ * - after:    one listener (the guard) that checks the header count, CONNECT and `expect`, then calls the
  *             other two itself: what the gateway runs.
  * - +bytes:   `after`, plus summing the header list's size (name + value + 32 per field, RFC 9113
  *             §6.5.2), the check that a coded 431 for a header block over `limits.headerBytes`
@@ -54,6 +54,7 @@ const after = new EventEmitter();
   after.on('stream', function (this: EventEmitter, s: object, h: IncomingHttpHeaders, flags: number, r: string[]) {
     guardWork(h);
     if (r.length > MAX_RAW) { sink--; return; }
+    if (h[':method'] === 'CONNECT') { sink--; return; }
     if (h.expect !== undefined && h.expect !== '100-continue') { sink--; return; }
     for (let i = 0; i < onward.length; i++) onward[i]!.call(this, s, h, flags, r);
   });

@@ -19,7 +19,7 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { GatewayError, JSON_TYPE } from '../errors.ts';
 import type { ErrorCode } from '../errors.ts';
-import { clientErrorReply, expectationFailedReply, refuseBadHost } from '../server/client-error.ts';
+import { clientErrorReply, connectRefusal, expectationFailedReply, refuseBadHost } from '../server/client-error.ts';
 
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -86,8 +86,10 @@ export class Http1Front {
       this.#onRequest(req, res);
       if (!refuseBadHost(req, res, o.onClientError)) this.handler.call(this.server, req, res);
     });
-    // A request the parser refuses gets a catalogued JSON reply, not Node's bare 400/431.
+    // A request the parser refuses gets a catalogued JSON reply, not Node's bare 400/431; a
+    // CONNECT a coded 405, not a close with no answer.
     this.server.on('clientError', clientErrorReply(o.onClientError));
+    this.server.on('connect', connectRefusal(o.onClientError));
     // An `Expect` other than 100-continue: Node emits this instead of 'request' (with no listener
     // it answers a bare 417 with no body). 100-continue is Node's: `100 Continue`, then 'request'.
     // The request's deadlines and drain apply as to any other.

@@ -7,8 +7,8 @@
  * - A URL Fastify cannot decode (`/v1/engines/%ff/completions`, FST_ERR_BAD_URL): Fastify's
  *   `frameworkErrors` hook, `frameworkErrorReply`, answers 400 in our shape.
  * - HTTP/1.x requests Node parses and then answers bare itself: no `Host` on an HTTP/1.1 request
- *   (Node's `requireHostHeader`: a `400` with no body) and an `Expect` other than 100-continue (a
- *   `417` with no body). Where `requireHostHeader` is off and `checkExpectation` is ours, the
+ *   (Node's `requireHostHeader`: a `400` with no body), an `Expect` other than 100-continue (a
+ *   `417` with no body) and CONNECT (the connection closed with no answer, `connectRefusal`). Where `requireHostHeader` is off and `checkExpectation` is ours, the
  *   HTTP/1.1 front (core/net/http1.ts) and the admin planes (`guardHttp1Server`) answer them with
  *   `refuseParsed`; `hostProblem` also refuses two `Host` lines, which Node lets through.
  *
@@ -42,11 +42,29 @@ export function clientErrorReply(onError?: (code: ErrorCode) => void): (err: Nod
     const started = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true;
     if (err.code === 'ECONNRESET' || !socket.writable || started) { socket.destroy(); return; }
     const { code, args } = clientErrorCode(err.code);
-    onError?.(code);
-    const status = catalog[code].status;
-    const body = errorBody(code, args);
-    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: ${JSON_TYPE}\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`);
+    endSocket(socket, code, args, onError);
   };
+}
+
+/**
+ * A `connect` listener: an HTTP/1.1 CONNECT request, which Node hands over as a bare socket and,
+ * with no listener, closes with no answer, gets `405 GW_ERR_REQ_METHOD_NOT_ALLOWED`; then the
+ * connection is closed.
+ */
+export function connectRefusal(onError?: (code: ErrorCode) => void): (req: IncomingMessage, socket: Duplex) => void {
+  return (req, socket) => {
+    socket.on('error', () => socket.destroy());
+    if (!socket.writable) { socket.destroy(); return; }
+    endSocket(socket, 'GW_ERR_REQ_METHOD_NOT_ALLOWED', ['CONNECT', req.url ?? ''], onError);
+  };
+}
+
+/** Write `code` as a whole HTTP/1.1 response on a socket no response object owns, and close it. */
+function endSocket(socket: Duplex, code: ErrorCode, args: ReadonlyArray<string>, onError?: (code: ErrorCode) => void): void {
+  onError?.(code);
+  const status = catalog[code].status;
+  const body = errorBody(code, args);
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: ${JSON_TYPE}\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`);
 }
 
 /** Fastify's `frameworkErrors` option: a URL it cannot decode gets our 400, not FST_ERR_BAD_URL. */
@@ -122,8 +140,9 @@ export function expectationFailedReply(onError?: (code: ErrorCode) => void): (re
 /**
  * The HTTP/1.x refusals of the data plane's front, for a plain `http.Server` whose one
  * 'request' listener is a Fastify app's (the admin planes): a bad `Host` (the server must be
- * created with `requireHostHeader: false`, Fastify's `http` option) and an `Expect` other than
- * 100-continue get coded replies, not Node's bare ones. Call once, right after creating the app.
+ * created with `requireHostHeader: false`, Fastify's `http` option), an `Expect` other than
+ * 100-continue and a CONNECT get coded replies, not Node's bare ones (or none). Call once,
+ * right after creating the app.
  */
 export function guardHttp1Server(server: Http1Server, onError?: (code: ErrorCode) => void): void {
   const handlers = server.listeners('request') as Array<(req: IncomingMessage, res: ServerResponse) => void>;
@@ -134,4 +153,5 @@ export function guardHttp1Server(server: Http1Server, onError?: (code: ErrorCode
     if (!refuseBadHost(req, res, onError)) handler.call(server, req, res);
   });
   server.on('checkExpectation', expectationFailedReply(onError));
+  server.on('connect', connectRefusal(onError));
 }

@@ -2,8 +2,9 @@
  * The first look at every client HTTP/2 stream, before the fast lane or Fastify see it: the
  * session's accounting (core/server/client-sessions.ts: rapid reset, in-flight counts) and the
  * answers to requests no lane may see: more header fields than MAX_HEADER_PAIRS (`431
- * GW_ERR_REQ_HEADERS_TOO_LARGE`), an `Expect` other than 100-continue (`417
- * GW_ERR_REQ_EXPECTATION_FAILED`); and `100 Continue` for one that asks for it, on both lanes.
+ * GW_ERR_REQ_HEADERS_TOO_LARGE`), a CONNECT (`405 GW_ERR_REQ_METHOD_NOT_ALLOWED`), an `Expect`
+ * other than 100-continue (`417 GW_ERR_REQ_EXPECTATION_FAILED`); and `100 Continue` for one that
+ * asks for it, on both lanes.
  * test/net/header-pairs.test.ts, test/net/expect.test.ts.
  */
 import http2 from 'node:http2';
@@ -37,14 +38,14 @@ const MAX_RAW_HEADERS = MAX_HEADER_PAIRS * 2;
  * Watch every stream of every client session of `server`, first (before the fast lane or
  * Fastify see it): per-session reset accounting (rapid reset) and in-flight counting; and answer
  * here, before any route, a request with more than MAX_HEADER_PAIRS header fields (`431
- * GW_ERR_REQ_HEADERS_TOO_LARGE`) or an `Expect` other than 100-continue (`417
- * GW_ERR_REQ_EXPECTATION_FAILED`), as the HTTP/1.1 side does; send `100 Continue` to one with
+ * GW_ERR_REQ_HEADERS_TOO_LARGE`), a CONNECT (`405 GW_ERR_REQ_METHOD_NOT_ALLOWED`) or an `Expect`
+ * other than 100-continue (`417 GW_ERR_REQ_EXPECTATION_FAILED`), as the HTTP/1.1 side does; send `100 Continue` to one with
  * `expect: 100-continue` whose body is still to come, whichever lane takes it. Installed whether
  * or not the fast lane is on.
  *
  * The session's own 'stream' listeners (Node's, which hands the stream to the server's 'stream'
  * event, and the deadlines' of core/net/h2-sessions.ts) are called from this one, so a refused
- * stream reaches none of them. Per stream that is one length check and one property read more
+ * stream reaches none of them. Per stream that is one length check and two property reads more
  * than before, and one listener call instead of three (bench/stream-guard.ts).
  */
 export function installStreamGuards(server: Http2Server | Http2SecureServer, gw: { readonly metrics: GatewayMetrics; readonly log: Logger; readonly runtime: { readonly config: { readonly http2: Http2Settings } } }): void {
@@ -55,6 +56,8 @@ export function installStreamGuards(server: Http2Server | Http2SecureServer, gw:
     session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, raw: string[]) => {
       watchStream(session, stream, ctx, headers[':method'] === 'POST' && matchRoute(headers[':path'] as string) !== undefined);
       if (raw.length > MAX_RAW_HEADERS) return refuse(stream, flags, 'GW_ERR_REQ_HEADERS_TOO_LARGE', ctx);
+      // Node's own answer to a CONNECT is a 405 with no body.
+      if (headers[':method'] === 'CONNECT') return refuse(stream, flags, 'GW_ERR_REQ_METHOD_NOT_ALLOWED', ctx, ['CONNECT', String(headers[':authority'] ?? '')]);
       const expect = headers.expect;
       if (expect !== undefined) {
         // `100-continue` as Node's HTTP/2 layer takes it: in these letters alone (its answer to any
@@ -76,11 +79,11 @@ export function installStreamGuards(server: Http2Server | Http2SecureServer, gw:
  * still coming, with RST_STREAM(NO_ERROR) (RFC 9113 §8.1). A client whose window is closed does
  * not hold the stream: it is reset after 1 s regardless.
  */
-function refuse(stream: ServerHttp2Stream, flags: number, code: ErrorCode, ctx: GuardContext): void {
+function refuse(stream: ServerHttp2Stream, flags: number, code: ErrorCode, ctx: GuardContext, args: ReadonlyArray<string> = []): void {
   ctx.metrics.errors.labels(code).inc();
   stream.on('error', noop);
   if (stream.destroyed || stream.closed) return;
-  const body = errorBody(code);
+  const body = errorBody(code, args);
   stream.respond({ ':status': catalog[code].status, 'content-type': JSON_TYPE, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
   stream.end(body, (flags & END_STREAM) === 0 ? () => stream.close(NGHTTP2_NO_ERROR) : undefined);
   setTimeout(() => { if (!stream.closed) stream.close(NGHTTP2_CANCEL); }, 1000).unref();

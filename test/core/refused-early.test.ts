@@ -2,7 +2,8 @@
  * Requests refused before any route sees them still get `{error: {code, message}}` from the
  * catalog, on every listener: HTTP/1.1 the parser refuses (cleartext, TLS, admin), requests Node
  * parses and then answered bare itself (no `Host` on HTTP/1.1, an `Expect` other than
- * 100-continue; plus two `Host` lines, which Node let through), and URLs Fastify cannot decode
+ * 100-continue; plus two `Host` lines, which Node let through), CONNECT (Node closed the
+ * HTTP/1.1 connection with no answer; HTTP/2: a 405 with no body), and URLs Fastify cannot decode
  * (HTTP/1.1 and HTTP/2, data and admin planes). Raw sockets, since no well-behaved client sends
  * these.
  */
@@ -47,6 +48,8 @@ const CASES: Array<{ name: string; bytes: string; status: number; code: string; 
   { name: 'HTTP/1.0 without Host', bytes: 'GET /nope HTTP/1.0\r\n\r\n', status: 404, code: 'GW_ERR_REQ_NOT_FOUND' },
   // Node's own answer was a bare 417 on the admin plane.
   { name: 'Expect: bogus', bytes: 'GET /nope HTTP/1.1\r\nHost: x\r\nExpect: bogus\r\nConnection: close\r\n\r\n', status: 417, code: 'GW_ERR_REQ_EXPECTATION_FAILED' },
+  // Node's own answer was none: the connection closed.
+  { name: 'CONNECT', bytes: 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', status: 405, code: 'GW_ERR_REQ_METHOD_NOT_ALLOWED', message: 'Method CONNECT is not allowed on example.com:443' },
   { name: 'Expect: bogus without Host (Host first, as Node orders them)', bytes: 'GET /nope HTTP/1.1\r\nExpect: bogus\r\nConnection: close\r\n\r\n', status: 400, code: 'GW_ERR_REQ_BAD_REQUEST' },
 ];
 
@@ -103,6 +106,18 @@ t.test('the cluster primary\'s admin plane refuses the same way', async (t) => {
     t.equal(r.status, c.status, `${c.name}: status`);
     t.match(r.body, new RegExp(`^\\{"error":\\{"code":"${c.code}"`), `${c.name}: coded (${r.body.slice(0, 120)})`);
   }
+});
+
+t.test('HTTP/2: a CONNECT gets a catalogued 405 (Node\'s was a 405 with no body), and the session carries on', async (t) => {
+  const g = await startGateway(t);
+  const s = await connect(g.url);
+  t.teardown(() => s.close());
+  const st = s.request({ ':method': 'CONNECT', ':authority': 'example.com:443' }, { endStream: false });
+  const r = await collect(st);
+  t.equal(r.status, 405);
+  t.same(JSON.parse(r.text), { error: { code: 'GW_ERR_REQ_METHOD_NOT_ALLOWED', message: 'Method CONNECT is not allowed on example.com:443' } });
+  const next = s.request({ ':method': 'GET', ':path': '/nope' });
+  t.equal((await collect(next)).status, 404, 'the session serves the next request');
 });
 
 t.test('HTTP/2: a URL Fastify cannot decode gets a catalogued 400', async (t) => {
