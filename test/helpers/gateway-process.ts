@@ -114,11 +114,12 @@ export interface GatewayCli {
  * Spawn `ghostgate start <args>` (a tracked child, SIGKILLed by `t.teardown` if still running) and
  * wait for its banner to name the admin address (the last listener it prints). Rejects, with
  * `name` and the process's stderr, when it exits first or takes longer than `timeoutMs` (START_MS).
+ * `root`: run the CLI of another checkout (benchmarks comparing two versions).
  */
-export async function spawnGatewayCli(t: Teardown, args: string[], o: { env?: NodeJS.ProcessEnv; openFileLimit?: number; name?: string; timeoutMs?: number } = {}): Promise<GatewayCli> {
+export async function spawnGatewayCli(t: Teardown, args: string[], o: { env?: NodeJS.ProcessEnv; openFileLimit?: number; name?: string; timeoutMs?: number; root?: string } = {}): Promise<GatewayCli> {
   const name = o.name ?? 'gateway';
   const spawnOpts = { stdio: ['ignore', 'pipe', 'pipe'] as ('ignore' | 'pipe')[], ...(o.env ? { env: { ...process.env, ...o.env } } : {}) };
-  const argv = [CLI, 'start', ...args];
+  const argv = [o.root === undefined ? CLI : path.join(o.root, 'bin/ghostgate.ts'), 'start', ...args];
   const child = o.openFileLimit === undefined
     ? spawnTracked(NODE_BIN, argv, spawnOpts)
     : spawnTracked('/bin/sh', ['-c', `ulimit -n ${o.openFileLimit} && exec "$0" "$@"`, NODE_BIN, ...argv], spawnOpts);
