@@ -100,10 +100,12 @@ t.test('Redis SIGKILLed and restarted under load: no request fails, fallbacks co
   let stop = false;
   let n = 0;
   // Four users-in-a-loop, a new subject each request (never limited), spread over both gateways.
-  const loops = [0, 1, 2, 3].map(async (w) => {
+  const loops = [0, 1, 2, 3].map(async () => {
     while (!stop) {
       const i = n++;
-      const s = (i + w) % 2 === 0 ? a.s : b.s;
+      // By the request's number, not the loop's: with (i + w) % 2, loops whose requests complete
+      // in the order they were sent (the same upstream session, FIFO) all picked gateway 1.
+      const s = i % 2 === 0 ? a.s : b.s;
       results.push(await within(`load request ${i}`, post(s, '/v1/completions', body, { 'x-user': `load-${i}`, 'x-ghostgate-document': `doc-${i % 7}` })));
     }
   });
