@@ -7,8 +7,12 @@
  * - Every `pingIntervalMs`, each session taking streams is PINGed, busy or idle; a PING still unanswered
  *   at the next interval means the peer is dead: the session is destroyed (its streams fail or,
  *   before their response headers, are retried elsewhere) and replaced.
- * - New streams go to the least-loaded ready session with room under the peer's
- *   SETTINGS_MAX_CONCURRENT_STREAMS. A stream is never queued on a full session: when all are full,
+ * - New streams go to the busiest ready session with room under the peer's
+ *   SETTINGS_MAX_CONCURRENT_STREAMS (the oldest, on a tie): streams are packed onto as few
+ *   sessions as there is room for, the others stay warm (PINGed) for when one fails or is full.
+ *   Packed, the DATA frames of many streams come in one read and leave in one write: spread over
+ *   two sessions, the gateway made 1.7–2× the read calls per streamed request (bench/token-cpu.ts,
+ *   bench/README.md "CPU per token"). A stream is never queued on a full session: when all are full,
  *   one more session opens (up to 4 × `size`) and the request waits for it, or for a stream to end.
  *   A session above `size` with no stream for a whole PING interval is closed again.
  * - One client (its `owner` key: the client's address, when the per-address cap is on) may hold at
@@ -172,7 +176,8 @@ export class H2Pool {
       if (!s.ready || s.draining || s === avoid) continue;
       const load = promised === undefined ? s.active : s.active + (promised.get(s) ?? 0);
       if (load >= s.maxStreams) continue;
-      if (best === undefined || load < bestLoad) { best = s; bestLoad = load; }
+      // Packed: the busiest session with room (see the module comment).
+      if (best === undefined || load > bestLoad) { best = s; bestLoad = load; }
     }
     // Every session is at the peer's stream limit: never queue a stream on a full session (nghttp2
     // would hold it until a stream there ends, and a slow or stalled one may take the whole

@@ -99,3 +99,19 @@ t.test('sessions opened above pool.size for a burst close again once idle for a 
   t.equal((await next).status, 200);
   t.equal((await stats()).live, 1, 'on the remaining session');
 });
+
+t.test('streams are packed onto the busiest session with room; the next session takes them once it is full', async (t) => {
+  const held: Array<{ c: RawH2Conn; id: number }> = [];
+  const up = await startRawH2(t, { maxConcurrentStreams: 3, onRequest: (c, id) => { held.push({ c, id }); } });
+  const g = await startGateway(t, { noModel: true, extraConfig: 'limits: { maxInflightPerClientIp: 0 }', upstreamsYaml: () => upstreamYaml(up.url, 'h2c', { pool: '{ size: 2 }', timeouts: '{ connectMs: 30000, firstByteMs: 30000 }' }) });
+  await waitFor('both pool sessions to connect', () => up.conns.length === 2, 30_000);
+  const s = await connect(g.url);
+  t.teardown(() => s.close());
+  // Spread over the least-loaded session these would be 2 + 2; packed, the first session takes
+  // 3 (the peer's limit) and only the fourth goes to the other.
+  const reqs = Array.from({ length: 4 }, () => post(s, '/v1/completions', BODY));
+  await waitFor('4 requests held upstream', () => held.length === 4, 30_000);
+  t.same(up.conns.map((c) => c.requests).sort((a, b) => b - a), [3, 1], 'streams per session');
+  for (const h of held.splice(0)) h.c.complete(h.id);
+  for (const r of await Promise.all(reqs)) t.equal(r.status, 200);
+});
