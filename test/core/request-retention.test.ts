@@ -3,8 +3,9 @@
  * session's list, a map, a timer) still reaches when a scavenge runs is copied, then promoted to
  * the old generation and freed only by a mark-compact; and a request's whole graph (its Call,
  * Exchange, body, upstream stream and their buffers) hangs off its client stream's listeners.
- * This was most of what survived scavenges in the gateway (bench/README.md, GC): the HTTP/2
- * deadlines kept every stream with a request body in a per-session list until 64 had gathered.
+ * The HTTP/2 body deadlines kept every stream with a request body in a per-session list until 64
+ * had gathered, reachable even for a full GC (it did not change the share that survives
+ * scavenges: bench/README.md, GC).
  *
  * Checked with the streams themselves: weak references to every HTTP/2 stream of the gateway's
  * (its clients' and its upstream ones, from Node's diagnostics channels), then a full GC once the
