@@ -5,6 +5,9 @@
  * A step's `when` is evaluated once, right before its `request` phase (so it sees routing done
  * by earlier steps); the result is kept as a bit in the exchange's mask, and later phases
  * (forwarding, responseHeaders, responseEvent, done) run only for steps that were active.
+ *
+ * Over 250 lines on purpose: one runner for every phase, which share the step masks and the
+ * failure report (log, metric, coded error); the checks they call live in reply-check.ts.
  */
 import { GatewayError } from './errors.ts';
 import type { GatewayExchange } from './exchange.ts';
@@ -62,10 +65,13 @@ export class CompiledPipeline {
   readonly stepTimeoutMs: number;
   readonly failures: Counter<'plugin' | 'phase' | 'reason'> | undefined;
   /**
-   * Bit i set = `ex.responseHeaders` and `ex.upstreamHeaders` are checked when step i's `request`
-   * returns (badWrittenHeaders): all but built-in plugins' steps (`set-headers` checks at load).
+   * Bit i set = `ex.responseHeaders` and `ex.upstreamHeaders` are checked when step i's `request`,
+   * `forwarding` or `responseHeaders` phase returns (badWrittenHeaders): all but built-in
+   * plugins' steps (`set-headers` checks at load).
    */
   readonly #checkHeaders: number;
+  /** A plugin's (not built-in) `forwarding` phase runs: `out` is frozen for it (runForwarding). */
+  readonly #freezeOut: boolean;
 
   constructor(steps: readonly CompiledStep[], log: Logger, options: PipelineOptions = {}) {
     this.stepTimeoutMs = options.stepTimeoutMs ?? 5_000;
@@ -78,8 +84,9 @@ export class CompiledPipeline {
     this.done = steps.filter((s) => s.step.done);
     this.log = log;
     let check = 0;
-    for (const s of steps) if (s.step.request !== undefined && stepOrigin(s.step)?.file !== 'built-in') check |= 1 << s.index;
+    for (const s of steps) if (stepOrigin(s.step)?.file !== 'built-in') check |= 1 << s.index;
     this.#checkHeaders = check;
+    this.#freezeOut = this.forwarding.some((s) => (check & (1 << s.index)) !== 0);
   }
 
   /** Whether the relay must parse SSE events (only if some step asked for them). */
@@ -181,18 +188,41 @@ export class CompiledPipeline {
     });
   }
 
+  /**
+   * The forwarding phases, right before the request goes upstream. Throws GW_ERR_POLICY_STEP_FAILED
+   * (nothing sent) when a plugin's step left a header that cannot be sent in `ex.responseHeaders`
+   * or `ex.upstreamHeaders` (the latter reach a later attempt on another deployment). `out` is
+   * what is sent: frozen when a plugin's step sees it, so a write to it throws in the step (logged
+   * and counted as the phase's failure) instead of going upstream unchecked.
+   */
   runForwarding(ex: GatewayExchange, out: OutboundRequest): void {
+    if (this.#freezeOut) { Object.freeze(out.headers); Object.freeze(out); }
     for (const s of this.forwarding) {
       if ((ex.activeSteps & (1 << s.index)) === 0) continue;
       try { s.step.forwarding!(ex, out); } catch (e) { this.#phaseFailed(s, 'forwarding', e); }
+      if ((this.#checkHeaders & (1 << s.index)) !== 0) this.#checkWritten(ex, s, 'forwarding');
     }
   }
 
+  /**
+   * The responseHeaders phases: the upstream answered, nothing is sent to the client yet. Throws
+   * GW_ERR_POLICY_STEP_FAILED when a plugin's step left a header that cannot be sent; the relay
+   * then cancels the upstream stream and answers the coded 500 (core/request/relay.ts).
+   */
   runResponseHeaders(ex: GatewayExchange, status: number, headers: IncomingHttpHeaders): void {
     for (const s of this.responseHeaders) {
       if ((ex.activeSteps & (1 << s.index)) === 0) continue;
       try { s.step.responseHeaders!(ex, status, headers); } catch (e) { this.#phaseFailed(s, 'responseHeaders', e); }
+      if ((this.#checkHeaders & (1 << s.index)) !== 0) this.#checkWritten(ex, s, 'responseHeaders');
     }
+  }
+
+  /** The header check of a later phase: a bad header is the step's failure, named and coded. */
+  #checkWritten(ex: GatewayExchange, s: CompiledStep, phase: 'forwarding' | 'responseHeaders'): void {
+    const wrote = badWrittenHeaders(ex);
+    if (wrote === undefined) return;
+    this.#report(s, phase, 'bad_header', wrote, undefined);
+    throw new GatewayError('GW_ERR_POLICY_STEP_FAILED', [s.name]);
   }
 
   runResponseEvent(ex: GatewayExchange, data: string): void {

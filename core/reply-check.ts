@@ -4,7 +4,8 @@
  * protocols can send as they are (test/plugins/plugin-failures.test.ts,
  * test/core/header-values.test.ts). And the same header check of what a `request` phase wrote
  * to `ex.responseHeaders` and `ex.upstreamHeaders` (`badWrittenHeaders`, run by the pipeline
- * after each step: test/core/header-writes.test.ts).
+ * after each plugin step's `request`, `forwarding` and `responseHeaders` phase:
+ * test/core/header-writes.test.ts).
  */
 import { describe } from './plugin-context.ts';
 import type { LocalReply } from './types.ts';
@@ -39,11 +40,20 @@ export function badWrittenHeaders(ex: { readonly responseHeaders: object; readon
   }
   const up = ex.upstreamHeaders as Record<string, unknown>;
   for (const name in up) {
-    const bad = badHeader(name, up[name]);
+    const bad = name.length === 4 && name.toLowerCase() === 'host' ? HOST : badHeader(name, up[name]);
     if (bad !== undefined) return `set an upstream request header (ex.upstreamHeaders) that cannot be sent: ${bad}`;
   }
   return undefined;
 }
+
+/**
+ * `host` upstream: the upstream's authority is its configured `url`'s. An HTTP/1.1 upstream got
+ * the gateway's Host anyway (it is set after the steps' headers); an HTTP/2 one got the step's
+ * `host` beside the gateway's `:authority`, a request RFC 9113 §8.3.1 says a server should treat
+ * as malformed and that a server reading `Host` (Node's compat `req.headers.host`) routes by the
+ * step's value. `set-headers` refuses it at load for the same reason.
+ */
+const HOST = '"host" is the upstream\'s authority, which its configured url sets';
 
 /** The characters of a header name, a token (RFC 9110 §5.6.2): 1 where allowed, by char code. */
 const TOKEN = new Uint8Array(128);
@@ -78,6 +88,7 @@ function isFieldValue(v: string): boolean {
  * Character loops, not regular expressions: this runs after every step (bench/header-writes.ts).
  */
 function badHeader(name: string, value: unknown): string | undefined {
+  if (name.charCodeAt(0) === 58 /* ':' */) return `"${name}" is an HTTP/2 pseudo-header, which the gateway sets`;
   if (!isToken(name)) return `name ${JSON.stringify(name)} is not a header name`;
   if (CONNECTION_LENGTHS.has(name.length) && CONNECTION_HEADERS.has(name.toLowerCase())) return `"${name}" is a connection header, which the gateway manages`;
   if (typeof value === 'string') return isFieldValue(value) ? undefined : badValue(name);
