@@ -424,6 +424,7 @@ function restartOnly(a: GatewayConfig, b: GatewayConfig): string[] {
   // server.fastLane is hot; the number of worker processes and Node's patches are fixed at start.
   if (a.server.workers !== b.server.workers) changed.push('server.workers');
   if (a.server.keepAsyncResourceProperty !== b.server.keepAsyncResourceProperty) changed.push('server.keepAsyncResourceProperty');
+  if (a.server.onUnhandledRejection !== b.server.onUnhandledRejection) changed.push('server.onUnhandledRejection');
   // The TLS certificate and key reload in place; addresses need a restart.
   const where = (c: GatewayConfig): string => JSON.stringify([c.listen.host, c.listen.port, c.listen.tls?.host, c.listen.tls?.port]);
   if (where(a) !== where(b)) changed.unshift('listen');

@@ -20,6 +20,7 @@ import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { GatewayError, JSON_TYPE } from '../errors.ts';
 import { presented, refuseReloadBody } from '../server/admin.ts';
 import { clientErrorReply, frameworkErrorReply, guardHttp1Server } from '../server/client-error.ts';
+import { registerFaultMetrics } from '../process-faults.ts';
 import type { Rpc } from './ipc.ts';
 
 /** One worker, as the admin plane sees it. */
@@ -71,6 +72,7 @@ export function createClusterAdmin(p: ClusterAdminState): FastifyInstance {
 
   const own = new Registry();
   new Gauge({ name: 'ghostgate_cluster_workers', help: 'Worker processes ready to serve', registers: [own], collect() { this.set(p.ready().length); } });
+  registerFaultMetrics(own);
   new Counter({ name: 'ghostgate_cluster_worker_restarts_total', help: 'Workers that exited unasked and were replaced', registers: [own], collect() { this.reset(); this.inc(p.restarts.value); } });
 
   const someWorker = (what: string): AdminWorker => {

@@ -18,6 +18,7 @@ import { ConfigErrors, GatewayError } from '../errors.ts';
 import { snapshotReader } from '../config/load.ts';
 import type { ConfigReader } from '../config/load.ts';
 import { Gateway } from '../gateway.ts';
+import { installFaultHandlers, registerFaultMetrics } from '../process-faults.ts';
 import type { BannerInfo, ClusterMessage, InitMessage, WorkerHealth } from './ipc.ts';
 import { isClusterMessage, serveCalls } from './ipc.ts';
 
@@ -52,6 +53,8 @@ export async function runWorker(): Promise<void> {
     else process.exit(failed.exitCode);
     return;
   }
+  registerFaultMetrics(gw.metrics.registry);
+  installFaultHandlers(gw.log, gw.runtime.config.server.onUnhandledRejection);
   const health = (): WorkerHealth => {
     const s = gw.health.status();
     gw.metrics.healthy.set(s.healthy ? 1 : 0);

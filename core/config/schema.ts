@@ -220,6 +220,7 @@ export const gatewayConfigSchema = {
           description: 'Processes serving the data plane (each binds the data-plane ports with SO_REUSEPORT; the primary serves the admin plane). auto = one per core. `ghostgate start --workers N` overrides it. Restart to change',
         },
         keepAsyncResourceProperty: { type: 'boolean', default: false, description: 'Leave Node\'s AsyncResource.prototype.bind as it is. By default `ghostgate start` (each of its processes) replaces it with the same function minus the deprecated asyncResource property (DEP0172) of bound functions, which makes every HTTP/2 upstream stream survive young-generation GCs (docs/operations.md#node-runtime-patch). Restart to change' },
+        onUnhandledRejection: { enum: ['log', 'exit'], default: 'log', description: 'What `ghostgate start` (each of its processes) does with a promise rejection nothing handled (a plugin\'s or a library\'s bug): log = log it once per distinct error, count it in ghostgate_unhandled_rejections_total and keep serving; exit = log it and exit 1, as Node does (docs/operations.md#unhandled-rejections). Restart to change' },
       },
     },
     reload: {
