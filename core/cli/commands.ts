@@ -17,6 +17,7 @@ import { silentLogger } from '../plugin-context.ts';
 import { secretReader } from '../secrets.ts';
 import { buildRuntime, checkPolicySteps } from '../runtime.ts';
 import { applyRuntimePatches } from '../runtime-patches.ts';
+import { installFaultHandlers, registerFaultMetrics } from '../process-faults.ts';
 import { declaredIn } from '../step-check.ts';
 import type { BannerInfo } from '../cluster/ipc.ts';
 import { Primary } from '../cluster/primary.ts';
@@ -56,6 +57,9 @@ export const commands: Record<string, Command> = {
         }
         if (workers > 1) primary = await Primary.start({ configFile: file, workers });
         else gw = await Gateway.start({ configFile: file });
+        // Unhandled rejections and uncaught exceptions, logged (each worker installs its own).
+        if (gw) registerFaultMetrics(gw.metrics.registry);
+        installFaultHandlers(primary?.log ?? gw!.log, pre.config.server.onUnhandledRejection);
       } catch (e) {
         await model?.stop();
         if (e instanceof ConfigErrors) { printConfigErrors(file, e); return 1; }
