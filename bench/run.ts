@@ -390,7 +390,7 @@ function machineCpuMs(): { busy: number; total: number } {
   } catch { return { busy: NaN, total: NaN }; }
 }
 type Pids = Record<'model' | 'gateway' | 'loadgen', number | undefined>;
-interface CpuSample { wall: number; procs: Record<string, number>; machine: { busy: number; total: number } }
+interface CpuSample { wall: number; procs: Record<string, number>; machine: { busy: number; total: number }; gwIo: { r: number; w: number } }
 /** A redis-server the bench started (the store section): part of the system under test, not noise. */
 let benchRedisPid: number | undefined;
 function cpuSample(pids: Pids): CpuSample {
@@ -398,10 +398,19 @@ function cpuSample(pids: Pids): CpuSample {
     wall: performance.now(),
     procs: { model: procCpuMs(pids.model), gateway: procCpuMs(pids.gateway), loadgen: procCpuMs(pids.loadgen), bench: procCpuMs(process.pid), redis: benchRedisPid === undefined ? 0 : procCpuMs(benchRedisPid) },
     machine: machineCpuMs(),
+    gwIo: procSyscalls(pids.gateway),
   };
 }
+/** Read and write system calls of `pid` so far (/proc/<pid>/io): they do not move with other load on the machine. */
+function procSyscalls(pid: number | undefined): { r: number; w: number } {
+  if (pid === undefined) return { r: 0, w: 0 };
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+    return { r: Number(/syscr: (\d+)/.exec(io)?.[1] ?? NaN), w: Number(/syscw: (\d+)/.exec(io)?.[1] ?? NaN) };
+  } catch { return { r: NaN, w: NaN }; }
+}
 /** Cores used (CPU ms / wall ms) by each of our processes, the machine, and everyone else. */
-interface CpuUse { model: number; gateway: number; loadgen: number; bench: number; redis: number; machine: number; others: number; gatewayCpuMs: number; modelCpuMs: number; loadgenCpuMs: number }
+interface CpuUse { model: number; gateway: number; loadgen: number; bench: number; redis: number; machine: number; others: number; gatewayCpuMs: number; modelCpuMs: number; loadgenCpuMs: number; redisCpuMs: number; gatewayReads: number; gatewayWrites: number }
 function cpuUse(a: CpuSample, b: CpuSample, side: 'direct' | 'gateway'): CpuUse {
   const wall = b.wall - a.wall;
   const d = (k: string): number => b.procs[k] - a.procs[k];
@@ -411,7 +420,8 @@ function cpuUse(a: CpuSample, b: CpuSample, side: 'direct' | 'gateway'): CpuUse 
   return {
     model: d('model') / wall, gateway: gw / wall, loadgen: d('loadgen') / wall, bench: d('bench') / wall, redis: d('redis') / wall,
     machine: machine / wall, others: Math.max(0, machine - ours) / wall,
-    gatewayCpuMs: gw, modelCpuMs: d('model'), loadgenCpuMs: d('loadgen'),
+    gatewayCpuMs: gw, modelCpuMs: d('model'), loadgenCpuMs: d('loadgen'), redisCpuMs: d('redis'),
+    gatewayReads: b.gwIo.r - a.gwIo.r, gatewayWrites: b.gwIo.w - a.gwIo.w,
   };
 }
 const cpuStr = (c: CpuUse): string => `cpu cores: gw ${f(c.gateway)} model ${f(c.model)} loadgen ${f(c.loadgen)}${benchRedisPid === undefined ? '' : ` redis ${f(c.redis)}`} others ${f(c.others)}`;
@@ -1403,6 +1413,18 @@ async function main(): Promise<void> {
         noiseValues.push(others.local, others.redis);
         R.row('  noise: other processes\' CPU (cores; redis-server not counted)', f(others.local), f(others.redis), '', '≈ 0', '');
         R.row('  CPU cores: gateway / redis-server', f(med(S, (r) => r.local.cpu.gateway)), `${f(med(S, (r) => r.redis.cpu.gateway))} / ${f(med(S, (r) => r.redis.cpu.redis))}`, '', '', '');
+        // Per request, medians over rounds: what the store costs the gateway (and redis-server),
+        // and its system calls, which do not move with other load on the machine.
+        const perReq = (side: 'local' | 'redis' | 'fast', x: (c: CpuUse) => number): number => med(S, (r) => x(r[side].cpu) / Math.max(1, r[side].requests));
+        const per = { cpuUs: (c: CpuUse) => c.gatewayCpuMs * 1000, reads: (c: CpuUse) => c.gatewayReads, writes: (c: CpuUse) => c.gatewayWrites, redisUs: (c: CpuUse) => c.redisCpuMs * 1000 };
+        summary.store = {
+          ...(summary.store as object),
+          perRequest: Object.fromEntries((['local', 'redis', 'fast'] as const).map((k) => [k, { gatewayCpuUs: perReq(k, per.cpuUs), gatewayReads: perReq(k, per.reads), gatewayWrites: perReq(k, per.writes), redisCpuUs: perReq(k, per.redisUs) }])),
+        };
+        R.row('  per request: gateway CPU µs / read, write syscalls', `${f(perReq('local', per.cpuUs), 0)} / ${f(perReq('local', per.reads))}, ${f(perReq('local', per.writes))}`,
+          `${f(perReq('redis', per.cpuUs), 0)} / ${f(perReq('redis', per.reads))}, ${f(perReq('redis', per.writes))}`,
+          `+${f(perReq('redis', per.cpuUs) - perReq('local', per.cpuUs), 0)} µs / +${f(perReq('redis', per.reads) - perReq('local', per.reads))}, +${f(perReq('redis', per.writes) - perReq('local', per.writes))}`, '', '');
+        R.row('  per request: redis-server CPU µs', '', `${f(perReq('redis', per.redisUs), 0)}`, '', '', '');
       }
     }
     if (failover) {
