@@ -10,6 +10,9 @@
  * - `lease` (rate-limit, shared: exact) one at a time, as a request holding no token waits for it,
  *   with another process's lease recorded in the bucket (its script reads the holders);
  * - `claim` (supersede, not awaited by requests): CPU per call.
+ * - batch: a request's background commands as the typing load sends them (a prefetched lease and
+ *   a claim in one turn, Redis idle between turns): written separately (two writes) vs together
+ *   (`soon`: the socket corked, one write), CPU per turn; alternating rounds.
  * CPU is this process's user+system time divided by the calls; on a busy machine it is higher.
  */
 import { spawn } from 'node:child_process';
@@ -88,6 +91,29 @@ for (let i = 0; i < N; i++) {
 await store.take('flush', perMs, 1e6); // one more round trip: the claims before it are answered
 const claimCpu = (cpuUs() - c1) / N;
 
+// A request's background commands, one request per turn with Redis idle between (typing load):
+// a prefetched lease and a claim, written separately (the lease at once, the claim after the
+// turn) or together (the lease via `soon`: both in the claim's corked write).
+const TURNS = Math.min(N, 2000);
+const batchCpu = { separate: [] as number[], together: [] as number[] };
+for (let round = 0; round < 6; round++) {
+  const together = round % 2 === 1;
+  let spent = 0;
+  for (let i = 0; i < TURNS; i++) {
+    await new Promise((r) => setTimeout(r, 1));
+    const c = cpuUs();
+    let lease: Promise<unknown> | undefined;
+    if (together) store.soon(() => { lease = store.lease(`b${i % 500}`, perMs, 1e6, 1, 0); });
+    else lease = store.lease(`b${i % 500}`, perMs, 1e6, 1, 0);
+    store.claim(`bdoc${i % 500}`, store.newToken());
+    await new Promise((r) => setImmediate(r));
+    await lease;
+    spent += cpuUs() - c;
+  }
+  batchCpu[together ? 'together' : 'separate'].push(spent / TURNS);
+}
+const medianOf = (xs: number[]): number => pct(xs, 50);
+
 process.stdout.write([
   `shared store (ioredis, redis-server on loopback), ${N} calls each, node ${process.version}, load ${os.loadavg()[0]!.toFixed(1)}`,
   `  take, one at a time: p50 ${pct(lat, 50).toFixed(3)} ms, p99 ${pct(lat, 99).toFixed(3)} ms (the wait a rate-limited request sees)`,
@@ -95,6 +121,7 @@ process.stdout.write([
   `  take, 64 in flight:  ${takeCpu.toFixed(1)} us CPU per call in the gateway process`,
   `  lease, one at a time: p50 ${pct(leaseLat, 50).toFixed(3)} ms, p99 ${pct(leaseLat, 99).toFixed(3)} ms (the wait of a request whose process holds no token)`,
   `  claim:               ${claimCpu.toFixed(1)} us CPU per call (not awaited by the request)`,
+  `  batch, a lease and a claim per turn, Redis idle between turns: written separately ${medianOf(batchCpu.separate).toFixed(1)} us CPU per turn, together (one write) ${medianOf(batchCpu.together).toFixed(1)} us (medians of 3 rounds each; the wait for the answers is included, the idle time between turns is not)`,
 ].join('\n') + '\n');
 await store.close();
 process.exit(0);

@@ -131,6 +131,10 @@ export class RedisStore implements SharedStore {
   #firstUp: Array<() => void> = [];
   /** Claims to write after this turn: key, token, key, token… */
   #claims: string[] = [];
+  /** Callbacks to run after this turn, before the claims are written (`soon`). */
+  #soon: Array<() => void> = [];
+  /** #flush is scheduled (setImmediate) for this turn's claims and `soon` callbacks. */
+  #flushScheduled = false;
 
   constructor(o: RedisStoreOptions, log: Logger, registry: Registry) {
     this.#o = o;
@@ -229,19 +233,48 @@ export class RedisStore implements SharedStore {
    * stalls the turn for tens of µs (the write wakes redis-server; bench/store-cost.ts). Node
    * sends the upstream HTTP/2 frames from a native immediate, which runs before JavaScript
    * immediates, so the request leaves first (bench/store-write-order.ts shows the syscalls).
+   * Written together with this turn's other deferred commands (`soon`): see #flush.
    */
   claim(key: string, token: string): void {
-    if (this.#claims.length === 0) setImmediate(this.#flushClaims);
+    this.#schedule();
     this.#claims.push(this.#o.keyPrefix + 'sup:k:' + key, token);
   }
 
-  readonly #flushClaims = (): void => {
+  soon(fn: () => void): void {
+    this.#schedule();
+    this.#soon.push(fn);
+  }
+
+  #schedule(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(this.#flush);
+  }
+
+  /**
+   * This turn's deferred commands (`soon` callbacks, e.g. rate-limit's prefetched leases, then
+   * claims) go out in ONE write: the socket is corked while they are issued, so the kernel sees
+   * one writev and redis-server is woken once, not once per command (a write to a loopback
+   * socket costs ~25 µs of this process's CPU, most of it waking the reader:
+   * bench/store-cost.ts, "batch"). Their answers then come back in one read.
+   */
+  readonly #flush = (): void => {
+    this.#flushScheduled = false;
+    const soon = this.#soon;
     const q = this.#claims;
+    this.#soon = [];
     this.#claims = [];
-    if (this.#closed) return;
-    for (let i = 0; i < q.length; i += 2) {
-      if (!this.#sendable('claim')) continue;
-      this.#sent(this.#client.ggClaim(q[i]!, q[i + 1]!, this.#o.keyPrefix + 'sup:', CLAIM_TTL_MS), 'claim');
+    const stream = this.#up && !this.#closed ? this.#client.stream : undefined;
+    stream?.cork();
+    try {
+      for (const fn of soon) { try { fn(); } catch { /* one caller's failure must not drop the others' commands */ } }
+      if (this.#closed) return;
+      for (let i = 0; i < q.length; i += 2) {
+        if (!this.#sendable('claim')) continue;
+        this.#sent(this.#client.ggClaim(q[i]!, q[i + 1]!, this.#o.keyPrefix + 'sup:', CLAIM_TTL_MS), 'claim');
+      }
+    } finally {
+      stream?.uncork();
     }
   };
 
@@ -251,7 +284,7 @@ export class RedisStore implements SharedStore {
    * store down, as an awaited call's timer would — but only after the next poll phase: when our
    * own loop was blocked (a GC pause, a long turn), the answer may be waiting in the socket,
    * unread, and that is not Redis being slow. This call is sent either way. Called from the check
-   * phase (#flushClaims) or the timers phase (give-backs from rate-limit's idle timer), where
+   * phase (#flush) or the timers phase (give-backs from rate-limit's idle timer), where
    * afterNextPoll's one immediate suffices (a give-back at close may come from another phase: its
    * check could then decide before reading; the store closes right after anyway).
    */

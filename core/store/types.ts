@@ -50,6 +50,13 @@ export interface SharedStore {
    * token whose request already ended (ignore it: tokens are never reused).
    */
   claim(key: string, token: string): void;
+  /**
+   * Run `fn` after this event-loop turn, when this turn's claims are written: the store commands
+   * it issues (a `lease` that can wait a turn, e.g. a prefetch) go out in the same write as the
+   * claims and each other, one write per turn instead of one per command. For calls no request
+   * waits on; a request waiting for an answer should call at once.
+   */
+  soon(fn: () => void): void;
   /** A token unique in the fleet (this process's id and a counter). */
   newToken(): string;
   /** Run `fn` with each token of this process that a claim anywhere superseded. */

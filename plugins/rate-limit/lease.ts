@@ -135,9 +135,11 @@ export function leasing<B>(o: LeaseOptions<B>) {
       h.lease = p;
       return true;
     }
+    // After this turn, in the same write as this turn's other store commands (its claims).
     h.lease = new Promise<LeaseResult | undefined>((resolve) => {
-      setImmediate(() => {
-        const p = ask();
+      store.soon(() => {
+        let p: Promise<LeaseResult | undefined> | undefined;
+        try { p = ask(); } catch { p = undefined; }
         if (p === undefined) { h.lease = undefined; resolve(undefined); } else p.then(resolve);
       });
     });

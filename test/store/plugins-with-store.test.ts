@@ -41,6 +41,7 @@ function scripted() {
     giveBack(key, _perMs, _burst, n) { givenBack.push({ key, n }); },
     leaseTtlMs: 10_000,
     claim(key, token) { claims.push([key, token]); },
+    soon(fn) { setImmediate(fn); },
     newToken: () => `me ${++n}`,
     onSuperseded(fn) { handlers.push(fn); },
   };
