@@ -24,6 +24,7 @@ function scripted() {
   const givenBack: Array<{ key: string; n: number }> = [];
   const claims: Array<[string, string]> = [];
   const handlers: Array<(tok: string) => void> = [];
+  const soonCalls = { n: 0 };
   let n = 0;
   const store: SharedStore = {
     take(key, _perMs, _burst, force = false) {
@@ -41,11 +42,11 @@ function scripted() {
     giveBack(key, _perMs, _burst, n) { givenBack.push({ key, n }); },
     leaseTtlMs: 10_000,
     claim(key, token) { claims.push([key, token]); },
-    soon(fn) { setImmediate(fn); },
+    soon(fn) { soonCalls.n++; setImmediate(fn); },
     newToken: () => `me ${++n}`,
     onSuperseded(fn) { handlers.push(fn); },
   };
-  return { store, answers, takes, leaseAnswers, leases, givenBack, claims, supersededElsewhere: (tok: string) => { for (const h of handlers) h(tok); } };
+  return { store, soonCalls, answers, takes, leaseAnswers, leases, givenBack, claims, supersededElsewhere: (tok: string) => { for (const h of handlers) h(tok); } };
 }
 
 const hit = async (step: { request?: (ex: never) => unknown }, sub: string) =>
@@ -68,6 +69,7 @@ t.test('rate-limit with a store (default, exact): the first request waits for a 
   t.equal(await first, undefined, 'allowed with a leased token');
   t.equal(req(), undefined, 'the held one: allowed at once, no promise');
   t.equal(s.leases.length, 1, 'held ran out: the next lease is not written in the request\'s turn');
+  t.equal(s.soonCalls.n, 1, 'it is handed to the store for the turn\'s one write (soon)');
   await tick();
   t.same(s.leases.map((l) => [l.want, l.held]), [[2, 0], [2, 0]], 'but after it (size 2: it followed the previous lease at once)');
   await tick();

@@ -3,6 +3,7 @@
  * all its clients, claims that reach the holder's process, fail open while Redis is away, and
  * recovery by itself.
  */
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import t from 'tap';
 import type { Test } from 'tap';
@@ -503,4 +504,32 @@ t.test('rate-limit (exact): closing the last step of a bucket set gives back wha
   await a.close(); // a retired step (reload, shutdown), then the store closing (it waits for the give-back's answer)
   t.same(r.bucket('lou').holders, {}, 'A holds nothing in Redis any more');
   t.equal(Math.round(r.bucket('lou').k), 7, 'its unused token is back');
+});
+
+t.test('a turn\'s background commands (soon + claims) go out in one write, and each is answered', async (t) => {
+  const r = await startRedis(t);
+  if (!r) return;
+  const a = await open(t, r.url);
+  const b = await open(t, r.url);
+  const told: string[] = [];
+  a.store.onSuperseded((tok) => told.push(tok));
+  const older = a.store.newToken();
+  a.store.claim('doc', older);
+  await waitFor('A\'s claim to be stored', () => r.cli('GET', 'gg-test:sup:k:doc').trim() === older);
+  // Write system calls of this process (/proc/self/io), read before any assertion (each writes
+  // a line of TAP): nothing else writes in these turns.
+  const writes = (): number => Number(/syscw: (\d+)/.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
+  const leases: Array<Promise<unknown> | undefined> = [];
+  const w0 = writes();
+  b.store.soon(() => { leases.push(b.store.lease('batched', 1, 100, 3, 0)); });
+  b.store.soon(() => { leases.push(b.store.lease('batched2', 1, 100, 2, 0)); });
+  b.store.claim('doc', b.store.newToken());
+  const inTurn = writes() - w0;
+  await new Promise((r) => setImmediate(r));
+  const afterTurn = writes() - w0;
+  t.equal(inTurn, 0, 'nothing is written in the caller\'s turn');
+  t.equal(afterTurn, 1, 'two leases and a claim: one write');
+  t.same(await Promise.all(leases), [{ granted: 3, tokens: 97 }, { granted: 2, tokens: 98 }], 'the leases are answered');
+  await waitFor('the claim to reach the previous holder\'s process', () => told.length === 1);
+  t.same(told, [older], 'A is told of its superseded claim');
 });
