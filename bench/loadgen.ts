@@ -282,7 +282,8 @@ async function runTyping(job: TypingJob): Promise<TypingResult> {
   const loop = monitorEventLoopDelay({ resolution: 1 });
   const records: ReqRecord[] = [];
   // Editors hold long-lived sessions: open them all before the clock starts (one per user).
-  const conns = Array.from({ length: job.users }, () => newClient(job.protocol, job.url));
+  const urls = job.urls ?? [job.url];
+  const conns = Array.from({ length: job.users }, (_, i) => newClient(job.protocol, urls[i % urls.length]!));
   await connectAll(conns);
   loop.enable();
   const t0 = performance.now();

@@ -957,7 +957,31 @@ async function goawaySection(env: Env): Promise<{ phase: TypingStats; sessions: 
 /** One round: each gateway's phase. `twin` is a second in-process gateway: in process vs in process is the comparison's own noise. */
 type StoreRounds = Array<{ local: TypingStats; redis: TypingStats; fast: TypingStats; twin: TypingStats }>;
 /** Store fallbacks during the measured phases (both redis gateways): the total, and `op/reason` → count. */
-interface StoreRun { rounds: StoreRounds; redisFallbacks: number; redisFallbacksBy: Record<string, number>; redisUp: number; skipped?: string }
+/** One side-by-side phase: TTFB p50 of each of two gateways sharing one typing load (users alternate between them). */
+interface PairStats { a: number; b: number; aN: number; bN: number; failed: number }
+type StorePairs = Array<{ redis: PairStats; twin: PairStats }>;
+interface StoreRun { rounds: StoreRounds; pairs: StorePairs; redisFallbacks: number; redisFallbacksBy: Record<string, number>; redisUp: number; skipped?: string }
+
+/**
+ * Gateways `a` and `b` side by side in ONE typing phase: users alternate between them (which one
+ * gets the even users swaps round by round), so both see the same machine at the same moments;
+ * what drifts between phases run one after another (the comparison's main noise) hits both alike.
+ * Each gets half of the users.
+ */
+async function pairedPhase(lg: LoadGen, a: GatewayProc, b: GatewayProc, round: number, tag: string, protocol: ClientProtocol): Promise<PairStats> {
+  const swap = round % 2 === 0;
+  const job: TypingJob = { ...typingJob(a.url, tag, OPT.users, OPT.seconds, protocol), urls: swap ? [b.url, a.url] : [a.url, b.url] };
+  const res = await lg.run<TypingResult>(job);
+  const ttfb = { a: [] as number[], b: [] as number[] };
+  let failed = 0;
+  for (const r of res.records) {
+    const u = Number(/-u(\d+)-/.exec(r.id)?.[1]);
+    const toA = (u % 2 === 0) !== swap;
+    if (isFailed(r) || isTruncated(r)) failed++;
+    if (r.status === 200 && r.ttfbMs >= 0) (toA ? ttfb.a : ttfb.b).push(r.ttfbMs);
+  }
+  return { a: pct(ttfb.a, 50), b: pct(ttfb.b, 50), aN: ttfb.a.length, bN: ttfb.b.length, failed };
+}
 
 /** ghostgate_store_fallback_total by `op/reason`, summed over the given scrapes. */
 function fallbacksBy(scrapes: Prom[]): Record<string, number> {
@@ -1036,7 +1060,7 @@ async function storeSection(env: Env, protocol: ClientProtocol = 'h2'): Promise<
   writeFileSync(path.join(dir, 'store-policy-fast.yaml'), policy('fast'));
   const redisPort = await freePort();
   const redis = await startRedisServer(redisPort, dir);
-  if (typeof redis === 'string') { log(`  skipped: ${redis}`); return { rounds: [], redisFallbacks: NaN, redisFallbacksBy: {}, redisUp: NaN, skipped: redis }; }
+  if (typeof redis === 'string') { log(`  skipped: ${redis}`); return { rounds: [], pairs: [], redisFallbacks: NaN, redisFallbacksBy: {}, redisUp: NaN, skipped: redis }; }
   benchRedisPid = redis.pid;
   try {
     const model = await ModelProc.start(env.ports.model, LATENCY_MODEL);
@@ -1088,9 +1112,17 @@ async function storeSection(env: Env, protocol: ClientProtocol = 'h2'): Promise<
         }
         rounds.push(got as StoreRounds[number]);
       }
+      const pairs: StorePairs = [];
+      for (let r = 1; r <= OPT.rounds; r++) {
+        const redis = await pairedPhase(lg, local, shared, r, `S${r}plr`, protocol);
+        log(`  side by side, in process | on redis, round ${r}: ttfb p50 ${f(redis.a)} | ${f(redis.b)} ms (${redis.aN} | ${redis.bN} requests), failed + truncated ${redis.failed}`);
+        const twinP = await pairedPhase(lg, local, twin, r, `S${r}plt`, protocol);
+        log(`  side by side, in process | second in process, round ${r}: ttfb p50 ${f(twinP.a)} | ${f(twinP.b)} ms (${twinP.aN} | ${twinP.bN} requests), failed + truncated ${twinP.failed}`);
+        pairs.push({ redis, twin: twinP });
+      }
       const m = [await shared.metrics(), await fast.metrics()];
       const by = fallbacksSince(before, fallbacksBy(m));
-      return { rounds, redisFallbacks: Object.values(by).reduce((n, v) => n + v, 0), redisFallbacksBy: by, redisUp: promSum(m.flat(), 'ghostgate_store_up') };
+      return { rounds, pairs, redisFallbacks: Object.values(by).reduce((n, v) => n + v, 0), redisFallbacksBy: by, redisUp: promSum(m.flat(), 'ghostgate_store_up') };
     } finally {
       await fast.child.stop();
       await shared.child.stop();
@@ -1404,6 +1436,11 @@ async function main(): Promise<void> {
         const fastP50 = med(S, (r) => r.fast.ttfbP50Ms);
         summary.store = { ...(summary.store as object), fastTtfbP50Ms: fastP50, fastTtfbP99Ms: med(S, (r) => r.fast.ttfbP99Ms) };
         R.row('  TTFB p50, rate-limit shared: fast (no wait with headroom)', `${f(p50.local)} ms`, `${f(fastP50)} ms`, signMs(fastP50 - p50.local), '', '');
+        const P = store.pairs;
+        const pairRedis = med(P, (p) => p.redis.b - p.redis.a);
+        const pairTwin = med(P, (p) => p.twin.b - p.twin.a);
+        summary.store = { ...(summary.store as object), sideBySide: { redisMinusLocalP50Ms: pairRedis, twinMinusLocalP50Ms: pairTwin, failed: sumOf(P, (p) => p.redis.failed + p.twin.failed), rounds: P } };
+        R.row('  TTFB p50 side by side (one phase, users alternate): on redis / second in process', '', `${signMs(pairRedis)} / ${signMs(pairTwin)}`, signMs(pairRedis), '', '');
         const twinP50 = med(S, (r) => r.twin.ttfbP50Ms);
         summary.store = { ...(summary.store as object), twinTtfbP50Ms: twinP50 };
         R.row('  TTFB p50, a second in-process gateway (the comparison\'s own noise)', `${f(p50.local)} ms`, `${f(twinP50)} ms`, signMs(twinP50 - p50.local), '', '');

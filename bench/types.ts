@@ -6,6 +6,11 @@ export type ClientProtocol = 'h2' | 'h1';
 export interface TypingJob {
   cmd: 'typing';
   url: string;
+  /**
+   * Several targets at once: user i goes to urls[i % length] (its records' ids carry `-u<i>-`).
+   * Two gateways measured side by side under the same load, at the same time. Default: [url].
+   */
+  urls?: string[];
   /** Default h2. h1: one keep-alive socket per user; a cancel closes the socket (as HTTP/1.1 clients do). */
   protocol?: ClientProtocol;
   /** Prefix of every x-request-id of the phase (joins client records to the model server's). */
