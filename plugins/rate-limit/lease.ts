@@ -15,8 +15,8 @@
  * - Below one token left per the store's last answer (refilled), 429 at once without a call, for
  *   idleMs after that answer (other processes may give tokens back meanwhile; then ask again).
  * - Lease size starts at 1 and is at most ceil(burst / 4): it doubles when a lease follows the
- *   previous one within growMs or a request found nothing held while a lease was in flight, and
- *   halves when a lease follows the previous one after more than idleMs, and at each give-back.
+ *   previous one within growMs or a request found nothing held while a lease was in flight, else
+ *   fits about targetMs of the subject's recent rate (nextSize), and halves at each give-back.
  * - Given back (a timer, never on the request path): what a key holds once it has been idle for
  *   idleMs, or once its tokens are half-way to lapsing (the store's lease TTL); everything when
  *   the last step using the bucket set closes. Until then, other processes may deny a subject
@@ -30,11 +30,28 @@ import type { LeaseResult, LocalReply, SharedStore } from '../../core/plugin-api
 /**
  * Timings (ms), read when used (tests may change them):
  * - `idleMs`: a key idle this long gives its held tokens back; a denial from the last answer is
- *   trusted this long; a lease sent longer than this after the previous one halves the size.
+ *   trusted this long.
  * - `growMs`: a lease sent within this of the previous one (of the key) doubles the size.
+ * - `targetMs`: otherwise a lease is sized to last about this long (nextSize).
  * - `tickMs`: how often the give-back timer looks at keys holding tokens (read at create).
  */
-export const LEASE_TIMING = { idleMs: 1000, growMs: 100, tickMs: 250 };
+export const LEASE_TIMING = { idleMs: 1000, growMs: 100, tickMs: 250, targetMs: 500 };
+
+/**
+ * The next lease size of a key: `size` now, `used` tokens used since the previous lease was sent
+ * `sinceMs` ago, `outran`: a request found nothing held while a lease was in flight.
+ * - Outran, or the previous lease used up within `growMs`: double (demand outruns the block).
+ * - Else enough for about `targetMs` at the rate the previous block was used, moving at most
+ *   one doubling or halving per lease. A steady subject then leases every `targetMs` or so, not
+ *   on every request (a typing user at 4 requests a second: blocks of 2, one lease per two
+ *   requests), and one idle for longer than `targetMs` per token halves, down to 1.
+ * Always 1 … cap.
+ */
+export function nextSize(size: number, cap: number, outran: boolean, used: number, sinceMs: number): number {
+  if (outran || sinceMs < LEASE_TIMING.growMs) return Math.min(cap, size * 2);
+  const fit = Math.ceil((Math.max(0, used) * LEASE_TIMING.targetMs) / sinceMs);
+  return Math.max(1, size >> 1, Math.min(cap, size * 2, fit));
+}
 
 /** This process's share of one shared bucket. */
 export interface Held {
@@ -106,8 +123,7 @@ export function leasing<B>(o: LeaseOptions<B>) {
     const ask = (): Promise<LeaseResult | undefined> | undefined => {
       const sentAt = performance.now();
       // Leases used up quickly, or too slowly to keep up: ask for more; slowly: for fewer.
-      if (h.outran || sentAt - h.sent < LEASE_TIMING.growMs) h.size = Math.min(cap, h.size * 2);
-      else if (sentAt - h.sent > LEASE_TIMING.idleMs) h.size = Math.max(1, h.size >> 1);
+      h.size = nextSize(h.size, cap, h.outran, h.owed - h.held, sentAt - h.sent);
       h.outran = false;
       h.sent = sentAt;
       const keep = h.held;

@@ -5,7 +5,7 @@
 import t from 'tap';
 import { Registry } from 'prom-client';
 import rateLimit from '../../plugins/rate-limit/index.ts';
-import { LEASE_TIMING } from '../../plugins/rate-limit/lease.ts';
+import { LEASE_TIMING, nextSize } from '../../plugins/rate-limit/lease.ts';
 import supersede from '../../plugins/supersede/index.ts';
 import type { LeaseResult, SharedStore, TakeResult } from '../../core/store/types.ts';
 import type { LocalReply, OutboundRequest } from '../../core/types.ts';
@@ -194,4 +194,20 @@ t.test('supersede: claims in the store, cancels what the store says was supersed
   step.forwarding!(c, out);
   t.ok(b.signal.aborted, 'in one process, the newer request cancels the older at once (no store round trip)');
   t.equal(s.claims.length, 4, 'both claimed');
+});
+
+t.test('rate-limit lease size (nextSize): doubles when outrun, else fits about targetMs of the recent rate, one step at a time', async (t) => {
+  const { growMs, targetMs } = LEASE_TIMING;
+  t.equal(growMs, 100);
+  t.equal(targetMs, 500);
+  t.equal(nextSize(1, 10, false, 0, Infinity), 1, 'a subject\'s first lease: 1');
+  t.equal(nextSize(2, 10, true, 0, 400), 4, 'a request found nothing held while a lease was in flight: doubles');
+  t.equal(nextSize(2, 10, false, 2, 50), 4, 'the block lasted less than growMs: doubles');
+  t.equal(nextSize(1, 10, false, 2, 250), 2, 'a typing user, 2 requests in 250 ms: 2 for the next 500 ms (not one lease per request)');
+  t.equal(nextSize(2, 10, false, 2, 500), 2, 'steady at that rate: stays 2');
+  t.equal(nextSize(2, 10, false, 20, 200), 4, 'much faster: at most one doubling per lease');
+  t.equal(nextSize(8, 10, false, 1, 1200), 4, 'much slower: at most one halving per lease');
+  t.equal(nextSize(8, 10, false, 8, 1000), 4, 'half as fast as the target: halves');
+  t.equal(nextSize(8, 10, true, 0, 0), 10, 'never above the cap');
+  t.equal(nextSize(1, 10, false, 0, 5000), 1, 'never below 1');
 });
