@@ -20,8 +20,8 @@
  * - `take` (rate-limit, `shared: fast`): the same bucket, one token per call: awaited near the
  *   limit, else taken with `force` without waiting (counted even if the bucket emptied meanwhile).
  *   Below one token it denies without a call.
- * - `claim` (supersede): one EVALSHA per forwarded request, never awaited (0 wait on the hot
- *   path), written after the turn that forwards the request. It swaps the key's holder and PUBLISHes the previous holder's token on that holder's
+ * - `claim` (supersede): one EVALSHA per key a process does not hold yet (plugins/supersede),
+ *   never awaited (0 wait on the hot path), written after the turn that forwards the request. It swaps the key's holder and PUBLISHes the previous holder's token on that holder's
  *   own channel (`<prefix>sup:<instance id>`), so only the process holding the superseded
  *   request hears of it; Redis orders the claims, so no clock is compared. A previous holder in
  *   this same process is not told (its own table already cancelled it). Nothing is released when
@@ -210,6 +210,10 @@ export class RedisStore implements SharedStore {
   }
 
   get up(): boolean { return this.#up; }
+
+  readonly claimTtlMs = CLAIM_TTL_MS;
+  #epoch = 0;
+  get epoch(): number { return this.#epoch; }
 
   take(key: string, perMs: number, burst: number, force = false): Promise<TakeResult | undefined> | undefined {
     if (!this.#up) { this.#fallbacks.labels('take', 'down').inc(); return undefined; }
@@ -435,6 +439,7 @@ export class RedisStore implements SharedStore {
   #setUp(): void {
     if (this.#closed || this.#up) return;
     this.#up = true;
+    this.#epoch++;
     this.#upGauge.set(1);
     this.#log.info({ store: this.#where }, this.#wasUp ? 'shared store (Redis) up again: rate-limit and supersede are shared' : 'shared store (Redis) connected: rate-limit and supersede are shared');
     this.#wasUp = true;

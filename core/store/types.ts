@@ -57,6 +57,14 @@ export interface SharedStore {
    * waits on; a request waiting for an answer should call at once.
    */
   soon(fn: () => void): void;
+  /** How long the store keeps a key's last claim (ms): claim again before it lapses to stay its holder. */
+  readonly claimTtlMs: number;
+  /**
+   * Changes each time the store comes (back) up: what was written before may be gone (Redis
+   * restarted) or may never have arrived (written while down). Claims made in an earlier epoch
+   * should be made again.
+   */
+  readonly epoch: number;
   /** A token unique in the fleet (this process's id and a counter). */
   newToken(): string;
   /** Run `fn` with each token of this process that a claim anywhere superseded. */

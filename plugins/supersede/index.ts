@@ -12,11 +12,23 @@
  * points at that exchange. Memory is bounded by `maxEntries` (oldest entries are forgotten, not
  * cancelled).
  *
- * With a shared store (`store.redis`), the request also claims the key in the store, without
+ * With a shared store (`store.redis`), the process claims the key in the store, without
  * waiting: the store tells the process holding the previous claim (any worker, any instance),
- * which cancels that request the same way. A request superseded in this process is cancelled at
- * once, as without a store; the store only adds the other processes (fail open when it is down).
+ * which cancels its request for that key the same way. A request superseded in this process is
+ * cancelled at once, as without a store; the store only adds the other processes (fail open
+ * when it is down).
+ *
+ * A process claims a key once and then holds it: its next requests for the key claim nothing
+ * (a typing user's requests for one document cost the store nothing), until another process
+ * claims the key (the store tells this one, which cancels its request in flight for the key, if
+ * any, and claims again at its next request), the store comes back after being down (its table
+ * may be gone), or half the store's claim TTL has passed (the claim is renewed before it
+ * expires). The price: when requests for one document start on two instances within the time
+ * the store's message takes to arrive (a round trip to Redis), the one on the instance told
+ * first is cancelled, even if it started a moment later. An editor sends a document's requests
+ * one after another, so this needs two connections racing; each is still told of the other.
  */
+import { performance } from 'node:perf_hooks';
 import { compileFactPath, Counter, definePlugin, factKey, getAt, parsePointer } from '../../core/plugin-api.ts';
 import type { Exchange, FactReader, Facts, FromSchema, JsonSchema, Registry } from '../../core/plugin-api.ts';
 
@@ -53,14 +65,17 @@ export type SupersedeParams = FromSchema<typeof paramsSchema>;
 
 const METRIC = 'ghostgate_superseded_total';
 
+/** A key this process holds in the shared store: the token of its last claim, when, and the store's epoch then. */
+interface HeldKey { readonly token: string; readonly at: number; readonly epoch: number }
+
 /** The in-flight table, shared by every supersede step and kept across reloads. */
 export interface SupersedeTable {
   readonly byKey: Map<string, Exchange>;
   /** The key each tracked exchange was stored under (for `done`). */
   readonly keyOf: WeakMap<Exchange, string>;
-  /** With a shared store: this process's claimed exchanges by store token, and back. */
-  readonly byToken: Map<string, Exchange>;
-  readonly tokenOf: WeakMap<Exchange, string>;
+  /** With a shared store: the keys this process holds there (oldest claim first), and each token's key. */
+  readonly held: Map<string, HeldKey>;
+  readonly keyOfToken: Map<string, string>;
 }
 
 function supersededCounter(metrics: Registry): Counter {
@@ -84,10 +99,16 @@ export default definePlugin<SupersedeParams>({
     const { maxEntries, maxKeyLength } = params;
     const store = ctx.store;
     const table = ctx.shared<SupersedeTable>('inflight', () => {
-      const t: SupersedeTable = { byKey: new Map(), keyOf: new WeakMap(), byToken: new Map(), tokenOf: new WeakMap() };
-      // Once per gateway (the table outlives reloads): a claim elsewhere superseded one of ours.
+      const t: SupersedeTable = { byKey: new Map(), keyOf: new WeakMap(), held: new Map(), keyOfToken: new Map() };
+      // Once per gateway (the table outlives reloads): a claim elsewhere took a key we held.
+      // Whatever request of ours is in flight for it is older than that claim (up to the
+      // message's own delay): cancel it; the next request for the key claims again.
       store?.onSuperseded((token) => {
-        const ex = t.byToken.get(token);
+        const key = t.keyOfToken.get(token);
+        if (key === undefined) return;
+        t.keyOfToken.delete(token);
+        if (t.held.get(key)?.token === token) t.held.delete(key);
+        const ex = t.byKey.get(key);
         if (ex === undefined || ex.signal.aborted) return;
         ex.cancel('GW_ERR_POLICY_SUPERSEDED');
         supersededCounter(ctx.metrics).inc();
@@ -101,6 +122,30 @@ export default definePlugin<SupersedeParams>({
       if (header !== undefined) k = f.request.headers[header];
       if ((k === undefined || k === '') && segs !== undefined) k = factKey(getAt(f.body, segs));
       return k === undefined || k === '' || k.length > maxKeyLength ? undefined : k;
+    };
+
+    /**
+     * Claim `key` unless this process holds it: claimed before, not taken since by a claim
+     * elsewhere, within half the store's claim TTL, and in the store's current epoch (a claim
+     * made while the store was down, or before Redis restarted, may not be there).
+     */
+    const claimIfNotHeld = (key: string): void => {
+      const { held, keyOfToken } = table;
+      const now = performance.now();
+      const h = held.get(key);
+      if (h !== undefined) {
+        if (now - h.at < store!.claimTtlMs / 2 && h.epoch === store!.epoch) return;
+        held.delete(key);
+        keyOfToken.delete(h.token);
+      } else if (held.size >= maxEntries) {
+        const [oldest, o] = held.entries().next().value!; // forgotten: the next request for it claims again
+        held.delete(oldest);
+        keyOfToken.delete(o.token);
+      }
+      const token = store!.newToken();
+      held.set(key, { token, at: now, epoch: store!.epoch });
+      keyOfToken.set(token, key);
+      store!.claim(key, token);
     };
 
     return {
@@ -122,24 +167,15 @@ export default definePlugin<SupersedeParams>({
         }
         byKey.set(key, ex);
         table.keyOf.set(ex, key);
-        if (store !== undefined && !table.tokenOf.has(ex)) {
-          const token = store.newToken();
-          table.byToken.set(token, ex);
-          table.tokenOf.set(ex, token);
-          store.claim(key, token);
-        }
+        if (store !== undefined) claimIfNotHeld(key);
       },
       done: function supersedeDone(ex) {
         const key = table.keyOf.get(ex);
         if (key === undefined) return;
         table.keyOf.delete(ex);
         if (table.byKey.get(key) === ex) table.byKey.delete(key);
-        // The claim stays in the store (no release: one command less per request); once this
-        // request is untracked here, a later claim elsewhere that names its token finds nothing.
-        const token = table.tokenOf.get(ex);
-        if (token === undefined) return;
-        table.tokenOf.delete(ex);
-        table.byToken.delete(token);
+        // The key stays held, here and in the store (no release: the next request for it claims
+        // nothing); a claim elsewhere that names it then finds no request in flight here.
       },
     };
   },

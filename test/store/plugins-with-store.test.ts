@@ -42,6 +42,8 @@ function scripted() {
     giveBack(key, _perMs, _burst, n) { givenBack.push({ key, n }); },
     leaseTtlMs: 10_000,
     claim(key, token) { claims.push([key, token]); },
+    claimTtlMs: 600_000,
+    epoch: 1,
     soon(fn) { soonCalls.n++; setImmediate(fn); },
     newToken: () => `me ${++n}`,
     onSuperseded(fn) { handlers.push(fn); },
@@ -161,39 +163,73 @@ t.test('rate-limit: store down or over budget → this process\'s bucket decides
   t.equal(sync, undefined, 'and allowed by dave\'s own bucket');
 });
 
-t.test('supersede: claims in the store, cancels what the store says was superseded elsewhere, ignores a token whose request ended', async (t) => {
+t.test('supersede: claims a key once and holds it; a claim elsewhere cancels its request in flight for the key; it claims again after that, in a new store epoch, or when the claim would lapse', async (t) => {
   const s = scripted();
   const reg = new Registry();
   const { step } = await loadStep(supersede, { keyFrom: { bodyPointer: '/doc' } }, { store: s.store, metrics: reg });
   const out: OutboundRequest = { upstream: 'local', path: '/v1/completions', headers: {}, body: Buffer.from('{}') };
-  const a = makeExchange({ claims: { sub: 'alice' }, body: { model: 'm', prompt: 'x', doc: 'a.py' } });
+  const req = (sub: string, doc: string) => makeExchange({ claims: { sub }, body: { model: 'm', prompt: 'x', doc } });
+  const count = async () => /ghostgate_superseded_total (\d+)/.exec(await reg.getSingleMetricAsString('ghostgate_superseded_total'))?.[1];
+  const a = req('alice', 'a.py');
   step.forwarding!(a, out);
   t.equal(s.claims.length, 1, 'a forwarded request claims its key');
   const [key, token] = s.claims[0]!;
   t.match(key, /alice/);
   s.supersededElsewhere('me 999');
   t.notOk(a.signal.aborted, 'an unknown token cancels nothing');
+  step.done!(a, 'ok');
+  const a2 = req('alice', 'a.py');
+  step.forwarding!(a2, out);
+  t.equal(s.claims.length, 1, 'the next request for the key claims nothing: this process holds it');
+  step.forwarding!(a2, out);
+  t.equal(s.claims.length, 1, 'nor does a second attempt of the same request');
   s.supersededElsewhere(token);
-  t.ok(a.signal.aborted, 'the store says a newer request elsewhere took the key: cancelled');
-  t.equal(a.signal.reason, 'GW_ERR_POLICY_SUPERSEDED');
-  t.match(await reg.getSingleMetricAsString('ghostgate_superseded_total'), /ghostgate_superseded_total 1/);
+  t.ok(a2.signal.aborted, 'a claim elsewhere took the key: the request in flight for it here is cancelled, though it never claimed itself');
+  t.equal(a2.signal.reason, 'GW_ERR_POLICY_SUPERSEDED');
+  t.equal(await count(), '1');
   s.supersededElsewhere(token);
-  t.match(await reg.getSingleMetricAsString('ghostgate_superseded_total'), /ghostgate_superseded_total 1/, 'counted once');
-  step.done!(a, 'superseded');
-  t.equal(s.claims.length, 1, 'done sends nothing to the store (the claim expires there)');
-  const ended = makeExchange({ claims: { sub: 'bob' }, body: { model: 'm', prompt: 'x', doc: 'b.py' } });
-  step.forwarding!(ended, out);
-  const endedToken = s.claims[1]![1];
-  step.done!(ended, 'ok');
-  s.supersededElsewhere(endedToken);
-  t.notOk(ended.signal.aborted, 'a stale claim naming a request that ended cancels nothing');
-  t.match(await reg.getSingleMetricAsString('ghostgate_superseded_total'), /ghostgate_superseded_total 1/, 'and is not counted');
-  const b = makeExchange({ claims: { sub: 'alice' }, body: { model: 'm', prompt: 'x', doc: 'a.py' } });
-  const c = makeExchange({ claims: { sub: 'alice' }, body: { model: 'm', prompt: 'x', doc: 'a.py' } });
-  step.forwarding!(b, out);
-  step.forwarding!(c, out);
-  t.ok(b.signal.aborted, 'in one process, the newer request cancels the older at once (no store round trip)');
-  t.equal(s.claims.length, 4, 'both claimed');
+  t.equal(await count(), '1', 'told twice: counted once');
+  step.done!(a2, 'superseded');
+  const a3 = req('alice', 'a.py');
+  step.forwarding!(a3, out);
+  t.equal(s.claims.length, 2, 'the next request claims again (the key is no longer this process\'s)');
+  const token3 = s.claims[1]![1];
+  t.not(token3, token);
+  step.done!(a3, 'ok');
+  s.supersededElsewhere(token3);
+  t.equal(await count(), '1', 'told of a key with no request in flight here: nothing cancelled, nothing counted');
+  const a4 = req('alice', 'a.py');
+  step.forwarding!(a4, out);
+  t.equal(s.claims.length, 3, 'and claimed again after that');
+  const a5 = req('alice', 'a.py');
+  step.forwarding!(a5, out);
+  t.ok(a4.signal.aborted, 'in one process, the newer request cancels the older at once (no store round trip)');
+  t.equal(s.claims.length, 3, 'without a claim: the key is held');
+  (s.store as { epoch: number }).epoch = 2; // the store came back up: what it held may be gone
+  const a6 = req('alice', 'a.py');
+  step.forwarding!(a6, out);
+  t.equal(s.claims.length, 4, 'a new store epoch: claimed again');
+  (s.store as { claimTtlMs: number }).claimTtlMs = 0; // every claim would lapse at once
+  step.forwarding!(req('alice', 'a.py'), out);
+  t.equal(s.claims.length, 5, 'a claim half-way to lapsing in the store: renewed');
+  (s.store as { claimTtlMs: number }).claimTtlMs = 600_000;
+  step.forwarding!(req('bob', 'a.py'), out);
+  t.equal(s.claims.length, 6, 'another identity\'s key: its own claim');
+});
+
+t.test('supersede: the keys a process holds are bounded by maxEntries (the oldest is forgotten and claimed again at its next request)', async (t) => {
+  const s = scripted();
+  const { step } = await loadStep(supersede, { keyFrom: { bodyPointer: '/doc' }, maxEntries: 2 }, { store: s.store, metrics: new Registry() });
+  const out: OutboundRequest = { upstream: 'local', path: '/v1/completions', headers: {}, body: Buffer.from('{}') };
+  const fwd = (doc: string): void => { const ex = makeExchange({ claims: { sub: 'alice' }, body: { model: 'm', prompt: 'x', doc } }); step.forwarding!(ex, out); step.done!(ex, 'ok'); };
+  fwd('a'); fwd('b'); fwd('b');
+  t.equal(s.claims.length, 2, 'two keys, two claims');
+  fwd('c');
+  t.equal(s.claims.length, 3);
+  fwd('b');
+  t.equal(s.claims.length, 3, 'b is still held');
+  fwd('a');
+  t.equal(s.claims.length, 4, 'a, forgotten to make room for c, is claimed again');
 });
 
 t.test('rate-limit lease size (nextSize): doubles when outrun, else fits about targetMs of the recent rate, one step at a time', async (t) => {

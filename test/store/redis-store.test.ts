@@ -136,6 +136,7 @@ t.test('Redis killed: calls answer undefined at once (fail open), counted and lo
   const { store, log, metric } = await open(t, r.url, { timeoutMs: 2000 });
   t.match(await store.take('k1', 1 / 60_000, 2), { taken: true });
   t.match(await metric('ghostgate_store_up'), /ghostgate_store_up 1/);
+  const epoch = store.epoch;
   r.kill();
   await waitFor('the store to notice', () => !store.up);
   const started = performance.now();
@@ -157,6 +158,7 @@ t.test('Redis killed: calls answer undefined at once (fail open), counted and lo
   await r.restart();
   await waitFor('the store to come back by itself', () => store.up, 20_000);
   t.equal(log.lines.filter((l) => /up again/.test(l.msg)).length, 1, 'one log line for the recovery');
+  t.equal(store.epoch, epoch + 1, 'a new epoch: what was written before (claims) may be gone');
   const again = await takes([store], 'k1', 3, 1 / 60_000, 2);
   t.same(again.map((r) => r?.taken), [true, true, false], 'Redis decides again (the restarted one started empty: a full bucket that runs out)');
 });

@@ -92,6 +92,38 @@ t.test('supersede: a newer request on gateway 2 cancels the older one in flight 
   t.notMatch(await b.metrics(), /ghostgate_superseded_total [1-9]/, 'gateway 2, told of that finished request, cancelled nothing');
 });
 
+t.test('supersede: a gateway claims a document once; its next request for it claims nothing and is still cancelled by a newer one on the other gateway', async (t) => {
+  const r = await startRedis(t);
+  if (!r) return;
+  const slow = ['--ttft-ms', '20', '--token-ms', '20', '--tokens', '200'];
+  const [a, b] = await Promise.all([gateway(t, r, slow), gateway(t, r, slow)]);
+  // Every supersede key's holder, sorted (the keys hold NUL separators: read them in Redis).
+  const holders = (): string[] => r.cli('EVAL', "local out = {} for _, k in ipairs(redis.call('KEYS', ARGV[1])) do out[#out + 1] = redis.call('GET', k) end return out", '0', 'ghostgate:sup:k:*')
+    .trim().split('\n').filter(Boolean).sort();
+  const doc = { 'x-user': 'carol', 'x-ghostgate-document': 'file:///c.py' };
+  const warm = await within('a first request for the document on gateway 1', post(a.s, '/v1/completions', { ...body, stream: true }, { ...doc, 'x-request-id': 'warm' }));
+  t.ok(warm.complete);
+  await waitFor('gateway 1\'s claim to be stored', () => holders().length === 1);
+  const [claimed] = holders();
+  const inflight = open(a.s, '/v1/completions', { ...body, stream: true, max_tokens: 200 }, { ...doc, 'x-request-id': 'unclaimed' });
+  const inflightDone = collect(inflight);
+  await within('first token of the second request', new Promise<void>((res) => inflight.once('data', () => res())));
+  // A request for another document after it: once its claim is stored, anything gateway 1 wrote
+  // to Redis before it is too (one connection, in order).
+  const other = await within('a request for another document on gateway 1', post(a.s, '/v1/completions', { ...body, stream: true }, { ...doc, 'x-ghostgate-document': 'file:///other.py' }));
+  t.ok(other.complete);
+  await waitFor('the other document\'s claim to be stored', () => holders().length === 2);
+  t.ok(holders().includes(claimed!), 'the second request for the document claimed nothing: the key still holds the first claim');
+  const newer = await within('the newer request, on gateway 2', post(b.s, '/v1/completions', { ...body, stream: true }, { ...doc, 'x-request-id': 'newer' }));
+  const cut = await within('the unclaimed request to end', inflightDone);
+  t.equal(newer.status, 200);
+  t.ok(newer.complete, 'the newer request completes');
+  t.notOk(cut.complete, 'the request in flight on gateway 1, which never claimed, is cut');
+  t.match(cut.text, /GW_ERR_POLICY_SUPERSEDED/, 'and told why');
+  t.notOk(holders().includes(claimed!), 'the key now names gateway 2\'s claim');
+  t.match(await a.metrics(), /ghostgate_superseded_total 1/, 'counted where it was cancelled');
+});
+
 t.test('Redis SIGKILLed and restarted under load: no request fails, fallbacks counted, the shared limit comes back', async (t) => {
   const r = await startRedis(t);
   if (!r) return;
