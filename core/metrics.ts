@@ -48,7 +48,7 @@ export class GatewayMetrics {
     this.cancelPropagation = new Histogram({ name: 'ghostgate_cancel_propagation_seconds', help: 'Client reset noticed to upstream stream reset sent', labelNames: ['phase'], buckets: CANCEL_BUCKETS, registers: r });
     this.cancelledBeforeForward = new Counter({ name: 'ghostgate_cancelled_before_forward_total', help: 'Requests whose client was gone before they were sent upstream (never sent)', registers: r });
     this.errors = new Counter({ name: 'ghostgate_errors_total', help: 'Error replies by code', labelNames: ['code'], registers: r });
-    this.pluginFailures = new Counter({ name: 'ghostgate_plugin_failures_total', help: 'Policy step phases that failed, by plugin, phase and reason (threw, bad_result, timeout)', labelNames: ['plugin', 'phase', 'reason'], registers: r });
+    this.pluginFailures = new Counter({ name: 'ghostgate_plugin_failures_total', help: 'Policy step phases that failed, by plugin, phase and reason (threw, bad_result, bad_header, timeout)', labelNames: ['plugin', 'phase', 'reason'], registers: r });
     this.upstreamSessionsOpened = new Counter({ name: 'ghostgate_upstream_sessions_opened_total', help: 'Upstream connections opened', labelNames: ['upstream'], registers: r });
     this.upstreamSessionsActive = new Gauge({ name: 'ghostgate_upstream_sessions', help: 'Upstream connections open now', labelNames: ['upstream'], registers: r });
     this.upstreamGoaways = new Counter({ name: 'ghostgate_upstream_goaways_total', help: 'GOAWAY frames received from upstreams', labelNames: ['upstream'], registers: r });
