@@ -425,6 +425,7 @@ function restartOnly(a: GatewayConfig, b: GatewayConfig): string[] {
   if (a.server.workers !== b.server.workers) changed.push('server.workers');
   if (a.server.keepAsyncResourceProperty !== b.server.keepAsyncResourceProperty) changed.push('server.keepAsyncResourceProperty');
   if (a.server.onUnhandledRejection !== b.server.onUnhandledRejection) changed.push('server.onUnhandledRejection');
+  if ((a.server.semiSpaceMb || 0) !== (b.server.semiSpaceMb || 0)) changed.push('server.semiSpaceMb');
   // The TLS certificate and key reload in place; addresses need a restart.
   const where = (c: GatewayConfig): string => JSON.stringify([c.listen.host, c.listen.port, c.listen.tls?.host, c.listen.tls?.port]);
   if (where(a) !== where(b)) changed.unshift('listen');

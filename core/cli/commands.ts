@@ -18,8 +18,10 @@ import { secretReader } from '../secrets.ts';
 import { buildRuntime, checkPolicySteps } from '../runtime.ts';
 import { applyRuntimePatches } from '../runtime-patches.ts';
 import { installFaultHandlers, registerFaultMetrics } from '../process-faults.ts';
+import { clearReexecMark, describeSemiSpace, reexecWith, semiSpacePlan, workerExecArgv } from './semi-space.ts';
 import { declaredIn } from '../step-check.ts';
 import type { BannerInfo } from '../cluster/ipc.ts';
+import type { SemiSpacePlan } from './semi-space.ts';
 import { Primary } from '../cluster/primary.ts';
 import { bannerInfo } from '../cluster/worker.ts';
 import type { PluginDefinition } from '../types.ts';
@@ -42,8 +44,14 @@ export const commands: Record<string, Command> = {
       let model: BundledModel | undefined;
       let gw: Gateway | undefined;
       let primary: Primary | undefined;
+      let semi: SemiSpacePlan;
       try {
         const pre = loadConfig(file);
+        // The young generation's size is fixed when Node starts: re-execute this same process
+        // with the flag when it lacks it (core/cli/semi-space.ts). Nothing has started yet.
+        semi = semiSpacePlan(pre.config.server.semiSpaceMb);
+        if (semi.reexec) reexecWith(semi.flag!);
+        clearReexecMark();
         // This process is the gateway's own (a single one, or the cluster's primary; each worker
         // applies them at its start): Node's runtime patches, unless the config keeps Node as it is.
         applyRuntimePatches(pre.config.server);
@@ -55,7 +63,7 @@ export const commands: Record<string, Command> = {
             throw listenError(e, 'bundled model server', ms.host, ms.port, () => `modelServer.port${envs.length ? ` (env ${envs.join(', ')})` : ''} in ${pre.file}`);
           });
         }
-        if (workers > 1) primary = await Primary.start({ configFile: file, workers });
+        if (workers > 1) primary = await Primary.start({ configFile: file, workers, workerExecArgv: workerExecArgv(semi) });
         else gw = await Gateway.start({ configFile: file });
         // Unhandled rejections and uncaught exceptions, logged (each worker installs its own).
         if (gw) registerFaultMetrics(gw.metrics.registry);
@@ -71,9 +79,9 @@ export const commands: Record<string, Command> = {
       const log = primary?.log ?? gw!.log;
       if (primary) {
         const { addresses, banner } = primary.started;
-        printBanner(file, { ...addresses, admin: primary.adminUrl }, banner, model, primary.ready().map((s) => s.worker.process.pid!));
+        printBanner(file, { ...addresses, admin: primary.adminUrl }, banner, model, semi, primary.ready().map((s) => s.worker.process.pid!));
       } else {
-        printBanner(file, gw!.addresses!, await bannerInfo(gw!), model);
+        printBanner(file, gw!.addresses!, await bannerInfo(gw!), model, semi);
       }
       process.on('SIGHUP', () => { void (primary ? primary.reload('SIGHUP') : gw!.reload('SIGHUP')); });
       return new Promise<number>((resolve) => {
@@ -249,7 +257,7 @@ export function resolveWorkers(v: string | number): number {
   return n;
 }
 
-function printBanner(file: string, a: { cleartext: string; tls?: string; admin?: string }, b: BannerInfo, model: BundledModel | undefined, workerPids?: number[]): void {
+function printBanner(file: string, a: { cleartext: string; tls?: string; admin?: string }, b: BannerInfo, model: BundledModel | undefined, semi: SemiSpacePlan, workerPids?: number[]): void {
   const auth = b.devToken ? ` \\\n  -H 'authorization: Bearer ${b.devToken}'` : '';
   const lines = [
     `ghostgate is running (config ${file}, version ${b.version})`,
@@ -259,6 +267,7 @@ function printBanner(file: string, a: { cleartext: string; tls?: string; admin?:
     ...(a.admin ? [`  admin       ${a.admin}  (/_ping  /-/config  POST /-/reload  /metrics)`] : []),
     ...(model ? [`  model       ${model.url}  (bundled local model server)`] : []),
     `  upstreams   ${b.upstreams}`,
+    `  node heap   young generation: ${describeSemiSpace(semi)}${workerPids ? ', in every process' : ''}`,
     ...(b.devApiKey ? [`  dev API key ${b.devApiKey}  (auth.dev: exchange it at POST /v1/token; see client/README.md)`] : []),
     '',
     'Try a streamed completion:',

@@ -98,6 +98,8 @@ export interface PrimaryOptions {
   workers: number;
   /** Override `reload.watch`. */
   watch?: boolean;
+  /** Node arguments for each worker (default: the primary's own, node:cluster's default). */
+  workerExecArgv?: string[];
 }
 
 export class Primary {
@@ -142,7 +144,7 @@ export class Primary {
     const log = makeLogger(loaded.config, {});
     const p = new Primary(opts, loaded, { version: 1, snapshot }, log);
     p.adminCredential = readAdminCredential(loaded);
-    cluster.setupPrimary({ exec: WORKER_MAIN, args: [] });
+    cluster.setupPrimary({ exec: WORKER_MAIN, args: [], execArgv: opts.workerExecArgv ?? process.execArgv });
     try {
       const c = loaded.config.admin;
       if (c.enabled) {
