@@ -6,8 +6,11 @@
 import http from 'node:http';
 import http2 from 'node:http2';
 
-/** HTTP/2: `inFlight` streams at a time over `sessions` sessions (round robin). */
-export async function h2ClosedLoop(url: string, n: number, body: string, inFlight: number, sessions = 1): Promise<void> {
+/**
+ * HTTP/2: `inFlight` streams at a time over `sessions` sessions (round robin). `ttfb`, if given,
+ * gets each request's milliseconds from sending its headers to the response headers.
+ */
+export async function h2ClosedLoop(url: string, n: number, body: string, inFlight: number, sessions = 1, ttfb?: number[]): Promise<void> {
   const ss = await Promise.all(Array.from({ length: sessions }, () => new Promise<http2.ClientHttp2Session>((resolve, reject) => {
     const s = http2.connect(url);
     s.once('connect', () => resolve(s));
@@ -15,8 +18,9 @@ export async function h2ClosedLoop(url: string, n: number, body: string, inFligh
   })));
   let next = 0;
   const one = (s: http2.ClientHttp2Session): Promise<void> => new Promise((resolve, reject) => {
+    const t0 = performance.now();
     const st = s.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json' });
-    st.on('response', (h) => { if (h[':status'] !== 200) reject(new Error(`status ${h[':status']}`)); });
+    st.on('response', (h) => { ttfb?.push(performance.now() - t0); if (h[':status'] !== 200) reject(new Error(`status ${h[':status']}`)); });
     st.resume();
     st.on('close', () => resolve());
     st.end(body);

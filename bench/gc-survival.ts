@@ -14,7 +14,11 @@
  *   - gateway:  ghostgate (`start`, no policies) in front of the model server, HTTP/2 clients
  *   - gateway:keep: the same with `server.keepAsyncResourceProperty: true` (Node's own
  *               AsyncResource.prototype.bind, without core/runtime-patches.ts)
- * The client is this process (HTTP/2: 4 sessions × 16 streams; HTTP/1.1: 16 keep-alive sockets).
+ *   - gateway:semi=N: with `--semi N,...`, one gateway per `server.semiSpaceMb` value (0 = Node's
+ *               default young generation; docs/operations.md#young-generation-v8-semi-space)
+ * The client is this process (HTTP/2: 4 sessions × 16 streams; HTTP/1.1: 16 keep-alive sockets);
+ * it also reports requests per second and, over HTTP/2, the time to response headers (p50, p99:
+ * under closed-loop load that is queueing plus the server's pauses).
  * Per subject: bytes allocated per request, the share of young-generation allocation still alive
  * at a scavenge ("survived"), the share promoted to the old generation, and per 100,000 requests
  * the scavenges, their pauses (p50, p99, max, total) and mark-compacts. Medians of rounds.
@@ -45,6 +49,8 @@ const { values } = parseArgs({ options: {
   requests: { type: 'string', default: '100000' }, rounds: { type: 'string', default: '3' }, only: { type: 'string' },
   // More gateways, with their own Node flags: --variant 'big=--max-semi-space-size=64 --scavenger-max-new-space-capacity-mb=128'
   variant: { type: 'string', multiple: true, default: [] },
+  // More gateways, one per server.semiSpaceMb value (0 = Node's default): --semi 0,4,8,16
+  semi: { type: 'string' },
   // Also the allocation sites whose objects outlive scavenges (bench/gc-sites.ts), per subject and round.
   sites: { type: 'boolean', default: false },
   by: { type: 'string', default: 'chain' },
@@ -131,10 +137,12 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-const h2Load = (url: string, n: number): Promise<void> => h2ClosedLoop(url, n, BODY, 64, 4);
+/** Time to response headers of the measured phase's HTTP/2 requests (ms). */
+let ttfb: number[] | undefined;
+const h2Load = (url: string, n: number): Promise<void> => h2ClosedLoop(url, n, BODY, 64, 4, ttfb);
 const h1Load = (url: string, n: number): Promise<void> => h1ClosedLoop(url, n, BODY, 16);
 
-interface GcStats { bytesPerRequest: number; scavenges: number; survivedPct: number; promotedPct: number; pauseP50: number; pauseP99: number; pauseMax: number; pauseTotal: number; markCompacts: number; mcPauseMax: number }
+interface GcStats { reqPerSec: number; ttfbP50: number; ttfbP99: number; bytesPerRequest: number; scavenges: number; survivedPct: number; promotedPct: number; pauseP50: number; pauseP99: number; pauseMax: number; pauseTotal: number; markCompacts: number; mcPauseMax: number }
 
 /**
  * The GCs logged by --trace-gc-nvp in `text`, over `requests` requests. Scavenges, pauses and
@@ -150,6 +158,7 @@ function gcStats(text: string, requests: number): GcStats {
   const pauses = lines.map((l) => num(l, 'pause')).sort((a, b) => a - b);
   const mc = text.split('\n').filter((l) => l.includes(' gc=mc ')).map((l) => num(l, 'pause'));
   return {
+    reqPerSec: 0, ttfbP50: 0, ttfbP99: 0,
     bytesPerRequest: all.reduce((a, l) => a + num(l, 'allocated'), 0) / requests,
     pauseTotal: per * pauses.reduce((a, x) => a + x, 0),
     markCompacts: per * mc.length,
@@ -205,7 +214,8 @@ const subjects: Subject[] = [
     return { url: `http://127.0.0.1:${port}`, server: p, stop: () => stopAll(p, m) };
   } },
   // gateway:keep: with Node's own AsyncResource.prototype.bind (core/runtime-patches.ts not applied).
-  ...[['gateway', '', ''], ['gateway:keep', '', 'server: { keepAsyncResourceProperty: true }'], ...values.variant.map((v) => [`gateway:${v.slice(0, v.indexOf('='))}`, v.slice(v.indexOf('=') + 1), ''])].map(([name, flags, yaml]): Subject => ({ name: name!, proto: 'h2', async run() {
+  ...[['gateway', '', ''], ['gateway:keep', '', 'server: { keepAsyncResourceProperty: true }'], ...values.variant.map((v) => [`gateway:${v.slice(0, v.indexOf('='))}`, v.slice(v.indexOf('=') + 1), '']),
+    ...(values.semi?.split(',') ?? []).map((mb) => [`gateway:semi=${mb}`, '', `server: { semiSpaceMb: ${mb} }`])].map(([name, flags, yaml]): Subject => ({ name: name!, proto: 'h2', async run() {
     const m = start(['model-server/main.ts', '--port', '0', ...MODEL_ARGS], false);
     const modelPort = await portIn(m, /"event":"listening","port":(\d+)/);
     const dir = mkdtempSync(path.join(os.tmpdir(), 'ghostgate-gc-'));
@@ -253,11 +263,16 @@ for (let round = 1; round <= ROUNDS; round++) {
       const load = h.load !== undefined ? (_url: string, n: number) => h.load!(n) : s.proto === 'h2' ? h2Load : h1Load;
       await load(h.url, Math.min(N, 5000)); // warm-up: JIT, pools, a few scavenges
       const from = h.server.out.length;
+      const t0 = performance.now();
+      ttfb = [];
       await load(h.url, N);
+      const reqPerSec = N / ((performance.now() - t0) / 1000);
+      const times = ttfb.sort((a, b) => a - b);
+      ttfb = undefined;
       await new Promise((r) => setTimeout(r, 100));
-      const st = gcStats(h.server.out.slice(from), N);
+      const st = { ...gcStats(h.server.out.slice(from), N), reqPerSec, ttfbP50: times[Math.floor(times.length / 2)] ?? 0, ttfbP99: times[Math.floor(times.length * 0.99)] ?? 0 };
       (results.get(s.name) ?? results.set(s.name, []).get(s.name)!).push(st);
-      console.log(`round ${round} ${s.name.padEnd(8)} ${(st.bytesPerRequest / 1024).toFixed(1)} KB/request, survived ${st.survivedPct.toFixed(1)}%, promoted ${st.promotedPct.toFixed(1)}%, per 100k requests: ${st.scavenges.toFixed(0)} scavenges, pause p50 ${st.pauseP50.toFixed(1)} ms, p99 ${st.pauseP99.toFixed(1)} ms, max ${st.pauseMax.toFixed(1)} ms, total ${st.pauseTotal.toFixed(0)} ms; ${st.markCompacts.toFixed(0)} mark-compacts (max ${st.mcPauseMax.toFixed(1)} ms)`);
+      console.log(`round ${round} ${s.name.padEnd(8)} ${st.reqPerSec.toFixed(0)} req/s, TTFB p50 ${st.ttfbP50.toFixed(1)} ms p99 ${st.ttfbP99.toFixed(1)} ms, ${(st.bytesPerRequest / 1024).toFixed(1)} KB/request, survived ${st.survivedPct.toFixed(1)}%, promoted ${st.promotedPct.toFixed(1)}%, per 100k requests: ${st.scavenges.toFixed(0)} scavenges, pause p50 ${st.pauseP50.toFixed(1)} ms, p99 ${st.pauseP99.toFixed(1)} ms, max ${st.pauseMax.toFixed(1)} ms, total ${st.pauseTotal.toFixed(0)} ms; ${st.markCompacts.toFixed(0)} mark-compacts (max ${st.mcPauseMax.toFixed(1)} ms)`);
       if (values.sites) console.log(await sites(h.server, () => load(h.url, N)));
     } finally {
       await h.stop();
@@ -268,5 +283,5 @@ const med = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b);
 console.log(`\nmedians over ${ROUNDS} rounds of ${N} requests (bytes allocated per request; young-generation allocation alive at a scavenge, promoted; per 100,000 requests: scavenges, their pauses, mark-compacts):`);
 for (const [name, xs] of results) {
   const m = (f: (x: GcStats) => number, d = 1): string => med(xs.map(f)).toFixed(d);
-  console.log(`  ${name.padEnd(8)} ${m((x) => x.bytesPerRequest / 1024).padStart(5)} KB/req   survived ${m((x) => x.survivedPct).padStart(5)}%   promoted ${m((x) => x.promotedPct).padStart(5)}%   ${m((x) => x.scavenges, 0).padStart(4)} scavenges   pause p50 ${m((x) => x.pauseP50).padStart(5)} ms   p99 ${m((x) => x.pauseP99).padStart(5)} ms   max ${m((x) => x.pauseMax).padStart(5)} ms   total ${m((x) => x.pauseTotal, 0).padStart(5)} ms   ${m((x) => x.markCompacts, 0)} mark-compacts (max ${m((x) => x.mcPauseMax)} ms)`);
+  console.log(`  ${name.padEnd(8)} ${m((x) => x.reqPerSec, 0).padStart(6)} req/s   TTFB p50 ${m((x) => x.ttfbP50).padStart(5)} ms p99 ${m((x) => x.ttfbP99).padStart(5)} ms   ${m((x) => x.bytesPerRequest / 1024).padStart(5)} KB/req   survived ${m((x) => x.survivedPct).padStart(5)}%   promoted ${m((x) => x.promotedPct).padStart(5)}%   ${m((x) => x.scavenges, 0).padStart(4)} scavenges   pause p50 ${m((x) => x.pauseP50).padStart(5)} ms   p99 ${m((x) => x.pauseP99).padStart(5)} ms   max ${m((x) => x.pauseMax).padStart(5)} ms   total ${m((x) => x.pauseTotal, 0).padStart(5)} ms   ${m((x) => x.markCompacts, 0)} mark-compacts (max ${m((x) => x.mcPauseMax)} ms)`);
 }
