@@ -70,6 +70,25 @@ t.test('a child whose test process is killed outright stops by itself (parent wa
   t.pass('both orphans stopped by themselves');
 });
 
+t.test('a child that re-executes itself in place (process.execve, as ghostgate start does) keeps its parent watch', async (t) => {
+  const proc = pathToFileURL(path.join(import.meta.dirname, '../helpers/proc.ts')).href;
+  // The child re-executes itself once (same pid, same environment), then idles.
+  const child = 'if (!process.env.REEXECED) process.execve(process.execPath, [process.execPath, "-e", "console.log(process.pid); setInterval(() => {}, 1000)"], { ...process.env, REEXECED: "1" });';
+  const testProcess = spawn(NODE_BIN, ['--input-type=module', '-e', `
+    import { NODE_BIN, spawnTracked } from ${JSON.stringify(proc)};
+    const c = spawnTracked(NODE_BIN, ['-e', ${JSON.stringify(child)}], { stdio: ['ignore', 'pipe', 'ignore'] });
+    c.stdout.once('data', (d) => console.log(c.pid, String(d).trim()));
+    setInterval(() => {}, 1000);
+  `], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => killQuietly(testProcess.pid!));
+  const [pid, after] = (await firstLine(testProcess)).split(' ').map(Number) as [number, number];
+  t.teardown(() => killQuietly(pid));
+  t.equal(after, pid, 'the child re-executed in place: same pid');
+  testProcess.kill('SIGKILL');
+  await waitFor('the re-executed orphan to stop', () => !running(pid));
+  t.pass('it stopped by itself');
+});
+
 t.test('a command other than Node under the guard: signals pass on, its exit is the guard\'s', async (t) => {
   const exit = (c: ReturnType<typeof spawn>): Promise<[number | null, string | null]> => new Promise((r) => c.once('exit', (code, sig) => r([code, sig])));
   const three = spawnTracked('sh', ['-c', 'exit 3'], { stdio: 'ignore' }, { node: false });
