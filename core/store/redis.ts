@@ -72,6 +72,15 @@ export interface RedisStoreOptions {
  */
 const CLAIM_TTL_MS = 10 * 60_000;
 
+/**
+ * How long after a turn its background commands (claims, prefetched leases) are written (ms).
+ * Not at once: the turn that queued them has just forwarded a request, and writing to Redis then
+ * (a write that wakes redis-server, then its answer to read) competes for the CPU with the model
+ * server receiving that request, on a host they share, and delays the next request arriving
+ * here. A request waiting on one of them calls `hurry`.
+ */
+const BACKGROUND_DELAY_MS = 2;
+
 /** Default of RedisStoreOptions.leaseTtlMs. */
 export const LEASE_TTL_MS = 10_000;
 
@@ -133,8 +142,9 @@ export class RedisStore implements SharedStore {
   #claims: string[] = [];
   /** Callbacks to run after this turn, before the claims are written (`soon`). */
   #soon: Array<() => void> = [];
-  /** #flush is scheduled (setImmediate) for this turn's claims and `soon` callbacks. */
+  /** #flush is scheduled for this turn's claims and `soon` callbacks (its timer, or an immediate after `hurry`). */
   #flushScheduled = false;
+  #flushTimer: NodeJS.Timeout | undefined;
 
   constructor(o: RedisStoreOptions, log: Logger, registry: Registry) {
     this.#o = o;
@@ -232,7 +242,7 @@ export class RedisStore implements SharedStore {
   }
 
   /**
-   * Written after this event-loop turn (setImmediate), not at once: supersede claims in the
+   * Written after this event-loop turn (BACKGROUND_DELAY_MS later), not at once: supersede claims in the
    * `forwarding` phase, just before the request goes upstream, and a call that writes to Redis
    * stalls the turn for tens of µs (the write wakes redis-server; bench/store-cost.ts). Node
    * sends the upstream HTTP/2 frames from a native immediate, which runs before JavaScript
@@ -252,6 +262,13 @@ export class RedisStore implements SharedStore {
   #schedule(): void {
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
+    this.#flushTimer = setTimeout(this.#flush, BACKGROUND_DELAY_MS);
+  }
+
+  hurry(): void {
+    if (this.#flushTimer === undefined) return;
+    clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
     setImmediate(this.#flush);
   }
 
@@ -264,6 +281,7 @@ export class RedisStore implements SharedStore {
    */
   readonly #flush = (): void => {
     this.#flushScheduled = false;
+    this.#flushTimer = undefined;
     const soon = this.#soon;
     const q = this.#claims;
     this.#soon = [];

@@ -51,12 +51,17 @@ export interface SharedStore {
    */
   claim(key: string, token: string): void;
   /**
-   * Run `fn` after this event-loop turn, when this turn's claims are written: the store commands
+   * Run `fn` shortly after this event-loop turn (a couple of ms: see `hurry`), when this turn's claims are written: the store commands
    * it issues (a `lease` that can wait a turn, e.g. a prefetch) go out in the same write as the
    * claims and each other, one write per turn instead of one per command. For calls no request
    * waits on; a request waiting for an answer should call at once.
    */
   soon(fn: () => void): void;
+  /**
+   * Write what `soon` and `claim` queued now (after this turn) rather than a moment later: a
+   * request is waiting on it.
+   */
+  hurry(): void;
   /** How long the store keeps a key's last claim (ms): claim again before it lapses to stay its holder. */
   readonly claimTtlMs: number;
   /**

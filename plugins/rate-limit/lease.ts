@@ -194,7 +194,10 @@ export function leasing<B>(o: LeaseOptions<B>) {
     }
     h.last = now;
     if (takeHeld(sk, h, now)) return undefined;
-    if (h.lease !== undefined) h.outran = true;
+    if (h.lease !== undefined) {
+      h.outran = true;
+      store.hurry(); // a prefetch may still be queued: this request waits on it
+    }
     else {
       const est = estimate(h, now);
       if (est < 1 && now - h.t < LEASE_TIMING.idleMs) return retryAfter(est);

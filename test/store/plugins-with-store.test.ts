@@ -24,7 +24,7 @@ function scripted() {
   const givenBack: Array<{ key: string; n: number }> = [];
   const claims: Array<[string, string]> = [];
   const handlers: Array<(tok: string) => void> = [];
-  const soonCalls = { n: 0 };
+  const soonCalls = { n: 0, hurried: 0 };
   let n = 0;
   const store: SharedStore = {
     take(key, _perMs, _burst, force = false) {
@@ -45,6 +45,7 @@ function scripted() {
     claimTtlMs: 600_000,
     epoch: 1,
     soon(fn) { soonCalls.n++; setImmediate(fn); },
+    hurry() { soonCalls.hurried++; },
     newToken: () => `me ${++n}`,
     onSuperseded(fn) { handlers.push(fn); },
   };
@@ -103,6 +104,7 @@ t.test('rate-limit (exact): concurrent requests with nothing held wait on one le
   const three = [0, 1, 2].map(() => step.request!(makeExchange({ claims: { sub: 'fay' } })));
   t.ok(three.every((x) => x instanceof Promise), 'all three wait');
   t.equal(s.leases.length, 1, 'on one lease');
+  t.equal(s.soonCalls.hurried, 2, 'the two that found a lease in flight hurry the store (a queued prefetch would go out at once)');
   const out = (await Promise.all(three)) as Array<LocalReply | undefined>;
   t.same(out.map((x) => x?.status), [undefined, undefined, undefined], 'the first on the grant of 1, the other two on the next lease (5 were left)');
   t.same(s.leases.map((l) => l.want), [2, 4], 'which asked for the size (2: demand outran the first) plus the two waiting');

@@ -148,7 +148,8 @@ t.test('Redis killed: calls answer undefined at once (fail open), counted and lo
   t.same(answers, new Array(20).fill(undefined), 'every call says "decide in process"');
   t.ok(performance.now() - started < 1000, 'without waiting on Redis');
   store.claim('x', store.newToken());
-  await new Promise((resolve) => setImmediate(resolve)); // claims are written after the turn
+  store.hurry(); // claims are written a moment after the turn; now, right after it
+  await new Promise((resolve) => setImmediate(resolve));
   t.match(await metric('ghostgate_store_fallback_total'), /op="take",reason="down"} 20/, 'each fallback is counted');
   t.match(await metric('ghostgate_store_fallback_total'), /op="claim",reason="down"} 1/);
   t.match(await metric('ghostgate_store_up'), /ghostgate_store_up 0/);
@@ -226,7 +227,8 @@ t.test('claims and a probe\'s PING in flight when the connection drops: after Re
   const { store, metric } = await open(t, r.url, { timeoutMs: 200 });
   r.pause();
   for (let i = 0; i < 3; i++) store.claim(`doc${i}`, store.newToken());
-  await new Promise((resolve) => setImmediate(resolve)); // claims are written after the turn
+  store.hurry(); // written right after this turn (not a moment later), before the take
+  await new Promise((resolve) => setImmediate(resolve));
   t.equal(await within('the take to give up', Promise.resolve(store.take('k4', 1 / 60_000, 5)), 10_000), undefined, 'a take gives up on the paused Redis');
   await waitFor('a probe to overrun its budget too', async () => /result="timeout"\} 1/.test(await metric('ghostgate_store_probes_total')), 20_000);
   r.kill(); // claims and a PING unanswered on the connection
@@ -235,6 +237,7 @@ t.test('claims and a probe\'s PING in flight when the connection drops: after Re
   await waitFor('the store to come back', () => store.up, 20_000);
   t.match(await store.take('k4', 1 / 60_000, 5), { taken: true }, 'Redis answers');
   store.claim('doc0', store.newToken()); // finds the oldest unanswered claim, if any, overdue
+  store.hurry();
   await new Promise((resolve) => setImmediate(resolve));
   await new Promise((resolve) => setImmediate(resolve));
   t.match(await store.take('k4', 1 / 60_000, 5), { taken: true }, 'and goes on answering');
@@ -324,7 +327,8 @@ t.test('a claim\'s answer that arrived while the loop was blocked is used: the n
   proxy.release(); // the answer is in the store's socket now, unread until the next poll
   const t0 = performance.now();
   while (performance.now() - t0 < 200) { /* blocked past timeoutMs (a GC pause, a long turn) */ }
-  store.claim('doc-b', store.newToken()); // written in this turn's check phase: finds doc-a's unanswered
+  store.claim('doc-b', store.newToken());
+  store.hurry(); // written in this turn's check phase, before the next poll: finds doc-a's unanswered
   await new Promise((resolve) => setImmediate(resolve));
   await new Promise((resolve) => setImmediate(resolve));
   await new Promise((resolve) => setImmediate(resolve));
@@ -347,6 +351,21 @@ t.test('a claim is written after the caller\'s turn (the request goes upstream f
   t.equal(early, '', 'nothing reached Redis during the turn');
   await waitFor('both claims to reach Redis', () => r.cli('GET', 'gg-test:sup:k:turn-b').trim() === tokens[1]);
   t.equal(r.cli('GET', 'gg-test:sup:k:turn-a').trim(), tokens[0]);
+});
+
+t.test('hurry: what soon and claim queued is written right after the turn, not after the short delay', async (t) => {
+  const r = await startRedis(t);
+  if (!r) return;
+  const { store } = await open(t, r.url);
+  const writes = (): number => Number(/syscw: (\d+)/.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
+  let lease: Promise<unknown> | undefined;
+  store.soon(() => { lease = store.lease('hurried', 1, 100, 1, 0); });
+  const w0 = writes();
+  store.hurry();
+  await new Promise((r) => setImmediate(r));
+  const afterTurn = writes() - w0;
+  t.equal(afterTurn, 1, 'written in the check phase of this turn');
+  t.same(await lease, { granted: 1, tokens: 99 }, 'and answered');
 });
 
 t.test('the budget is timeoutMs of real time: a timer that fires early (Node times timers in whole ms) does not cut it short', async (t) => {
@@ -527,10 +546,11 @@ t.test('a turn\'s background commands (soon + claims) go out in one write, and e
   b.store.soon(() => { leases.push(b.store.lease('batched2', 1, 100, 2, 0)); });
   b.store.claim('doc', b.store.newToken());
   const inTurn = writes() - w0;
-  await new Promise((r) => setImmediate(r));
-  const afterTurn = writes() - w0;
+  await waitFor('the turn\'s commands to be written', () => writes() - w0 > 0);
+  await Promise.all(leases);
+  const all = writes() - w0;
   t.equal(inTurn, 0, 'nothing is written in the caller\'s turn');
-  t.equal(afterTurn, 1, 'two leases and a claim: one write');
+  t.equal(all, 1, 'two leases and a claim: one write');
   t.same(await Promise.all(leases), [{ granted: 3, tokens: 97 }, { granted: 2, tokens: 98 }], 'the leases are answered');
   await waitFor('the claim to reach the previous holder\'s process', () => told.length === 1);
   t.same(told, [older], 'A is told of its superseded claim');
