@@ -357,6 +357,10 @@ t.test('hurry: what soon and claim queued is written right after the turn, not a
   const r = await startRedis(t);
   if (!r) return;
   const { store } = await open(t, r.url);
+  // Settle both connections first (the lease script loaded, the supersede channel subscribed):
+  // the count below is of this process's every write.
+  t.same(await store.lease('warm', 1, 100, 1, 0), { granted: 1, tokens: 99 });
+  await waitFor('the store\'s subscription', () => r.cli('PUBSUB', 'NUMSUB', `gg-test:sup:${store.instanceId}`).trim().endsWith('1'));
   const writes = (): number => Number(/syscw: (\d+)/.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
   let lease: Promise<unknown> | undefined;
   store.soon(() => { lease = store.lease('hurried', 1, 100, 1, 0); });
